@@ -1,0 +1,226 @@
+"""The dlcli command line: the only place that prints errors and chooses exit codes.
+
+Heavy modules (torch, matplotlib) are imported inside the commands that need them, so
+`dlcli --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+app = typer.Typer(
+    name="dlcli",
+    help="Train, inspect and compare deep-learning experiments described in YAML files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the run folders.")]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config key by dotted path, e.g. training.epochs=1 (repeatable)."),
+]
+
+
+def _stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _error_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one paragraph to stderr and exit; never a traceback for a user's mistake."""
+    from rich.text import Text
+
+    _error_console().print(Text(f"Error: {message}"))
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .errors import DlcliError
+
+        try:
+            return fn(*args, **kwargs)
+        except DlcliError as exc:
+            fail(exc.full_message(), exc.exit_code)
+        except KeyboardInterrupt:
+            _error_console().print("Interrupted.")
+            raise typer.Exit(130)
+        except MemoryError:
+            fail("Out of memory. Use a smaller training.batch_size or data.max_train_samples.", 1)
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                fail(f"The disk is full ({exc.filename or 'writing the run folder'}). Free some space; "
+                     "files already written in the run folder are complete.", 1)
+            raise
+
+    return wrapper
+
+
+def _load(config: Path, overrides: Optional[list[str]]):
+    from .config import load_config
+
+    return load_config(config, tuple(overrides or ()))
+
+
+@app.command()
+@handle_errors
+def train(
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML file (or a run folder's config.yaml).", show_default=False)] = None,
+    set_: SetOption = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder from its last complete epoch.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result.")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", help="Train data-parallel with N processes on this machine (via torch's elastic launcher).", min=1)] = 1,
+) -> None:
+    """Train a model as the experiment file says, and keep everything in a new run folder."""
+    from .config import dump_config
+
+    if (config is None) == (resume is None):
+        fail("give either a CONFIG file or --resume RUN_FOLDER (not both, not neither). "
+             "For example: dlcli train configs/mnist_cnn.yaml")
+    resume_dir = None
+    if resume is not None:
+        from .rundir import resolve_run
+        from .training import load_run_config
+
+        resume_dir = resolve_run(resume, runs_dir)
+        cfg = load_run_config(resume_dir, tuple(set_ or ()))
+    else:
+        cfg = _load(config, set_)
+    if print_config:
+        sys.stdout.write(dump_config(cfg))
+        return
+    if nproc > 1:
+        from .distributed import launch
+
+        raise typer.Exit(launch(nproc, sys.argv))
+    _run_training(cfg, runs_dir, resume_dir, quiet)
+
+
+def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) -> None:
+    from .distributed import distributed_from_env
+    from .engine import RunControl
+    from .errors import DlcliError, TrainingInterrupted
+    from .training import train as run_train
+
+    console = _stdout_console()
+    control = RunControl()
+    dist = distributed_from_env()
+
+    def request_stop(signum, frame):
+        control.signal = signal.Signals(signum).name
+        # A second Ctrl-C stops at once (the run folder still holds the last complete epoch).
+        signal.signal(signum, signal.SIG_DFL)
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outcome = run_train(cfg, runs_dir=runs_dir, console=console, resume_dir=resume_dir, control=control,
+                            quiet=quiet, command=sys.argv, dist=dist)
+    except TrainingInterrupted as exc:
+        run_dir = getattr(exc, "run_dir", None)
+        if dist.is_main:
+            _error_console().print(
+                f"Interrupted by {exc.signal_name}; the run folder keeps every complete epoch. "
+                f"Resume with: dlcli train --resume {run_dir}"
+            )
+        raise typer.Exit(exc.exit_code)
+    except DlcliError as exc:
+        run_dir = getattr(exc, "run_dir", None)
+        if run_dir is not None and dist.is_main:
+            exc.message += f" (run folder: {run_dir})"
+        if dist.world_size > 1:
+            dist.abort_others(exc.full_message())
+        raise
+    except BaseException as exc:
+        if dist.world_size > 1 and not isinstance(exc, (SystemExit, typer.Exit)):
+            dist.abort_others(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        dist.close()
+    if not dist.is_main:
+        return
+    results = "  ".join(f"{k}: {v:.4f}" for k, v in outcome.results.items() if isinstance(v, float))
+    if outcome.best.get("value") is not None:
+        best = f"best {outcome.best['monitor']}: {outcome.best['value']:.4f} (epoch {outcome.best['epoch']})"
+        results = f"{results}  {best}" if results else best
+    if results:
+        console.print(results)
+    console.print(f"Run folder: {outcome.run_dir}")
+
+
+@app.command()
+@handle_errors
+def summary(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file or run folder.", show_default=False)],
+    set_: SetOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add activation, kernel, stride, padding and multiply-adds per layer.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the same data as JSON.")] = False,
+) -> None:
+    """Print the model's layers, output shapes and parameter counts (no data needed)."""
+    import json
+
+    from .models import build_model
+    from .summary import render_summary, summary_data
+    from .training import plan_experiment
+
+    plan = plan_experiment(_load(config, set_))
+    model = build_model(plan.model_plan)
+    data = summary_data(model, plan)
+    if json_:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        render_summary(data, _stdout_console(), verbose)
+
+
+@app.command()
+@handle_errors
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run folders.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs (default: the run folder; required for several runs).")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="Column of metrics.csv to plot (repeatable; default: loss and the metric).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Draw training and validation curves (loss.png, accuracy.png) from metrics.csv."""
+    from .plots import plot_runs
+    from .rundir import METRICS_FILE, read_metrics, resolve_run
+
+    folders = [resolve_run(r, runs_dir) for r in runs]
+    if len(folders) > 1 and out is None:
+        fail("several runs are drawn into one set of PNGs: give --out FOLDER for them.")
+    loaded = []
+    for folder in folders:
+        columns, rows = read_metrics(folder / METRICS_FILE)
+        loaded.append((folder.name, columns, rows))
+    written = plot_runs(loaded, metric, out or folders[0])
+    for path in written:
+        _stdout_console().print(f"Wrote {path}")
+
+
+def main() -> None:
+    # Under torchrun only rank 0 should talk; others stay quiet unless they fail.
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,684 @@
+"""The typed experiment config: YAML in, frozen dataclasses out, YAML back.
+
+Frozen dataclasses plus a small validator of our own (rather than pydantic) so that every
+error can name the file, the line, the key path, what was found, what was expected and the
+nearest valid name, and so that the CLI does not pay for a heavy import. Precedence is
+defaults < file < ``--set a.b=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional, Union
+
+from .errors import ConfigError
+
+Activation = Literal["linear", "sigmoid", "tanh", "relu", "softmax"]
+OutputActivation = Literal["auto", "linear", "sigmoid", "tanh", "relu", "softmax"]
+
+ACTIVATIONS: tuple[str, ...] = typing.get_args(Activation)
+
+
+def _opt(default: Any = dataclasses.MISSING, *, help: str = "", **limits: Any) -> Any:
+    """A dataclass field with a help text and numeric limits (ge, gt, le, lt)."""
+    meta = {"help": help, **limits}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata=meta)
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+@dataclass(frozen=True)
+class DenseLayer:
+    kind: ClassVar[str] = "dense"
+    units: int = _opt(help="number of output units", ge=1)
+    activation: Activation = _opt("linear", help="activation after the layer")
+    use_bias: bool = _opt(True, help="add a bias vector")
+
+
+@dataclass(frozen=True)
+class Conv2DLayer:
+    kind: ClassVar[str] = "conv2d"
+    filters: int = _opt(help="number of output channels", ge=1)
+    kernel_size: int = _opt(help="square kernel size", ge=1)
+    strides: int = _opt(1, help="step of the kernel", ge=1)
+    padding: Union[Literal["valid", "same"], int] = _opt(
+        "valid", help="valid (none), same (keep size at stride 1) or a number of pixels"
+    )
+    activation: Activation = _opt("linear", help="activation after the layer")
+    use_bias: bool = _opt(True, help="add a bias vector")
+
+
+@dataclass(frozen=True)
+class MaxPool2DLayer:
+    kind: ClassVar[str] = "maxpool2d"
+    pool_size: int = _opt(2, help="square window size", ge=1)
+    strides: Optional[int] = _opt(None, help="step of the window (default: pool_size)", ge=1)
+
+
+@dataclass(frozen=True)
+class AvgPool2DLayer:
+    kind: ClassVar[str] = "avgpool2d"
+    pool_size: int = _opt(2, help="square window size", ge=1)
+    strides: Optional[int] = _opt(None, help="step of the window (default: pool_size)", ge=1)
+
+
+@dataclass(frozen=True)
+class FlattenLayer:
+    kind: ClassVar[str] = "flatten"
+
+
+@dataclass(frozen=True)
+class DropoutLayer:
+    kind: ClassVar[str] = "dropout"
+    rate: float = _opt(help="fraction of inputs zeroed during training", ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class ActivationLayer:
+    kind: ClassVar[str] = "activation"
+    activation: Activation = _opt(help="the activation function")
+
+
+LayerSpec = Union[
+    DenseLayer, Conv2DLayer, MaxPool2DLayer, AvgPool2DLayer, FlattenLayer, DropoutLayer, ActivationLayer
+]
+LAYER_TYPES: dict[str, type] = {
+    cls.kind: cls
+    for cls in (DenseLayer, Conv2DLayer, MaxPool2DLayer, AvgPool2DLayer, FlattenLayer, DropoutLayer, ActivationLayer)
+}
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class MlpModel:
+    """Flatten, then Dense layers, then an output layer sized from the data."""
+
+    preset: Literal["mlp"] = "mlp"
+    hidden: tuple[int, ...] = _opt((64, 64), help="units of each hidden Dense layer")
+    activation: Activation = _opt("relu", help="activation of the hidden layers")
+    dropout: float = _opt(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
+    output_activation: OutputActivation = _opt("auto", help="auto picks it from the loss")
+
+
+@dataclass(frozen=True)
+class CnnModel:
+    """Conv+MaxPool blocks, Flatten, Dropout, optional hidden Dense layers, output layer."""
+
+    preset: Literal["cnn"] = "cnn"
+    filters: tuple[int, ...] = _opt((32, 64), help="filters of each Conv2D block")
+    kernel_size: int = _opt(3, help="kernel size of every Conv2D", ge=1)
+    pool_size: int = _opt(2, help="MaxPool2D window after every Conv2D", ge=1)
+    activation: Activation = _opt("relu", help="activation of the hidden layers")
+    hidden: tuple[int, ...] = _opt((), help="units of Dense layers after Flatten")
+    dropout: float = _opt(0.5, help="dropout before the output layer", ge=0.0, lt=1.0)
+    output_activation: OutputActivation = _opt("auto", help="auto picks it from the loss")
+
+
+@dataclass(frozen=True)
+class BinaryModel:
+    """The IMDB-style classifier: Dense hidden layers and one sigmoid unit."""
+
+    preset: Literal["binary"] = "binary"
+    hidden: tuple[int, ...] = _opt((16, 16), help="units of each hidden Dense layer")
+    activation: Activation = _opt("relu", help="activation of the hidden layers")
+    dropout: float = _opt(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class LayersModel:
+    """A general list of layers, applied in order."""
+
+    layers: tuple[LayerSpec, ...] = _opt(help="the layers, each `- type: {options}`")
+
+
+PRESETS: dict[str, type] = {"mlp": MlpModel, "cnn": CnnModel, "binary": BinaryModel}
+ModelConfig = Union[MlpModel, CnnModel, BinaryModel, LayersModel]
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    task: Literal["multiclass", "binary", "multilabel", "regression"] = _opt(
+        "multiclass", help="kind of targets to generate"
+    )
+    shape: tuple[int, ...] = _opt((20,), help="shape of one sample, e.g. [20] or [1, 8, 8]")
+    classes: int = _opt(3, help="classes (multiclass), labels (multilabel) or outputs (regression)", ge=1)
+    samples: int = _opt(1000, help="training samples", ge=1)
+    test_samples: int = _opt(200, help="test samples (0 for none)", ge=0)
+    noise: float = _opt(1.0, help="standard deviation of the noise", ge=0.0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = _opt(help="mnist, fashion_mnist, imdb, npz or synthetic")
+    root: str = _opt("data", help="folder searched for the dataset's files (and downloaded into)")
+    download: bool = _opt(True, help="download missing files when a network is there")
+    path: Optional[str] = _opt(None, help="the .npz file of the npz dataset")
+    validation_split: float = _opt(0.0, help="fraction of the training set held out", ge=0.0, lt=1.0)
+    validation_size: Optional[int] = _opt(None, help="number of training samples held out", ge=1)
+    validation_from: Literal["start", "end"] = _opt("end", help="hold out from the start or end")
+    max_train_samples: Optional[int] = _opt(None, help="use only the first N training samples", ge=1)
+    num_words: int = _opt(10000, help="IMDB vocabulary size (multi-hot width)", ge=4)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig, metadata={"help": "synthetic data"})
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Unset options take the optimizer's default (Keras's defaults, as the course used)."""
+
+    name: str = _opt("adam", help="sgd, adam, adamw or rmsprop")
+    lr: Optional[float] = _opt(None, help="learning rate", gt=0.0)
+    momentum: Optional[float] = _opt(None, help="sgd momentum", ge=0.0)
+    nesterov: Optional[bool] = _opt(None, help="sgd Nesterov momentum")
+    weight_decay: Optional[float] = _opt(None, help="L2 penalty (decoupled for adamw)", ge=0.0)
+    beta_1: Optional[float] = _opt(None, help="adam/adamw first-moment decay", ge=0.0, lt=1.0)
+    beta_2: Optional[float] = _opt(None, help="adam/adamw second-moment decay", ge=0.0, lt=1.0)
+    eps: Optional[float] = _opt(None, help="numerical-stability term", gt=0.0)
+    rho: Optional[float] = _opt(None, help="rmsprop decay of the squared-gradient average", ge=0.0, lt=1.0)
+    centered: Optional[bool] = _opt(None, help="rmsprop centered variant")
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    monitor: str = _opt("val_loss", help="metric watched, a metrics.csv column")
+    mode: Literal["auto", "min", "max"] = _opt("auto", help="auto: max for accuracy, min otherwise")
+    patience: int = _opt(5, help="epochs without improvement before stopping", ge=0)
+    min_delta: float = _opt(0.0, help="smallest change that counts as improvement", ge=0.0)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = _opt(help="step, cosine or reduce_on_plateau")
+    step_size: int = _opt(10, help="step: epochs between decays", ge=1)
+    gamma: float = _opt(0.1, help="step: factor applied at each decay", gt=0.0, le=1.0)
+    min_lr: float = _opt(0.0, help="cosine, reduce_on_plateau: lowest learning rate", ge=0.0)
+    factor: float = _opt(0.1, help="reduce_on_plateau: factor applied on a plateau", gt=0.0, lt=1.0)
+    patience: int = _opt(5, help="reduce_on_plateau: epochs without improvement", ge=0)
+    monitor: str = _opt("val_loss", help="reduce_on_plateau: metric watched")
+    mode: Literal["auto", "min", "max"] = _opt("auto", help="reduce_on_plateau: direction")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = _opt(10, help="passes over the training set", ge=1)
+    batch_size: int = _opt(32, help="samples per step (the global batch under torchrun)", ge=1)
+    shuffle: bool = _opt(True, help="reshuffle the training set every epoch")
+    precision: Literal["fp32", "bf16"] = _opt("fp32", help="bf16 autocast needs a GPU that supports it")
+    compile: bool = _opt(False, help="torch.compile the model")
+    deterministic: bool = _opt(False, help="use only PyTorch's deterministic algorithms")
+    monitor: str = _opt("auto", help="metric that picks best.pt (auto: val_loss, else loss)")
+    early_stopping: Optional[EarlyStoppingConfig] = _opt(None, help="stop when a metric stops improving")
+    schedule: Optional[ScheduleConfig] = _opt(None, help="learning-rate schedule, stepped per epoch")
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = _opt(help="the dataset")
+    model: ModelConfig = _opt(help="a preset (mlp, cnn, binary) or a list of layers")
+    name: str = _opt("experiment", help="used in the run folder's name")
+    seed: int = _opt(0, help="seed of every random generator", ge=0)
+    device: str = _opt("auto", help="auto, cpu, cuda or cuda:N")
+    loss: str = _opt("auto", help="the loss (auto picks one from the data)")
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "the optimizer"})
+    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "the training loop"})
+
+
+# Top-level keys first in the dumped YAML, in the order a person reads them.
+_TOP_ORDER = ("name", "seed", "device", "data", "model", "loss", "optimizer", "training")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+class _Context:
+    """Where values came from, so errors can name the file and line."""
+
+    def __init__(self, source: str | None, lines: dict[tuple, int], overridden: set[tuple]) -> None:
+        self.source = source
+        self.lines = lines
+        self.overridden = overridden
+
+    def error(self, path: tuple, problem: str, hint: str | None = None) -> ConfigError:
+        dotted = ".".join(str(p) for p in path)
+        where = ""
+        if any(path[: len(o)] == o for o in self.overridden):
+            where = "--set "
+        elif self.source:
+            line = None
+            for cut in range(len(path), -1, -1):  # nearest enclosing key with a known line
+                if path[:cut] in self.lines:
+                    line = self.lines[path[:cut]]
+                    break
+            where = f"{self.source}, line {line}: " if line else f"{self.source}: "
+        subject = f"{dotted}: " if dotted else ""
+        return ConfigError(f"{where}{subject}{problem}", hint=hint)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is int:
+        return "a whole number"
+    if tp is float:
+        return "a number"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a text"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0]).replace('a ', '', 1)}s"
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args)
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return str(tp)
+
+
+def _coerce(tp: Any, value: Any, path: tuple, ctx: _Context) -> Any:
+    from .registry import suggest
+
+    origin = typing.get_origin(tp)
+    if tp is ModelConfig:
+        return _build_model(value, path, ctx)
+    if tp is LayerSpec:
+        return _build_layer(value, path, ctx)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for alt in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(alt, value, path, ctx)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ctx.error(path, f"expected {_type_name(tp)}, found {_describe(value)}.")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, {} if value is None and _all_default(tp) else value, path, ctx)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices and not isinstance(value, bool):
+            return value
+        hint = suggest(str(value), [str(c) for c in choices]) if isinstance(value, str) else ""
+        raise ctx.error(path, f"expected {_type_name(tp)}, found {_describe(value)}.", hint=hint or None)
+    if origin is tuple:
+        (item_tp, _) = typing.get_args(tp)
+        if not isinstance(value, list):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and item_tp is int:
+                value = [value]  # `hidden: 64` means one hidden layer of 64
+            else:
+                raise ctx.error(path, f"expected {_type_name(tp)}, found {_describe(value)}.")
+        return tuple(_coerce(item_tp, v, path + (i,), ctx) for i, v in enumerate(value))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ctx.error(path, f"expected true or false, found {_describe(value)}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ctx.error(path, f"expected a whole number, found {_describe(value)}.")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads `1e-3` (no dot) as text; accept it as the number it means
+                return float(value)
+            except ValueError:
+                pass
+        raise ctx.error(path, f"expected a number, found {_describe(value)}.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ctx.error(path, f"expected a text, found {_describe(value)}.")
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _all_default(cls: type) -> bool:
+    return all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in dataclasses.fields(cls)
+    )
+
+
+def _check_limits(f: dataclasses.Field, value: Any, path: tuple, ctx: _Context) -> None:
+    if value is None or isinstance(value, (bool, str, tuple)):
+        return
+    limits, ok = [], True
+    for key, word, test in (
+        ("ge", "at least", operator.ge),
+        ("gt", "greater than", operator.gt),
+        ("le", "at most", operator.le),
+        ("lt", "less than", operator.lt),
+    ):
+        if key in f.metadata:
+            limits.append(f"{word} {f.metadata[key]}")
+            ok = ok and test(value, f.metadata[key])
+    if not ok:
+        help_text = f.metadata.get("help", "")
+        raise ctx.error(path, f"must be {' and '.join(limits)}, found {value} ({help_text}).")
+
+
+def _build(cls: type, raw: Any, path: tuple, ctx: _Context) -> Any:
+    from .registry import suggest
+
+    if not isinstance(raw, dict):
+        raise ctx.error(path, f"expected a mapping of options, found {_describe(raw)}.")
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    names = [f.name for f in fields]
+    for key in raw:
+        if key not in names:
+            hint = suggest(str(key), names)
+            valid = ", ".join(names) if names else "none"
+            raise ctx.error(
+                path + (key,),
+                f"unknown key {str(key)!r}{' in ' + '.'.join(map(str, path)) if path else ''}; valid keys are: {valid}.",
+                hint=hint or None,
+            )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields:
+        if f.name in raw:
+            value = _coerce(hints[f.name], raw[f.name], path + (f.name,), ctx)
+            if isinstance(value, tuple):
+                for i, item in enumerate(value):
+                    _check_limits(f, item, path + (f.name, i), ctx)
+            else:
+                _check_limits(f, value, path + (f.name,), ctx)
+            kwargs[f.name] = value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            help_text = f.metadata.get("help", "")
+            raise ctx.error(path + (f.name,), f"is required ({help_text}).")
+    return cls(**kwargs)
+
+
+def _build_model(raw: Any, path: tuple, ctx: _Context) -> Any:
+    from .registry import suggest
+
+    if not isinstance(raw, dict):
+        raise ctx.error(path, f"expected a mapping with `preset:` or `layers:`, found {_describe(raw)}.")
+    if "layers" in raw and "preset" in raw:
+        raise ctx.error(path, "give either `preset:` or `layers:`, not both.")
+    if "layers" in raw:
+        return _build(LayersModel, raw, path, ctx)
+    if "preset" not in raw:
+        raise ctx.error(
+            path,
+            "needs either `preset:` (mlp, cnn or binary) or `layers:` (a list of layers).",
+            hint="For example `model: {preset: mlp, hidden: [64, 64]}`.",
+        )
+    preset = raw["preset"]
+    if preset not in PRESETS:
+        hint = suggest(str(preset), PRESETS)
+        raise ctx.error(
+            path + ("preset",),
+            f"unknown preset {preset!r}; valid presets are: {', '.join(PRESETS)}.",
+            hint=hint or None,
+        )
+    return _build(PRESETS[preset], raw, path, ctx)
+
+
+def _build_layer(raw: Any, path: tuple, ctx: _Context) -> Any:
+    from .registry import suggest
+
+    if isinstance(raw, str):
+        raw = {raw: {}}
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise ctx.error(
+            path,
+            f"each layer is one `type: {{options}}` entry, found {_describe(raw)}.",
+            hint="For example `- dense: {units: 10, activation: softmax}`.",
+        )
+    ((kind, options),) = raw.items()
+    if kind not in LAYER_TYPES:
+        hint = suggest(str(kind), LAYER_TYPES)
+        raise ctx.error(
+            path,
+            f"unknown layer type {kind!r}; valid layer types are: {', '.join(LAYER_TYPES)}.",
+            hint=hint or None,
+        )
+    return _build(LAYER_TYPES[kind], options if options is not None else {}, path + (kind,), ctx)
+
+
+def _line_map(node: Any, path: tuple = ()) -> dict[tuple, int]:
+    """Key path -> 1-based line, from PyYAML's node tree."""
+    import yaml
+
+    lines: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key_path = path + (key_node.value,)
+            lines[key_path] = key_node.start_mark.line + 1
+            lines.update(_line_map(value_node, key_path))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            lines.update(_line_map(item, path + (i,)))
+    return lines
+
+
+def _parse_override(text: str) -> tuple[tuple, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise ConfigError(
+            f"--set {text!r}: expected KEY=VALUE with a dotted key path.",
+            hint="For example --set training.epochs=1 --set optimizer.lr=0.01.",
+        )
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: the key path {key!r} is empty or has an empty part.")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.problem}).") from None
+    path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+    return path, value
+
+
+def _apply_override(raw: dict, path: tuple, value: Any) -> None:
+    node: Any = raw
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            if not isinstance(part, int) or part >= len(node):
+                raise ConfigError(
+                    f"--set {'.'.join(map(str, path))}: {'.'.join(map(str, path[:i]))} has "
+                    f"{len(node)} items; use an index from 0 to {len(node) - 1}."
+                )
+            node = node[part]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(map(str, path))}: {'.'.join(map(str, path[:i]))} is not a mapping.")
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last >= len(node):
+            raise ConfigError(f"--set {'.'.join(map(str, path))}: no list item {last}.")
+        node[last] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise ConfigError(f"--set {'.'.join(map(str, path))}: {'.'.join(map(str, path[:-1]))} is not a mapping.")
+
+
+def read_config_file(path: str | Path) -> tuple[dict, dict[tuple, int]]:
+    """The raw mapping of a YAML file and its key-path -> line map."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(
+            f"Config file {str(p)!r} does not exist.",
+            hint="Check the path, or start from one of the files in configs/.",
+        )
+    if p.is_dir():
+        if (p / "config.yaml").is_file():
+            return read_config_file(p / "config.yaml")
+        raise ConfigError(f"{str(p)!r} is a folder, not a config file.", hint="Give the path of a .yaml file.")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Cannot read config file {str(p)!r}: {exc}.") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(
+            f"{p}{where}: this is not valid YAML ({problem}).",
+            hint="Check the indentation and that every `key: value` has a space after the colon.",
+        ) from None
+    if raw is None:
+        raise ConfigError(
+            f"Config file {str(p)!r} is empty.",
+            hint="It needs at least `data: {dataset: ...}` and `model: ...`; see configs/ for examples.",
+        )
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys, found {_describe(raw)}.")
+    return raw, _line_map(node)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), raw: dict | None = None) -> Config:
+    """Read, override and validate an experiment; every problem is a ConfigError."""
+    lines: dict[tuple, int] = {}
+    if raw is None:
+        if path is None:
+            raise ValueError("load_config needs a path or a raw mapping")
+        raw, lines = read_config_file(path)
+        source = str(path if not Path(path).is_dir() else Path(path) / "config.yaml")
+    else:
+        source = str(path) if path else None
+        raw = _deep_copy(raw)
+    overridden: set[tuple] = set()
+    for text in overrides:
+        key_path, value = _parse_override(text)
+        _apply_override(raw, key_path, value)
+        overridden.add(key_path)
+    ctx = _Context(source, lines, overridden)
+    config = _build(Config, raw, (), ctx)
+    _check_semantics(config, ctx)
+    return config
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _check_semantics(config: Config, ctx: _Context) -> None:
+    if not _NAME_PATTERN.match(config.name):
+        raise ctx.error(
+            ("name",),
+            f"{config.name!r} cannot be used in a folder name.",
+            hint="Use letters, digits, '_', '-' and '.', starting with a letter or digit (64 at most).",
+        )
+    if not _DEVICE_PATTERN.match(config.device):
+        raise ctx.error(("device",), f"expected auto, cpu, cuda or cuda:N, found {config.device!r}.")
+    data = config.data
+    if data.validation_split and data.validation_size:
+        raise ctx.error(("data", "validation_size"), "give validation_split or validation_size, not both.")
+    if data.dataset == "npz" and not data.path:
+        raise ctx.error(("data", "path"), "the npz dataset needs `path:` to the .npz file.")
+
+
+# ----------------------------------------------------------------------------- dumping
+
+
+def config_to_dict(config: Any) -> Any:
+    """Plain data (dicts, lists, scalars) for YAML or JSON, in a readable key order."""
+    if dataclasses.is_dataclass(config):
+        kind = getattr(type(config), "kind", None)
+        body = {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config) if f.init}
+        if kind is not None:  # a layer: `- dense: {units: 10}`
+            return {kind: body}
+        if isinstance(config, Config):
+            body = {k: body[k] for k in _TOP_ORDER}
+        return body
+    if isinstance(config, (tuple, list)):
+        return [config_to_dict(v) for v in config]
+    return config
+
+
+def dump_config(config: Config) -> str:
+    """Block-style YAML, with short leaf lists and mappings on one line (as people write layers)."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def is_scalar(v: Any) -> bool:
+        return not isinstance(v, (dict, list))
+
+    def represent_list(dumper, data):
+        flow = all(is_scalar(v) for v in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+    def represent_dict(dumper, data):
+        flow = len(data) <= 4 and all(is_scalar(v) for v in data.values())
+        return dumper.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=flow)
+
+    Dumper.add_representer(list, represent_list)
+    Dumper.add_representer(dict, represent_dict)
+    return yaml.dump(config_to_dict(config), Dumper=Dumper, sort_keys=False, width=100)
+
+
+def config_from_dict(raw: dict, source: str | None = None) -> Config:
+    """Validate plain data (as saved in a run folder or a checkpoint)."""
+    return load_config(source, (), raw=raw)
+
+
+def field_help(cls: type) -> list[tuple[str, str, str]]:
+    """(key, default, help) rows for the README and `dlcli keys`."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = repr(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = "(mapping)"
+        else:
+            default = "required"
+        rows.append((f.name, default, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,304 @@
+"""The training loop: batches from in-memory tensors, train, evaluate, fit with callbacks.
+
+No file I/O, no YAML, no printing: the engine gets built objects and reports through
+callbacks, so it can be tested alone in milliseconds. The per-step path does exactly what
+a hand-written PyTorch loop does (slice, convert, forward, loss, backward, step, one metric
+sum) and nothing that forces a device synchronisation: losses and metric sums stay on the
+device in a list and are reduced a few times a second, which is also when divergence is
+checked and progress callbacks run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import torch
+
+from .errors import TrainingDiverged, TrainingInterrupted
+
+REPORT_INTERVAL_S = 0.25  # how often running metrics are reduced and shown
+
+
+class Batches:
+    """Mini-batches sliced from whole tensors by a seeded permutation (no per-sample collate).
+
+    Inputs stay in their stored dtype (uint8 images) until a batch is taken, then become
+    float32 times `input_scale`. Under data parallelism every rank draws the same
+    permutation and takes its own share of each global batch.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: Optional[torch.Generator] = None,
+        input_scale: Optional[float] = None,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.device = torch.device(device)
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.input_scale = input_scale
+        self.rank, self.world_size = rank, world_size
+        self.n = len(x)
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def to_device(self) -> "Batches":
+        """Move the whole tensors to the device once (when they fit), so batches need no copy."""
+        self.x = self.x.to(self.device)
+        self.y = self.y.to(self.device)
+        return self
+
+    def _convert(self, xb: torch.Tensor) -> torch.Tensor:
+        if xb.device != self.device:
+            xb = xb.to(self.device, non_blocking=True)
+        if xb.dtype != torch.float32:
+            xb = xb.to(torch.float32)
+            if self.input_scale is not None and self.input_scale != 1.0:
+                xb = xb.mul_(self.input_scale)
+        elif self.input_scale is not None and self.input_scale != 1.0:
+            xb = xb * self.input_scale
+        return xb
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        """Yields (inputs, targets, global batch size)."""
+        x, y, bs = self.x, self.y, self.batch_size
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else None
+        if order is not None and x.device != order.device:
+            order = order.to(x.device, non_blocking=True)
+        for start in range(0, self.n, bs):
+            if order is not None:
+                idx = order[start:start + bs]
+                global_n = len(idx)
+                if self.world_size > 1:
+                    idx = idx.tensor_split(self.world_size)[self.rank]
+                xb, yb = x[idx], y[idx]
+            else:
+                end = min(start + bs, self.n)
+                global_n = end - start
+                if self.world_size > 1:
+                    bounds = torch.arange(start, end).tensor_split(self.world_size)[self.rank]
+                    lo = int(bounds[0]) if len(bounds) else start
+                    xb, yb = x[lo:lo + len(bounds)], y[lo:lo + len(bounds)]
+                else:
+                    xb, yb = x[start:end], y[start:end]
+            if yb.device != self.device:
+                yb = yb.to(self.device, non_blocking=True)
+            yield self._convert(xb), yb, global_n
+
+
+class Callback:
+    """Hooks in Keras's spirit; `trainer.stop_training = True` ends training after the epoch."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
+    def on_epoch_begin(self, epoch: int, trainer: "Trainer") -> None: ...
+    def on_progress(self, trainer: "Trainer") -> None: ...  # a few times a second
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: "Trainer") -> None: ...
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+
+@dataclass
+class RunControl:
+    """Set from a signal handler; the loop stops at the end of the current step."""
+
+    signal: Optional[str] = None
+
+
+@dataclass
+class Running:
+    """The current epoch's running sums, reduced from the device a few times a second."""
+
+    step: int = 0
+    samples: int = 0
+    loss_sum: float = 0.0
+    metric_sum: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+
+class Trainer:
+    """Trains one model; `fit` runs epochs, calling callbacks at the boundaries."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable,
+        metric_sum: Callable,
+        *,
+        metric_name: str = "accuracy",
+        metric_per_sample: int = 1,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+        schedule: Any = None,
+        callbacks: Sequence[Callback] = (),
+        control: Optional[RunControl] = None,
+        all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        world_size: int = 1,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.metric_sum = metric_sum
+        self.metric_name = metric_name
+        self.metric_per_sample = metric_per_sample
+        self.device = torch.device(device)
+        self.autocast = precision == "bf16"
+        self.schedule = schedule
+        self.callbacks = list(callbacks)
+        self.control = control or RunControl()
+        self.all_reduce = all_reduce  # sums a tensor over ranks (data parallelism)
+        self.world_size = world_size
+        self.epoch = 0
+        self.epochs = 0
+        self.steps_per_epoch = 0
+        self.stop_training = False
+        self.history: list[dict[str, float]] = []
+        self.running = Running()
+        self._pending_loss: list[torch.Tensor] = []
+        self._pending_metric: list[torch.Tensor] = []
+        self._pending_n: list[int] = []
+
+    # -- metrics -------------------------------------------------------------------
+
+    def _reduce_pending(self) -> None:
+        """Fold the device-side per-step values into `running`; raise if the loss diverged."""
+        if not self._pending_loss:
+            return
+        losses = torch.stack(self._pending_loss).float()
+        sizes = torch.tensor(self._pending_n, dtype=torch.float32, device=losses.device)
+        finite = torch.isfinite(losses)
+        metric = torch.stack(self._pending_metric).float().sum()
+        loss_sum = (losses * sizes).sum()
+        first_step = self.running.step - len(self._pending_loss) + 1
+        self._pending_loss.clear()
+        self._pending_metric.clear()
+        self._pending_n.clear()
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0, 0])
+            raise TrainingDiverged(self.epoch, first_step + bad, float(losses[bad]))
+        self.running.loss_sum += float(loss_sum)
+        self.running.metric_sum += float(metric)
+
+    def running_logs(self) -> dict[str, float]:
+        r = self.running
+        if r.samples == 0:
+            return {}
+        return {"loss": r.loss_sum / r.samples, self.metric_name: r.metric_sum / (r.samples * self.metric_per_sample)}
+
+    # -- loops ---------------------------------------------------------------------
+
+    def train_one_epoch(self, batches: Batches) -> dict[str, float]:
+        model, optimizer, loss_fn, metric_sum = self.model, self.optimizer, self.loss_fn, self.metric_sum
+        control, autocast, device_type = self.control, self.autocast, self.device.type
+        scale_loss = self.world_size > 1
+        model.train()
+        self.running = running = Running()
+        self.steps_per_epoch = len(batches)
+        pending_loss, pending_metric, pending_n = self._pending_loss, self._pending_metric, self._pending_n
+        next_report = running.started + REPORT_INTERVAL_S
+        for xb, yb, global_n in batches:
+            if autocast:
+                with torch.autocast(device_type, dtype=torch.bfloat16):
+                    out = model(xb)
+                    loss = loss_fn(out.float(), yb)
+            else:
+                out = model(xb)
+                loss = loss_fn(out, yb)
+            n = len(yb)
+            optimizer.zero_grad(set_to_none=True)
+            if scale_loss:
+                # DDP averages gradients over ranks; weighting by the local share makes the
+                # result the mean over the global batch even when the shares are unequal.
+                (loss * (n * self.world_size / global_n)).backward()
+            else:
+                loss.backward()
+            optimizer.step()
+            pending_loss.append(loss.detach())
+            pending_metric.append(metric_sum(out, yb))
+            pending_n.append(n)
+            running.step += 1
+            running.samples += n
+            if control.signal is not None:
+                raise TrainingInterrupted(control.signal)
+            now = time.perf_counter()
+            if now >= next_report:
+                next_report = now + REPORT_INTERVAL_S
+                self._reduce_pending()
+                for cb in self.callbacks:
+                    cb.on_progress(self)
+        self._reduce_pending()
+        return self._epoch_totals(running.loss_sum, running.metric_sum, running.samples)
+
+    def _epoch_totals(self, loss_sum: float, metric_sum: float, samples: int, prefix: str = "") -> dict[str, float]:
+        if self.all_reduce is not None:
+            totals = self.all_reduce(torch.tensor([loss_sum, metric_sum, float(samples)], dtype=torch.float64))
+            loss_sum, metric_sum, samples = float(totals[0]), float(totals[1]), int(totals[2])
+        if samples == 0:
+            return {}
+        return {
+            prefix + "loss": loss_sum / samples,
+            prefix + self.metric_name: metric_sum / (samples * self.metric_per_sample),
+        }
+
+    @torch.inference_mode()
+    def evaluate(self, batches: Batches, prefix: str = "") -> dict[str, float]:
+        """Mean loss and metric over all batches, in eval mode (dropout off)."""
+        was_training = self.model.training
+        self.model.eval()
+        losses, metrics, samples = [], [], 0
+        for xb, yb, _ in batches:
+            if self.autocast:
+                with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                    out = self.model(xb).float()
+            else:
+                out = self.model(xb)
+            losses.append(self.loss_fn(out, yb).float() * len(yb))
+            metrics.append(self.metric_sum(out, yb).float())
+            samples += len(yb)
+        self.model.train(was_training)
+        loss_sum = float(torch.stack(losses).sum()) if losses else 0.0
+        metric_sum = float(torch.stack(metrics).sum()) if metrics else 0.0
+        return self._epoch_totals(loss_sum, metric_sum, samples, prefix)
+
+    def current_lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def fit(self, train: Batches, val: Optional[Batches] = None, epochs: int = 1, start_epoch: int = 0) -> list[dict[str, float]]:
+        """Train epochs start_epoch+1 .. epochs; returns the history of per-epoch logs."""
+        self.epochs = epochs
+        self.stop_training = False
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        for epoch in range(start_epoch + 1, epochs + 1):
+            self.epoch = epoch
+            lr = self.current_lr()
+            for cb in self.callbacks:
+                cb.on_epoch_begin(epoch, self)
+            started = time.perf_counter()
+            logs = {"epoch": epoch, **self.train_one_epoch(train)}
+            if val is not None:
+                logs.update(self.evaluate(val, prefix="val_"))
+            logs["lr"] = lr
+            logs["seconds"] = time.perf_counter() - started
+            if self.schedule is not None:
+                self.schedule.step(logs)
+            self.history.append(logs)
+            for cb in self.callbacks:
+                cb.on_epoch_end(epoch, logs, self)
+            if self.stop_training:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history

@@ -1,0 +1,69 @@
+"""Errors that dlcli raises for problems a user can fix.
+
+Only the CLI catches these: it prints the message as one paragraph and exits with
+``exit_code``. Everything else (a bug) keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DlcliError(Exception):
+    """A problem with the user's input or environment, with the fix in the message."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message.rstrip()
+        self.hint = hint
+        super().__init__(self.full_message())
+
+    def full_message(self) -> str:
+        if self.hint:
+            text = self.message if self.message.endswith((".", "?", "!", ":")) else self.message + "."
+            return f"{text} {self.hint}"
+        return self.message
+
+
+class ConfigError(DlcliError):
+    """The experiment file or a --set override is wrong."""
+
+
+class DataError(DlcliError):
+    """The dataset cannot be found, read or used as configured."""
+
+
+class RunDirError(DlcliError):
+    """A run folder cannot be created, read or resumed."""
+
+
+class CheckpointError(RunDirError):
+    """A checkpoint is missing, corrupted or belongs to another model."""
+
+
+class DeviceError(DlcliError):
+    """The requested device or a device-only option is not available."""
+
+
+class TrainingDiverged(DlcliError):
+    """The loss became NaN or infinite; the run stops and is marked failed."""
+
+    exit_code = 1
+
+    def __init__(self, epoch: int, step: int, value: float) -> None:
+        self.epoch = epoch
+        self.step = step
+        self.value = value
+        super().__init__(
+            f"Training diverged: the loss became {value} at epoch {epoch}, step {step}.",
+            hint="Lower the learning rate (for example --set optimizer.lr=0.0001) or check the "
+            "data for NaN values; the last good checkpoint is kept in the run folder.",
+        )
+
+
+class TrainingInterrupted(Exception):
+    """Training was asked to stop by a signal; carries the exit code the shell expects."""
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        self.exit_code = 143 if signal_name == "SIGTERM" else 130
+        super().__init__(f"interrupted by {signal_name}")

@@ -1,0 +1,178 @@
+"""Losses by name, matched against the data's task and the model's last layer.
+
+Each loss is computed stably on logits: a final softmax or sigmoid that the user wrote is
+"absorbed" (left out of the network, applied inside the loss), as DESIGN.md's table asks.
+Metrics are returned as on-device sums so the engine never syncs per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import ConfigError
+from .registry import Registry, suggest
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    tasks: tuple[str, ...]  # data tasks it fits
+    last_activations: tuple[str, ...]  # final activations it accepts (the first is the natural one)
+    absorbs: tuple[str, ...]  # final activations it applies itself on logits
+    make: Callable[[], Callable]  # -> loss_fn(outputs, targets) -> mean loss
+
+
+def _cross_entropy():
+    import torch.nn.functional as F
+
+    return F.cross_entropy
+
+
+def _bce():
+    import torch.nn.functional as F
+
+    return F.binary_cross_entropy_with_logits
+
+
+def _mse():
+    import torch.nn.functional as F
+
+    return F.mse_loss
+
+
+def _mae():
+    import torch.nn.functional as F
+
+    return F.l1_loss
+
+
+LOSSES: Registry[LossSpec] = Registry("loss")
+# One-hot and integer targets give the same cross-entropy: integer labels are used for both.
+LOSSES.add("categorical_crossentropy", LossSpec(("multiclass", "binary"), ("softmax", "linear"), ("softmax",), _cross_entropy))
+LOSSES.add("sparse_categorical_crossentropy", LossSpec(("multiclass", "binary"), ("softmax", "linear"), ("softmax",), _cross_entropy))
+LOSSES.add("binary_crossentropy", LossSpec(("binary", "multilabel"), ("sigmoid", "linear"), ("sigmoid",), _bce))
+LOSSES.add("mse", LossSpec(("regression",), ("linear", "relu", "tanh", "sigmoid"), (), _mse))
+LOSSES.add("mae", LossSpec(("regression",), ("linear", "relu", "tanh", "sigmoid"), (), _mae))
+
+AUTO_LOSS = {
+    "multiclass": "sparse_categorical_crossentropy",
+    "binary": "binary_crossentropy",
+    "multilabel": "binary_crossentropy",
+    "regression": "mse",
+}
+
+
+def resolve_loss_name(name: str, task: str) -> str:
+    return AUTO_LOSS[task] if name == "auto" else name
+
+
+def loss_spec(name: str, task: str) -> LossSpec:
+    spec = LOSSES.get(name, key="loss")
+    if task not in spec.tasks:
+        fitting = [n for n in LOSSES.names() if task in LOSSES.get(n).tasks]
+        raise ConfigError(
+            f"loss: {name} does not fit this data, whose targets are {_task_words(task)}; "
+            f"losses that fit are: {', '.join(fitting)}.",
+            hint=f"Use loss: {AUTO_LOSS[task]} (or loss: auto).",
+        )
+    return spec
+
+
+def _task_words(task: str) -> str:
+    return {
+        "multiclass": "integer class labels",
+        "binary": "0/1 labels",
+        "multilabel": "several 0/1 labels per sample",
+        "regression": "real numbers",
+    }[task]
+
+
+def output_layer(loss_name: str, task: str, num_classes: int) -> tuple[int, str]:
+    """(units, activation) of a preset's last layer for this loss and data."""
+    if loss_name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+        return num_classes, "softmax"
+    if task == "binary":
+        return 1, "sigmoid"
+    if task == "multilabel":
+        return num_classes, "sigmoid"
+    return num_classes, "linear"
+
+
+def check_last_layer(loss_name: str, task: str, num_classes: int, units: int, activation: str) -> None:
+    """The last layer must produce what the loss and the targets need."""
+    spec = LOSSES.get(loss_name)
+    if activation not in spec.last_activations:
+        natural = spec.last_activations[0]
+        raise ConfigError(
+            f"loss: {loss_name} does not fit the last layer, which applies {activation} over {units} "
+            f"unit{'s' if units != 1 else ''}; {loss_name} expects a {natural} (or linear) last layer.",
+            hint=_fix_hint(task, num_classes),
+        )
+    want, _ = output_layer(loss_name, task, num_classes)
+    if units != want:
+        raise ConfigError(
+            f"The last layer has {units} unit{'s' if units != 1 else ''}, but {loss_name} on this data "
+            f"({_task_words(task)}, {num_classes} {'classes' if task in ('multiclass', 'binary') else 'outputs'}) "
+            f"needs {want}.",
+            hint=_fix_hint(task, num_classes),
+        )
+
+
+def _fix_hint(task: str, n: int) -> str:
+    return {
+        "multiclass": f"For {n} classes end with `dense: {{units: {n}, activation: softmax}}` and "
+        "loss: sparse_categorical_crossentropy.",
+        "binary": "For two classes end with `dense: {units: 1, activation: sigmoid}` and loss: binary_crossentropy, "
+        "or with 2 softmax units and loss: sparse_categorical_crossentropy.",
+        "multilabel": f"For {n} labels end with `dense: {{units: {n}, activation: sigmoid}}` and loss: binary_crossentropy.",
+        "regression": f"For {n} outputs end with `dense: {{units: {n}}}` (no activation) and loss: mse.",
+    }[task]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What the engine needs: the loss, a metric as an on-device sum, and target preparation."""
+
+    loss_fn: Callable[[Any, Any], Any]
+    metric_name: str  # accuracy or mae
+    metric_sum: Callable[[Any, Any], Any]  # (outputs, targets) -> tensor sum over the batch
+    metric_per_sample: int  # how many metric terms one sample contributes
+    higher_is_better: bool
+
+
+def make_objective(loss_name: str, task: str, num_classes: int) -> Objective:
+    spec = LOSSES.get(loss_name)
+    loss_fn = spec.make()
+    if task in ("multiclass",) or (task == "binary" and loss_name != "binary_crossentropy"):
+        def correct(out, y):
+            return (out.detach().argmax(1) == y).sum()
+
+        return Objective(loss_fn, "accuracy", correct, 1, True)
+    if task in ("binary", "multilabel"):
+        def correct_bits(out, y):
+            return ((out.detach() > 0) == (y > 0.5)).sum()
+
+        return Objective(loss_fn, "accuracy", correct_bits, 1 if task == "binary" else num_classes, True)
+
+    def abs_error(out, y):
+        return (out.detach() - y).abs().sum()
+
+    return Objective(loss_fn, "mae", abs_error, num_classes, False)
+
+
+def prepare_targets(y, loss_name: str, task: str):
+    """Targets in the form the loss wants: class indices, or float 0/1 columns."""
+    import torch
+
+    if y is None:
+        return None
+    if task == "binary" and loss_name == "binary_crossentropy":
+        return y.to(torch.float32).reshape(-1, 1)
+    if task in ("multiclass", "binary"):
+        return y.to(torch.int64)
+    y = y.to(torch.float32)
+    return y.reshape(len(y), -1)
+
+
+def unknown_loss_hint(name: str) -> str:
+    return suggest(name, LOSSES.names())

@@ -1,0 +1,136 @@
+"""Optimizers and learning-rate schedules by name.
+
+Defaults are Keras's (Adam and RMSprop eps 1e-7, RMSprop lr 0.001 and rho 0.9, SGD lr 0.01),
+because the course's reference results come from Keras.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+from .config import OptimizerConfig, ScheduleConfig
+from .errors import ConfigError
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    defaults: dict[str, Any]  # option -> Keras default
+    make: Callable[..., Any]  # (params, **options) -> torch optimizer
+
+
+def _sgd(params, lr, momentum, nesterov, weight_decay):
+    import torch
+
+    if nesterov and not momentum:
+        raise ConfigError("optimizer.nesterov: Nesterov momentum needs optimizer.momentum > 0.")
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+def _adam(params, lr, beta_1, beta_2, eps, weight_decay):
+    import torch
+
+    return torch.optim.Adam(params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay)
+
+
+def _adamw(params, lr, beta_1, beta_2, eps, weight_decay):
+    import torch
+
+    return torch.optim.AdamW(params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay)
+
+
+def _rmsprop(params, lr, rho, eps, momentum, centered, weight_decay):
+    import torch
+
+    return torch.optim.RMSprop(
+        params, lr=lr, alpha=rho, eps=eps, momentum=momentum, centered=centered, weight_decay=weight_decay
+    )
+
+
+OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
+OPTIMIZERS.add("sgd", OptimizerSpec({"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}, _sgd))
+OPTIMIZERS.add("adam", OptimizerSpec({"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "eps": 1e-7, "weight_decay": 0.0}, _adam))
+OPTIMIZERS.add("adamw", OptimizerSpec({"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "eps": 1e-7, "weight_decay": 0.004}, _adamw))
+OPTIMIZERS.add(
+    "rmsprop",
+    OptimizerSpec({"lr": 0.001, "rho": 0.9, "eps": 1e-7, "momentum": 0.0, "centered": False, "weight_decay": 0.0}, _rmsprop),
+)
+
+
+def optimizer_options(config: OptimizerConfig) -> dict[str, Any]:
+    """The optimizer's options with defaults filled in; options it does not take are errors."""
+    spec = OPTIMIZERS.get(config.name, key="optimizer.name")
+    options = dict(spec.defaults)
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name == "name" or value is None:
+            continue
+        if f.name not in spec.defaults:
+            raise ConfigError(
+                f"optimizer.{f.name} does not apply to {config.name}, which takes: {', '.join(spec.defaults)}.",
+                hint=f"Remove optimizer.{f.name}, or pick an optimizer that uses it.",
+            )
+        options[f.name] = value
+    return options
+
+
+def build_optimizer(config: OptimizerConfig, params):
+    return OPTIMIZERS.get(config.name, key="optimizer.name").make(params, **optimizer_options(config))
+
+
+def infer_mode(metric: str, mode: str = "auto") -> str:
+    """'max' for accuracy-like metrics, 'min' for losses and errors."""
+    if mode != "auto":
+        return mode
+    return "max" if "acc" in metric else "min"
+
+
+SCHEDULES = ("step", "cosine", "reduce_on_plateau")
+
+
+class LrSchedule:
+    """A per-epoch learning-rate schedule; `step(logs)` after each epoch's validation."""
+
+    def __init__(self, config: ScheduleConfig, optimizer, epochs: int) -> None:
+        import torch
+
+        self.config = config
+        sched = torch.optim.lr_scheduler
+        if config.name == "step":
+            self.scheduler = sched.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+        elif config.name == "cosine":
+            self.scheduler = sched.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=config.min_lr)
+        elif config.name == "reduce_on_plateau":
+            self.scheduler = sched.ReduceLROnPlateau(
+                optimizer,
+                mode=infer_mode(config.monitor, config.mode),
+                factor=config.factor,
+                patience=config.patience,
+                min_lr=config.min_lr,
+            )
+        else:
+            from .registry import suggest
+
+            raise ConfigError(
+                f"training.schedule.name: unknown schedule {config.name!r}; valid schedules are: {', '.join(SCHEDULES)}.",
+                hint=suggest(config.name, SCHEDULES) or None,
+            )
+
+    def step(self, logs: dict[str, float]) -> None:
+        if self.config.name == "reduce_on_plateau":
+            monitor = self.config.monitor
+            if monitor not in logs:
+                raise ConfigError(
+                    f"training.schedule.monitor: {monitor!r} is not a logged metric; logged are: {', '.join(logs)}.",
+                    hint="Use val_loss only when the data has a validation split.",
+                )
+            self.scheduler.step(logs[monitor])
+        else:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state)

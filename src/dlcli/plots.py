@@ -1,0 +1,110 @@
+"""Loss and metric curves drawn from metrics.csv alone, with a headless backend.
+
+Training values are dots and validation values a line, as the course draws them; the best
+epoch of the validation curve (or the training curve when there is none) is marked.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import RunDirError
+from .rundir import METRICS_FILE, atomic_write_bytes, read_metrics
+
+COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display needed, same output everywhere
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _best_index(values: list, metric: str) -> Optional[int]:
+    """Index of the best value (the first, on ties): highest for accuracy-like metrics, else lowest."""
+    known = [i for i, v in enumerate(values) if v is not None]
+    if not known:
+        return None
+    if "acc" in metric:
+        return max(known, key=lambda i: values[i])
+    return min(known, key=lambda i: values[i])
+
+
+def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: Path) -> dict:
+    """Draw `metric` (and `val_<metric>`) of one or more runs into a PNG; returns what was drawn."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    drawn: dict[str, dict[str, list]] = {}
+    single = len(runs) == 1
+    for i, (name, rows) in enumerate(runs):
+        color = COLORS[i % len(COLORS)]
+        epochs = [r["epoch"] for r in rows]
+        prefix = "" if single else f"{name}: "
+        series = {}
+        for column, style, label in ((metric, "o", "Training"), (f"val_{metric}", "-", "Validation")):
+            values = [r.get(column) for r in rows]
+            if all(v is None for v in values):
+                continue
+            xs = [e for e, v in zip(epochs, values) if v is not None]
+            ys = [v for v in values if v is not None]
+            ax.plot(xs, ys, style, color=color, label=f"{prefix}{label} {column.replace('_', ' ')}",
+                    markersize=4 if style == "o" else None, alpha=0.8 if style == "o" else 1.0)
+            series[column] = ys
+        watched = f"val_{metric}" if f"val_{metric}" in series else metric
+        if watched in series:
+            values = [r.get(watched) for r in rows]
+            best = _best_index(values, metric)
+            if best is not None:
+                ax.plot([epochs[best]], [values[best]], marker="*", markersize=14, color=color, linestyle="none",
+                        label=f"{prefix}best {watched} (epoch {epochs[best]})")
+        drawn[name] = series
+    if not drawn or not any(drawn.values()):
+        plt.close(fig)
+        raise RunDirError(f"No values of {metric!r} to plot.", hint="Choose a column of metrics.csv with --metric.")
+    ax.set_title(f"Training and validation {metric}" if single else f"{metric} of {len(runs)} runs")
+    ax.set_xlabel("Epochs")
+    ax.set_ylabel(metric.replace("_", " ").capitalize())
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out_path, buffer.getvalue())
+    return drawn
+
+
+def default_metrics(columns: list[str]) -> list[str]:
+    skip = {"epoch", "lr", "seconds"}
+    return [c for c in columns if c not in skip and not c.startswith("val_")]
+
+
+def plot_run(run_dir: Path, metrics: Optional[Sequence[str]] = None, out_dir: Optional[Path] = None) -> list[Path]:
+    """loss.png and accuracy.png (or the chosen metrics) of one run, into its folder."""
+    columns, rows = read_metrics(Path(run_dir) / METRICS_FILE)
+    return plot_runs([(Path(run_dir).name, columns, rows)], metrics, out_dir or Path(run_dir))
+
+
+def plot_runs(runs: Sequence[tuple[str, list[str], list[dict]]], metrics: Optional[Sequence[str]], out_dir: Path) -> list[Path]:
+    if not metrics:
+        metrics = default_metrics(runs[0][1])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for metric in metrics:
+        known = set().union(*(set(cols) for _, cols, _ in runs))
+        if metric not in known:
+            from .registry import suggest
+
+            raise RunDirError(
+                f"--metric {metric!r} is not a column of metrics.csv; columns are: {', '.join(sorted(known))}.",
+                hint=suggest(metric, known) or None,
+            )
+        path = out_dir / f"{metric}.png"
+        plot_metric([(name, rows) for name, _, rows in runs], metric, path)
+        written.append(path)
+    return written

@@ -1,0 +1,219 @@
+"""Run folders: creating them, writing their files atomically, reading them back.
+
+Every write goes to a temporary file in the same folder, is flushed and fsynced, then
+renamed over the target, so a crash at any instant leaves the old or the new version.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import CheckpointError, RunDirError
+
+METRICS_FILE = "metrics.csv"
+RUN_FILE = "run.json"
+CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.txt"
+RESULTS_FILE = "results.json"
+CHECKPOINTS = "checkpoints"
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirError(f"{path} does not exist.") from None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{path} cannot be read as JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} does not hold a JSON object.")
+    return data
+
+
+def new_run_id(name: str, now: float | None = None) -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + f"-{name}"
+
+
+def create_run_dir(runs_root: Path, name: str) -> Path:
+    """A new, never reused folder; two runs started in the same second get different ones."""
+    runs_root = Path(runs_root)
+    try:
+        runs_root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(
+            f"Cannot create the runs folder {runs_root}: {exc.strerror or exc}.",
+            hint="Choose a writable folder with --runs-dir PATH.",
+        ) from None
+    base = new_run_id(name)
+    for attempt in range(1, 1000):
+        run_id = base if attempt == 1 else f"{base}-{attempt}"
+        path = runs_root / run_id
+        try:
+            path.mkdir()  # fails if it exists: that is what makes the id unique
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunDirError(
+                f"Cannot create the run folder {path}: {exc.strerror or exc}.",
+                hint="Choose a writable folder with --runs-dir PATH.",
+            ) from None
+        try:
+            (path / CHECKPOINTS).mkdir()
+            probe = path / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise RunDirError(f"The run folder {path} is not writable: {exc.strerror or exc}.",
+                              hint="Choose a writable folder with --runs-dir PATH.") from None
+        return path
+    raise RunDirError(f"Could not find a free run folder name under {runs_root}.")
+
+
+def resolve_run(ref: str | Path, runs_root: Path) -> Path:
+    """A run folder from a path, or from a bare id under the runs folder (which it cannot leave)."""
+    path = Path(ref)
+    if not path.exists():
+        text = str(ref)
+        if "/" not in text and "\\" not in text and text not in (".", ".."):
+            path = Path(runs_root) / text
+    if not path.is_dir():
+        raise RunDirError(f"{str(ref)!r} is not a run folder (no such folder).",
+                          hint="Give a path such as runs/<id>; `dlcli runs` lists them.")
+    if not (path / RUN_FILE).is_file() and not (path / CONFIG_FILE).is_file():
+        raise RunDirError(f"{str(ref)!r} is not a run folder: it has neither run.json nor config.yaml.",
+                          hint="Give a folder that `dlcli train` created, such as runs/<id>.")
+    return path
+
+
+# -- metrics.csv ---------------------------------------------------------------------
+
+
+def metrics_csv_text(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in columns})
+    return out.getvalue()
+
+
+def _fmt(value: Any) -> Any:
+    if isinstance(value, float):
+        return repr(value)  # round-trips exactly, so reruns compare equal
+    return "" if value is None else value
+
+
+def write_metrics(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    atomic_write_text(path, metrics_csv_text(rows, columns))
+
+
+def read_metrics(path: Path) -> tuple[list[str], list[dict[str, float]]]:
+    """(columns, rows) of a metrics.csv; numbers as floats (epoch as int), blanks as None."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunDirError(f"{path} does not exist.", hint="The run may not have finished an epoch yet.") from None
+    except OSError as exc:
+        raise RunDirError(f"Cannot read {path}: {exc}.") from None
+    reader = csv.DictReader(io.StringIO(text))
+    columns = list(reader.fieldnames or [])
+    if "epoch" not in columns:
+        raise RunDirError(f"{path} is not a dlcli metrics file (no epoch column).")
+    rows = []
+    for line_no, raw in enumerate(reader, start=2):
+        row: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key is None:
+                raise RunDirError(f"{path}, line {line_no}: more values than columns.")
+            if value in (None, ""):
+                row[key] = None
+                continue
+            try:
+                row[key] = int(value) if key == "epoch" else float(value)
+            except ValueError:
+                raise RunDirError(f"{path}, line {line_no}: {key} is {value!r}, not a number.") from None
+        rows.append(row)
+    return columns, rows
+
+
+# -- checkpoints ---------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load with weights_only=True: a checkpoint can hold tensors and plain data, never code."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.",
+                              hint="The run may have stopped before its first epoch ended.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several kinds for damaged files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"Checkpoint {path} is damaged or not a dlcli checkpoint ({first}).",
+                              hint="Use the other checkpoint (--checkpoint best|last) or start a new run.") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a dlcli checkpoint (it has no model weights).")
+    return state
+
+
+def update_run_json(run_dir: Path, **changes: Any) -> dict:
+    path = Path(run_dir) / RUN_FILE
+    data = read_json(path) if path.exists() else {}
+    data.update(changes)
+    write_json(path, data)
+    return data

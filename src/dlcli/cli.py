@@ -31,10 +31,14 @@ SetOption = Annotated[
 ]
 
 
-def _stdout_console():
+def _stdout_console(wide: bool = False):
+    """Console for results; `wide` tables are not squeezed to 80 columns in a pipe."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
+    if wide and not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=True, width=160)
+    return console
 
 
 def _error_console():
@@ -190,7 +194,7 @@ def summary(
     if json_:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
-        render_summary(data, _stdout_console(), verbose)
+        render_summary(data, _stdout_console(wide=True), verbose)
 
 
 @app.command()

@@ -75,8 +75,24 @@ def build_model(plan: ModelPlan):
     import torch.nn as nn
 
     model = nn.Sequential(*plan.modules)
+    keras_initialization(model)
     model.plan = plan  # type: ignore[attr-defined]
     return model
+
+
+def keras_initialization(model) -> None:
+    """Glorot-uniform weights and zero biases, Keras's defaults for Dense and Conv2D.
+
+    PyTorch's default draws from U(+-1/sqrt(fan_in)), which for IMDB's 10,000 inputs is 2.5
+    times narrower and visibly slows the first epochs; the course's results assume Keras's.
+    """
+    import torch.nn as nn
+
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
 
 
 def output_shape(plan: ModelPlan) -> tuple[int, ...]:

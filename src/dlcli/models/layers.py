@@ -74,7 +74,7 @@ def _with_activation(modules: list, activation: str) -> list:
 def _need_image(spec: Any, shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ConfigError(
-            f"{where} ({spec.kind}) needs an image input (height x width x channels), "
+            f"{where} needs an image input (height x width x channels), "
             f"but its input has shape {shape_text(shape)}.",
             hint="Image layers must come before flatten; for data of shape [N] use dense layers.",
         )
@@ -87,7 +87,7 @@ def build_dense(spec: DenseLayer, shape: tuple[int, ...], where: str) -> Built:
 
     if len(shape) != 1:
         raise ConfigError(
-            f"{where} (dense) needs a flat input, but its input has shape {shape_text(shape)}.",
+            f"{where} needs a flat input, but its input has shape {shape_text(shape)}.",
             hint="Add `- flatten: {}` before it.",
         )
     (features,) = shape
@@ -114,7 +114,7 @@ def build_conv2d(spec: Conv2DLayer, shape: tuple[int, ...], where: str) -> Built
     (top, bottom), (left, right) = _conv_padding(spec, h), _conv_padding(spec, w)
     if h + top + bottom < spec.kernel_size or w + left + right < spec.kernel_size:
         raise ConfigError(
-            f"{where} (conv2d): a {spec.kernel_size}x{spec.kernel_size} kernel does not fit its input "
+            f"{where}: a {spec.kernel_size}x{spec.kernel_size} kernel does not fit its input "
             f"of shape {shape_text(shape)}.",
             hint="Use a smaller kernel_size, padding: same, or fewer pooling layers before it.",
         )
@@ -137,7 +137,7 @@ def _pool(spec: Any, shape: tuple[int, ...], where: str, module_cls: Any) -> Bui
     stride = spec.strides or spec.pool_size
     if h < spec.pool_size or w < spec.pool_size:
         raise ConfigError(
-            f"{where} ({spec.kind}): a {spec.pool_size}x{spec.pool_size} window does not fit its input "
+            f"{where}: a {spec.pool_size}x{spec.pool_size} window does not fit its input "
             f"of shape {shape_text(shape)}.",
             hint="Use a smaller pool_size or remove a pooling layer.",
         )

@@ -1,0 +1,144 @@
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+from dlcli.config import load_config
+from dlcli.rundir import read_metrics
+from dlcli.training import train
+
+from conftest import synthetic_config, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def last_run(runs: Path) -> Path:
+    (run,) = sorted(runs.iterdir())
+    return run
+
+
+def check_run_folder(run: Path, epochs: int) -> None:
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "run.json", "summary.txt", "metrics.csv", "checkpoints", "results.json",
+            "loss.png", "accuracy.png"} <= names
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["id"] == run.name
+    assert info["epochs_completed"] == epochs and info["seed"] == 0 and info["device"] == "cpu"
+    assert info["torch"] == torch.__version__ and info["python"] and info["dlcli"] and info["command"]
+    columns, rows = read_metrics(run / "metrics.csv")
+    assert columns == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    results = json.loads((run / "results.json").read_text())
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["test_samples"] == 60
+    assert "Total params: 195" in (run / "summary.txt").read_text()  # 8*16+16 + 16*3+3
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert "model" in state
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == epochs
+    assert load_config(run / "config.yaml") == load_config(run / "config.yaml")
+
+
+def test_train_writes_a_complete_run_folder(tmp_path, tiny_config):
+    runs = tmp_path / "runs"
+    result = invoke("train", tiny_config, "--runs-dir", runs, "--set", "training.epochs=3")
+    assert result.exit_code == 0, result.output
+    run = last_run(runs)
+    check_run_folder(run, 3)
+    assert result.output.strip().splitlines()[-1] == f"Run folder: {run}"
+    assert load_config(run / "config.yaml").training.epochs == 3
+
+    # The saved config re-runs the experiment into a new folder, with the same numbers.
+    again = invoke("train", run / "config.yaml", "--runs-dir", runs)
+    assert again.exit_code == 0, again.output
+    first, second = sorted(runs.iterdir())
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert strip(read_metrics(first / "metrics.csv")[1]) == strip(read_metrics(second / "metrics.csv")[1])
+
+
+def test_train_as_a_real_subprocess_with_piped_output(tmp_path, tiny_config):
+    env = {**os.environ, "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "dlcli", "train", str(tiny_config), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert "\x1b" not in proc.stdout and "\r" not in proc.stdout  # no control characters in a pipe
+    assert lines[0].startswith("Epoch 1/2 - 10/10 - ") and "val_accuracy:" in lines[0]
+    assert lines[1].startswith("Epoch 2/2 - 10/10 - ")
+    assert lines[-1].startswith("Run folder: ")
+    check_run_folder(tmp_path / lines[-1].removeprefix("Run folder: "), 2)
+
+
+def test_live_display_on_a_terminal(tmp_path, tiny_config):
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=150)
+    train(load_config(tiny_config), runs_dir=tmp_path / "runs", console=console, draw_plots=False)
+    text = out.getvalue()
+    assert "Epoch 1/2" in text and "Epoch 2/2" in text and "━" in text
+    assert "10/10" in text and "/step" in text and "val_accuracy" in text
+
+
+def test_quiet_prints_only_the_result(tmp_path, tiny_config):
+    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--quiet")
+    assert result.exit_code == 0
+    assert "Epoch" not in result.output and "test_accuracy" in result.output
+
+
+def test_print_config_shows_overrides_and_exits(tmp_path, tiny_config):
+    result = invoke("train", tiny_config, "--print-config", "--set", "training.epochs=7", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0
+    assert yaml.safe_load(result.output)["training"]["epochs"] == 7
+    assert not (tmp_path / "runs").exists()
+
+
+def test_summary_of_the_mnist_cnn():
+    result = invoke("summary", ROOT / "configs/mnist_cnn.yaml")
+    assert result.exit_code == 0, result.output
+    out = result.output
+    for text in ("(None, 26, 26, 32)", "(None, 13, 13, 32)", "(None, 11, 11, 64)", "(None, 5, 5, 64)",
+                 "(None, 1600)", "(None, 10)", "320", "18,496", "16,010", "Total params: 34,826"):
+        assert text in out, text
+
+
+def test_summary_json_and_verbose():
+    result = invoke("summary", ROOT / "configs/imdb_binary.yaml", "--json")
+    data = json.loads(result.output)
+    assert data["total_params"] == 160_305 and [l["params"] for l in data["layers"]] == [160_016, 272, 17]
+    verbose = invoke("summary", ROOT / "configs/mnist_cnn.yaml", "--verbose")
+    assert "3x3" in verbose.output and "Mult-Adds" in verbose.output and "valid" in verbose.output
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (["train", "missing.yaml"], "does not exist"),
+        (["train"], "give either a CONFIG"),
+        (["summary", "CONFIG", "--set", "training.batch_size=0"], "must be at least 1"),
+        (["train", "CONFIG", "--set", "optimizer.name=adamm"], "unknown optimizer 'adamm'"),
+        (["train", "CONFIG", "--set", "data.dataset=mnits"], "Did you mean 'mnist'"),
+        (["train", "CONFIG", "--set", "loss=binary_crossentropy"], "binary_crossentropy does not fit"),
+        (["train", "CONFIG", "--set", "optimizer.momentum=0.9"], "does not apply to adam"),
+        (["train", "CONFIG", "--set", "training.early_stopping.monitor=val_acc"], "Did you mean 'val_accuracy'"),
+    ],
+)
+def test_bad_input_is_one_clear_error(tmp_path, tiny_config, args, words):
+    args = [tiny_config if a == "CONFIG" else a for a in args]
+    result = invoke(*args, "--runs-dir", tmp_path / "runs") if args[0] == "train" else invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    assert result.output.startswith("Error: ")

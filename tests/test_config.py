@@ -1,0 +1,185 @@
+from pathlib import Path
+
+import pytest
+
+from dlcli.config import (
+    CnnModel,
+    Conv2DLayer,
+    LayersModel,
+    MlpModel,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
+from dlcli.errors import ConfigError
+
+from conftest import synthetic_config, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def error_of(tmp_path, config, overrides=()):
+    path = write_config(tmp_path / "c.yaml", config)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return info.value.full_message()
+
+
+def test_course_configs_load():
+    mlp = load_config(ROOT / "configs/fashion_mnist_mlp.yaml")
+    assert mlp.training.epochs == 5 and mlp.training.batch_size == 32
+    cnn = load_config(ROOT / "configs/mnist_cnn.yaml")
+    assert isinstance(cnn.model, LayersModel)
+    assert cnn.model.layers[0] == Conv2DLayer(filters=32, kernel_size=3, activation="relu")
+    assert cnn.data.validation_split == 0.1 and cnn.training.epochs == 15 and cnn.training.batch_size == 128
+    imdb = load_config(ROOT / "configs/imdb_binary.yaml")
+    assert imdb.data.validation_size == 10000 and imdb.data.validation_from == "start"
+    assert imdb.optimizer.name == "rmsprop" and imdb.training.epochs == 20 and imdb.training.batch_size == 512
+
+
+def test_overrides_parse_yaml_scalars(tiny_config):
+    cfg = load_config(tiny_config, ["training.epochs=1", "optimizer.lr=1e-3", "training.shuffle=false", "model.hidden=[4, 5]"])
+    assert cfg.training.epochs == 1
+    assert cfg.optimizer.lr == pytest.approx(0.001)
+    assert cfg.training.shuffle is False
+    assert cfg.model.hidden == (4, 5)
+
+
+def test_defaults_then_file_then_overrides(tmp_path):
+    raw = synthetic_config()
+    del raw["training"]["batch_size"]
+    path = write_config(tmp_path / "c.yaml", raw)
+    assert load_config(path).training.batch_size == 32  # default
+    raw["training"]["batch_size"] = 8
+    path = write_config(tmp_path / "c.yaml", raw)
+    assert load_config(path).training.batch_size == 8  # file beats default
+    assert load_config(path, ["training.batch_size=4"]).training.batch_size == 4  # --set beats file
+
+
+def test_dump_and_reload_is_identical(tmp_path):
+    for name in ("mnist_cnn", "imdb_binary", "fashion_mnist_mlp", "synthetic_quick"):
+        cfg = load_config(ROOT / f"configs/{name}.yaml")
+        again = tmp_path / f"{name}.yaml"
+        again.write_text(dump_config(cfg))
+        assert load_config(again) == cfg
+
+
+def test_presets_parse_with_their_own_defaults(tmp_path):
+    raw = synthetic_config()
+    raw["model"] = {"preset": "cnn"}
+    cfg = load_config(write_config(tmp_path / "c.yaml", raw))
+    assert cfg.model == CnnModel()
+    assert cfg.model.dropout == 0.5
+    raw["model"] = {"preset": "mlp", "hidden": 64}
+    assert load_config(write_config(tmp_path / "c.yaml", raw)).model == MlpModel(hidden=(64,))
+
+
+def test_unknown_key_names_line_and_suggests(tmp_path):
+    raw = synthetic_config()
+    raw["training"]["epoch"] = 3
+    message = error_of(tmp_path, raw)
+    assert "training.epoch" in message
+    assert "line" in message and "c.yaml" in message
+    assert "Did you mean 'epochs'" in message
+
+
+def test_unknown_top_level_key(tmp_path):
+    raw = synthetic_config()
+    raw["optimiser"] = {"name": "adam"}
+    message = error_of(tmp_path, raw)
+    assert "unknown key 'optimiser'" in message and "'optimizer'" in message
+
+
+def test_wrong_type_says_what_was_expected(tmp_path):
+    raw = synthetic_config()
+    raw["training"]["batch_size"] = "big"
+    message = error_of(tmp_path, raw)
+    assert "training.batch_size" in message and "whole number" in message and "'big'" in message
+
+
+@pytest.mark.parametrize(
+    "section,key,value,words",
+    [
+        ("training", "batch_size", 0, "at least 1"),
+        ("training", "epochs", 0, "at least 1"),
+        ("optimizer", "lr", -0.1, "greater than 0"),
+        ("data", "validation_split", 1.5, "less than 1"),
+    ],
+)
+def test_out_of_range_values(tmp_path, section, key, value, words):
+    raw = synthetic_config()
+    raw[section][key] = value
+    message = error_of(tmp_path, raw)
+    assert f"{section}.{key}" in message and words in message
+
+
+def test_unknown_activation_and_layer_suggest(tmp_path):
+    raw = synthetic_config()
+    raw["model"] = {"layers": [{"flatten": {}}, {"dense": {"units": 3, "activation": "softmx"}}]}
+    message = error_of(tmp_path, raw)
+    assert "model.layers.1.dense.activation" in message and "'softmax'" in message
+    raw["model"] = {"layers": [{"flaten": {}}]}
+    message = error_of(tmp_path, raw)
+    assert "unknown layer type 'flaten'" in message and "'flatten'" in message
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ndata:\n  dataset: mnist\n    root: oops\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "bad.yaml, line 4" in str(info.value) and "not valid YAML" in str(info.value)
+
+
+def test_missing_empty_and_folder_config(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(tmp_path / "empty.yaml")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
+
+
+def test_set_errors(tiny_config):
+    with pytest.raises(ConfigError, match="--set training.epoch") as info:
+        load_config(tiny_config, ["training.epoch=3"])
+    assert "'epochs'" in str(info.value)
+    with pytest.raises(ConfigError, match="--set training.epochs: expected a whole number"):
+        load_config(tiny_config, ["training.epochs=many"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(tiny_config, ["training.epochs"])
+
+
+def test_required_keys(tmp_path):
+    raw = synthetic_config()
+    del raw["model"]
+    assert "model: is required" in error_of(tmp_path, raw)
+    raw = synthetic_config()
+    raw["model"] = {"hidden": [3]}
+    assert "preset" in error_of(tmp_path, raw)
+
+
+def test_bad_name_and_device(tmp_path):
+    raw = synthetic_config()
+    raw["name"] = "../escape"
+    assert "folder name" in error_of(tmp_path, raw)
+    raw = synthetic_config()
+    raw["device"] = "gpu"
+    assert "auto, cpu, cuda or cuda:N" in error_of(tmp_path, raw)
+
+
+def test_float_written_without_dot_is_accepted(tmp_path):
+    path = tmp_path / "c.yaml"
+    write_config(path, synthetic_config())
+    text = path.read_text().replace("lr: 0.01", "lr: 1e-3")
+    path.write_text(text)
+    assert load_config(path).optimizer.lr == pytest.approx(1e-3)
+
+
+def test_config_to_dict_layers_round_trip():
+    cfg = load_config(ROOT / "configs/mnist_cnn.yaml")
+    layers = config_to_dict(cfg)["model"]["layers"]
+    assert layers[0] == {"conv2d": {"filters": 32, "kernel_size": 3, "strides": 1, "padding": "valid",
+                                    "activation": "relu", "use_bias": True}}
+    assert layers[4] == {"flatten": {}}

@@ -1,0 +1,131 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dlcli.config import DataConfig, SyntheticConfig
+from dlcli.data import dataset_info, load_dataset
+from dlcli.data.imdb import keras_sequences, multi_hot
+from dlcli.data.vision import read_idx
+from dlcli.errors import DataError
+
+from conftest import make_idx_dataset, make_imdb_npz, write_idx
+
+
+def test_read_idx_gzip_and_raw(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    for compress in (True, False):
+        path = write_idx(tmp_path / f"x{compress}-idx3-ubyte", array, compress)
+        assert np.array_equal(read_idx(path), array)
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path):
+    path = write_idx(tmp_path / "x-idx3-ubyte", np.zeros((4, 2, 2), np.uint8), compress=False)
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(DataError, match="header announces"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("layout", ["flat", "mnist", "torchvision"])
+@pytest.mark.parametrize("compress", [True, False])
+def test_mnist_found_in_every_layout(tmp_path, layout, compress):
+    root = tmp_path / "data"
+    folder = {"flat": root, "mnist": root / "mnist", "torchvision": root / "MNIST" / "raw"}[layout]
+    make_idx_dataset(folder, compress=compress)
+    data = load_dataset(DataConfig(dataset="mnist", root=str(root), download=False), seed=0)
+    assert data.x_train.shape == (120, 1, 28, 28) and data.x_train.dtype == torch.uint8
+    assert data.y_train.dtype == torch.int64 and data.x_test.shape == (40, 1, 28, 28)
+    assert data.info.num_classes == 10 and data.input_scale == pytest.approx(1 / 255)
+
+
+def test_missing_files_offline_lists_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setattr("dlcli.data.vision.DEBIAN_FASHION", tmp_path / "no-debian-package")
+    with pytest.raises(DataError) as info:
+        load_dataset(DataConfig(dataset="fashion_mnist", root=str(tmp_path), download=False), seed=0)
+    message = info.value.full_message()
+    assert str(tmp_path / "fashion_mnist") in message and "FashionMNIST" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "data.root" in message
+
+
+def test_validation_split_takes_the_last_fraction(idx_root):
+    full = load_dataset(DataConfig(dataset="mnist", root=str(idx_root), download=False), seed=0)
+    split = load_dataset(DataConfig(dataset="mnist", root=str(idx_root), download=False, validation_split=0.25), seed=0)
+    assert len(split.x_train) == 90 and len(split.x_val) == 30
+    assert torch.equal(split.x_val, full.x_train[90:])
+    assert torch.equal(split.x_train, full.x_train[:90])
+
+
+def test_validation_size_from_start(idx_root):
+    full = load_dataset(DataConfig(dataset="mnist", root=str(idx_root), download=False), seed=0)
+    cfg = DataConfig(dataset="mnist", root=str(idx_root), download=False, validation_size=20, validation_from="start")
+    split = load_dataset(cfg, seed=0)
+    assert torch.equal(split.x_val, full.x_train[:20]) and torch.equal(split.y_train, full.y_train[20:])
+
+
+def test_validation_larger_than_training_set_is_an_error(idx_root):
+    cfg = DataConfig(dataset="mnist", root=str(idx_root), download=False, validation_size=500)
+    with pytest.raises(DataError, match="leaves none to train on"):
+        load_dataset(cfg, seed=0)
+
+
+def test_imdb_processing_follows_keras(tmp_path):
+    """A hand-made npz run through Keras's documented steps, checked element by element."""
+    x_train = np.empty(3, dtype=object)
+    x_train[:] = [[1, 2, 3], [4, 9997, 10], [7]]
+    x_test = np.empty(2, dtype=object)
+    x_test[:] = [[5], [6, 6]]
+    y_train, y_test = np.array([1, 0, 1]), np.array([0, 1])
+    path = tmp_path / "imdb.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+    xs_train, ys_train, xs_test, ys_test = keras_sequences(path, num_words=10000)
+    rng = np.random.RandomState(113)  # Keras: one generator, train permuted first, then test
+    order_train = np.arange(3)
+    rng.shuffle(order_train)
+    order_test = np.arange(2)
+    rng.shuffle(order_test)
+    assert list(ys_train) == list(y_train[order_train]) and list(ys_test) == list(y_test[order_test])
+    for got, i in zip(xs_train, order_train):
+        expected = [1] + [w + 3 if w + 3 < 10000 else 2 for w in x_train[i]]  # start, index_from, oov
+        assert list(got) == expected
+    assert [1, 7, 2, 13] in [list(s) for s in xs_train]  # 9997 + 3 >= 10000 becomes oov (2)
+
+
+def test_multi_hot_and_imdb_dataset(tmp_path):
+    assert multi_hot([np.array([1, 3, 3]), np.array([0])], 5).tolist() == [[0, 1, 0, 1, 0], [1, 0, 0, 0, 0]]
+    make_imdb_npz(tmp_path / "imdb" / "imdb.npz")
+    cfg = DataConfig(dataset="imdb", root=str(tmp_path), num_words=50, validation_size=10, validation_from="start")
+    data = load_dataset(cfg, seed=0)
+    assert data.x_train.shape == (50, 50) and data.x_val.shape == (10, 50) and data.x_test.shape == (30, 50)
+    assert data.x_train.dtype == torch.uint8 and int(data.x_train[:, 1].min()) == 1  # start char in every review
+    assert dataset_info(cfg).task == "binary"
+
+
+def test_imdb_missing_offline(tmp_path):
+    with pytest.raises(DataError, match="Cannot find imdb.npz"):
+        load_dataset(DataConfig(dataset="imdb", root=str(tmp_path), download=False), seed=0)
+
+
+@pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel", "regression"])
+def test_synthetic_tasks_are_seeded(task):
+    cfg = DataConfig(dataset="synthetic", synthetic=SyntheticConfig(task=task, shape=(2, 3), classes=4, samples=50, test_samples=10))
+    a, b = load_dataset(cfg, seed=3), load_dataset(cfg, seed=3)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_train, b.y_train)
+    assert a.x_train.shape == (50, 2, 3) and len(a.x_test) == 10
+    if task == "multilabel":
+        assert a.y_train.shape == (50, 4) and set(a.y_train.unique().tolist()) <= {0.0, 1.0}
+    if task == "binary":
+        assert set(a.y_train.unique().tolist()) == {0, 1}
+    assert not torch.equal(load_dataset(cfg, seed=4).x_train, a.x_train)
+
+
+def test_npz_dataset_infers_the_task(tmp_path):
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=np.random.rand(30, 4).astype(np.float32), y_train=np.arange(30) % 3,
+             x_test=np.random.rand(6, 4).astype(np.float32), y_test=np.arange(6) % 3)
+    data = load_dataset(DataConfig(dataset="npz", path=str(path)), seed=0)
+    assert data.info.task == "multiclass" and data.info.num_classes == 3 and data.info.input_shape == (4,)
+    np.savez(path, x_train=np.random.rand(30, 4), y_train=np.random.rand(30, 2))
+    data = load_dataset(DataConfig(dataset="npz", path=str(path)), seed=0)
+    assert data.info.task == "regression" and data.y_train.shape == (30, 2) and not data.has_test

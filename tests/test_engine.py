@@ -1,0 +1,121 @@
+import pytest
+import torch
+
+from dlcli.callbacks import EarlyStopping
+from dlcli.engine import Batches, Callback, RunControl, Trainer
+from dlcli.errors import TrainingDiverged, TrainingInterrupted
+
+
+def blobs(n=256, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    centers = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.5]])
+    x = centers[y] + 0.5 * torch.randn(n, 2, generator=gen)
+    return x, y
+
+
+def make_trainer(callbacks=(), control=None, loss_fn=None, lr=0.05):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def correct(out, y):
+        return (out.detach().argmax(1) == y).sum()
+
+    return Trainer(model, optimizer, loss_fn or torch.nn.functional.cross_entropy, correct,
+                   callbacks=callbacks, control=control)
+
+
+def test_batches_cover_every_sample_once_and_reshuffle():
+    x = torch.arange(10).float().unsqueeze(1)
+    batches = Batches(x, torch.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(1))
+    assert len(batches) == 3
+    epoch1 = torch.cat([yb for _, yb, _ in batches])
+    epoch2 = torch.cat([yb for _, yb, _ in batches])
+    assert sorted(epoch1.tolist()) == list(range(10)) == sorted(epoch2.tolist())
+    assert epoch1.tolist() != epoch2.tolist()
+    again = Batches(x, torch.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(1))
+    assert torch.cat([yb for _, yb, _ in again]).tolist() == epoch1.tolist()
+    assert [n for _, _, n in batches] == [4, 4, 2]
+
+
+def test_uint8_inputs_are_scaled_per_batch():
+    x = torch.tensor([[0, 255], [51, 102]], dtype=torch.uint8)
+    (xb, _, _), = Batches(x, torch.tensor([0, 1]), 2, input_scale=1 / 255)
+    assert xb.dtype == torch.float32
+    assert torch.allclose(xb, torch.tensor([[0.0, 1.0], [0.2, 0.4]]))
+    assert x.dtype == torch.uint8  # the stored data is untouched
+
+
+def test_ranks_split_each_global_batch():
+    x = torch.arange(10).float().unsqueeze(1)
+    shares = []
+    for rank in range(2):
+        b = Batches(x, torch.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(5), rank=rank, world_size=2)
+        shares.append([yb.tolist() for _, yb, _ in b])
+    single = [yb.tolist() for _, yb, _ in Batches(x, torch.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(5))]
+    assert [a + b for a, b in zip(*shares)] == single
+
+
+def test_fit_learns_and_logs_every_epoch():
+    x, y = blobs()
+    trainer = make_trainer()
+    history = trainer.fit(Batches(x[:200], y[:200], 32, shuffle=True, generator=torch.Generator().manual_seed(0)),
+                          Batches(x[200:], y[200:], 64), epochs=4)
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert history[-1]["val_accuracy"] > 0.9 and history[-1]["loss"] < history[0]["loss"]
+
+
+def test_diverging_loss_names_epoch_and_step():
+    x, y = blobs()
+    calls = {"n": 0}
+
+    def poisoned(out, target):
+        calls["n"] += 1
+        loss = torch.nn.functional.cross_entropy(out, target)
+        return loss * float("nan") if calls["n"] == 11 else loss
+
+    trainer = make_trainer(loss_fn=poisoned)
+    with pytest.raises(TrainingDiverged) as info:
+        trainer.fit(Batches(x, y, 32), epochs=3)  # 8 steps per epoch: call 11 is epoch 2, step 3
+    assert (info.value.epoch, info.value.step) == (2, 3)
+    assert "lower the learning rate" in info.value.full_message().lower()
+
+
+def test_stop_signal_ends_at_the_next_step():
+    x, y = blobs()
+    control = RunControl()
+
+    class StopAfterFirstEpoch(Callback):
+        def on_epoch_end(self, epoch, logs, trainer):
+            control.signal = "SIGTERM"
+
+    trainer = make_trainer(callbacks=[StopAfterFirstEpoch()], control=control)
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer.fit(Batches(x, y, 32), epochs=3)
+    assert info.value.exit_code == 143 and trainer.running.step == 1 and len(trainer.history) == 1
+
+
+def test_early_stopping_restores_best_weights():
+    x, y = blobs()
+    early = EarlyStopping("val_loss", patience=1)
+    snapshots = {}
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, epoch, logs, trainer):
+            snapshots[epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+    trainer = make_trainer(callbacks=[early, Snapshot()], lr=0.5)
+    history = trainer.fit(Batches(x[:200], y[:200], 16), Batches(x[200:], y[200:], 64), epochs=30)
+    best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
+    assert early.best_epoch == best_epoch
+    assert len(history) < 30  # stopped early
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, snapshots[best_epoch][k])
+
+
+def test_mode_is_inferred_from_the_metric_name():
+    assert EarlyStopping("val_accuracy").mode == "max"
+    assert EarlyStopping("val_loss").mode == "min"
+    assert EarlyStopping("val_mae").mode == "min"

@@ -166,30 +166,43 @@ class Trainer:
         self.stop_training = False
         self.history: list[dict[str, float]] = []
         self.running = Running()
-        self._pending_loss: list[torch.Tensor] = []
-        self._pending_metric: list[torch.Tensor] = []
-        self._pending_n: list[int] = []
+        # Per-step values of the current epoch, kept on the device (no sync per step).
+        self._step_losses: list[torch.Tensor] = []
+        self._step_metrics: list[torch.Tensor] = []
+        self._step_sizes: list[int] = []
+        self._reduced = 0
 
     # -- metrics -------------------------------------------------------------------
 
     def _reduce_pending(self) -> None:
-        """Fold the device-side per-step values into `running`; raise if the loss diverged."""
-        if not self._pending_loss:
+        """Fold the steps since the last report into `running`; raise if the loss diverged.
+
+        Only the display uses these partial sums: the epoch's totals are computed once from
+        all steps at the end, so they do not depend on when the reports happened to fall.
+        """
+        start = self._reduced
+        if start == len(self._step_losses):
             return
-        losses = torch.stack(self._pending_loss).float()
-        sizes = torch.tensor(self._pending_n, dtype=torch.float32, device=losses.device)
+        losses = torch.stack(self._step_losses[start:]).float()
         finite = torch.isfinite(losses)
-        metric = torch.stack(self._pending_metric).float().sum()
+        sizes = torch.tensor(self._step_sizes[start:], dtype=torch.float32, device=losses.device)
         loss_sum = (losses * sizes).sum()
-        first_step = self.running.step - len(self._pending_loss) + 1
-        self._pending_loss.clear()
-        self._pending_metric.clear()
-        self._pending_n.clear()
+        metric = torch.stack(self._step_metrics[start:]).float().sum()
+        self._reduced = len(self._step_losses)
         if not bool(finite.all()):
             bad = int((~finite).nonzero()[0, 0])
-            raise TrainingDiverged(self.epoch, first_step + bad, float(losses[bad]))
+            raise TrainingDiverged(self.epoch, start + bad + 1, float(losses[bad]))
         self.running.loss_sum += float(loss_sum)
         self.running.metric_sum += float(metric)
+
+    def _step_totals(self) -> tuple[float, float, int]:
+        """(loss sum, metric sum, samples) of the epoch from every step, in float64."""
+        if not self._step_losses:
+            return 0.0, 0.0, 0
+        losses = torch.stack(self._step_losses).double()
+        sizes = torch.tensor(self._step_sizes, dtype=torch.float64, device=losses.device)
+        metric = torch.stack(self._step_metrics).double().sum()
+        return float((losses * sizes).sum()), float(metric), sum(self._step_sizes)
 
     def running_logs(self) -> dict[str, float]:
         r = self.running
@@ -206,7 +219,8 @@ class Trainer:
         model.train()
         self.running = running = Running()
         self.steps_per_epoch = len(batches)
-        pending_loss, pending_metric, pending_n = self._pending_loss, self._pending_metric, self._pending_n
+        self._step_losses, self._step_metrics, self._step_sizes, self._reduced = [], [], [], 0
+        step_losses, step_metrics, step_sizes = self._step_losses, self._step_metrics, self._step_sizes
         next_report = running.started + REPORT_INTERVAL_S
         for xb, yb, global_n in batches:
             if autocast:
@@ -225,9 +239,9 @@ class Trainer:
             else:
                 loss.backward()
             optimizer.step()
-            pending_loss.append(loss.detach())
-            pending_metric.append(metric_sum(out, yb))
-            pending_n.append(n)
+            step_losses.append(loss.detach())
+            step_metrics.append(metric_sum(out, yb))
+            step_sizes.append(n)
             running.step += 1
             running.samples += n
             if control.signal is not None:
@@ -239,7 +253,7 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_progress(self)
         self._reduce_pending()
-        return self._epoch_totals(running.loss_sum, running.metric_sum, running.samples)
+        return self._epoch_totals(*self._step_totals())
 
     def _epoch_totals(self, loss_sum: float, metric_sum: float, samples: int, prefix: str = "") -> dict[str, float]:
         if self.all_reduce is not None:

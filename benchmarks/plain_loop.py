@@ -1,0 +1,132 @@
+"""The yardstick: a hand-written PyTorch training loop over whole in-memory tensors.
+
+What a careful person writes without a framework: uint8 images sliced by a seeded
+permutation and converted per batch, forward, cross-entropy, backward, Adam step, and the
+running loss and accuracy kept on the device (as any loop that reports them must), then a
+validation pass. Run alone (`python benchmarks/plain_loop.py --case mlp`) it is the process
+whose peak memory `dlcli train` is compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+IDX = {"x": "train-images-idx3-ubyte", "y": "train-labels-idx1-ubyte"}
+FOLDERS = {
+    "mnist": ["mnist", "MNIST/raw", "."],
+    "fashion_mnist": ["fashion_mnist", "fashion-mnist", "FashionMNIST/raw", ".", "/usr/share/datasets/fashion-mnist"],
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()
+
+
+def find(root: str, dataset: str, stem: str) -> Path:
+    for folder in FOLDERS[dataset]:
+        base = Path(folder) if folder.startswith("/") else Path(root) / folder
+        for name in (stem + ".gz", stem):
+            if (base / name).is_file():
+                return base / name
+    raise FileNotFoundError(f"{stem} of {dataset} not found under {root}")
+
+
+def load_tensors(dataset: str, root: str, validation_split: float = 0.0, max_train: int | None = None):
+    """uint8 images (N, 1, 28, 28) and int64 labels, validation = the last fraction (as Keras)."""
+    x = torch.from_numpy(read_idx(find(root, dataset, IDX["x"]))).unsqueeze(1)
+    y = torch.from_numpy(read_idx(find(root, dataset, IDX["y"])).astype(np.int64))
+    if max_train:
+        x, y = x[:max_train], y[:max_train]
+    if validation_split:
+        cut = int(len(x) * (1 - validation_split))
+        return x[:cut], y[:cut], x[cut:], y[cut:]
+    return x, y, None, None
+
+
+def make_model(case: str) -> nn.Module:
+    if case == "mlp":
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(1600, 10),
+    )
+
+
+def hand_written_epoch(model, optimizer, x, y, batch_size, generator, x_val=None, y_val=None, precision="fp32"):
+    """One epoch, as lean as a plain loop gets: per-step values stay on the device, summed once."""
+    device = next(model.parameters()).device
+    autocast = precision == "bf16"
+    model.train()
+    order = torch.randperm(len(x), generator=generator)
+    if order.device != x.device:
+        order = order.to(x.device)
+    copy = x.device != device
+    losses, corrects, sizes = [], [], []
+    for start in range(0, len(x), batch_size):
+        idx = order[start:start + batch_size]
+        xb, yb = x[idx], y[idx]
+        if copy:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        xb = xb.float().div_(255)
+        if autocast:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                out = model(xb)
+                loss = F.cross_entropy(out.float(), yb)
+        else:
+            out = model(xb)
+            loss = F.cross_entropy(out, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+        corrects.append((out.detach().argmax(1) == yb).sum())
+        sizes.append(len(yb))
+    loss_sum = float((torch.stack(losses) * torch.tensor(sizes, device=device)).sum())
+    correct = int(torch.stack(corrects).sum())
+    logs = {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+    if x_val is not None:
+        model.eval()
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            val_loss, val_correct = 0.0, 0
+            for start in range(0, len(x_val), max(batch_size, 512)):
+                xb = x_val[start:start + max(batch_size, 512)].to(device).float().div_(255)
+                yb = y_val[start:start + max(batch_size, 512)].to(device)
+                out = model(xb).float()
+                val_loss += float(F.cross_entropy(out, yb)) * len(yb)
+                val_correct += int((out.argmax(1) == yb).sum())
+        logs.update(val_loss=val_loss / len(x_val), val_accuracy=val_correct / len(x_val))
+    return logs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--case", choices=["mlp", "cnn"], default="mlp")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    dataset, batch, val = ("fashion_mnist", 32, 0.0) if args.case == "mlp" else ("mnist", 128, 0.1)
+    x, y, xv, yv = load_tensors(dataset, args.data, val)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    model = make_model(args.case).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    gen = torch.Generator().manual_seed(0)
+    for epoch in range(args.epochs):
+        print(epoch + 1, hand_written_epoch(model, optimizer, x, y, batch, gen, xv, yv))
+
+
+if __name__ == "__main__":
+    main()

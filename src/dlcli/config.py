@@ -104,7 +104,7 @@ class MlpModel:
     """Flatten, then Dense layers, then an output layer sized from the data."""
 
     preset: Literal["mlp"] = "mlp"
-    hidden: tuple[int, ...] = _opt((64, 64), help="units of each hidden Dense layer")
+    hidden: tuple[int, ...] = _opt((64, 64), help="units of each hidden Dense layer", ge=1)
     activation: Activation = _opt("relu", help="activation of the hidden layers")
     dropout: float = _opt(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
     output_activation: OutputActivation = _opt("auto", help="auto picks it from the loss")
@@ -115,11 +115,11 @@ class CnnModel:
     """Conv+MaxPool blocks, Flatten, Dropout, optional hidden Dense layers, output layer."""
 
     preset: Literal["cnn"] = "cnn"
-    filters: tuple[int, ...] = _opt((32, 64), help="filters of each Conv2D block")
+    filters: tuple[int, ...] = _opt((32, 64), help="filters of each Conv2D block", ge=1)
     kernel_size: int = _opt(3, help="kernel size of every Conv2D", ge=1)
     pool_size: int = _opt(2, help="MaxPool2D window after every Conv2D", ge=1)
     activation: Activation = _opt("relu", help="activation of the hidden layers")
-    hidden: tuple[int, ...] = _opt((), help="units of Dense layers after Flatten")
+    hidden: tuple[int, ...] = _opt((), help="units of Dense layers after Flatten", ge=1)
     dropout: float = _opt(0.5, help="dropout before the output layer", ge=0.0, lt=1.0)
     output_activation: OutputActivation = _opt("auto", help="auto picks it from the loss")
 
@@ -129,7 +129,7 @@ class BinaryModel:
     """The IMDB-style classifier: Dense hidden layers and one sigmoid unit."""
 
     preset: Literal["binary"] = "binary"
-    hidden: tuple[int, ...] = _opt((16, 16), help="units of each hidden Dense layer")
+    hidden: tuple[int, ...] = _opt((16, 16), help="units of each hidden Dense layer", ge=1)
     activation: Activation = _opt("relu", help="activation of the hidden layers")
     dropout: float = _opt(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
 
@@ -152,7 +152,7 @@ class SyntheticConfig:
     task: Literal["multiclass", "binary", "multilabel", "regression"] = _opt(
         "multiclass", help="kind of targets to generate"
     )
-    shape: tuple[int, ...] = _opt((20,), help="shape of one sample, e.g. [20] or [1, 8, 8]")
+    shape: tuple[int, ...] = _opt((20,), help="shape of one sample, e.g. [20] or [1, 8, 8]", ge=1, min_items=1)
     classes: int = _opt(3, help="classes (multiclass), labels (multilabel) or outputs (regression)", ge=1)
     samples: int = _opt(1000, help="training samples", ge=1)
     test_samples: int = _opt(200, help="test samples (0 for none)", ge=0)
@@ -416,6 +416,9 @@ def _build(cls: type, raw: Any, path: tuple, ctx: _Context) -> Any:
         if f.name in raw:
             value = _coerce(hints[f.name], raw[f.name], path + (f.name,), ctx)
             if isinstance(value, tuple):
+                if len(value) < f.metadata.get("min_items", 0):
+                    raise ctx.error(path + (f.name,), f"needs at least {f.metadata['min_items']} item(s), found none "
+                                    f"({f.metadata.get('help', '')}).")
                 for i, item in enumerate(value):
                     _check_limits(f, item, path + (f.name, i), ctx)
             else:

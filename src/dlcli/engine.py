@@ -316,3 +316,16 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """All outputs (logits) and targets of the batches, in order, on the CPU."""
+    was_training = model.training
+    model.eval()
+    outputs, targets = [], []
+    for xb, yb, _ in batches:
+        outputs.append(model(xb).float().cpu())
+        targets.append(yb.cpu())
+    model.train(was_training)
+    return torch.cat(outputs), torch.cat(targets)

@@ -52,7 +52,7 @@ def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: P
                 continue
             xs = [e for e, v in zip(epochs, values) if v is not None]
             ys = [v for v in values if v is not None]
-            ax.plot(xs, ys, style, color=color, label=f"{prefix}{label} {column.replace('_', ' ')}",
+            ax.plot(xs, ys, style, color=color, label=f"{prefix}{label} {metric.replace('_', ' ')}",
                     markersize=4 if style == "o" else None, alpha=0.8 if style == "o" else 1.0)
             series[column] = ys
         watched = f"val_{metric}" if f"val_{metric}" in series else metric
@@ -108,3 +108,28 @@ def plot_runs(runs: Sequence[tuple[str, list[str], list[dict]]], metrics: Option
         plot_metric([(name, rows) for name, _, rows in runs], metric, path)
         written.append(path)
     return written
+
+
+def plot_confusion(matrix: list[list[int]], class_names: Sequence[str], out_path: Path, title: str) -> None:
+    """A confusion matrix as a heat map with the counts written in the cells."""
+    plt = _pyplot()
+    n = len(matrix)
+    size = max(5.0, 0.6 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=100)
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_xticks(range(n), labels=class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels=class_names)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(title)
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if count > peak / 2 else "black")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out_path, buffer.getvalue())

@@ -10,6 +10,7 @@ import os
 import platform
 import random
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -316,6 +317,8 @@ def train(
             "world_size": dist.world_size,
             **environment_info(device),
             "command": command if command is not None else sys.argv,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
             "resumed_from_epoch": start_epoch if resume_dir is not None else None,
             "monitor": monitor,
         })

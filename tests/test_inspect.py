@@ -1,0 +1,149 @@
+"""dlcli plot, runs, compare and evaluate on run folders made by training on synthetic data."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+from dlcli.plots import plot_metric
+from dlcli.rundir import read_metrics
+
+from conftest import make_idx_dataset, synthetic_config, write_config
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    config = write_config(tmp / "c.yaml", synthetic_config(epochs=3))
+    for lr in ("0.01", "0.05"):
+        result = invoke("train", config, "--runs-dir", tmp / "runs", "-q", "--set", f"optimizer.lr={lr}")
+        assert result.exit_code == 0, result.output
+    return sorted((tmp / "runs").iterdir())
+
+
+def png_pixels(path: Path) -> np.ndarray:
+    import matplotlib.image
+
+    return matplotlib.image.imread(path)
+
+
+def test_train_draws_its_plots_from_metrics_csv(two_runs):
+    for name in ("loss.png", "accuracy.png"):
+        pixels = png_pixels(two_runs[0] / name)
+        assert pixels.shape[:2] == (450, 700)
+        assert pixels.std() > 0.05  # not blank
+
+
+def test_plotted_series_are_the_metrics_csv_columns(two_runs, tmp_path):
+    columns, rows = read_metrics(two_runs[0] / "metrics.csv")
+    drawn = plot_metric([("run", rows)], "loss", tmp_path / "loss.png")
+    assert drawn["run"]["loss"] == [r["loss"] for r in rows]
+    assert drawn["run"]["val_loss"] == [r["val_loss"] for r in rows]
+
+
+def test_plot_one_run_after_one_epoch_and_any_metric(tmp_path, tiny_config):
+    invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "-q", "--set", "training.epochs=1")
+    (run,) = (tmp_path / "runs").iterdir()
+    (run / "loss.png").unlink()
+    result = invoke("plot", run, "--metric", "loss", "--metric", "lr")
+    assert result.exit_code == 0, result.output
+    assert (run / "loss.png").is_file() and (run / "lr.png").is_file()
+    result = invoke("plot", run, "--metric", "val_acuracy")
+    assert result.exit_code == 2 and "not a column" in result.output and "val_accuracy" in result.output
+
+
+def test_plot_several_runs_into_out(two_runs, tmp_path):
+    result = invoke("plot", *two_runs)
+    assert result.exit_code == 2 and "--out" in result.output
+    result = invoke("plot", *two_runs, "--out", tmp_path / "cmp")
+    assert result.exit_code == 0
+    assert png_pixels(tmp_path / "cmp" / "accuracy.png").std() > 0.05
+
+
+def test_runs_lists_newest_first_and_survives_a_broken_folder(two_runs, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(two_runs[0].parent, root)
+    broken = root / "20991231-235959-broken"
+    broken.mkdir()
+    (broken / "run.json").write_text("{ half a fil")
+    half = root / "20000101-000000-half"
+    shutil.copytree(two_runs[0], half)
+    (half / "metrics.csv").write_text("epoch,loss\n1,oops\n")
+    result = invoke("runs", "--dir", root, "--json")
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    assert [r["id"] for r in listed] == sorted([p.name for p in root.iterdir()], reverse=True)
+    by_id = {r["id"]: r for r in listed}
+    assert by_id[broken.name]["status"] == "damaged" and "JSON" in by_id[broken.name]["problem"]
+    assert "not a number" in by_id[half.name]["problem"]
+    good = by_id[two_runs[1].name]
+    assert good["status"] == "completed" and good["epochs_done"] == 3 and good["best_name"] == "val_accuracy"
+    assert 0 <= good["test"]["test_accuracy"] <= 1
+    table = invoke("runs", "--dir", root)
+    assert table.exit_code == 0 and "damaged" in table.output and two_runs[1].name in table.output
+
+
+def test_runs_marks_a_killed_run(two_runs, tmp_path):
+    root = tmp_path / "runs"
+    killed = root / "20261127-000000-killed"
+    shutil.copytree(two_runs[0], killed)
+    info = json.loads((killed / "run.json").read_text())
+    info.update(status="running", pid=2 ** 22 + 12345)  # no such process
+    (killed / "run.json").write_text(json.dumps(info))
+    (listed,) = json.loads(invoke("runs", "--dir", root, "--json").output)
+    assert listed["status"] == "killed"
+
+
+def test_compare_shows_metrics_and_config_differences(two_runs):
+    result = invoke("compare", *two_runs, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["config_differences"] == {"optimizer.lr": [0.01, 0.05]}
+    assert [r["epochs_done"] for r in data["runs"]] == [3, 3]
+    table = invoke("compare", *two_runs)
+    assert "optimizer.lr" in table.output and "best val_accuracy" in table.output
+    assert invoke("compare", two_runs[0]).exit_code == 2
+
+
+def test_evaluate_recomputes_the_test_metrics(two_runs):
+    run = two_runs[0]
+    result = invoke("evaluate", run, "--checkpoint", "last", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    results = json.loads((run / "results.json").read_text())
+    assert data["accuracy"] == pytest.approx(results["test_accuracy"])
+    assert data["loss"] == pytest.approx(results["test_loss"], rel=1e-5)
+    matrix = np.array(data["confusion"])
+    assert matrix.shape == (3, 3) and matrix.sum() == 60
+    assert np.trace(matrix) / 60 == pytest.approx(data["accuracy"])
+    assert (run / "confusion.png").is_file()
+    val = invoke("evaluate", run, "--split", "val")
+    assert val.exit_code == 0 and "val split" in val.output and "Confusion matrix" in val.output
+    assert invoke("evaluate", run, "--split", "train").exit_code == 2
+
+
+def test_evaluate_uses_the_dataset_class_names(tmp_path):
+    root = tmp_path / "data"
+    make_idx_dataset(root / "fashion_mnist", n_train=100, n_test=30)
+    config = write_config(tmp_path / "f.yaml", {
+        "name": "fm", "device": "cpu",
+        "data": {"dataset": "fashion_mnist", "root": str(root), "download": False},
+        "model": {"preset": "mlp", "hidden": [8]},
+        "training": {"epochs": 1, "batch_size": 20},
+    })
+    assert invoke("train", config, "--runs-dir", tmp_path / "runs", "-q").exit_code == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    data = json.loads(invoke("evaluate", run, "--json").output)
+    assert data["class_names"][0] == "T-shirt/top" and data["class_names"][9] == "Ankle boot"

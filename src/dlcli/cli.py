@@ -141,6 +141,9 @@ def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) 
                             quiet=quiet, command=sys.argv, dist=dist)
     except TrainingInterrupted as exc:
         run_dir = getattr(exc, "run_dir", None)
+        failure = getattr(exc, "failure", None)
+        if failure:
+            fail(f"data-parallel training stopped because {failure} (run folder: {run_dir})", 1)
         if dist.is_main:
             _error_console().print(
                 f"Interrupted by {exc.signal_name}; the run folder keeps every complete epoch. "

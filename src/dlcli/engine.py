@@ -20,6 +20,7 @@ import torch
 from .errors import TrainingDiverged, TrainingInterrupted
 
 REPORT_INTERVAL_S = 0.25  # how often running metrics are reduced and shown
+SYNC_STEPS = 25  # under data parallelism: steps between the collective stop/divergence checks
 
 
 class Batches:
@@ -83,14 +84,18 @@ class Batches:
                 idx = order[start:start + bs]
                 global_n = len(idx)
                 if self.world_size > 1:
+                    if global_n < self.world_size:
+                        break  # a last batch too small to give every process a sample is dropped
                     idx = idx.tensor_split(self.world_size)[self.rank]
                 xb, yb = x[idx], y[idx]
             else:
                 end = min(start + bs, self.n)
                 global_n = end - start
-                if self.world_size > 1:
+                if self.world_size > 1:  # evaluation: every sample once, on some process
                     bounds = torch.arange(start, end).tensor_split(self.world_size)[self.rank]
-                    lo = int(bounds[0]) if len(bounds) else start
+                    if len(bounds) == 0:
+                        continue
+                    lo = int(bounds[0])
                     xb, yb = x[lo:lo + len(bounds)], y[lo:lo + len(bounds)]
                 else:
                     xb, yb = x[start:end], y[start:end]
@@ -215,7 +220,7 @@ class Trainer:
     def train_one_epoch(self, batches: Batches) -> dict[str, float]:
         model, optimizer, loss_fn, metric_sum = self.model, self.optimizer, self.loss_fn, self.metric_sum
         control, autocast, device_type = self.control, self.autocast, self.device.type
-        scale_loss = self.world_size > 1
+        scale_loss = self.world_size > 1 and self.all_reduce is not None
         model.train()
         self.running = running = Running()
         self.steps_per_epoch = len(batches)
@@ -244,6 +249,10 @@ class Trainer:
             step_sizes.append(n)
             running.step += 1
             running.samples += n
+            if scale_loss:
+                if running.step % SYNC_STEPS == 0:
+                    next_report = self._sync_check(next_report)
+                continue
             if control.signal is not None:
                 raise TrainingInterrupted(control.signal)
             now = time.perf_counter()
@@ -252,8 +261,31 @@ class Trainer:
                 self._reduce_pending()
                 for cb in self.callbacks:
                     cb.on_progress(self)
+        if scale_loss:
+            self._sync_check(next_report)
         self._reduce_pending()
         return self._epoch_totals(*self._step_totals())
+
+    def _sync_check(self, next_report: float) -> float:
+        """Data parallelism: every process learns at the same step whether any was signalled or
+        diverged, so all stop together instead of one waiting forever in a collective."""
+        diverged = None
+        try:
+            self._reduce_pending()
+        except TrainingDiverged as exc:
+            diverged = exc
+        flags = self.all_reduce(torch.tensor([1.0 if self.control.signal else 0.0, 1.0 if diverged else 0.0],
+                                             dtype=torch.float64))
+        if flags[1] > 0:
+            raise diverged or TrainingDiverged(self.epoch, self.running.step, float("nan"))
+        if flags[0] > 0:
+            raise TrainingInterrupted(self.control.signal or "SIGTERM")
+        now = time.perf_counter()
+        if now >= next_report:
+            for cb in self.callbacks:
+                cb.on_progress(self)
+            return now + REPORT_INTERVAL_S
+        return next_report
 
     def _epoch_totals(self, loss_sum: float, metric_sum: float, samples: int, prefix: str = "") -> dict[str, float]:
         if self.all_reduce is not None:

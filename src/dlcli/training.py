@@ -406,7 +406,12 @@ def train(
     except TrainingInterrupted as exc:
         if display:
             display.close()
-        finish("interrupted", stopped_by=exc.signal_name)
+        failure = dist.failure_message()
+        if failure:  # torchrun stopped us because another process failed
+            finish("failed", error=failure)
+            exc.failure = failure  # type: ignore[attr-defined]
+        else:
+            finish("interrupted", stopped_by=exc.signal_name)
         exc.run_dir = run_dir  # type: ignore[attr-defined]
         raise
     except TrainingDiverged as exc:
@@ -418,7 +423,7 @@ def train(
     except BaseException as exc:
         if display:
             display.close()
-        finish("failed", error=f"{type(exc).__name__}: {exc}")
+        finish("failed", error=dist.failure_message() or f"{type(exc).__name__}: {exc}")
         raise
 
     results: dict[str, Any] = {}

@@ -1,0 +1,89 @@
+"""The CUDA path: real checks where a GPU is present, device selection and errors everywhere."""
+
+import io
+import json
+
+import pytest
+import torch
+from rich.console import Console
+
+from dlcli.config import load_config
+from dlcli.errors import DeviceError
+from dlcli.training import check_device_options, resolve_device, train
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+
+
+def quiet_console():
+    return Console(file=io.StringIO())
+
+
+def test_auto_picks_cuda_only_when_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(DeviceError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(DeviceError, match="cuda:0 to cuda:1"):
+        resolve_device("cuda:2")
+
+
+def test_bf16_needs_a_gpu_that_supports_it(monkeypatch, tiny_config):
+    config = load_config(tiny_config, ["training.precision=bf16"])
+    with pytest.raises(DeviceError, match="only supported on a CUDA GPU"):
+        check_device_options(config, torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Old GPU")
+    with pytest.raises(DeviceError, match="Old GPU has none"):
+        check_device_options(config, torch.device("cuda", 0))
+
+
+def test_compile_on_the_cpu_needs_a_compiler(monkeypatch, tiny_config):
+    import dlcli.training
+
+    config = load_config(tiny_config, ["training.compile=true"])
+    monkeypatch.setattr(dlcli.training.shutil, "which", lambda name: None)
+    with pytest.raises(DeviceError, match="C\\+\\+ compiler"):
+        check_device_options(config, torch.device("cpu"))
+
+
+@pytest.mark.cuda
+@needs_cuda
+@pytest.mark.parametrize("options", [[], ["training.precision=bf16"], ["training.compile=true"]])
+def test_training_on_the_gpu(tmp_path, tiny_config, options):
+    config = load_config(tiny_config, ["device=cuda", "training.epochs=3", *options])
+    outcome = train(config, runs_dir=tmp_path, console=quiet_console(), draw_plots=False)
+    info = json.loads((outcome.run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["device"].startswith("cuda") and info["device_name"]
+    assert outcome.history[-1]["val_accuracy"] > 0.5
+    # The checkpoint holds CPU tensors, so it loads on a machine without a GPU.
+    state = torch.load(outcome.run_dir / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
+    assert all(t.device.type == "cpu" for t in state["model"].values())
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_gpu_and_cpu_runs_agree(tmp_path, tiny_config):
+    """Same seed on both devices: the metrics agree to float rounding (TF32 off by default)."""
+    runs = {}
+    for device in ("cpu", "cuda"):
+        config = load_config(tiny_config, [f"device={device}", "training.epochs=2"])
+        runs[device] = train(config, runs_dir=tmp_path / device, console=quiet_console(), draw_plots=False)
+    for a, b in zip(runs["cpu"].history, runs["cuda"].history):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-3)
+
+
+@pytest.mark.cuda
+@needs_cuda
+def test_data_goes_to_the_gpu_once():
+    from dlcli.engine import Batches
+
+    x = torch.randint(0, 255, (100, 1, 4, 4), dtype=torch.uint8)
+    batches = Batches(x, torch.arange(100), 10, shuffle=True, generator=torch.Generator().manual_seed(0),
+                      input_scale=1 / 255, device="cuda").to_device()
+    assert batches.x.device.type == "cuda"
+    xb, yb, _ = next(iter(batches))
+    assert xb.device.type == "cuda" and xb.dtype == torch.float32 and yb.device.type == "cuda"

@@ -1,0 +1,109 @@
+"""Datasets as in-memory tensors, plus the facts the model builder needs.
+
+Each dataset family registers a `DatasetSource`: `info` answers input shape, task and class
+count without touching files (so `dlcli summary` needs no data), and `load` returns the raw
+train/test splits. `load_dataset` then applies the common steps: subsetting and the
+validation hold-out with Keras's semantics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional
+
+from ..config import DataConfig
+from ..errors import DataError
+from ..registry import Registry
+
+TASKS = ("multiclass", "binary", "multilabel", "regression")
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the model builder and the summary need to know about a dataset."""
+
+    input_shape: tuple[int, ...]  # one sample, channels first for images
+    task: str  # one of TASKS
+    num_classes: int  # classes (multiclass, binary=2), labels (multilabel) or outputs (regression)
+    class_names: Optional[tuple[str, ...]] = None
+
+
+@dataclass
+class Dataset:
+    """Whole splits as tensors. Images stay uint8; `input_scale` converts them per batch."""
+
+    info: DataInfo
+    x_train: Any
+    y_train: Any
+    x_val: Any = None
+    y_val: Any = None
+    x_test: Any = None
+    y_test: Any = None
+    input_scale: Optional[float] = None
+
+    @property
+    def has_validation(self) -> bool:
+        return self.x_val is not None and len(self.x_val) > 0
+
+    @property
+    def has_test(self) -> bool:
+        return self.x_test is not None and len(self.x_test) > 0
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    info: Callable[[DataConfig], DataInfo]
+    load: Callable[[DataConfig, int], Dataset]  # (config, seed) -> train and test splits
+
+
+DATASETS: Registry[DatasetSource] = Registry("dataset")
+
+
+def _register_builtin() -> None:
+    from . import imdb, npz, synthetic, vision  # noqa: F401  (they register themselves)
+
+
+def dataset_info(config: DataConfig) -> DataInfo:
+    _register_builtin()
+    return DATASETS.get(config.dataset, key="data.dataset").info(config)
+
+
+def load_dataset(config: DataConfig, seed: int) -> Dataset:
+    """Load, subset and split a dataset as the config says."""
+    _register_builtin()
+    source = DATASETS.get(config.dataset, key="data.dataset")
+    data = source.load(config, seed)
+    if config.max_train_samples is not None:
+        data = replace(
+            data,
+            x_train=data.x_train[: config.max_train_samples],
+            y_train=data.y_train[: config.max_train_samples],
+        )
+    return split_validation(data, config)
+
+
+def split_validation(data: Dataset, config: DataConfig) -> Dataset:
+    """Hold out validation samples from the training set, before any shuffling (as Keras does)."""
+    n = len(data.x_train)
+    if config.validation_size is not None:
+        size = config.validation_size
+    elif config.validation_split:
+        size = n - int(n * (1.0 - config.validation_split))  # Keras: the last fraction
+    else:
+        return data
+    if size >= n:
+        raise DataError(
+            f"data.validation_size: holding out {size} of {n} training samples leaves none to train on.",
+            hint="Use a smaller validation_size or validation_split.",
+        )
+    if config.validation_from == "start":
+        val, train = slice(0, size), slice(size, n)
+    else:
+        train, val = slice(0, n - size), slice(n - size, n)
+    return replace(
+        data,
+        x_train=data.x_train[train],
+        y_train=data.y_train[train],
+        x_val=data.x_val if size == 0 else data.x_train[val],
+        y_val=data.y_val if size == 0 else data.y_train[val],
+    )

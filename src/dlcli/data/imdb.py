@@ -1,0 +1,128 @@
+"""IMDB reviews in Keras's imdb.npz layout, processed exactly as keras.datasets.imdb.load_data.
+
+The reviews become multi-hot vectors of `num_words` (stored as uint8, converted per batch),
+as in the course's `vectorize_sequences`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from . import DATASETS, DataInfo, Dataset, DatasetSource
+
+KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
+KERAS_SEED = 113
+START_CHAR, OOV_CHAR, INDEX_FROM = 1, 2, 3
+CLASS_NAMES = ("negative", "positive")
+
+
+def candidate_files(root: Path) -> list[Path]:
+    return [root / "imdb.npz", root / "imdb" / "imdb.npz"]
+
+
+def keras_sequences(path: Path, num_words: int, seed: int = KERAS_SEED):
+    """(x_train, y_train, x_test, y_test) as load_data(num_words=...) returns them.
+
+    One RandomState(seed) permutes train then test; each review gets start_char prepended and
+    index_from added to every word; indices >= num_words become oov_char.
+    """
+    try:
+        with np.load(path, allow_pickle=True) as f:
+            x_train, y_train = f["x_train"], f["y_train"]
+            x_test, y_test = f["x_test"], f["y_test"]
+    except KeyError as exc:
+        raise DataError(f"{path} lacks the array {exc}; it needs x_train, y_train, x_test and y_test.") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read {path} as an .npz file: {exc}.", hint="Copy the file again.") from None
+    rng = np.random.RandomState(seed)
+    order = np.arange(len(x_train))
+    rng.shuffle(order)
+    x_train, y_train = x_train[order], y_train[order]
+    order = np.arange(len(x_test))
+    rng.shuffle(order)
+    x_test, y_test = x_test[order], y_test[order]
+
+    def process(reviews) -> list[np.ndarray]:
+        out = []
+        for review in reviews:
+            words = np.asarray(review, dtype=np.int64) + INDEX_FROM
+            words = np.concatenate(([START_CHAR], words))
+            words[words >= num_words] = OOV_CHAR
+            out.append(words)
+        return out
+
+    return process(x_train), np.asarray(y_train, dtype=np.int64), process(x_test), np.asarray(y_test, dtype=np.int64)
+
+
+def multi_hot(sequences: list[np.ndarray], width: int) -> np.ndarray:
+    """uint8 matrix with a 1 at every word index that occurs in each sequence."""
+    out = np.zeros((len(sequences), width), dtype=np.uint8)
+    if sequences:
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        rows = np.repeat(np.arange(len(sequences)), lengths)
+        cols = np.concatenate(sequences) if lengths.sum() else np.zeros(0, dtype=np.int64)
+        out[rows, cols] = 1
+    return out
+
+
+def _download(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / "imdb.npz"
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=".part")
+    os.close(fd)
+    try:
+        with urllib.request.urlopen(KERAS_URL, timeout=30) as response, open(tmp, "wb") as out:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def _find_or_download(config: DataConfig) -> Path:
+    root = Path(config.root)
+    for path in candidate_files(root):
+        if path.is_file():
+            return path
+    problem = "Downloading is off (data.download: false)."
+    if config.download:
+        try:
+            return _download(root)
+        except Exception as exc:  # offline: URLError, timeouts, HTTP errors
+            problem = f"The download from {KERAS_URL} failed ({type(exc).__name__}: {exc})."
+    looked = ", ".join(str(p) for p in candidate_files(root))
+    raise DataError(
+        f"Cannot find imdb.npz; looked for {looked}. {problem}",
+        hint="To fix it, copy Keras's imdb.npz into one of those places or point data.root at "
+        "its folder (--set data.root=PATH).",
+    )
+
+
+def _info(config: DataConfig) -> DataInfo:
+    return DataInfo(input_shape=(config.num_words,), task="binary", num_classes=2, class_names=CLASS_NAMES)
+
+
+def _load(config: DataConfig, seed: int) -> Dataset:
+    import torch
+
+    x_train, y_train, x_test, y_test = keras_sequences(_find_or_download(config), config.num_words)
+    return Dataset(
+        info=_info(config),
+        x_train=torch.from_numpy(multi_hot(x_train, config.num_words)),
+        y_train=torch.from_numpy(y_train),
+        x_test=torch.from_numpy(multi_hot(x_test, config.num_words)),
+        y_test=torch.from_numpy(y_test),
+        input_scale=1.0,
+    )
+
+
+DATASETS.add("imdb", DatasetSource(info=_info, load=_load))

@@ -1,0 +1,82 @@
+"""A user's own arrays: an .npz file with x_train, y_train and optionally x_test, y_test.
+
+The task is read off the targets: integer labels are classes (binary when there are two),
+0/1 float matrices are multilabel, other floats are regression.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from . import DATASETS, DataInfo, Dataset, DatasetSource
+
+
+def _read(config: DataConfig) -> dict[str, np.ndarray]:
+    path = Path(config.path or "")
+    if not path.is_file():
+        raise DataError(f"data.path: {str(path)!r} is not a file.", hint="Point data.path at your .npz file.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"Cannot read {path} as an .npz file: {exc}.") from None
+    missing = [k for k in ("x_train", "y_train") if k not in arrays]
+    if missing:
+        raise DataError(
+            f"{path} lacks {', '.join(missing)}; it holds {', '.join(arrays) or 'no arrays'}.",
+            hint="Save it with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).",
+        )
+    if len(arrays["x_train"]) != len(arrays["y_train"]):
+        raise DataError(f"{path}: x_train has {len(arrays['x_train'])} rows but y_train {len(arrays['y_train'])}.")
+    return arrays
+
+
+def _task(y: np.ndarray) -> tuple[str, int]:
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        if y.ndim == 1:
+            classes = int(y.max()) + 1 if len(y) else 2
+            return ("binary", 2) if classes <= 2 else ("multiclass", classes)
+        return "multilabel", int(y.shape[1])
+    width = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+    if y.ndim == 2 and np.isin(y, (0.0, 1.0)).all():
+        return "multilabel", width
+    return "regression", width
+
+
+def _info(config: DataConfig) -> DataInfo:
+    arrays = _read(config)
+    task, classes = _task(arrays["y_train"])
+    return DataInfo(input_shape=tuple(arrays["x_train"].shape[1:]), task=task, num_classes=classes)
+
+
+def _load(config: DataConfig, seed: int) -> Dataset:
+    import torch
+
+    arrays = _read(config)
+    task, _ = _task(arrays["y_train"])
+
+    def x(a):
+        return torch.from_numpy(np.ascontiguousarray(a if a.dtype == np.uint8 else a.astype(np.float32)))
+
+    def y(a):
+        if task in ("binary", "multiclass"):
+            return torch.from_numpy(a.astype(np.int64))
+        a = a.astype(np.float32)
+        return torch.from_numpy(a.reshape(len(a), -1))
+
+    has_test = "x_test" in arrays and "y_test" in arrays
+    return Dataset(
+        info=_info(config),
+        x_train=x(arrays["x_train"]),
+        y_train=y(arrays["y_train"]),
+        x_test=x(arrays["x_test"]) if has_test else None,
+        y_test=y(arrays["y_test"]) if has_test else None,
+        input_scale=1.0 / 255.0 if arrays["x_train"].dtype == np.uint8 else None,
+    )
+
+
+DATASETS.add("npz", DatasetSource(info=_info, load=_load))

@@ -109,13 +109,25 @@ def compare(case: str, args) -> dict:
     return {"case": case, "dlcli_s": m, "hand_s": t, "ratio": m / t, "dlcli_all": mine, "hand_all": theirs}
 
 
-def peak_rss_mb(cmd: list[str], env: dict | None = None) -> float:
-    """Peak resident memory of a child process (Linux reports ru_maxrss in KiB)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.read().decode()[-2000:]}")
-    return usage.ru_maxrss / 1024
+# Forked from a small wrapper process: a child's ru_maxrss starts from its parent's resident size
+# at fork time, so forking straight from this (large) process would inflate both numbers alike.
+_MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+print(usage.ru_maxrss, os.waitstatus_to_exitcode(status))
+"""
+
+
+def peak_rss_mb(cmd: list[str]) -> float:
+    """Peak resident memory of a command's process (Linux reports ru_maxrss in KiB)."""
+    proc = subprocess.run([sys.executable, "-c", _MEASURE, *cmd], capture_output=True, text=True, cwd=ROOT)
+    maxrss, code = proc.stdout.split()[-2:]
+    if int(code) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-2000:]}")
+    return int(maxrss) / 1024
 
 
 def memory(case: str, args) -> dict:

@@ -22,7 +22,9 @@ runner = CliRunner()
 
 
 def slow_config(tmp_path: Path, epochs: int = 6) -> Path:
-    raw = synthetic_config(epochs=epochs, batch_size=8)
+    # A schedule and early stopping too, so that resuming must restore their state as well.
+    raw = synthetic_config(epochs=epochs, batch_size=8, schedule={"name": "step", "step_size": 2, "gamma": 0.5},
+                           early_stopping={"monitor": "val_loss", "patience": 20})
     raw["data"]["synthetic"].update(samples=3000, shape=[32])
     raw["model"] = {"preset": "mlp", "hidden": [64, 64], "dropout": 0.2}  # dropout: the global RNG matters
     return write_config(tmp_path / "slow.yaml", raw)

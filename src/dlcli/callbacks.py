@@ -9,14 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .engine import Callback, Trainer
-from .optim import infer_mode
+from .metrics import infer_mode, is_improvement
 from .rundir import CHECKPOINTS, METRICS_FILE, save_checkpoint, update_run_json, write_metrics
-
-
-def is_improvement(value: float, best: Optional[float], mode: str, min_delta: float = 0.0) -> bool:
-    if best is None:
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 class MetricsLogger(Callback):

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from .config import OptimizerConfig, ScheduleConfig
 from .errors import ConfigError
+from .metrics import infer_mode
 from .registry import Registry
 
 
@@ -77,13 +78,6 @@ def optimizer_options(config: OptimizerConfig) -> dict[str, Any]:
 
 def build_optimizer(config: OptimizerConfig, params):
     return OPTIMIZERS.get(config.name, key="optimizer.name").make(params, **optimizer_options(config))
-
-
-def infer_mode(metric: str, mode: str = "auto") -> str:
-    """'max' for accuracy-like metrics, 'min' for losses and errors."""
-    if mode != "auto":
-        return mode
-    return "max" if "acc" in metric else "min"
 
 
 SCHEDULES = ("step", "cosine", "reduce_on_plateau")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .errors import RunDirError
+from .metrics import best_index
 from .rundir import METRICS_FILE, atomic_write_bytes, read_metrics
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
@@ -23,16 +24,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def _best_index(values: list, metric: str) -> Optional[int]:
-    """Index of the best value (the first, on ties): highest for accuracy-like metrics, else lowest."""
-    known = [i for i, v in enumerate(values) if v is not None]
-    if not known:
-        return None
-    if "acc" in metric:
-        return max(known, key=lambda i: values[i])
-    return min(known, key=lambda i: values[i])
 
 
 def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: Path) -> dict:
@@ -58,7 +49,7 @@ def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: P
         watched = f"val_{metric}" if f"val_{metric}" in series else metric
         if watched in series:
             values = [r.get(watched) for r in rows]
-            best = _best_index(values, metric)
+            best = best_index(values, metric)
             if best is not None:
                 ax.plot([epochs[best]], [values[best]], marker="*", markersize=14, color=color, linestyle="none",
                         label=f"{prefix}best {watched} (epoch {epochs[best]})")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import DlcliError
+from .metrics import best_index
 from .rundir import CONFIG_FILE, METRICS_FILE, RESULTS_FILE, RUN_FILE, read_json, read_metrics
 
 
@@ -49,15 +50,11 @@ def _process_alive(pid: int) -> bool:
 
 
 def best_of(rows: list[dict], column: str) -> tuple[Optional[float], Optional[int]]:
-    """Best value of a column and its epoch: highest for accuracy-like columns, else lowest."""
-    values = [(r[column], r["epoch"]) for r in rows if r.get(column) is not None]
-    if not values:
+    """Best value of a column and its epoch."""
+    index = best_index([r.get(column) for r in rows], column)
+    if index is None:
         return None, None
-    if "acc" in column:
-        value, epoch = max(values, key=lambda v: (v[0], -v[1]))
-    else:
-        value, epoch = min(values, key=lambda v: (v[0], v[1]))
-    return value, epoch
+    return rows[index][column], rows[index]["epoch"]
 
 
 def read_run(folder: Path) -> RunRecord:

@@ -217,7 +217,7 @@ def train(
     from .engine import Batches, RunControl, Trainer
     from .losses import make_objective, prepare_targets
     from .models import build_model
-    from .optim import LrSchedule, build_optimizer, infer_mode
+    from .optim import LrSchedule, build_optimizer
     from .progress import ProgressDisplay
 
     dist = dist or Distributed()

@@ -257,7 +257,7 @@ class _Context:
     def error(self, path: tuple, problem: str, hint: str | None = None) -> ConfigError:
         dotted = ".".join(str(p) for p in path)
         where = ""
-        if any(path[: len(o)] == o for o in self.overridden):
+        if any(path[: len(o)] == o or o[: len(path)] == path for o in self.overridden if path):
             where = "--set "
         elif self.source:
             line = None

@@ -46,7 +46,7 @@ def _mae():
     return F.l1_loss
 
 
-LOSSES: Registry[LossSpec] = Registry("loss")
+LOSSES: Registry[LossSpec] = Registry("loss", "losses")
 # One-hot and integer targets give the same cross-entropy: integer labels are used for both.
 LOSSES.add("categorical_crossentropy", LossSpec(("multiclass", "binary"), ("softmax", "linear"), ("softmax",), _cross_entropy))
 LOSSES.add("sparse_categorical_crossentropy", LossSpec(("multiclass", "binary"), ("softmax", "linear"), ("softmax",), _cross_entropy))

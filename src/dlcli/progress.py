@@ -48,7 +48,7 @@ def format_metrics(logs: dict[str, float]) -> str:
 class ProgressDisplay(Callback):
     """`Epoch 3/15`, a bar with n/N steps, elapsed time, time per step, running metrics."""
 
-    def __init__(self, console: Console, *, live: Optional[bool] = None, start_epoch: int = 0) -> None:
+    def __init__(self, console: Console, *, live: Optional[bool] = None) -> None:
         self.console = console
         self.live_mode = console.is_terminal if live is None else live
         self._live: Optional[Live] = None
@@ -72,7 +72,7 @@ class ProgressDisplay(Callback):
         bar.append("━" * (BAR_WIDTH - filled), style="grey37")
         return bar
 
-    def _render(self, trainer: Trainer, logs: Optional[dict[str, float]] = None, final: bool = False) -> Text:
+    def _render(self, trainer: Trainer, logs: Optional[dict[str, float]] = None) -> Text:
         step, total = trainer.running.step, trainer.steps_per_epoch
         elapsed = time.perf_counter() - self._started
         width = len(str(total))
@@ -89,7 +89,7 @@ class ProgressDisplay(Callback):
         if self._live is not None:
             self._live.stop()
             self._live = None
-            self.console.print(self._render(trainer, logs, final=True), highlight=False)
+            self.console.print(self._render(trainer, logs), highlight=False)
             return
         step, total = trainer.running.step, trainer.steps_per_epoch
         seconds = logs.get("seconds", time.perf_counter() - self._started)

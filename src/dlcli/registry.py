@@ -22,8 +22,9 @@ def suggest(name: str, choices: Iterable[str]) -> str:
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or kind + "s"
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -46,7 +47,7 @@ class Registry(Generic[T]):
             valid = ", ".join(self.names())
             hint = suggest(name, self._items)
             raise ConfigError(
-                f"{where}unknown {self.kind} {name!r}; valid {self.kind}s are: {valid}.",
+                f"{where}unknown {self.kind} {name!r}; valid {self.plural} are: {valid}.",
                 hint=hint or None,
             ) from None
 

@@ -364,6 +364,7 @@ def train(
         return state
 
     display = None
+    checkpointer = None
     callbacks: list = []
     if dist.is_main:
         if not quiet:
@@ -371,9 +372,9 @@ def train(
             callbacks.append(display)
         callbacks.append(MetricsLogger(run_dir, columns, previous_rows))
         if early is not None:
-            callbacks.append(early)
-        callbacks.append(Checkpointer(run_dir, monitor, "auto", checkpoint_state, best_value, best_epoch))
-        callbacks.append(RunRecorder(run_dir))
+            callbacks.append(early)  # before the checkpointer, so last.pt holds this epoch's state
+        checkpointer = Checkpointer(run_dir, monitor, "auto", checkpoint_state, best_value, best_epoch)
+        callbacks += [checkpointer, RunRecorder(run_dir)]
     elif early is not None:
         callbacks.append(early)  # every rank must stop at the same epoch
     trainer = Trainer(
@@ -433,7 +434,8 @@ def train(
         results["test_samples"] = len(data.x_test)
         if info.task == "multilabel":
             results["test_per_label_accuracy"] = _per_label_accuracy(model, test_batches)
-    best = {"monitor": monitor, "value": callbacks_best(callbacks), "epoch": _best_epoch(callbacks)}
+    best = {"monitor": monitor, "value": checkpointer.best if checkpointer else None,
+            "epoch": checkpointer.best_epoch if checkpointer else None}
     if early is not None:
         best["early_stopping"] = {"monitor": early.monitor, "best": early.best, "best_epoch": early.best_epoch,
                                   "stopped_epoch": early.stopped_epoch or None, "restored_best_weights": True}
@@ -450,24 +452,6 @@ def train(
         finish("completed", epochs_completed=history[-1]["epoch"] if history else start_epoch,
                best=best, results=results)
     return Outcome(run_dir, "completed", history, results, best)
-
-
-def callbacks_best(callbacks: list) -> Optional[float]:
-    from .callbacks import Checkpointer
-
-    for cb in callbacks:
-        if isinstance(cb, Checkpointer):
-            return cb.best
-    return None
-
-
-def _best_epoch(callbacks: list) -> int:
-    from .callbacks import Checkpointer
-
-    for cb in callbacks:
-        if isinstance(cb, Checkpointer):
-            return cb.best_epoch
-    return 0
 
 
 def _per_label_accuracy(model, batches) -> list[float]:

@@ -47,17 +47,21 @@ def _task(y: np.ndarray) -> tuple[str, int]:
     return "regression", width
 
 
-def _info(config: DataConfig) -> DataInfo:
-    arrays = _read(config)
+def _info_of(arrays: dict[str, np.ndarray]) -> DataInfo:
     task, classes = _task(arrays["y_train"])
     return DataInfo(input_shape=tuple(arrays["x_train"].shape[1:]), task=task, num_classes=classes)
+
+
+def _info(config: DataConfig) -> DataInfo:
+    return _info_of(_read(config))
 
 
 def _load(config: DataConfig, seed: int) -> Dataset:
     import torch
 
     arrays = _read(config)
-    task, _ = _task(arrays["y_train"])
+    info = _info_of(arrays)
+    task = info.task
 
     def x(a):
         return torch.from_numpy(np.ascontiguousarray(a if a.dtype == np.uint8 else a.astype(np.float32)))
@@ -70,7 +74,7 @@ def _load(config: DataConfig, seed: int) -> Dataset:
 
     has_test = "x_test" in arrays and "y_test" in arrays
     return Dataset(
-        info=_info(config),
+        info=info,
         x_train=x(arrays["x_train"]),
         y_train=y(arrays["y_train"]),
         x_test=x(arrays["x_test"]) if has_test else None,

@@ -227,3 +227,25 @@ def test_device_options_are_checked_on_the_cpu(tmp_path, tiny_config):
     if not torch.cuda.is_available():
         result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "device=cuda"])
         assert result.exit_code == 2 and "no CUDA GPU" in result.output and "device: cpu" in result.output
+
+
+def test_a_run_stopped_in_its_first_epoch_resumes_from_the_start(tmp_path, tiny_config):
+    import io
+
+    from rich.console import Console
+
+    from dlcli.config import load_config
+    from dlcli.engine import RunControl
+    from dlcli.errors import TrainingInterrupted
+    from dlcli.training import train
+
+    control = RunControl(signal="SIGINT")  # as if Ctrl-C came during the very first step
+    with pytest.raises(TrainingInterrupted) as info:
+        train(load_config(tiny_config), runs_dir=tmp_path / "runs", console=Console(file=io.StringIO()),
+              control=control)
+    run = info.value.run_dir
+    assert not (run / "checkpoints" / "last.pt").exists()
+    result = runner.invoke(app, ["train", "--resume", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")[1]] == [1, 2]
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"

@@ -80,6 +80,8 @@ class ProgressDisplay(Callback):
         line.append_text(self._bar(step, total))
         per_step = elapsed / step if step else 0.0
         line.append(f" {format_seconds(elapsed)} {format_per_step(per_step) if step else ''}")
+        if logs is None and step and step < total:  # still running: Keras's estimate of the rest
+            line.append(f" eta {format_seconds(per_step * (total - step))}", style="dim")
         metrics = format_metrics(logs if logs is not None else trainer.running_logs())
         if metrics:
             line.append(" - " + metrics)

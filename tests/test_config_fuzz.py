@@ -76,7 +76,7 @@ def test_any_mutation_is_a_run_or_a_clean_error(mutations):
     for action, path, value in mutations:
         try:
             raw = mutate(raw, action, path, value)
-        except (KeyError, IndexError, TypeError):
+        except (KeyError, IndexError, TypeError, AttributeError):
             pass  # an earlier mutation removed or replaced this path
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "c.yaml"

@@ -218,7 +218,9 @@ class TrainingConfig:
     batch_size: int = _opt(32, help="samples per step (the global batch under torchrun)", ge=1)
     shuffle: bool = _opt(True, help="reshuffle the training set every epoch")
     precision: Literal["fp32", "bf16"] = _opt("fp32", help="bf16 autocast needs a GPU that supports it")
-    compile: bool = _opt(False, help="torch.compile the model")
+    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = _opt(
+        False, help="torch.compile the model: true (default mode) or a mode; reduce-overhead adds CUDA graphs"
+    )
     deterministic: bool = _opt(False, help="use only PyTorch's deterministic algorithms")
     monitor: str = _opt("auto", help="metric that picks best.pt (auto: val_loss, else loss)")
     early_stopping: Optional[EarlyStoppingConfig] = _opt(None, help="stop when a metric stops improving")

@@ -327,7 +327,8 @@ def train(
         })
 
     if config.training.compile:
-        model_for_training = torch.compile(model)
+        mode = "default" if config.training.compile is True else config.training.compile
+        model_for_training = torch.compile(model, mode=mode)
     else:
         model_for_training = model
     if dist.wrap is not None:

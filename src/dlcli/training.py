@@ -212,7 +212,7 @@ def train(
 ) -> Outcome:
     import torch
 
-    from .callbacks import Checkpointer, EarlyStopping, MetricsLogger, RunRecorder, model_weights, unwrap_model
+    from .callbacks import Checkpointer, EarlyStopping, MetricsLogger, RunRecorder, model_weights
     from .data import load_dataset
     from .engine import Batches, RunControl, Trainer
     from .losses import make_objective, prepare_targets
@@ -260,40 +260,11 @@ def train(
     # -- run folder (rank 0 only writes) ------------------------------------------------
     start_epoch, previous_rows, best_value, best_epoch = 0, [], None, 0
     run_dir = resume_dir
-    last_pt = resume_dir / CHECKPOINTS / "last.pt" if resume_dir is not None else None
-    if last_pt is not None and not last_pt.exists() and not _has_rows(resume_dir / METRICS_FILE):
-        pass  # stopped before its first epoch ended: nothing to restore, start over in the same folder
-    elif resume_dir is not None:
-        ckpt = load_checkpoint(last_pt)
-        if ckpt.get("signature") != model_signature(model):
-            raise CheckpointError(
-                f"{resume_dir / CHECKPOINTS / 'last.pt'} holds weights of a different model than the run's config builds.",
-                hint="Resume with the config the run was started with, or start a new run.",
-            )
-        unwrap_model(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if schedule is not None and ckpt.get("schedule") is not None:
-            schedule.load_state_dict(ckpt["schedule"])
-        if early is not None and ckpt.get("early_stopping") is not None:
-            early.load_state_dict(ckpt["early_stopping"])
-        start_epoch = int(ckpt["epoch"])
-        best_value, best_epoch = ckpt["best"]["value"], ckpt["best"]["epoch"]
-        if (resume_dir / METRICS_FILE).exists():
-            _, rows = read_metrics(resume_dir / METRICS_FILE)
-            previous_rows = [r for r in rows if r["epoch"] <= start_epoch]  # a crash can leave one row ahead
-        rng = ckpt["rng"]
-        torch.set_rng_state(rng["torch"])
-        shuffle_gen.set_state(rng["shuffle"])
-        if device.type == "cuda" and rng.get("cuda") is not None:
-            torch.cuda.set_rng_state(rng["cuda"], device)
+    if resume_dir is not None:
+        start_epoch, previous_rows, best_value, best_epoch = _restore(
+            resume_dir, config, model, optimizer, schedule, early, shuffle_gen, device)
         if dist.is_main:
             write_metrics(resume_dir / METRICS_FILE, previous_rows, columns)
-        if start_epoch >= config.training.epochs or (early is not None and early.stopped_epoch):
-            raise RunDirError(
-                f"{resume_dir} has already finished ({start_epoch} of {config.training.epochs} epochs"
-                f"{', stopped early' if early is not None and early.stopped_epoch else ''}).",
-                hint="To train longer, resume with --set training.epochs=N for a larger N.",
-            )
     elif dist.is_main:
         run_dir = create_run_dir(runs_dir, config.name)
     if dist.world_size > 1:
@@ -456,6 +427,44 @@ def train(
         finish("completed", epochs_completed=history[-1]["epoch"] if history else start_epoch,
                best=best, results=results)
     return Outcome(run_dir, "completed", history, results, best)
+
+
+def _restore(resume_dir: Path, config: Config, model, optimizer, schedule, early, shuffle_gen, device):
+    """Load last.pt into every stateful object; (start_epoch, metrics rows kept, best value, best epoch)."""
+    import torch
+
+    from .callbacks import unwrap_model
+
+    last_pt = resume_dir / CHECKPOINTS / "last.pt"
+    if not last_pt.exists() and not _has_rows(resume_dir / METRICS_FILE):
+        return 0, [], None, 0  # stopped before its first epoch ended: start over in the same folder
+    ckpt = load_checkpoint(last_pt)
+    if ckpt.get("signature") != model_signature(model):
+        raise CheckpointError(
+            f"{last_pt} holds weights of a different model than the run's config builds.",
+            hint="Resume with the config the run was started with, or start a new run.",
+        )
+    start_epoch = int(ckpt["epoch"])
+    if early is not None and ckpt.get("early_stopping") is not None:
+        early.load_state_dict(ckpt["early_stopping"])
+    if start_epoch >= config.training.epochs or (early is not None and early.stopped_epoch):
+        raise RunDirError(
+            f"{resume_dir} has already finished ({start_epoch} of {config.training.epochs} epochs"
+            f"{', stopped early' if early is not None and early.stopped_epoch else ''}).",
+            hint="To train longer, resume with --set training.epochs=N for a larger N.",
+        )
+    unwrap_model(model).load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if schedule is not None and ckpt.get("schedule") is not None:
+        schedule.load_state_dict(ckpt["schedule"])
+    rows = read_metrics(resume_dir / METRICS_FILE)[1] if (resume_dir / METRICS_FILE).exists() else []
+    kept = [r for r in rows if r["epoch"] <= start_epoch]  # a crash can leave one row ahead of last.pt
+    rng = ckpt["rng"]
+    torch.set_rng_state(rng["torch"])
+    shuffle_gen.set_state(rng["shuffle"])
+    if device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    return start_epoch, kept, ckpt["best"]["value"], ckpt["best"]["epoch"]
 
 
 def _has_rows(metrics: Path) -> bool:

@@ -146,3 +146,37 @@ def test_bad_input_is_one_clear_error(tmp_path, tiny_config, args, words):
     assert result.exit_code == 2, result.output
     assert words in result.output
     assert result.output.startswith("Error: ")
+
+
+@pytest.mark.parametrize(
+    "task,loss,model,metric",
+    [
+        ("binary", "binary_crossentropy", {"preset": "binary", "hidden": [8]}, "accuracy"),
+        ("multilabel", "binary_crossentropy", {"preset": "mlp", "hidden": [8]}, "accuracy"),
+        ("regression", "mse", {"layers": [{"dense": {"units": 8, "activation": "tanh"}}, {"dense": {"units": 3}}]}, "mae"),
+        ("multiclass", "categorical_crossentropy", {"preset": "cnn", "filters": [8], "kernel_size": 3, "dropout": 0.0}, "accuracy"),
+    ],
+)
+def test_the_four_problem_types_train_end_to_end(tmp_path, task, loss, model, metric):
+    raw = synthetic_config(epochs=4)
+    raw["data"]["synthetic"].update(task=task, classes=3, shape=[1, 8, 8] if model.get("preset") == "cnn" else [8])
+    raw.update(loss=loss, model=model)
+    config = write_config(tmp_path / "c.yaml", raw)
+    result = invoke("train", config, "--runs-dir", tmp_path / "runs", "-q")
+    assert result.exit_code == 0, result.output
+    run = last_run(tmp_path / "runs")
+    columns, rows = read_metrics(run / "metrics.csv")
+    assert columns == ["epoch", "loss", metric, "val_loss", f"val_{metric}", "lr", "seconds"]
+    results = json.loads((run / "results.json").read_text())
+    assert f"test_{metric}" in results
+    if task == "multilabel":
+        assert len(results["test_per_label_accuracy"]) == 3
+    if metric == "accuracy":
+        assert rows[-1]["val_accuracy"] > 0.5  # learnable data, well above chance
+
+
+def test_the_cli_module_imports_no_heavy_packages():
+    """`dlcli --help` stays instant because torch and matplotlib load only inside commands."""
+    code = "import sys, dlcli.cli; print(sorted(m for m in ('torch', 'matplotlib', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

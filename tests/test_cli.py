@@ -180,3 +180,18 @@ def test_the_cli_module_imports_no_heavy_packages():
     code = "import sys, dlcli.cli; print(sorted(m for m in ('torch', 'matplotlib', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_errors_found_after_loading_name_the_file_and_line(tmp_path):
+    raw = synthetic_config()
+    raw["data"]["dataset"] = "mnits"
+    config = write_config(tmp_path / "c.yaml", raw)
+    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "mnits" in text)
+    result = invoke("train", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {config}, line {line}: data.dataset: unknown dataset 'mnits'")
+    raw = synthetic_config()
+    raw["model"] = {"layers": [{"flatten": {}}, {"dense": {"units": 4, "activation": "sigmoid"}}]}
+    config = write_config(tmp_path / "c.yaml", raw)
+    result = invoke("summary", config)
+    assert result.exit_code == 2 and f"{config}, line" in result.output and "expects a softmax" in result.output

@@ -117,7 +117,27 @@ def train(
         from .distributed import launch
 
         raise typer.Exit(launch(nproc, sys.argv))
-    _run_training(cfg, runs_dir, resume_dir, quiet)
+    with _located(cfg):
+        _run_training(cfg, runs_dir, resume_dir, quiet)
+
+
+class _located:
+    """Adds the file and line (or --set) to config errors found after loading, such as an
+    unknown dataset name or a loss that does not fit the data."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        from .config import locate
+        from .errors import ConfigError
+
+        if isinstance(exc, ConfigError):
+            locate(self.config, exc)
+        return False
 
 
 def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) -> None:
@@ -191,7 +211,9 @@ def summary(
     from .summary import render_summary, summary_data
     from .training import plan_experiment
 
-    plan = plan_experiment(_load(config, set_))
+    cfg = _load(config, set_)
+    with _located(cfg):
+        plan = plan_experiment(cfg)
     model = build_model(plan.model_plan)
     data = summary_data(model, plan)
     if json_:

@@ -256,20 +256,21 @@ class _Context:
         self.lines = lines
         self.overridden = overridden
 
-    def error(self, path: tuple, problem: str, hint: str | None = None) -> ConfigError:
-        dotted = ".".join(str(p) for p in path)
-        where = ""
+    def where(self, path: tuple) -> str:
+        """'FILE, line N: ' or '--set ' for a key path: where the user can fix it."""
         if any(path[: len(o)] == o or o[: len(path)] == path for o in self.overridden if path):
-            where = "--set "
-        elif self.source:
-            line = None
+            return "--set "
+        if self.source:
             for cut in range(len(path), -1, -1):  # nearest enclosing key with a known line
                 if path[:cut] in self.lines:
-                    line = self.lines[path[:cut]]
-                    break
-            where = f"{self.source}, line {line}: " if line else f"{self.source}: "
+                    return f"{self.source}, line {self.lines[path[:cut]]}: "
+            return f"{self.source}: "
+        return ""
+
+    def error(self, path: tuple, problem: str, hint: str | None = None) -> ConfigError:
+        dotted = ".".join(str(p) for p in path)
         subject = f"{dotted}: " if dotted else ""
-        return ConfigError(f"{where}{subject}{problem}", hint=hint)
+        return ConfigError(f"{self.where(path)}{subject}{problem}", hint=hint)
 
 
 def _describe(value: Any) -> str:
@@ -602,7 +603,20 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     ctx = _Context(source, lines, overridden)
     config = _build(Config, raw, (), ctx)
     _check_semantics(config, ctx)
+    object.__setattr__(config, "_origin", ctx)  # not a field: equality and dumps ignore it
     return config
+
+
+def locate(config: Config, error: ConfigError) -> ConfigError:
+    """Prefix an error found after loading with the file and line (or --set) of its key."""
+    ctx = getattr(config, "_origin", None)
+    if ctx is None or not error.key or getattr(error, "located", False):
+        return error
+    path = tuple(int(p) if p.isdigit() else p for p in error.key.split("."))
+    error.message = ctx.where(path) + error.message
+    error.located = True  # type: ignore[attr-defined]
+    error.args = (error.full_message(),)
+    return error
 
 
 def _deep_copy(value: Any) -> Any:

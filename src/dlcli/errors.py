@@ -25,7 +25,15 @@ class DlcliError(Exception):
 
 
 class ConfigError(DlcliError):
-    """The experiment file or a --set override is wrong."""
+    """The experiment file or a --set override is wrong.
+
+    `key` is the dotted key path at fault, when the error is found after loading (an unknown
+    dataset name, a loss that does not fit): the CLI layer then adds the file and line.
+    """
+
+    def __init__(self, message: str, *, hint: str | None = None, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message, hint=hint)
 
 
 class DataError(DlcliError):

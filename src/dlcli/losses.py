@@ -74,6 +74,7 @@ def loss_spec(name: str, task: str) -> LossSpec:
             f"loss: {name} does not fit this data, whose targets are {_task_words(task)}; "
             f"losses that fit are: {', '.join(fitting)}.",
             hint=f"Use loss: {AUTO_LOSS[task]} (or loss: auto).",
+            key="loss",
         )
     return spec
 
@@ -107,6 +108,7 @@ def check_last_layer(loss_name: str, task: str, num_classes: int, units: int, ac
             f"loss: {loss_name} does not fit the last layer, which applies {activation} over {units} "
             f"unit{'s' if units != 1 else ''}; {loss_name} expects a {natural} (or linear) last layer.",
             hint=_fix_hint(task, num_classes),
+            key="loss",
         )
     want, _ = output_layer(loss_name, task, num_classes)
     if units != want:
@@ -115,6 +117,7 @@ def check_last_layer(loss_name: str, task: str, num_classes: int, units: int, ac
             f"({_task_words(task)}, {num_classes} {'classes' if task in ('multiclass', 'binary') else 'outputs'}) "
             f"needs {want}.",
             hint=_fix_hint(task, num_classes),
+            key="model",
         )
 
 

@@ -25,7 +25,7 @@ def _sgd(params, lr, momentum, nesterov, weight_decay):
     import torch
 
     if nesterov and not momentum:
-        raise ConfigError("optimizer.nesterov: Nesterov momentum needs optimizer.momentum > 0.")
+        raise ConfigError("optimizer.nesterov: Nesterov momentum needs optimizer.momentum > 0.", key="optimizer.nesterov")
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
@@ -71,6 +71,7 @@ def optimizer_options(config: OptimizerConfig) -> dict[str, Any]:
             raise ConfigError(
                 f"optimizer.{f.name} does not apply to {config.name}, which takes: {', '.join(spec.defaults)}.",
                 hint=f"Remove optimizer.{f.name}, or pick an optimizer that uses it.",
+                key=f"optimizer.{f.name}",
             )
         options[f.name] = value
     return options
@@ -117,6 +118,7 @@ class LrSchedule:
             raise ConfigError(
                 f"training.schedule.name: unknown schedule {config.name!r}; valid schedules are: {', '.join(SCHEDULES)}.",
                 hint=suggest(config.name, SCHEDULES) or None,
+                key="training.schedule.name",
             )
 
     def step(self, logs: dict[str, float]) -> None:

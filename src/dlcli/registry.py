@@ -49,6 +49,7 @@ class Registry(Generic[T]):
             raise ConfigError(
                 f"{where}unknown {self.kind} {name!r}; valid {self.plural} are: {valid}.",
                 hint=hint or None,
+                key=key,
             ) from None
 
     def names(self) -> list[str]:

@@ -153,7 +153,7 @@ def check_monitors(config: Config, logged: list[str]) -> None:
             hint = suggest(name, logged)
             no_val = " There is no validation set: set data.validation_split to get val_ metrics." if name.startswith("val_") and "val_loss" not in logged else ""
             raise ConfigError(f"{key}: {name!r} is not a logged metric; logged are: {', '.join(logged)}.{no_val}",
-                              hint=hint or None)
+                              hint=hint or None, key=key)
 
 
 def environment_info(device) -> dict[str, Any]:

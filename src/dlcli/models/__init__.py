@@ -54,7 +54,11 @@ def plan_model(specs: tuple, input_shape: tuple[int, ...], absorb: tuple[str, ..
         counts[spec.kind] = n + 1
         name = spec.kind if n == 0 else f"{spec.kind}_{n}"
         where = f"model layer {index + 1} ({name})"
-        built = LAYER_BUILDERS.get(spec.kind)(spec, shape, where)
+        try:
+            built = LAYER_BUILDERS.get(spec.kind)(spec, shape, where)
+        except ConfigError as exc:
+            exc.key = exc.key or f"model.layers.{index}"
+            raise
         records.append(
             LayerRecord(name, TYPE_NAMES[spec.kind], spec, shape, built.output_shape, built.mult_adds,
                         len(modules), len(modules) + len(built.modules))

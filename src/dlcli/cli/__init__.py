@@ -1,0 +1,118 @@
+"""The dlcli command line: the only place that prints errors and chooses exit codes.
+
+One Typer app; its commands live by theme in `train.py` (train) and `inspect.py` (summary,
+plot, runs, compare, evaluate), and this module holds what they share. Heavy modules
+(torch, matplotlib) are imported inside the commands that need them, so `dlcli --help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+app = typer.Typer(
+    name="dlcli",
+    help="Train, inspect and compare deep-learning experiments described in YAML files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the run folders.")]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config key by dotted path, e.g. training.epochs=1 (repeatable)."),
+]
+
+
+def _stdout_console(wide: bool = False):
+    """Console for results; `wide` tables are not squeezed to 80 columns in a pipe."""
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    if wide and not console.is_terminal:
+        console = Console(highlight=False, soft_wrap=True, width=160)
+    return console
+
+
+def _error_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one paragraph to stderr and exit; never a traceback for a user's mistake."""
+    from rich.text import Text
+
+    _error_console().print(Text(f"Error: {message}"))
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from ..errors import DlcliError
+
+        try:
+            return fn(*args, **kwargs)
+        except DlcliError as exc:
+            fail(exc.full_message(), exc.exit_code)
+        except KeyboardInterrupt:
+            _error_console().print("Interrupted.")
+            raise typer.Exit(130)
+        except MemoryError:
+            fail("Out of memory. Use a smaller training.batch_size or data.max_train_samples.", 1)
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                fail(f"The disk is full ({exc.filename or 'writing the run folder'}). Free some space; "
+                     "files already written in the run folder are complete.", 1)
+            raise
+
+    return wrapper
+
+
+def _load(config: Path, overrides: Optional[list[str]]):
+    from ..config import load_config
+
+    return load_config(config, tuple(overrides or ()))
+
+
+def _located(config):
+    """Adds the file and line (or --set) to config errors found after loading, such as an
+    unknown dataset name or a loss that does not fit the data."""
+    return _Located(config)
+
+
+class _Located:
+    def __init__(self, config) -> None:
+        self.config = config
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        from ..config import locate
+        from ..errors import ConfigError
+
+        if isinstance(exc, ConfigError):
+            locate(self.config, exc)
+        return False
+
+
+def main() -> None:
+    app()
+
+
+# Registering order is the order `dlcli --help` lists the commands in: train first.
+from . import train  # noqa: E402,F401
+from . import inspect  # noqa: E402,F401
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Commands that look inside models and runs: summary, plot, runs, compare, evaluate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import RunsDir, SetOption, _load, _located, _stdout_console, app, fail, handle_errors
+
+
+@app.command()
+@handle_errors
+def summary(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file or run folder.", show_default=False)],
+    set_: SetOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add activation, kernel, stride, padding and multiply-adds per layer.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the same data as JSON.")] = False,
+) -> None:
+    """Print the layer table of a model.
+
+    Layers, output shapes and parameter counts, as Keras's summary(); needs no data.
+    """
+    import json
+
+    from ..models import build_model
+    from ..summary import render_summary, summary_data
+    from ..training import plan_experiment
+
+    cfg = _load(config, set_)
+    with _located(cfg):
+        plan = plan_experiment(cfg)
+    model = build_model(plan.model_plan)
+    data = summary_data(model, plan)
+    if json_:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        render_summary(data, _stdout_console(wide=True), verbose)
+
+
+@app.command()
+@handle_errors
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="One or more run folders.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs (default: the run folder; required for several runs).")] = None,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="Column of metrics.csv to plot (repeatable; default: loss and the metric).")] = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Draw training and validation curves.
+
+    Writes loss.png and accuracy.png (or --metric NAME) from metrics.csv alone.
+    """
+    from ..plots import plot_runs
+    from ..rundir import METRICS_FILE, read_metrics, resolve_run
+
+    folders = [resolve_run(r, runs_dir) for r in runs]
+    if len(folders) > 1 and out is None:
+        fail("several runs are drawn into one set of PNGs: give --out FOLDER for them.")
+    loaded = []
+    for folder in folders:
+        columns, rows = read_metrics(folder / METRICS_FILE)
+        loaded.append((folder.name, columns, rows))
+    written = plot_runs(loaded, metric, out or folders[0])
+    for path in written:
+        _stdout_console().print(f"Wrote {path}")
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    from ..progress import format_seconds
+
+    return format_seconds(float(seconds))
+
+
+STATUS_STYLE = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red",
+                "killed": "red", "damaged": "bold red"}
+
+
+@app.command("runs")
+@handle_errors
+def runs_command(
+    dir_: Annotated[Path, typer.Option("--dir", "--runs-dir", help="Folder that holds the run folders.")] = Path("runs"),
+    json_: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """List the runs, newest first.
+
+    Status, epochs, best validation metric and its epoch, test accuracy, duration.
+    """
+    import json
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..runs import list_runs
+
+    records = list_runs(dir_)
+    if json_:
+        sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
+        return
+    console = _stdout_console(wide=True)
+    if not records:
+        console.print(f"No runs in {dir_}/ yet. Start one with: dlcli train CONFIG")
+        return
+    table = Table(title=f"Runs in {dir_}/", title_justify="left")
+    for col, justify in (("id", "left"), ("name", "left"), ("status", "left"), ("epochs", "right"),
+                         ("best val", "right"), ("at epoch", "right"), ("test", "right"), ("duration", "right")):
+        table.add_column(col, justify=justify, no_wrap=col == "id")
+    for r in records:
+        status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
+        if r.problem:
+            status.append(f" ({r.problem})", style="dim")
+        test_key = f"test_{r.metric}" if r.metric else None
+        best = f"{r.best_name}: {_fmt(r.best_value)}" if r.best_value is not None else "-"
+        table.add_row(r.id, r.name or "-", status, f"{r.epochs_done}/{r.epochs if r.epochs else '?'}", best,
+                      _fmt(r.best_epoch), _fmt(r.test.get(test_key)) if test_key else "-", _duration(r.duration_seconds))
+    console.print(table)
+
+
+@app.command()
+@handle_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders (or ids under --runs-dir).", show_default=False)],
+    runs_dir: RunsDir = Path("runs"),
+    json_: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Compare runs side by side.
+
+    Final and best metrics (with the best epoch) and the config keys that differ.
+    """
+    import json
+
+    from rich.table import Table
+
+    from ..rundir import resolve_run
+    from ..runs import comparison
+
+    if len(runs) < 2:
+        fail("compare needs at least two runs, e.g. dlcli compare runs/A runs/B")
+    folders = [resolve_run(r, runs_dir) for r in runs]
+    data = comparison(folders)
+    if json_:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    console = _stdout_console(wide=True)
+    table = Table(title="Metrics", title_justify="left")
+    table.add_column("")
+    for r in data["runs"]:
+        table.add_column(r["id"], justify="right")
+    recs = data["runs"]
+    keys = []
+    for r in recs:
+        keys += [k for k in r["final"] if k not in keys and k not in ("lr", "seconds")]
+    table.add_row("status", *[r["status"] for r in recs])
+    table.add_row("epochs", *[str(r["epochs_done"]) for r in recs])
+    for key in keys:
+        table.add_row(f"final {key}", *[_fmt(r["final"].get(key)) for r in recs])
+    table.add_row("best " + (recs[0]["best_name"] or "metric"),
+                  *[f"{_fmt(r['best_value'])} (epoch {_fmt(r['best_epoch'])})" for r in recs])
+    test_keys = []
+    for r in recs:
+        test_keys += [k for k in r["test"] if k not in test_keys and isinstance(r["test"][k], float)]
+    for key in test_keys:
+        table.add_row(key, *[_fmt(r["test"].get(key)) for r in recs])
+    table.add_row("duration", *[_duration(r["duration_seconds"]) for r in recs])
+    console.print(table)
+    diffs = data["config_differences"]
+    if not diffs:
+        console.print("The configs are identical.")
+        return
+    dt = Table(title="Config differences", title_justify="left")
+    dt.add_column("key")
+    for r in recs:
+        dt.add_column(r["id"])
+    for key, values in diffs.items():
+        dt.add_row(key, *[_fmt(v) for v in values])
+    console.print(dt)
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder (or id under --runs-dir).", show_default=False)],
+    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="best or last.")] = "best",
+    split: Annotated[str, typer.Option("--split", help="test or val.")] = "test",
+    runs_dir: RunsDir = Path("runs"),
+    json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Re-evaluate a checkpoint of a run.
+
+    Recomputes the metrics on the test or validation split; for classification prints the
+    confusion matrix and writes confusion.png.
+    """
+    import json
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..evaluation import evaluate_run
+    from ..plots import plot_confusion
+    from ..rundir import resolve_run, write_json
+
+    if checkpoint not in ("best", "last"):
+        fail(f"--checkpoint must be best or last, not {checkpoint!r}.")
+    if split not in ("test", "val"):
+        fail(f"--split must be test or val, not {split!r}.")
+    folder = resolve_run(run, runs_dir)
+    result = evaluate_run(folder, checkpoint, split)
+    write_json(folder / f"evaluation-{split}-{checkpoint}.json", result)
+    if "confusion" in result:
+        plot_confusion(result["confusion"], result["class_names"], folder / "confusion.png",
+                       f"{folder.name}: {split} split, {checkpoint} checkpoint (epoch {result['epoch']})")
+    if json_:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    console = _stdout_console(wide=True)
+    metrics = "  ".join(f"{k}: {v:.4f}" for k, v in result.items() if isinstance(v, float))
+    console.print(f"{folder.name} - {checkpoint} checkpoint (epoch {result['epoch']}) on the {split} split "
+                  f"({result['samples']} samples): {metrics}")
+    if "confusion" in result:
+        names = result["class_names"]
+        table = Table(title="Confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+        table.add_column("")
+        for name in names:
+            table.add_column(name, justify="right")
+        for i, (name, row) in enumerate(zip(names, result["confusion"])):
+            cells = [Text(str(c), style="bold green" if i == j else "") for j, c in enumerate(row)]
+            table.add_row(Text(f"{name} ({sum(row)})"), *cells)
+        console.print(table)
+        console.print(f"Wrote {folder / 'confusion.png'}")

@@ -1,0 +1,109 @@
+"""`dlcli train`: one experiment, or its resumption, from start to run folder."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import RunsDir, SetOption, _error_console, _load, _located, _stdout_console, app, fail, handle_errors
+
+
+@app.command()
+@handle_errors
+def train(
+    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML file (or a run folder's config.yaml).", show_default=False)] = None,
+    set_: SetOption = None,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder from its last complete epoch.")] = None,
+    runs_dir: RunsDir = Path("runs"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result.")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", help="Train data-parallel with N processes on this machine (via torch's elastic launcher).", min=1)] = 1,
+) -> None:
+    """Train a model from an experiment file.
+
+    Trains, evaluates on the test split and keeps everything (config, metrics, checkpoints,
+    results, plots) in a new run folder, whose path is the last line printed.
+    """
+    from ..config import dump_config
+
+    if (config is None) == (resume is None):
+        fail("give either a CONFIG file or --resume RUN_FOLDER (not both, not neither). "
+             "For example: dlcli train configs/mnist_cnn.yaml")
+    resume_dir = None
+    if resume is not None:
+        from ..rundir import resolve_run
+        from ..training import load_run_config
+
+        resume_dir = resolve_run(resume, runs_dir)
+        cfg = load_run_config(resume_dir, tuple(set_ or ()))
+    else:
+        cfg = _load(config, set_)
+    if print_config:
+        sys.stdout.write(dump_config(cfg))
+        return
+    if nproc > 1:
+        from ..distributed import launch
+
+        raise typer.Exit(launch(nproc, sys.argv))
+    with _located(cfg):
+        _run_training(cfg, runs_dir, resume_dir, quiet)
+
+
+def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) -> None:
+    from ..distributed import distributed_from_env
+    from ..engine import RunControl
+    from ..errors import DlcliError, TrainingInterrupted
+    from ..training import train as run_train
+
+    console = _stdout_console()
+    control = RunControl()
+    dist = distributed_from_env()
+
+    def request_stop(signum, frame):
+        control.signal = signal.Signals(signum).name
+        # A second Ctrl-C stops at once (the run folder still holds the last complete epoch).
+        signal.signal(signum, signal.SIG_DFL)
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outcome = run_train(cfg, runs_dir=runs_dir, console=console, resume_dir=resume_dir, control=control,
+                            quiet=quiet, command=sys.argv, dist=dist)
+    except TrainingInterrupted as exc:
+        run_dir = getattr(exc, "run_dir", None)
+        failure = getattr(exc, "failure", None)
+        if failure:
+            fail(f"data-parallel training stopped because {failure} (run folder: {run_dir})", 1)
+        if dist.is_main:
+            _error_console().print(
+                f"Interrupted by {exc.signal_name}; the run folder keeps every complete epoch. "
+                f"Resume with: dlcli train --resume {run_dir}"
+            )
+        raise typer.Exit(exc.exit_code)
+    except DlcliError as exc:
+        run_dir = getattr(exc, "run_dir", None)
+        if run_dir is not None and dist.is_main:
+            exc.message += f" (run folder: {run_dir})"
+        if dist.world_size > 1:
+            dist.abort_others(exc.full_message())
+        raise
+    except BaseException as exc:
+        if dist.world_size > 1 and not isinstance(exc, (SystemExit, typer.Exit)):
+            dist.abort_others(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        dist.close()
+    if not dist.is_main:
+        return
+    results = "  ".join(f"{k}: {v:.4f}" for k, v in outcome.results.items() if isinstance(v, float))
+    if outcome.best.get("value") is not None:
+        best = f"best {outcome.best['monitor']}: {outcome.best['value']:.4f} (epoch {outcome.best['epoch']})"
+        results = f"{results}  {best}" if results else best
+    if results:
+        console.print(results)
+    console.print(f"Run folder: {outcome.run_dir}")

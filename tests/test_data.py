@@ -128,3 +128,37 @@ def test_npz_dataset_infers_the_task(tmp_path):
     np.savez(path, x_train=np.random.rand(30, 4), y_train=np.random.rand(30, 2))
     data = load_dataset(DataConfig(dataset="npz", path=str(path)), seed=0)
     assert data.info.task == "regression" and data.y_train.shape == (30, 2) and not data.has_test
+
+
+def test_missing_images_are_downloaded_into_torchvisions_layout(tmp_path, monkeypatch):
+    """Offline here, so torchvision's download is replaced by one that writes what it would."""
+    calls = []
+
+    def fake_download(root, dataset):
+        calls.append(dataset)
+        make_idx_dataset(root / "MNIST" / "raw")
+
+    monkeypatch.setattr("dlcli.data.vision._download", fake_download)
+    data = load_dataset(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
+    assert calls == ["mnist"] and len(data.x_train) == 120
+    load_dataset(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
+    assert calls == ["mnist"]  # found locally the second time
+
+
+def test_imdb_download_is_written_whole(tmp_path, monkeypatch):
+    import io
+
+    source = make_imdb_npz(tmp_path / "source" / "imdb.npz").read_bytes()
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: Response(source))
+    root = tmp_path / "data"
+    data = load_dataset(DataConfig(dataset="imdb", root=str(root), num_words=50), seed=0)
+    assert (root / "imdb.npz").read_bytes() == source and len(data.x_train) == 60
+    assert [p.name for p in root.iterdir()] == ["imdb.npz"]  # no partial file left

@@ -156,6 +156,18 @@ def check_monitors(config: Config, logged: list[str]) -> None:
                               hint=hint or None, key=key)
 
 
+def check_world_size(config: Config, world_size: int) -> None:
+    """The global batch must split evenly across the processes."""
+    batch = config.training.batch_size
+    if world_size > 1 and batch % world_size:
+        raise ConfigError(
+            f"training.batch_size: {batch} does not divide by the {world_size} processes; "
+            "batch_size is the global batch, split evenly across processes.",
+            hint=f"Use a multiple of {world_size}, e.g. --set training.batch_size={batch - batch % world_size or world_size}.",
+            key="training.batch_size",
+        )
+
+
 def environment_info(device) -> dict[str, Any]:
     import torch
 
@@ -222,13 +234,7 @@ def train(
 
     dist = dist or Distributed()
     plan = plan_experiment(config)
-    if dist.world_size > 1 and config.training.batch_size % dist.world_size:
-        raise ConfigError(
-            f"training.batch_size: {config.training.batch_size} does not divide by the {dist.world_size} processes; "
-            "batch_size is the global batch, split evenly across processes.",
-            hint=f"Use a multiple of {dist.world_size}, e.g. --set training.batch_size="
-            f"{config.training.batch_size - config.training.batch_size % dist.world_size or dist.world_size}.",
-        )
+    check_world_size(config, dist.world_size)
     if dist.world_size > 1 and torch.cuda.is_available() and config.device in ("auto", "cuda"):
         device = torch.device("cuda", dist.local_rank)
     elif dist.world_size > 1 and config.device == "auto":

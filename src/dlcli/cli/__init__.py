@@ -48,9 +48,14 @@ def _error_console():
 
 def fail(message: str, code: int = 2) -> None:
     """Print one paragraph to stderr and exit; never a traceback for a user's mistake."""
+    import os
+
     from rich.text import Text
 
-    _error_console().print(Text(f"Error: {message}"))
+    rank = os.environ.get("RANK", "0")
+    # Under torchrun every process reports; say which one, so repeated lines read as such.
+    prefix = f"[rank {rank}] " if rank != "0" and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    _error_console().print(Text(f"{prefix}Error: {message}"))
     raise typer.Exit(code)
 
 

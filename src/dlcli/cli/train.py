@@ -47,6 +47,10 @@ def train(
         return
     if nproc > 1:
         from ..distributed import launch
+        from ..training import check_world_size
+
+        with _located(cfg):
+            check_world_size(cfg, nproc)  # before starting any process: one clear message
 
         raise typer.Exit(launch(nproc, sys.argv))
     with _located(cfg):

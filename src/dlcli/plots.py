@@ -59,6 +59,9 @@ def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: P
         raise RunDirError(f"No values of {metric!r} to plot.", hint="Choose a column of metrics.csv with --metric.")
     ax.set_title(f"Training and validation {metric}" if single else f"{metric} of {len(runs)} runs")
     ax.set_xlabel("Epochs")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel(metric.replace("_", " ").capitalize())
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

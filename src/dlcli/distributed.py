@@ -48,11 +48,20 @@ class Distributed:
         except OSError:
             return None
 
-    def close(self) -> None:
+    def close(self, wait_for_others: bool = False) -> None:
+        """Leave the process group; after a success, only once every process is done.
+
+        Tearing gloo down on one process while another still works in it (rank 0 writing
+        results and plots) aborted the early one now and then ('terminate called without an
+        active exception'), so a successful run meets at a barrier first. A failing process
+        must not wait there: the others may never arrive.
+        """
         if self.world_size > 1:
             import torch.distributed as tdist
 
             if tdist.is_initialized():
+                if wait_for_others:
+                    tdist.barrier()
                 tdist.destroy_process_group()
 
 

@@ -76,6 +76,7 @@ def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) 
     try:
         outcome = run_train(cfg, runs_dir=runs_dir, console=console, resume_dir=resume_dir, control=control,
                             quiet=quiet, command=sys.argv, dist=dist)
+        dist.close(wait_for_others=True)
     except TrainingInterrupted as exc:
         run_dir = getattr(exc, "run_dir", None)
         failure = getattr(exc, "failure", None)

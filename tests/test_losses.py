@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from dlcli.errors import ConfigError
+from dlcli.metrics import infer_mode
 from dlcli.losses import check_last_layer, loss_spec, make_objective, prepare_targets
 
 
@@ -43,5 +44,5 @@ def test_objectives_of_the_four_problem_types():
     assert int(multilabel.metric_sum(torch.tensor([[1.0, -1.0], [1.0, -1.0]]), y)) == 3
 
     regression = make_objective("mse", "regression", 1)
-    assert regression.metric_name == "mae" and not regression.higher_is_better
+    assert regression.metric_name == "mae" and infer_mode(regression.metric_name) == "min"
     assert float(regression.metric_sum(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [1.0]]))) == 3.0

@@ -682,22 +682,3 @@ def dump_config(config: Config) -> str:
     Dumper.add_representer(list, represent_list)
     Dumper.add_representer(dict, represent_dict)
     return yaml.dump(config_to_dict(config), Dumper=Dumper, sort_keys=False, width=100)
-
-
-def config_from_dict(raw: dict, source: str | None = None) -> Config:
-    """Validate plain data (as saved in a run folder or a checkpoint)."""
-    return load_config(source, (), raw=raw)
-
-
-def field_help(cls: type) -> list[tuple[str, str, str]]:
-    """(key, default, help) rows for the README and `dlcli keys`."""
-    rows = []
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = repr(f.default)
-        elif f.default_factory is not dataclasses.MISSING:
-            default = "(mapping)"
-        else:
-            default = "required"
-        rows.append((f.name, default, f.metadata.get("help", "")))
-    return rows

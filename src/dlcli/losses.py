@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import ConfigError
-from .registry import Registry, suggest
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,6 @@ class Objective:
     metric_name: str  # accuracy or mae
     metric_sum: Callable[[Any, Any], Any]  # (outputs, targets) -> tensor sum over the batch
     metric_per_sample: int  # how many metric terms one sample contributes
-    higher_is_better: bool
 
 
 def make_objective(loss_name: str, task: str, num_classes: int) -> Objective:
@@ -150,17 +149,17 @@ def make_objective(loss_name: str, task: str, num_classes: int) -> Objective:
         def correct(out, y):
             return (out.detach().argmax(1) == y).sum()
 
-        return Objective(loss_fn, "accuracy", correct, 1, True)
+        return Objective(loss_fn, "accuracy", correct, 1)
     if task in ("binary", "multilabel"):
         def correct_bits(out, y):
             return ((out.detach() > 0) == (y > 0.5)).sum()
 
-        return Objective(loss_fn, "accuracy", correct_bits, 1 if task == "binary" else num_classes, True)
+        return Objective(loss_fn, "accuracy", correct_bits, 1 if task == "binary" else num_classes)
 
     def abs_error(out, y):
         return (out.detach() - y).abs().sum()
 
-    return Objective(loss_fn, "mae", abs_error, num_classes, False)
+    return Objective(loss_fn, "mae", abs_error, num_classes)
 
 
 def prepare_targets(y, loss_name: str, task: str):
@@ -176,6 +175,3 @@ def prepare_targets(y, loss_name: str, task: str):
     y = y.to(torch.float32)
     return y.reshape(len(y), -1)
 
-
-def unknown_loss_hint(name: str) -> str:
-    return suggest(name, LOSSES.names())

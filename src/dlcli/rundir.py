@@ -23,7 +23,6 @@ CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.txt"
 RESULTS_FILE = "results.json"
 CHECKPOINTS = "checkpoints"
-STATUSES = ("running", "completed", "failed", "interrupted")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

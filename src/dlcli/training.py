@@ -481,16 +481,10 @@ def _has_rows(metrics: Path) -> bool:
 
 
 def _per_label_accuracy(model, batches) -> list[float]:
-    import torch
+    from .engine import predict
 
-    correct, total = None, 0
-    model.eval()
-    with torch.inference_mode():
-        for xb, yb, _ in batches:
-            hits = ((model(xb) > 0) == (yb > 0.5)).sum(0)
-            correct = hits if correct is None else correct + hits
-            total += len(yb)
-    return [float(c) / total for c in correct] if correct is not None else []
+    outputs, targets = predict(model, batches)
+    return ((outputs > 0) == (targets > 0.5)).float().mean(0).tolist()
 
 
 def _share_run_dir(run_dir: Optional[Path], dist: Distributed) -> Path:

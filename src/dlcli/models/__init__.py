@@ -99,10 +99,6 @@ def keras_initialization(model) -> None:
                 nn.init.zeros_(module.bias)
 
 
-def output_shape(plan: ModelPlan) -> tuple[int, ...]:
-    return plan.layers[-1].output_shape if plan.layers else plan.input_shape
-
-
 def parameter_counts(model) -> list[tuple[int, int]]:
     """(trainable, non-trainable) parameters of each LayerRecord of a built model."""
     mods = list(model)

@@ -195,3 +195,36 @@ def test_errors_found_after_loading_name_the_file_and_line(tmp_path):
     config = write_config(tmp_path / "c.yaml", raw)
     result = invoke("summary", config)
     assert result.exit_code == 2 and f"{config}, line" in result.output and "expects a softmax" in result.output
+
+
+def test_channels_last_cnn_trains_like_the_default_layout(tmp_path):
+    """auto stores a CNN's 4-D weights channels-last; losses and test results match the
+    channels-first run up to float rounding, and the MLP stays as it is."""
+    from dlcli.models import use_channels_last
+    from dlcli.training import plan_experiment
+
+    raw = synthetic_config(epochs=3)
+    raw["data"]["synthetic"].update(shape=[3, 10, 10], samples=160)
+    raw["model"] = {"preset": "cnn", "filters": [6, 8], "kernel_size": 3, "dropout": 0.0}
+    config = write_config(tmp_path / "cnn.yaml", raw)
+    histories = {}
+    for setting in ("auto", "false"):
+        runs = tmp_path / f"runs-{setting}"
+        result = invoke("train", config, "--runs-dir", runs, "-q", "--set", f"training.channels_last={setting}")
+        assert result.exit_code == 0, result.output
+        run = last_run(runs)
+        histories[setting] = (read_metrics(run / "metrics.csv")[1], json.loads((run / "results.json").read_text()))
+        weights = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+        conv = next(v for v in weights.values() if v.dim() == 4)
+        assert conv.is_contiguous(memory_format=torch.channels_last) == (setting == "auto")
+        assert conv.is_contiguous() == (setting == "false")
+    (rows_cl, res_cl), (rows_cf, res_cf) = histories["auto"], histories["false"]
+    for a, b in zip(rows_cl, rows_cf):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
+    assert res_cl["test_loss"] == pytest.approx(res_cf["test_loss"], rel=1e-4)
+
+    from dlcli.models import build_model
+
+    mlp = load_config(write_config(tmp_path / "mlp.yaml", synthetic_config()))
+    assert not use_channels_last(build_model(plan_experiment(mlp).model_plan), "auto")

@@ -221,6 +221,9 @@ class TrainingConfig:
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = _opt(
         False, help="torch.compile the model: true (default mode) or a mode; reduce-overhead adds CUDA graphs"
     )
+    channels_last: Union[bool, Literal["auto"]] = _opt(
+        "auto", help="keep convolution weights and activations channels-last (auto: when the model has Conv2D)"
+    )
     deterministic: bool = _opt(False, help="use only PyTorch's deterministic algorithms")
     monitor: str = _opt("auto", help="metric that picks best.pt (auto: val_loss, else loss)")
     early_stopping: Optional[EarlyStoppingConfig] = _opt(None, help="stop when a metric stops improving")

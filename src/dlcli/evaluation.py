@@ -23,7 +23,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
     from .data import load_dataset
     from .engine import Batches, Trainer, predict
     from .losses import make_objective, prepare_targets
-    from .models import build_model
+    from .models import build_model, use_channels_last
     from .training import load_run_config, model_signature, plan_experiment
 
     config = load_run_config(run_dir)
@@ -37,6 +37,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
                               hint="The config may have been edited after training; restore it or train again.")
     model.load_state_dict(state["model"])
     model.to(device)
+    use_channels_last(model, config.training.channels_last)  # the layout it was trained in
 
     data = load_dataset(config.data, config.seed)
     x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)

@@ -228,7 +228,7 @@ def train(
     from .data import load_dataset
     from .engine import Batches, RunControl, Trainer
     from .losses import make_objective, prepare_targets
-    from .models import build_model
+    from .models import build_model, use_channels_last
     from .optim import LrSchedule, build_optimizer
     from .progress import ProgressDisplay
 
@@ -254,6 +254,7 @@ def train(
     check_monitors(config, logged)
 
     model = build_model(plan.model_plan).to(device)
+    use_channels_last(model, config.training.channels_last)
     optimizer = build_optimizer(config.optimizer, model.parameters(), device.type)
     schedule = LrSchedule(config.training.schedule, optimizer, config.training.epochs) if config.training.schedule else None
     shuffle_gen = torch.Generator().manual_seed(config.seed)

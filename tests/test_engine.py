@@ -119,3 +119,32 @@ def test_mode_is_inferred_from_the_metric_name():
     assert EarlyStopping("val_accuracy").mode == "max"
     assert EarlyStopping("val_loss").mode == "min"
     assert EarlyStopping("val_mae").mode == "min"
+
+
+def test_graphed_step_trains_exactly_like_the_eager_loop():
+    """The step a CUDA graph records (batch gathered through a fixed index tensor, loss and
+    metric written into buffers at a device-side counter, warm-up and odd-sized batches
+    eager, recorded again after the learning rate changes) gives the eager loop's weights and
+    history bit for bit. On the CPU the recorded body runs eagerly; tests/test_cuda.py replays it."""
+    from dlcli.engine import WARMUP_STEPS
+
+    x, y = blobs(230)
+    x = (x * 40 + 128).clamp(0, 255).to(torch.uint8)  # uint8 inputs, scaled per batch
+    results = []
+    for graphed in (False, True):
+        trainer = make_trainer()
+        trainer.cuda_graph = graphed
+        trainer.schedule = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=2, gamma=0.5)
+        trainer.schedule.step = lambda logs, s=trainer.schedule: type(s).step(s)
+        train = Batches(x[:200], y[:200], 32, shuffle=True, generator=torch.Generator().manual_seed(3),
+                        input_scale=1 / 255)  # 6 full batches and one of 8 per epoch
+        history = trainer.fit(train, Batches(x[200:], y[200:], 64, input_scale=1 / 255), epochs=5)
+        results.append((history, [p.detach().clone() for p in trainer.model.parameters()], trainer))
+    (eager_history, eager_weights, _), (graph_history, graph_weights, trainer) = results
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in eager_history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in graph_history] == strip
+    assert all(torch.equal(a, b) for a, b in zip(eager_weights, graph_weights))
+    graphed = trainer._graphed
+    assert graphed.recordings == 3  # lr 0.05, 0.025 (epoch 3), 0.0125 (epoch 5)
+    assert graphed.eager_steps_left == 0 and WARMUP_STEPS < 6
+    assert graph_history[-1]["val_accuracy"] > 0.9

@@ -227,6 +227,39 @@ def test_device_options_are_checked_on_the_cpu(tmp_path, tiny_config):
     if not torch.cuda.is_available():
         result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "device=cuda"])
         assert result.exit_code == 2 and "no CUDA GPU" in result.output and "device: cpu" in result.output
+    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"),
+                                 "--set", "training.cuda_graph=true"])
+    assert result.exit_code == 2 and "CUDA graphs need a CUDA GPU" in result.output
+    assert "training.cuda_graph: false" in result.output
+    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"),
+                                 "--set", "training.cuda_graph=true", "--set", "training.compile=reduce-overhead"])
+    assert result.exit_code == 2 and "cannot be combined" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--nproc", "2",
+                                 "--set", "training.cuda_graph=true"])
+    assert result.exit_code == 2 and "works in one process, and this run has 2" in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_resuming_keeps_the_optimizers_own_implementation(tmp_path):
+    """A checkpoint from a CUDA run holds fused/capturable Adam options and a step count on
+    the GPU; resumed elsewhere, the optimizer keeps its own options and steps on."""
+    from dlcli.config import OptimizerConfig
+    from dlcli.optim import build_optimizer, load_optimizer_state
+
+    model = torch.nn.Linear(3, 2)
+    source = build_optimizer(OptimizerConfig(name="adam"), model.parameters(), capturable=False)
+    model(torch.randn(4, 3)).sum().backward()
+    source.step()
+    state = source.state_dict()
+    for group in state["param_groups"]:
+        group.update(fused=True, capturable=True)  # as saved by a CUDA run with cuda_graph
+    target = build_optimizer(OptimizerConfig(name="adam"), model.parameters())
+    load_optimizer_state(target, state)
+    assert all(not g["capturable"] and not g["fused"] for g in target.param_groups)
+    assert all(s["step"].device.type == "cpu" and float(s["step"]) == 1.0 for s in target.state.values())
+    model(torch.randn(4, 3)).sum().backward()
+    target.step()  # a capturable Adam on the CPU would raise here
+    assert all(float(s["step"]) == 2.0 for s in target.state.values())
 
 
 def test_a_run_stopped_in_its_first_epoch_resumes_from_the_start(tmp_path, tiny_config):

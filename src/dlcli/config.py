@@ -221,6 +221,9 @@ class TrainingConfig:
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = _opt(
         False, help="torch.compile the model: true (default mode) or a mode; reduce-overhead adds CUDA graphs"
     )
+    cuda_graph: bool = _opt(
+        False, help="record each training step as one CUDA graph and replay it (CUDA only; for small models)"
+    )
     channels_last: Union[bool, Literal["auto"]] = _opt(
         "auto", help="keep convolution weights and activations channels-last (auto: when the model has Conv2D)"
     )

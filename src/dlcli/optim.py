@@ -82,11 +82,39 @@ def optimizer_options(config: OptimizerConfig) -> dict[str, Any]:
 FUSED_ON_CUDA = ("adam", "adamw")
 
 
-def build_optimizer(config: OptimizerConfig, params, device_type: str = "cpu"):
+# Optimizers that keep their step count as a tensor, which they must do on the device to be
+# recorded in a CUDA graph (SGD keeps none).
+CAPTURABLE = ("adam", "adamw", "rmsprop")
+# How an optimizer computes, as opposed to what it has learned: a checkpoint's values of these
+# must not replace the resuming run's own (a CUDA run's fused or capturable Adam resumed on
+# the CPU would fail, or be slow).
+IMPLEMENTATION_OPTIONS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def build_optimizer(config: OptimizerConfig, params, device_type: str = "cpu", capturable: bool = False):
     options = optimizer_options(config)
     if device_type == "cuda" and config.name in FUSED_ON_CUDA:
         options["fused"] = True
+    if capturable and config.name in CAPTURABLE:
+        options["capturable"] = True
     return OPTIMIZERS.get(config.name, key="optimizer.name").make(params, **options)
+
+
+def load_optimizer_state(optimizer, state: dict) -> None:
+    """Load a checkpoint's optimizer state but keep this optimizer's implementation options,
+    with each step count where they need it (on the parameter's device when fused or
+    capturable, else on the CPU)."""
+    import torch
+
+    own = [{k: g[k] for k in IMPLEMENTATION_OPTIONS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, options in zip(optimizer.param_groups, own):
+        group.update(options)
+        on_device = group.get("fused") or group.get("capturable")
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if isinstance(step, torch.Tensor):
+                optimizer.state[p]["step"] = step.to(device=p.device if on_device else "cpu", dtype=torch.float32)
 
 
 SCHEDULES = ("step", "cosine", "reduce_on_plateau")

@@ -108,6 +108,20 @@ def check_device_options(config: Config, device) -> None:
                 f"{torch.cuda.get_device_name(device)} has none.",
                 hint="Use training.precision: fp32.",
             )
+    if config.training.cuda_graph:
+        if config.training.compile:
+            raise ConfigError(
+                "training.cuda_graph and training.compile cannot be combined: cuda_graph records the "
+                "whole eager step itself, and torch.compile brings its own graphs.",
+                hint="Keep one: training.compile: false, or training.cuda_graph: false "
+                "(compile: reduce-overhead records the model's forward and backward).",
+                key="training.cuda_graph",
+            )
+        if device.type != "cuda":
+            raise DeviceError(
+                "training.cuda_graph: CUDA graphs need a CUDA GPU, and this run uses the CPU.",
+                hint="Use training.cuda_graph: false on the CPU.",
+            )
     if config.training.compile and device.type == "cpu":
         if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
             raise DeviceError(
@@ -159,6 +173,12 @@ def check_monitors(config: Config, logged: list[str]) -> None:
 def check_world_size(config: Config, world_size: int) -> None:
     """The global batch must split evenly across the processes."""
     batch = config.training.batch_size
+    if world_size > 1 and config.training.cuda_graph:
+        raise ConfigError(
+            f"training.cuda_graph: recording steps as CUDA graphs works in one process, and this run has {world_size}.",
+            hint="Use training.cuda_graph: false with several processes.",
+            key="training.cuda_graph",
+        )
     if world_size > 1 and batch % world_size:
         raise ConfigError(
             f"training.batch_size: {batch} does not divide by the {world_size} processes; "
@@ -255,7 +275,7 @@ def train(
 
     model = build_model(plan.model_plan).to(device)
     use_channels_last(model, config.training.channels_last)
-    optimizer = build_optimizer(config.optimizer, model.parameters(), device.type)
+    optimizer = build_optimizer(config.optimizer, model.parameters(), device.type, capturable=config.training.cuda_graph)
     schedule = LrSchedule(config.training.schedule, optimizer, config.training.epochs) if config.training.schedule else None
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     early = None
@@ -325,6 +345,12 @@ def train(
         for b in (train_batches, val_batches, test_batches):
             if b is not None:
                 b.to_device()
+    elif config.training.cuda_graph and device.type == "cuda":
+        raise DeviceError(
+            "training.cuda_graph: a recorded step reads its batches from the training set on the GPU, "
+            "and this data does not fit in half of the GPU's free memory.",
+            hint="Use training.cuda_graph: false for data this large.",
+        )
 
     def checkpoint_state(trainer: Trainer) -> dict:
         state = {
@@ -373,6 +399,7 @@ def train(
         control=control or RunControl(),
         all_reduce=dist.all_reduce,
         world_size=dist.world_size,
+        cuda_graph=config.training.cuda_graph,
     )
     trainer.history = list(previous_rows)
     if not quiet and dist.is_main and start_epoch:
@@ -441,6 +468,7 @@ def _restore(resume_dir: Path, config: Config, model, optimizer, schedule, early
     import torch
 
     from .callbacks import unwrap_model
+    from .optim import load_optimizer_state
 
     last_pt = resume_dir / CHECKPOINTS / "last.pt"
     if not last_pt.exists() and not _has_rows(resume_dir / METRICS_FILE):
@@ -461,7 +489,7 @@ def _restore(resume_dir: Path, config: Config, model, optimizer, schedule, early
             hint="To train longer, resume with --set training.epochs=N for a larger N.",
         )
     unwrap_model(model).load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
+    load_optimizer_state(optimizer, ckpt["optimizer"])
     if schedule is not None and ckpt.get("schedule") is not None:
         schedule.load_state_dict(ckpt["schedule"])
     rows = read_metrics(resume_dir / METRICS_FILE)[1] if (resume_dir / METRICS_FILE).exists() else []

@@ -93,7 +93,7 @@ def hand_epochs(case: str, data_root: str | None, epochs: int, device: str, prec
 def compare(case: str, args) -> dict:
     """Alternate dlcli and the hand loop; median over the epochs after each run's first."""
     mine, theirs = [], []
-    extra = [f"training.precision={args.precision}"]
+    extra = [f"training.precision={args.precision}", *args.set]
     if args.max_train:
         extra.append(f"data.max_train_samples={args.max_train}")
     for rep in range(args.reps):
@@ -161,7 +161,7 @@ def startup(args) -> dict:
 def scaling(args) -> list[dict]:
     rows = []
     for n in (10_000, 30_000, 60_000):
-        extra = [f"data.max_train_samples={n}", f"training.precision={args.precision}"]
+        extra = [f"data.max_train_samples={n}", f"training.precision={args.precision}", *args.set]
         times = dlcli_epochs("mlp", args.data, 2, args.device, extra)
         rows.append({"samples": n, "seconds_per_epoch": times[-1]})
     return rows
@@ -177,6 +177,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--max-train", type=int, default=None, help="train on the first N samples only")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for dlcli's runs only, e.g. training.cuda_graph=true (repeatable)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: speed,memory,startup,scaling")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
@@ -192,8 +194,10 @@ def main() -> None:
         "device": args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
         "data": "synthetic IDX files of the same shapes" if synthetic else args.data,
         "precision": args.precision,
+        "dlcli_overrides": args.set,
     }
-    print(f"machine: {report['machine']}\ndevice: {report['device']}  data: {report['data']}  precision: {args.precision}")
+    print(f"machine: {report['machine']}\ndevice: {report['device']}  data: {report['data']}  precision: {args.precision}"
+          + (f"  dlcli --set {' '.join(args.set)}" if args.set else ""))
     if "speed" not in skip:
         report["speed"] = []
         for case in args.cases.split(","):

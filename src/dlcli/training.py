@@ -275,7 +275,8 @@ def train(
 
     model = build_model(plan.model_plan).to(device)
     use_channels_last(model, config.training.channels_last)
-    optimizer = build_optimizer(config.optimizer, model.parameters(), device.type, capturable=config.training.cuda_graph)
+    optimizer = build_optimizer(config.optimizer, model.parameters(), device.type,
+                                capturable=config.training.cuda_graph and device.type == "cuda")
     schedule = LrSchedule(config.training.schedule, optimizer, config.training.epochs) if config.training.schedule else None
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     early = None

@@ -26,6 +26,8 @@ def main() -> None:
     parser.add_argument("--compile", default="false", help="values of training.compile to try")
     parser.add_argument("--channels-last", default="auto", help="values of training.channels_last to try")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--device", default="cuda", help="cpu rehearses the script (with --graph false)")
+    parser.add_argument("--max-train", type=int, help="train on the first N samples only (a quick rehearsal)")
     parser.add_argument("--json")
     args = parser.parse_args()
     rows = []
@@ -36,7 +38,9 @@ def main() -> None:
             continue  # dlcli refuses the combination
         extra = [f"training.batch_size={batch}", f"training.precision={precision}", f"training.cuda_graph={graph}",
                  f"training.compile={compile_}", f"training.channels_last={layout}"]
-        times = dlcli_epochs("cnn", args.data, args.epochs, "cuda", extra)
+        if args.max_train:
+            extra.append(f"data.max_train_samples={args.max_train}")
+        times = dlcli_epochs("cnn", args.data, args.epochs, args.device, extra)
         seconds = statistics.median(times[1:] or times)
         rows.append({"batch": batch, "precision": precision, "cuda_graph": graph, "compile": compile_,
                      "channels_last": layout, "seconds": seconds, "all": times})

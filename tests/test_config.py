@@ -95,6 +95,9 @@ def test_wrong_type_says_what_was_expected(tmp_path):
     raw["training"]["batch_size"] = "big"
     message = error_of(tmp_path, raw)
     assert "training.batch_size" in message and "whole number" in message and "'big'" in message
+    raw["training"].update(batch_size=32, channels_last="maybe")
+    message = error_of(tmp_path, raw)
+    assert "training.channels_last: expected true, false, or 'auto', found the text 'maybe'" in message
 
 
 @pytest.mark.parametrize(

@@ -309,6 +309,10 @@ def _type_name(tp: Any) -> str:
         return f"a list of {_type_name(typing.get_args(tp)[0]).replace('a ', '', 1)}s"
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
+        literals = [v for a in args if typing.get_origin(a) is Literal for v in typing.get_args(a)]
+        if bool in args and len(args) == 2 and literals:  # e.g. true, false or 'auto'
+            return "true, false, " + ", ".join(repr(v) for v in literals[:-1]) + (", " if len(literals) > 1 else "") \
+                + f"or {literals[-1]!r}"
         return " or ".join(_type_name(a) for a in args)
     if dataclasses.is_dataclass(tp):
         return "a mapping"

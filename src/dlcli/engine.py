@@ -92,7 +92,9 @@ class Batches:
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The converted inputs and the targets of the samples `idx`, on the device."""
-        xb, yb = self.x[idx], self.y[idx]
+        return self._on_device(self.x[idx], self.y[idx])
+
+    def _on_device(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if yb.device != self.device:
             yb = yb.to(self.device, non_blocking=True)
         return self._convert(xb), yb
@@ -121,9 +123,7 @@ class Batches:
                     xb, yb = x[lo:lo + len(bounds)], y[lo:lo + len(bounds)]
                 else:
                     xb, yb = x[start:end], y[start:end]
-            if yb.device != self.device:
-                yb = yb.to(self.device, non_blocking=True)
-            yield self._convert(xb), yb, global_n
+            yield *self._on_device(xb, yb), global_n
 
 
 class Callback:
@@ -237,11 +237,12 @@ class Trainer:
         self.running.metric_sum += float(metric)
 
     def _step_totals(self) -> tuple[float, float, int]:
-        """(loss sum, metric sum, samples) of the epoch from every step, in float64."""
+        """(loss sum, metric sum, samples) of the epoch from every step, in float64; called
+        after the last `_reduce_pending`, so every step is in a chunk."""
         if not self._step_sizes:
             return 0.0, 0.0, 0
-        losses = torch.cat([*self._loss_chunks, *[t.reshape(1) for t in self._step_losses]]).double()
-        metrics = torch.cat([*self._metric_chunks, *[t.reshape(1) for t in self._step_metrics]])
+        losses = torch.cat(self._loss_chunks).double()
+        metrics = torch.cat(self._metric_chunks)
         sizes = torch.tensor(self._step_sizes, dtype=torch.float64, device=losses.device)
         return float((losses * sizes).sum()), float(metrics.double().sum()), sum(self._step_sizes)
 
@@ -482,7 +483,7 @@ class GraphedStep:
         """The epoch's steps: (loss, metric sum, samples) each, on the device."""
         self.counter.zero_()
         if self.recorded_lrs is not None and self.recorded_lrs != self._lrs():
-            self.graph, self.recorded_lrs = None, None
+            self.recorded_lrs = None  # record again at the first full-size step
         replays = 0
         for idx in self.batches.indices():
             if len(idx) != self.batch_size or self.eager_steps_left > 0:

@@ -171,7 +171,8 @@ def check_monitors(config: Config, logged: list[str]) -> None:
 
 
 def check_world_size(config: Config, world_size: int) -> None:
-    """The global batch must split evenly across the processes."""
+    """What several processes need: no CUDA-graph recording, and a global batch that splits
+    evenly across them."""
     batch = config.training.batch_size
     if world_size > 1 and config.training.cuda_graph:
         raise ConfigError(

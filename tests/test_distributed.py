@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlcli.rundir import load_checkpoint, read_metrics
+from dlcli.checkpoint import load_checkpoint
+from dlcli.rundir import read_metrics
 
 from conftest import synthetic_config, write_config
 

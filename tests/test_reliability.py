@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from dlcli.cli import app
 from dlcli.errors import CheckpointError
-from dlcli.rundir import atomic_write_text, create_run_dir, load_checkpoint, read_metrics
+from dlcli.checkpoint import load_checkpoint
+from dlcli.rundir import atomic_write_text, create_run_dir, read_metrics
 
 from conftest import synthetic_config, write_config
 

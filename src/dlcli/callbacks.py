@@ -1,4 +1,6 @@
-"""Callbacks that keep the run folder current: metrics.csv, checkpoints, early stopping.
+"""Callbacks that keep the run folder current: metrics.csv, run.json, early stopping.
+
+(The checkpointer lives with the checkpoint format, in checkpoint.py.)
 
 Each writes through rundir's atomic helpers, so the folder is complete after every epoch.
 """
@@ -6,11 +8,12 @@ Each writes through rundir's atomic helpers, so the folder is complete after eve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 from .engine import Callback, Trainer
+from .checkpoint import model_weights, unwrap_model
 from .metrics import infer_mode, is_improvement
-from .rundir import CHECKPOINTS, METRICS_FILE, save_checkpoint, update_run_json, write_metrics
+from .rundir import METRICS_FILE, update_run_json, write_metrics
 
 
 class MetricsLogger(Callback):
@@ -39,6 +42,7 @@ class EarlyStopping(Callback):
         self.wait = 0
         self.best_weights: Optional[dict] = None
         self.stopped_epoch = 0
+        self.restored_best_weights = False  # set only once the weights really are restored
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
         value = logs[self.monitor]
@@ -54,6 +58,7 @@ class EarlyStopping(Callback):
     def on_train_end(self, trainer: Trainer) -> None:
         if self.best_weights is not None:
             unwrap_model(trainer.model).load_state_dict(self.best_weights)
+            self.restored_best_weights = True
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
@@ -67,31 +72,6 @@ class EarlyStopping(Callback):
         self.stopped_epoch = state.get("stopped_epoch", 0)
 
 
-class Checkpointer(Callback):
-    """After every epoch: last.pt with everything needed to resume; best.pt when `monitor` improves."""
-
-    def __init__(self, run_dir: Path, monitor: str, mode: str, state_fn: Callable[[Trainer], dict[str, Any]],
-                 best: Optional[float] = None, best_epoch: int = 0) -> None:
-        self.folder = Path(run_dir) / CHECKPOINTS
-        self.monitor = monitor
-        self.mode = infer_mode(monitor, mode)
-        self.state_fn = state_fn
-        self.best = best
-        self.best_epoch = best_epoch
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
-        improved = is_improvement(logs[self.monitor], self.best, self.mode)
-        if improved:
-            self.best, self.best_epoch = logs[self.monitor], epoch
-        state = self.state_fn(trainer)
-        state["best"] = {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch}
-        save_checkpoint(self.folder / "last.pt", state)
-        if improved:
-            save_checkpoint(self.folder / "best.pt", {"model": state["model"], "epoch": epoch,
-                                                      "signature": state.get("signature"),
-                                                      "best": state["best"]})
-
-
 class RunRecorder(Callback):
     """Keeps run.json's progress fields current."""
 
@@ -100,14 +80,3 @@ class RunRecorder(Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
         update_run_json(self.run_dir, epochs_completed=epoch)
-
-
-def unwrap_model(model):
-    """The plain model inside DDP and torch.compile wrappers."""
-    inner = getattr(model, "module", model)
-    return getattr(inner, "_orig_mod", inner)
-
-
-def model_weights(model) -> dict:
-    """The plain model's weights, copied to the CPU (so checkpoints load anywhere)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap_model(model).state_dict().items()}

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, DataError
-from .rundir import CHECKPOINTS, load_checkpoint
+from .errors import DataError
 
 
 def confusion_matrix(predicted, actual, classes: int) -> list[list[int]]:
@@ -18,48 +17,33 @@ def confusion_matrix(predicted, actual, classes: int) -> list[list[int]]:
 
 
 def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -> dict[str, Any]:
-    import torch
-
     from .data import load_dataset
     from .engine import Batches, Trainer, predict
+    from .loading import load_run
     from .losses import make_objective, prepare_targets
-    from .models import build_model, use_channels_last
-    from .training import load_run_config, model_signature, plan_experiment
 
-    config = load_run_config(run_dir)
-    plan = plan_experiment(config)
-    path = run_dir / CHECKPOINTS / f"{checkpoint}.pt"
-    state = load_checkpoint(path)
-    device = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
-    model = build_model(plan.model_plan)
-    if state.get("signature") not in (None, model_signature(model)):
-        raise CheckpointError(f"{path} holds weights of a different model than the run's config.yaml builds.",
-                              hint="The config may have been edited after training; restore it or train again.")
-    model.load_state_dict(state["model"])
-    model.to(device)
-    use_channels_last(model, config.training.channels_last)  # the layout it was trained in
-
-    data = load_dataset(config.data, config.seed)
+    run = load_run(run_dir, checkpoint)
+    config, info = run.config, run.plan.info
+    data = load_dataset(config.data, config.seed, **({"preprocessing": run.preprocessing} if run.preprocessing else {}))
     x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
     if x is None or len(x) == 0:
         other = "val" if split == "test" else "test"
         raise DataError(f"This run's data has no {split} split.", hint=f"Use --split {other}.")
-    info = plan.info
-    objective = make_objective(plan.loss_name, info.task, info.num_classes)
-    targets = prepare_targets(y, plan.loss_name, info.task)
-    batches = Batches(x, targets, 1024, input_scale=data.input_scale, device=device)
-    trainer = Trainer(model, None, objective.loss_fn, objective.metric_sum, metric_name=objective.metric_name,
-                      metric_per_sample=objective.metric_per_sample, device=device)
+    objective = make_objective(run.plan.loss_name, info.task, info.num_classes)
+    targets = prepare_targets(y, run.plan.loss_name, info.task)
+    batches = Batches(x, targets, 1024, input_scale=data.input_scale, device=run.device)
+    trainer = Trainer(run.model, None, objective.loss_fn, objective.metric_sum, metric_name=objective.metric_name,
+                      metric_per_sample=objective.metric_per_sample, device=run.device)
     result: dict[str, Any] = {
         "run": run_dir.name,
         "split": split,
         "checkpoint": checkpoint,
-        "epoch": state.get("epoch"),
+        "epoch": run.epoch,
         "samples": len(x),
         **trainer.evaluate(batches),
     }
     if info.task in ("multiclass", "binary"):
-        outputs, actual = predict(model, batches)
+        outputs, actual = predict(run.model, batches)
         predicted = (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(1)
         actual = actual.reshape(-1).long()
         classes = 2 if info.task == "binary" else info.num_classes

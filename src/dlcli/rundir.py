@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import CheckpointError, RunDirError
+from .errors import RunDirError
 
 METRICS_FILE = "metrics.csv"
 RUN_FILE = "run.json"
@@ -23,6 +23,7 @@ CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.txt"
 RESULTS_FILE = "results.json"
 CHECKPOINTS = "checkpoints"
+PREPROCESSING_FILE = "preprocessing.json"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -178,36 +179,6 @@ def read_metrics(path: Path) -> tuple[list[str], list[dict[str, float]]]:
                 raise RunDirError(f"{path}, line {line_no}: {key} is {value!r}, not a number.") from None
         rows.append(row)
     return columns, rows
-
-
-# -- checkpoints ---------------------------------------------------------------------
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_checkpoint(path: Path) -> dict:
-    """Load with weights_only=True: a checkpoint can hold tensors and plain data, never code."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist.",
-                              hint="The run may have stopped before its first epoch ended.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several kinds for damaged files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"Checkpoint {path} is damaged or not a dlcli checkpoint ({first}).",
-                              hint="Use the other checkpoint (--checkpoint best|last) or start a new run.") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path} is not a dlcli checkpoint (it has no model weights).")
-    return state
 
 
 def update_run_json(run_dir: Path, **changes: Any) -> dict:

@@ -15,29 +15,31 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from . import __version__
 from .distributed import Distributed
 from .config import Config, config_to_dict, dump_config, load_config
-from .errors import CheckpointError, ConfigError, DeviceError, RunDirError, TrainingDiverged, TrainingInterrupted
+from .errors import ConfigError, DeviceError, RunDirError, TrainingDiverged, TrainingInterrupted
 from .losses import check_last_layer, loss_spec, output_layer, resolve_loss_name
 from .rundir import (
-    CHECKPOINTS,
     CONFIG_FILE,
     METRICS_FILE,
+    PREPROCESSING_FILE,
     RESULTS_FILE,
     RUN_FILE,
     SUMMARY_FILE,
     atomic_write_text,
     create_run_dir,
-    load_checkpoint,
     read_json,
     read_metrics,
     update_run_json,
     write_json,
     write_metrics,
 )
+
+if TYPE_CHECKING:  # checkpoint imports torch; `dlcli summary` must not pay for it
+    from .checkpoint import Resumed, TrainingState
 
 
 @dataclass
@@ -204,13 +206,6 @@ def environment_info(device) -> dict[str, Any]:
     return info
 
 
-def model_signature(model) -> list[list]:
-    """Parameter names and shapes: a checkpoint must match them to be loaded."""
-    from .callbacks import unwrap_model
-
-    return [[k, list(v.shape)] for k, v in unwrap_model(model).state_dict().items()]
-
-
 @dataclass
 class Outcome:
     run_dir: Path
@@ -230,6 +225,312 @@ def _fits_on_device(tensors: list, device) -> bool:
     return need < 0.5 * free
 
 
+# -- phase 1: resolve ---------------------------------------------------------------------
+
+
+def choose_device(config: Config, dist: Distributed):
+    """The run's device: under data parallelism each process takes its local GPU (or the CPU)."""
+    import torch
+
+    if dist.world_size > 1 and torch.cuda.is_available() and config.device in ("auto", "cuda"):
+        device = torch.device("cuda", dist.local_rank)
+    elif dist.world_size > 1 and config.device == "auto":
+        device = torch.device("cpu")
+    else:
+        device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    check_device_options(config, device)
+    return device
+
+
+def build_network(plan: Plan, device, channels_last):
+    """The model of a plan on its device, in the memory layout it trains in."""
+    from .models import build_model, use_channels_last
+
+    model = build_model(plan.model_plan).to(device)
+    use_channels_last(model, channels_last)
+    return model
+
+
+# -- phase 2: build -----------------------------------------------------------------------
+
+
+@dataclass
+class Experiment:
+    """Everything a run is made of between its config and its fit: data, model, optimizer..."""
+
+    config: Config
+    plan: Plan
+    device: Any
+    data: Any  # data.Dataset
+    objective: Any  # losses.Objective
+    columns: list[str]  # metrics.csv's columns
+    monitor: str  # what picks best.pt
+    model: Any
+    optimizer: Any
+    schedule: Any
+    early: Any  # callbacks.EarlyStopping or None
+    shuffle_gen: Any
+
+    def training_state(self) -> TrainingState:
+        from .checkpoint import TrainingState
+
+        return TrainingState(self.model, self.optimizer, self.schedule, self.early, self.shuffle_gen, self.device,
+                             config_to_dict(self.config), getattr(self.data, "preprocessing", None))
+
+    def batches(self, dist: Distributed):
+        """Training, validation and test batches (the last two None where the data has no such split)."""
+        from .engine import Batches
+        from .losses import prepare_targets
+
+        config, data, loss, task = self.config, self.data, self.plan.loss_name, self.plan.info.task
+        bs = config.training.batch_size
+        eval_bs = max(bs, 512)
+        common = dict(input_scale=data.input_scale, device=self.device, rank=dist.rank, world_size=dist.world_size)
+        train = Batches(data.x_train, prepare_targets(data.y_train, loss, task), bs, shuffle=config.training.shuffle,
+                        generator=self.shuffle_gen, **common)
+        val = Batches(data.x_val, prepare_targets(data.y_val, loss, task), eval_bs, **common) if data.has_validation else None
+        test = Batches(data.x_test, prepare_targets(data.y_test, loss, task), eval_bs, **common) if data.has_test else None
+        device = self.device
+        if device.type == "cuda" and _fits_on_device([data.x_train, data.x_val, data.x_test], device):
+            for b in (train, val, test):
+                if b is not None:
+                    b.to_device()
+        elif config.training.cuda_graph and device.type == "cuda":
+            raise DeviceError(
+                "training.cuda_graph: a recorded step reads its batches from the training set on the GPU, "
+                "and this data does not fit in half of the GPU's free memory.",
+                hint="Use training.cuda_graph: false for data this large.",
+            )
+        return train, val, test
+
+
+def build_experiment(config: Config, plan: Plan, device, dist: Distributed,
+                     preprocessing: Optional[dict] = None) -> Experiment:
+    """Load the data and build the model, optimizer, schedule and early stopping of a run."""
+    import torch
+
+    from .callbacks import EarlyStopping
+    from .data import load_dataset
+    from .losses import make_objective
+    from .optim import LrSchedule, build_optimizer
+
+    seed_everything(config.seed, config.training.deterministic)
+    data = load_dataset(config.data, config.seed, **({"preprocessing": preprocessing} if preprocessing else {}))
+    info = plan.info
+    objective = make_objective(plan.loss_name, info.task, info.num_classes)
+    columns = metric_columns(objective.metric_name, data.has_validation)
+    check_monitors(config, [c for c in columns if c not in ("epoch", "lr", "seconds")])
+
+    model = build_network(plan, device, config.training.channels_last)
+    optimizer = build_optimizer(config.optimizer, model.parameters(), device.type,
+                                capturable=config.training.cuda_graph and device.type == "cuda")
+    training = config.training
+    schedule = LrSchedule(training.schedule, optimizer, training.epochs) if training.schedule else None
+    early = None
+    if training.early_stopping:
+        es = training.early_stopping
+        early = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta)
+    monitor = training.monitor if training.monitor != "auto" else ("val_loss" if data.has_validation else "loss")
+    return Experiment(config, plan, device, data, objective, columns, monitor, model, optimizer, schedule, early,
+                      torch.Generator().manual_seed(config.seed))
+
+
+# -- phase 3: open the run folder ---------------------------------------------------------
+
+
+@dataclass
+class RunFolder:
+    """The run folder being trained in, and where a resumed run picks up."""
+
+    path: Path
+    resumed: Resumed
+    previous_rows: list[dict]  # metrics.csv rows kept from before a resume
+    is_resume: bool
+    started: float = field(default_factory=time.time)
+
+    def finish(self, status: str, **extra: Any) -> None:
+        finished = time.time()
+        update_run_json(self.path, status=status, finished_at=_iso(finished),
+                        duration_seconds=round(finished - self.started, 3), **extra)
+
+
+def open_run_folder(exp: Experiment, runs_dir: Path, resume_dir: Optional[Path], dist: Distributed,
+                    command: Optional[list[str]]) -> RunFolder:
+    """Create the run folder (or restore a resumed one's state) and write what is known before training."""
+    from .checkpoint import Resumed, resume_training
+
+    resumed, rows = Resumed(), []
+    run_dir = resume_dir
+    if resume_dir is not None:
+        metrics = resume_dir / METRICS_FILE
+        resumed = resume_training(resume_dir, exp.training_state(), exp.config.training.epochs, _has_rows(metrics))
+        if resumed.epoch:  # a crash can leave one row ahead of last.pt
+            rows = [r for r in (read_metrics(metrics)[1] if metrics.exists() else []) if r["epoch"] <= resumed.epoch]
+        if dist.is_main:
+            write_metrics(resume_dir / METRICS_FILE, rows, exp.columns)
+    elif dist.is_main:
+        run_dir = create_run_dir(runs_dir, exp.config.name)
+    if dist.world_size > 1:
+        run_dir = _share_run_dir(run_dir, dist)
+    dist.run_dir = run_dir
+    folder = RunFolder(run_dir, resumed, rows, resume_dir is not None)
+    if dist.is_main:
+        _write_run_start(exp, folder, dist, command)
+    return folder
+
+
+def _write_run_start(exp: Experiment, folder: RunFolder, dist: Distributed, command: Optional[list[str]]) -> None:
+    from .summary import summary_text
+
+    config, run_dir = exp.config, folder.path
+    atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
+    atomic_write_text(run_dir / SUMMARY_FILE, summary_text(exp.model, exp.plan))
+    previous = read_json(run_dir / RUN_FILE) if folder.is_resume and (run_dir / RUN_FILE).exists() else {}
+    write_json(run_dir / RUN_FILE, {
+        "id": run_dir.name,
+        "name": config.name,
+        "status": "running",
+        "created_at": previous.get("created_at", _iso(folder.started)),
+        "started_at": _iso(folder.started),
+        "finished_at": None,
+        "epochs": config.training.epochs,
+        "epochs_completed": folder.resumed.epoch,
+        "seed": config.seed,
+        "world_size": dist.world_size,
+        **environment_info(exp.device),
+        "command": command if command is not None else sys.argv,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "resumed_from_epoch": folder.resumed.epoch if folder.is_resume else None,
+        "monitor": exp.monitor,
+    })
+
+
+# -- phase 4: fit -------------------------------------------------------------------------
+
+
+def make_trainer(exp: Experiment, folder: RunFolder, dist: Distributed, *, console, control, live, quiet,
+                 extra_callbacks: Sequence = ()):
+    """The engine's Trainer with the run's callbacks: display, metrics.csv, early stopping,
+    checkpoints, run.json, then any extra ones (sweeps, tracking). Returns (trainer, display, checkpointer)."""
+    import torch
+
+    from .callbacks import MetricsLogger, RunRecorder
+    from .checkpoint import Checkpointer
+    from .engine import RunControl, Trainer
+    from .progress import ProgressDisplay
+
+    config = exp.config
+    model = exp.model
+    if config.training.compile:
+        mode = "default" if config.training.compile is True else config.training.compile
+        model = torch.compile(model, mode=mode)
+    if dist.wrap is not None:
+        model = dist.wrap(model, exp.device)
+
+    display = checkpointer = None
+    callbacks: list = []
+    if dist.is_main:
+        if not quiet:
+            display = ProgressDisplay(console, live=live)
+            callbacks.append(display)
+        callbacks.append(MetricsLogger(folder.path, exp.columns, folder.previous_rows))
+        if exp.early is not None:
+            callbacks.append(exp.early)  # before the checkpointer, so last.pt holds this epoch's state
+        checkpointer = Checkpointer(folder.path, exp.monitor, exp.training_state(), folder.resumed)
+        callbacks += [checkpointer, RunRecorder(folder.path)]
+    elif exp.early is not None:
+        callbacks.append(exp.early)  # every rank must stop at the same epoch
+    callbacks += list(extra_callbacks)
+    objective = exp.objective
+    trainer = Trainer(
+        model,
+        exp.optimizer,
+        objective.loss_fn,
+        objective.metric_sum,
+        metric_name=objective.metric_name,
+        metric_per_sample=objective.metric_per_sample,
+        device=exp.device,
+        precision=config.training.precision,
+        schedule=exp.schedule,
+        callbacks=callbacks,
+        control=control or RunControl(),
+        all_reduce=dist.all_reduce,
+        world_size=dist.world_size,
+        cuda_graph=config.training.cuda_graph,
+    )
+    trainer.history = list(folder.previous_rows)
+    return trainer, display, checkpointer
+
+
+def run_fit(trainer, train_batches, val_batches, exp: Experiment, folder: RunFolder, dist: Distributed,
+            display) -> list[dict]:
+    """The fit, and its three unhappy endings: interrupted, diverged, crashed (run.json says which)."""
+    finish = folder.finish if dist.is_main else (lambda status, **extra: None)
+    try:
+        return trainer.fit(train_batches, val_batches, exp.config.training.epochs, folder.resumed.epoch)
+    except TrainingInterrupted as exc:
+        if display:
+            display.close()
+        failure = dist.failure_message()
+        if failure:  # torchrun stopped us because another process failed
+            finish("failed", error=failure)
+            exc.failure = failure  # type: ignore[attr-defined]
+        else:
+            finish("interrupted", stopped_by=exc.signal_name)
+        exc.run_dir = folder.path  # type: ignore[attr-defined]
+        raise
+    except TrainingDiverged as exc:
+        if display:
+            display.close()
+        finish("failed", error=exc.full_message())
+        exc.run_dir = folder.path  # type: ignore[attr-defined]
+        raise
+    except BaseException as exc:
+        if display:
+            display.close()
+        finish("failed", error=dist.failure_message() or f"{type(exc).__name__}: {exc}")
+        raise
+
+
+# -- phase 5: finish ----------------------------------------------------------------------
+
+
+def finish_run(trainer, test_batches, exp: Experiment, folder: RunFolder, history: list[dict], checkpointer,
+               dist: Distributed, *, console, draw_plots: bool) -> Outcome:
+    """Evaluate on the test split with the final (or restored best) weights; write results, plots, run.json."""
+    results: dict[str, Any] = {}
+    if test_batches is not None:
+        results = dict(trainer.evaluate(test_batches, prefix="test_"))
+        results["test_samples"] = len(exp.data.x_test)
+        if exp.plan.info.task == "multilabel":
+            results["test_per_label_accuracy"] = _per_label_accuracy(exp.model, test_batches)
+    best = {"monitor": exp.monitor, "value": checkpointer.best if checkpointer else None,
+            "epoch": checkpointer.best_epoch if checkpointer else None}
+    early = exp.early
+    if early is not None:
+        best["early_stopping"] = {"monitor": early.monitor, "best": early.best, "best_epoch": early.best_epoch,
+                                  "stopped_epoch": early.stopped_epoch or None,
+                                  "restored_best_weights": early.restored_best_weights}
+    if dist.is_main:
+        run_dir = folder.path
+        weights = (f"best weights (epoch {early.best_epoch})" if early is not None and early.restored_best_weights
+                   else "final weights")
+        write_json(run_dir / RESULTS_FILE, {"checkpoint": weights, **results, "best": best})
+        if draw_plots:
+            from .plots import plot_run
+
+            try:
+                plot_run(run_dir)
+            except Exception as exc:  # a plot must never cost a finished run its status
+                console.print(f"(plots not drawn: {exc})", highlight=False)
+        folder.finish("completed", epochs_completed=history[-1]["epoch"] if history else folder.resumed.epoch,
+                      best=best, results=results)
+    return Outcome(folder.path, "completed", history, results, best)
+
+
 def train(
     config: Config,
     *,
@@ -242,266 +543,30 @@ def train(
     command: Optional[list[str]] = None,
     dist: Optional[Distributed] = None,
     draw_plots: bool = True,
+    extra_callbacks: Sequence = (),
 ) -> Outcome:
-    import torch
-
-    from .callbacks import Checkpointer, EarlyStopping, MetricsLogger, RunRecorder, model_weights
-    from .data import load_dataset
-    from .engine import Batches, RunControl, Trainer
-    from .losses import make_objective, prepare_targets
-    from .models import build_model, use_channels_last
-    from .optim import LrSchedule, build_optimizer
-    from .progress import ProgressDisplay
-
+    """One run, start to finish: resolve, build, open the run folder, fit, finish."""
     dist = dist or Distributed()
     plan = plan_experiment(config)
     check_world_size(config, dist.world_size)
-    if dist.world_size > 1 and torch.cuda.is_available() and config.device in ("auto", "cuda"):
-        device = torch.device("cuda", dist.local_rank)
-    elif dist.world_size > 1 and config.device == "auto":
-        device = torch.device("cpu")
-    else:
-        device = resolve_device(config.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    check_device_options(config, device)
-    seed_everything(config.seed, config.training.deterministic)
-
-    data = load_dataset(config.data, config.seed)
-    info = plan.info
-    objective = make_objective(plan.loss_name, info.task, info.num_classes)
-    columns = metric_columns(objective.metric_name, data.has_validation)
-    logged = [c for c in columns if c not in ("epoch", "lr", "seconds")]
-    check_monitors(config, logged)
-
-    model = build_model(plan.model_plan).to(device)
-    use_channels_last(model, config.training.channels_last)
-    optimizer = build_optimizer(config.optimizer, model.parameters(), device.type,
-                                capturable=config.training.cuda_graph and device.type == "cuda")
-    schedule = LrSchedule(config.training.schedule, optimizer, config.training.epochs) if config.training.schedule else None
-    shuffle_gen = torch.Generator().manual_seed(config.seed)
-    early = None
-    if config.training.early_stopping:
-        es = config.training.early_stopping
-        early = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta)
-    monitor = config.training.monitor if config.training.monitor != "auto" else ("val_loss" if data.has_validation else "loss")
-
-    # -- run folder (rank 0 only writes) ------------------------------------------------
-    start_epoch, previous_rows, best_value, best_epoch = 0, [], None, 0
-    run_dir = resume_dir
-    if resume_dir is not None:
-        start_epoch, previous_rows, best_value, best_epoch = _restore(
-            resume_dir, config, model, optimizer, schedule, early, shuffle_gen, device)
-        if dist.is_main:
-            write_metrics(resume_dir / METRICS_FILE, previous_rows, columns)
-    elif dist.is_main:
-        run_dir = create_run_dir(runs_dir, config.name)
-    if dist.world_size > 1:
-        run_dir = _share_run_dir(run_dir, dist)
-    dist.run_dir = run_dir
-
-    started = time.time()
-    if dist.is_main:
-        from .summary import summary_text
-
-        atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
-        atomic_write_text(run_dir / SUMMARY_FILE, summary_text(model, plan))
-        previous = read_json(run_dir / RUN_FILE) if resume_dir is not None and (run_dir / RUN_FILE).exists() else {}
-        write_json(run_dir / RUN_FILE, {
-            "id": run_dir.name,
-            "name": config.name,
-            "status": "running",
-            "created_at": previous.get("created_at", _iso(started)),
-            "started_at": _iso(started),
-            "finished_at": None,
-            "epochs": config.training.epochs,
-            "epochs_completed": start_epoch,
-            "seed": config.seed,
-            "world_size": dist.world_size,
-            **environment_info(device),
-            "command": command if command is not None else sys.argv,
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "resumed_from_epoch": start_epoch if resume_dir is not None else None,
-            "monitor": monitor,
-        })
-
-    if config.training.compile:
-        mode = "default" if config.training.compile is True else config.training.compile
-        model_for_training = torch.compile(model, mode=mode)
-    else:
-        model_for_training = model
-    if dist.wrap is not None:
-        model_for_training = dist.wrap(model_for_training, device)
-
-    y_train = prepare_targets(data.y_train, plan.loss_name, info.task)
-    y_val = prepare_targets(data.y_val, plan.loss_name, info.task)
-    y_test = prepare_targets(data.y_test, plan.loss_name, info.task)
-    bs = config.training.batch_size
-    eval_bs = max(bs, 512)
-    common = dict(input_scale=data.input_scale, device=device, rank=dist.rank, world_size=dist.world_size)
-    train_batches = Batches(data.x_train, y_train, bs, shuffle=config.training.shuffle, generator=shuffle_gen, **common)
-    val_batches = Batches(data.x_val, y_val, eval_bs, **common) if data.has_validation else None
-    test_batches = Batches(data.x_test, y_test, eval_bs, **common) if data.has_test else None
-    if device.type == "cuda" and _fits_on_device([data.x_train, data.x_val, data.x_test], device):
-        for b in (train_batches, val_batches, test_batches):
-            if b is not None:
-                b.to_device()
-    elif config.training.cuda_graph and device.type == "cuda":
-        raise DeviceError(
-            "training.cuda_graph: a recorded step reads its batches from the training set on the GPU, "
-            "and this data does not fit in half of the GPU's free memory.",
-            hint="Use training.cuda_graph: false for data this large.",
-        )
-
-    def checkpoint_state(trainer: Trainer) -> dict:
-        state = {
-            "format": 1,
-            "dlcli": __version__,
-            "epoch": trainer.epoch,
-            "model": model_weights(model),
-            "signature": model_signature(model),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict() if schedule is not None else None,
-            "early_stopping": early.state_dict() if early is not None else None,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "shuffle": shuffle_gen.get_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            },
-            "config": config_to_dict(config),
-        }
-        return state
-
-    display = None
-    checkpointer = None
-    callbacks: list = []
-    if dist.is_main:
-        if not quiet:
-            display = ProgressDisplay(console, live=live)
-            callbacks.append(display)
-        callbacks.append(MetricsLogger(run_dir, columns, previous_rows))
-        if early is not None:
-            callbacks.append(early)  # before the checkpointer, so last.pt holds this epoch's state
-        checkpointer = Checkpointer(run_dir, monitor, "auto", checkpoint_state, best_value, best_epoch)
-        callbacks += [checkpointer, RunRecorder(run_dir)]
-    elif early is not None:
-        callbacks.append(early)  # every rank must stop at the same epoch
-    trainer = Trainer(
-        model_for_training,
-        optimizer,
-        objective.loss_fn,
-        objective.metric_sum,
-        metric_name=objective.metric_name,
-        metric_per_sample=objective.metric_per_sample,
-        device=device,
-        precision=config.training.precision,
-        schedule=schedule,
-        callbacks=callbacks,
-        control=control or RunControl(),
-        all_reduce=dist.all_reduce,
-        world_size=dist.world_size,
-        cuda_graph=config.training.cuda_graph,
-    )
-    trainer.history = list(previous_rows)
-    if not quiet and dist.is_main and start_epoch:
-        console.print(f"Resuming {run_dir} after epoch {start_epoch}.", highlight=False)
-
-    def finish(status: str, **extra: Any) -> None:
-        if dist.is_main:
-            finished = time.time()
-            update_run_json(run_dir, status=status, finished_at=_iso(finished),
-                            duration_seconds=round(finished - started, 3), **extra)
-
-    try:
-        history = trainer.fit(train_batches, val_batches, config.training.epochs, start_epoch)
-    except TrainingInterrupted as exc:
-        if display:
-            display.close()
-        failure = dist.failure_message()
-        if failure:  # torchrun stopped us because another process failed
-            finish("failed", error=failure)
-            exc.failure = failure  # type: ignore[attr-defined]
-        else:
-            finish("interrupted", stopped_by=exc.signal_name)
-        exc.run_dir = run_dir  # type: ignore[attr-defined]
-        raise
-    except TrainingDiverged as exc:
-        if display:
-            display.close()
-        finish("failed", error=exc.full_message())
-        exc.run_dir = run_dir  # type: ignore[attr-defined]
-        raise
-    except BaseException as exc:
-        if display:
-            display.close()
-        finish("failed", error=dist.failure_message() or f"{type(exc).__name__}: {exc}")
-        raise
-
-    results: dict[str, Any] = {}
-    if test_batches is not None:
-        test_logs = trainer.evaluate(test_batches, prefix="test_")
-        results = {k: v for k, v in test_logs.items()}
-        results["test_samples"] = len(data.x_test)
-        if info.task == "multilabel":
-            results["test_per_label_accuracy"] = _per_label_accuracy(model, test_batches)
-    best = {"monitor": monitor, "value": checkpointer.best if checkpointer else None,
-            "epoch": checkpointer.best_epoch if checkpointer else None}
-    if early is not None:
-        best["early_stopping"] = {"monitor": early.monitor, "best": early.best, "best_epoch": early.best_epoch,
-                                  "stopped_epoch": early.stopped_epoch or None, "restored_best_weights": True}
-    if dist.is_main:
-        write_json(run_dir / RESULTS_FILE, {"checkpoint": "final weights" if early is None else
-                                            f"best weights (epoch {early.best_epoch})", **results, "best": best})
-        if draw_plots:
-            from .plots import plot_run
-
-            try:
-                plot_run(run_dir)
-            except Exception as exc:  # a plot must never cost a finished run its status
-                console.print(f"(plots not drawn: {exc})", highlight=False)
-        finish("completed", epochs_completed=history[-1]["epoch"] if history else start_epoch,
-               best=best, results=results)
-    return Outcome(run_dir, "completed", history, results, best)
+    device = choose_device(config, dist)
+    saved = saved_preprocessing(resume_dir) if resume_dir is not None else None
+    exp = build_experiment(config, plan, device, dist, preprocessing=saved)
+    folder = open_run_folder(exp, runs_dir, resume_dir, dist, command)
+    train_batches, val_batches, test_batches = exp.batches(dist)
+    trainer, display, checkpointer = make_trainer(exp, folder, dist, console=console, control=control, live=live,
+                                                  quiet=quiet, extra_callbacks=extra_callbacks)
+    if not quiet and dist.is_main and folder.resumed.epoch:
+        console.print(f"Resuming {folder.path} after epoch {folder.resumed.epoch}.", highlight=False)
+    history = run_fit(trainer, train_batches, val_batches, exp, folder, dist, display)
+    return finish_run(trainer, test_batches, exp, folder, history, checkpointer, dist, console=console,
+                      draw_plots=draw_plots)
 
 
-def _restore(resume_dir: Path, config: Config, model, optimizer, schedule, early, shuffle_gen, device):
-    """Load last.pt into every stateful object; (start_epoch, metrics rows kept, best value, best epoch)."""
-    import torch
-
-    from .callbacks import unwrap_model
-    from .optim import load_optimizer_state
-
-    last_pt = resume_dir / CHECKPOINTS / "last.pt"
-    if not last_pt.exists() and not _has_rows(resume_dir / METRICS_FILE):
-        return 0, [], None, 0  # stopped before its first epoch ended: start over in the same folder
-    ckpt = load_checkpoint(last_pt)
-    if ckpt.get("signature") != model_signature(model):
-        raise CheckpointError(
-            f"{last_pt} holds weights of a different model than the run's config builds.",
-            hint="Resume with the config the run was started with, or start a new run.",
-        )
-    start_epoch = int(ckpt["epoch"])
-    if early is not None and ckpt.get("early_stopping") is not None:
-        early.load_state_dict(ckpt["early_stopping"])
-    if start_epoch >= config.training.epochs or (early is not None and early.stopped_epoch):
-        raise RunDirError(
-            f"{resume_dir} has already finished ({start_epoch} of {config.training.epochs} epochs"
-            f"{', stopped early' if early is not None and early.stopped_epoch else ''}).",
-            hint="To train longer, resume with --set training.epochs=N for a larger N.",
-        )
-    unwrap_model(model).load_state_dict(ckpt["model"])
-    load_optimizer_state(optimizer, ckpt["optimizer"])
-    if schedule is not None and ckpt.get("schedule") is not None:
-        schedule.load_state_dict(ckpt["schedule"])
-    rows = read_metrics(resume_dir / METRICS_FILE)[1] if (resume_dir / METRICS_FILE).exists() else []
-    kept = [r for r in rows if r["epoch"] <= start_epoch]  # a crash can leave one row ahead of last.pt
-    rng = ckpt["rng"]
-    torch.set_rng_state(rng["torch"])
-    shuffle_gen.set_state(rng["shuffle"])
-    if device.type == "cuda" and rng.get("cuda") is not None:
-        torch.cuda.set_rng_state(rng["cuda"], device)
-    return start_epoch, kept, ckpt["best"]["value"], ckpt["best"]["epoch"]
+def saved_preprocessing(run_dir: Path) -> Optional[dict]:
+    """The data preprocessing fitted when the run started (None for data that fits nothing)."""
+    path = run_dir / PREPROCESSING_FILE
+    return read_json(path) if path.is_file() else None
 
 
 def _has_rows(metrics: Path) -> bool:

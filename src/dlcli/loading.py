@@ -1,0 +1,52 @@
+"""A trained run loaded into a ready model: its config, its data preprocessing and a checkpoint.
+
+`dlcli evaluate`, `predict` and `export` all start here, so they see the model exactly as
+training left it (same plan, weights, memory layout and preprocessing), never a re-fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import Config
+from .errors import CheckpointError
+from .training import Plan, build_network, load_run_config, plan_experiment, resolve_device, saved_preprocessing
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: Config
+    plan: Plan
+    model: Any  # in eval mode, on `device`
+    device: Any
+    checkpoint: str  # best or last
+    epoch: Optional[int]
+    preprocessing: Optional[dict]  # the data's fitted state, None for data that fits nothing
+
+
+def load_run(run_dir: Path, checkpoint: str = "best", device: Optional[str] = None) -> LoadedRun:
+    """Build the run's model and load a checkpoint's weights into it.
+
+    `device`: None keeps the run's own choice (a GPU when there is one, unless it trained on the CPU).
+    """
+    import torch
+
+    from .checkpoint import checkpoint_path, load_weights
+
+    if checkpoint not in ("best", "last"):
+        raise CheckpointError(f"--checkpoint must be best or last, not {checkpoint!r}.", hint="Use --checkpoint best or --checkpoint last.")
+    config = load_run_config(run_dir)
+    plan = plan_experiment(config)
+    if device is not None:
+        target = resolve_device(device)
+    else:
+        target = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
+    model = build_network(plan, target, config.training.channels_last)  # the layout it trained in
+    state = load_weights(model, checkpoint_path(run_dir, checkpoint))
+    model.eval()
+    preprocessing = state.get("preprocessing") or saved_preprocessing(run_dir)
+    return LoadedRun(run_dir, config, plan, model, target, checkpoint, state.get("epoch"), preprocessing)
+

@@ -18,7 +18,6 @@ app = typer.Typer(
     name="dlcli",
     help="Train, inspect and compare deep-learning experiments described in YAML files.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -57,6 +56,24 @@ def fail(message: str, code: int = 2) -> None:
     prefix = f"[rank {rank}] " if rank != "0" and os.environ.get("WORLD_SIZE", "1") != "1" else ""
     _error_console().print(Text(f"{prefix}Error: {message}"))
     raise typer.Exit(code)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+
+        from .. import __version__
+
+        typer.echo(f"dlcli {__version__} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
+                                                    help="Print dlcli's version and exit.")] = None,
+) -> None:
+    """Train, inspect and compare deep-learning experiments described in YAML files."""
 
 
 def handle_errors(fn: Callable) -> Callable:
@@ -111,7 +128,9 @@ class _Located:
 
 
 def main() -> None:
-    app()
+    # One program name however it is started (`dlcli` or `python -m dlcli`): usage lines and
+    # shell completion (which reads _DLCLI_COMPLETE) depend on it.
+    app(prog_name="dlcli")
 
 
 # Registering order is the order `dlcli --help` lists the commands in: train first.

@@ -33,8 +33,6 @@ def test_auto_picks_cuda_only_when_present(monkeypatch):
 
 def test_bf16_needs_a_gpu_that_supports_it(monkeypatch, tiny_config):
     config = load_config(tiny_config, ["training.precision=bf16"])
-    with pytest.raises(DeviceError, match="only supported on a CUDA GPU"):
-        check_device_options(config, torch.device("cpu"))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Old GPU")
     with pytest.raises(DeviceError, match="Old GPU has none"):

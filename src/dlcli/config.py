@@ -217,7 +217,7 @@ class TrainingConfig:
     epochs: int = _opt(10, help="passes over the training set", ge=1)
     batch_size: int = _opt(32, help="samples per step (the global batch under torchrun)", ge=1)
     shuffle: bool = _opt(True, help="reshuffle the training set every epoch")
-    precision: Literal["fp32", "bf16"] = _opt("fp32", help="bf16 autocast needs a GPU that supports it")
+    precision: Literal["fp32", "bf16"] = _opt("fp32", help="bf16 autocast: on a GPU that supports it, or a CPU with native bf16 (dlcli info)")
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = _opt(
         False, help="torch.compile the model: true (default mode) or a mode; reduce-overhead adds CUDA graphs"
     )

@@ -99,12 +99,17 @@ def check_device_options(config: Config, device) -> None:
     import torch
 
     if config.training.precision == "bf16":
-        if device.type != "cuda":
-            raise DeviceError(
-                "training.precision: bf16 autocast is only supported on a CUDA GPU, and this run uses the CPU.",
-                hint="Use training.precision: fp32 on the CPU.",
-            )
-        if not torch.cuda.is_bf16_supported():
+        if device.type == "cpu":
+            from .devices import cpu_bf16_native, cpu_capability
+
+            if not cpu_bf16_native():
+                raise DeviceError(
+                    f"training.precision: bf16 on the CPU needs native bfloat16 instructions (AVX512-BF16 or AMX), "
+                    f"and this CPU has none (PyTorch reports capability {cpu_capability()}, no oneDNN bf16); "
+                    "emulated bf16 would be slower than fp32.",
+                    hint="Use training.precision: fp32 here; `dlcli info` shows what this machine supports.",
+                )
+        elif not torch.cuda.is_bf16_supported():
             raise DeviceError(
                 f"training.precision: bf16 needs a GPU with bfloat16 support (Ampere or newer); "
                 f"{torch.cuda.get_device_name(device)} has none.",

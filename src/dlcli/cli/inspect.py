@@ -1,4 +1,4 @@
-"""Commands that look inside models and runs: summary, plot, runs, compare, evaluate."""
+"""Commands that look inside models, runs and this machine: summary, plot, runs, compare, evaluate, info."""
 
 from __future__ import annotations
 
@@ -238,3 +238,32 @@ def evaluate(
             table.add_row(Text(f"{name} ({sum(row)})"), *cells)
         console.print(table)
         console.print(f"Wrote {folder / 'confusion.png'}")
+
+
+@app.command()
+@handle_errors
+def info(
+    json_: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show what this machine offers for training: CPU capability, native bf16, CUDA GPUs.
+
+    training.precision: bf16 pays on a CPU whose `bf16 native` is yes (AVX512-BF16 or AMX)
+    and on a GPU whose bf16 is yes (Ampere or newer).
+    """
+    import json
+
+    from ..devices import device_report
+
+    report = device_report()
+    if json_:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    console = _stdout_console()
+    cpu = report["cpu"]
+    console.print(f"torch {report['torch']}")
+    console.print(f"CPU: {cpu['cores']} cores, {cpu['threads']} threads used, capability {cpu['capability']}, "
+                  f"bf16 native: {'yes' if cpu['bf16_native'] else 'no (training.precision: bf16 is refused)'}")
+    if not report["cuda"]:
+        console.print("CUDA: no GPU visible")
+    for gpu in report["cuda"]:
+        console.print(f"{gpu['device']}: {gpu['name']}, bf16: {'yes' if gpu['bf16'] else 'no'}")

@@ -136,6 +136,7 @@ def main() -> None:
 # Registering order is the order `dlcli --help` lists the commands in: train first.
 from . import train  # noqa: E402,F401
 from . import inspect  # noqa: E402,F401
+from . import use  # noqa: E402,F401
 
 
 if __name__ == "__main__":

@@ -126,3 +126,54 @@ def _load(config: DataConfig, seed: int) -> Dataset:
 
 
 DATASETS.add("imdb", DatasetSource(info=_info, load=_load))
+
+
+# -- new reviews, for dlcli predict: Keras's word index ----------------------------------------
+
+WORD_INDEX_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb_word_index.json"
+WORD_INDEX_FILE = "imdb_word_index.json"
+# Keras's text_to_word_sequence filters (the apostrophe stays: the index has "don't").
+_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
+
+
+def word_index(root: Path, download: bool = True) -> dict[str, int]:
+    """Keras's imdb_word_index.json (word -> frequency rank from 1), found beside imdb.npz or downloaded."""
+    import json
+
+    places = [root / WORD_INDEX_FILE, root / "imdb" / WORD_INDEX_FILE]
+    path = next((p for p in places if p.is_file()), None)
+    problem = "Downloading is off."
+    if path is None and download:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            with urllib.request.urlopen(WORD_INDEX_URL, timeout=30) as response:
+                data = response.read()
+            path = places[0]
+            from ..rundir import atomic_write_bytes
+
+            atomic_write_bytes(path, data)
+        except Exception as exc:  # offline: URLError, timeouts, HTTP errors
+            problem = f"The download from {WORD_INDEX_URL} failed ({type(exc).__name__}: {exc})."
+    if path is None:
+        raise DataError(
+            f"Cannot find Keras's {WORD_INDEX_FILE}, which turns words into the ids the IMDB model was trained "
+            f"on; looked for {', '.join(str(p) for p in places)}. {problem}",
+            hint="Copy imdb_word_index.json next to imdb.npz (the run's data.root).",
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not Keras's word index ({exc}).", hint="Copy the file again.") from None
+
+
+def encode_review(text: str, index: dict[str, int], num_words: int) -> np.ndarray:
+    """A review as load_data's ids: start_char, then each word's rank + index_from (oov_char when
+    the word is unknown or outside the num_words most frequent), as the training data was made."""
+    text = text.replace("<br />", " ").lower()
+    text = text.translate(str.maketrans(_FILTERS, " " * len(_FILTERS)))
+    ids = [START_CHAR]
+    for word in text.split():
+        rank = index.get(word)
+        i = rank + INDEX_FROM if rank is not None else OOV_CHAR
+        ids.append(i if i < num_words else OOV_CHAR)
+    return np.asarray(ids, dtype=np.int64)

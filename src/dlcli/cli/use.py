@@ -1,0 +1,140 @@
+"""Using a trained model: `dlcli predict` on new inputs and `dlcli export` to ONNX or pt2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import RunsDir, _error_console, app, fail, handle_errors
+
+Checkpoint = Annotated[str, typer.Option("--checkpoint", "-c", help="best or last.")]
+
+
+@app.command()
+@handle_errors
+def predict(
+    run: Annotated[str, typer.Argument(help="Run folder or id.", show_default=False)],
+    inputs: Annotated[Optional[list[str]], typer.Argument(
+        help="Files or folders as the run's data takes them (images, .csv, .txt, .npz, IDX); - reads text from standard input.",
+        show_default=False)] = None,
+    checkpoint: Checkpoint = "best",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the predictions here instead of standard output.")] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Only the K most probable classes per input.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Inputs per forward pass.", min=1)] = 1024,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: the run's).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON lines instead of CSV.")] = False,
+    text: Annotated[Optional[str], typer.Option("--text", help="Text runs: predict on this text.")] = None,
+    invert: Annotated[bool, typer.Option("--invert", help="Images: invert gray levels (dark strokes on white -> MNIST's white on black).")] = False,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Mark unreadable inputs in an error column and go on.")] = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Predict with a trained run on new inputs.
+
+    One output row per input, in input order: the input's name, the predicted class, its
+    probability and one probability column per class (or --top-k columns); regression runs give
+    the predicted values. When the inputs carry labels (a folder laid out by class, a table with
+    the target column, IDX label files), true label and correct columns are added and the
+    accuracy is printed at the end (on standard error, so the CSV stays clean).
+    """
+    from ..loading import load_run
+    from ..predict import PredictOptions, accuracy, mean_absolute_error, predict_inputs, prediction_rows, read_inputs
+    from ..rundir import resolve_run
+
+    if checkpoint not in ("best", "last"):
+        fail(f"--checkpoint must be best or last, not {checkpoint!r}.")
+    if out is not None and out.is_dir():
+        fail(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}.")
+    folder = resolve_run(run, runs_dir)
+    loaded = load_run(folder, checkpoint, device)
+    options = PredictOptions(text=text, invert=invert, skip_bad=skip_bad)
+    read = read_inputs(loaded, list(inputs or []), options)
+    predictions = predict_inputs(loaded, read, batch_size)
+    columns, rows = prediction_rows(read, predictions, top_k)
+    body = _json_lines(rows) if json_ else _csv(columns, rows)
+    if out is None:
+        sys.stdout.write(body)
+        sys.stdout.flush()
+    else:
+        from ..rundir import atomic_write_text
+
+        atomic_write_text(out, body)
+    err = _error_console()
+    for note in read.notes:
+        err.print(f"Note: {note}")
+    if read.errors:
+        err.print(f"{len(read.errors)} of {len(read.names)} inputs could not be read (see the error column).")
+    acc = accuracy(rows)
+    if acc is not None:
+        judged = sum(1 for r in rows if "correct" in r)
+        err.print(f"accuracy: {acc:.4f} ({sum(1 for r in rows if r.get('correct'))}/{judged} inputs with labels)")
+    mae = mean_absolute_error(rows, columns) if predictions.task == "regression" else None
+    if mae is not None:
+        err.print(f"mean absolute error: {mae:.4f}")
+    if out is not None:
+        err.print(f"{len(rows)} predictions written to {out}")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _csv(columns: list[str], rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def _json_lines(rows: list[dict]) -> str:
+    import json
+
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+@app.command()
+@handle_errors
+def export(
+    run: Annotated[str, typer.Argument(help="Run folder or id.", show_default=False)],
+    format_: Annotated[str, typer.Option("--format", "-f", help="onnx or pt2 (torch.export).")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The model file (default: RUN/export/FORMAT/model.FORMAT).")] = None,
+    checkpoint: Checkpoint = "best",
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Export a trained run as a self-contained model file, verified right after export.
+
+    Input scaling and standardisation are inside the graph and its outputs are probabilities;
+    the batch axis is dynamic. The file is run with onnxruntime (onnx) or torch.export.load
+    (pt2) at batch sizes 1 and 3 and must match the eager model to 1e-5. export.json beside it
+    names the input, the class order and the preprocessing that remains outside the graph.
+    """
+    from ..export import export_run
+    from ..loading import load_run
+    from ..rundir import resolve_run
+
+    if checkpoint not in ("best", "last"):
+        fail(f"--checkpoint must be best or last, not {checkpoint!r}.")
+    if format_ not in ("onnx", "pt2"):
+        fail(f"--format must be onnx or pt2, not {format_!r} (TorchScript is deprecated upstream).")
+    folder = resolve_run(run, runs_dir)
+    loaded = load_run(folder, checkpoint, "cpu")
+    sidecar = export_run(loaded, format_, out)
+    worst = max(sidecar["verified"]["max_abs_difference"].values())
+    from . import _stdout_console
+
+    console = _stdout_console()
+    path = Path(out) if out is not None else folder / "export" / format_ / f"model.{format_}"
+    console.print(f"Exported {folder.name} ({checkpoint} checkpoint, epoch {sidecar['epoch']}) as {format_}: {path}")
+    console.print(f"Verified at batch sizes 1 and 3: largest difference from the eager model {worst:.2g}. "
+                  f"Input {sidecar['input']['dtype']} {sidecar['input']['shape']}; see {path.parent / 'export.json'}.")

@@ -1,0 +1,252 @@
+"""Exporting a trained run as a self-contained model: ONNX (checked with onnxruntime) or pt2
+(`torch.export`, checked with `torch.export.load`).
+
+The exported graph takes the inputs as the run's data stores them (uint8 images, float
+vectors), applies the input scaling and standardisation itself, runs the network in eval mode
+and ends in the final softmax/sigmoid, so its outputs are probabilities. The batch axis is
+dynamic: exported with a batch of 2, verified at batch sizes 1 and 3 against the eager model.
+What stays outside the graph (decoding and resizing images, tokenising text) is written to a
+sidecar export.json.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import DlcliError
+from .loading import LoadedRun
+
+FORMATS = ("onnx", "pt2")
+TOLERANCE = 1e-5
+VERIFY_BATCHES = (1, 3)
+SIDECAR = "export.json"  # beside the model file
+
+
+class ExportError(DlcliError):
+    """An export that cannot be made or does not reproduce the eager model."""
+
+
+@dataclass
+class InputSpec:
+    """What the exported model takes, and the preprocessing that remains the caller's job."""
+
+    dtype: str  # "uint8" or "float32"
+    scale: Any = None  # multiplied after the cast to float (a number or one per feature)
+    shift: Any = None  # subtracted before scaling (one per feature), or None
+    outside: str = ""  # preprocessing outside the graph, in words
+    extra: dict = field(default_factory=dict)
+
+
+def input_spec(run: LoadedRun) -> InputSpec:
+    """The run's input storage and the scaling the graph applies, per dataset kind."""
+    data = run.config.data
+    dataset = data.dataset
+    shape = run.plan.info.input_shape
+    if dataset in ("mnist", "fashion_mnist"):
+        return InputSpec("uint8", 1.0 / 255.0, outside=(
+            f"Decode the image, convert it to grayscale and resize it to {shape[1]}x{shape[2]}; pass the 0-255 gray "
+            "levels as uint8, white strokes on black as in MNIST (invert dark-on-light pictures)."))
+    if dataset == "imdb":
+        return InputSpec("float32", None, outside=(
+            "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
+            "removed), map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or "
+            f"rank >= {data.num_words}) and set a 1 at every id that occurs: a multi-hot vector of {data.num_words}."))
+    if dataset == "npz":
+        uint8 = _npz_dtype(Path(data.path)) == "uint8" if data.path else False
+        return InputSpec("uint8" if uint8 else "float32", 1.0 / 255.0 if uint8 else None,
+                         outside="Give arrays shaped and typed like the training file's x_train.")
+    return InputSpec("float32", None, outside="Give float32 arrays shaped like the training data.")
+
+
+def _npz_dtype(path: Path) -> Optional[str]:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return str(f["x_train"].dtype)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def exportable_module(run: LoadedRun, spec: InputSpec):
+    """The run's model wrapped with its input scaling in front and its output activation behind."""
+    import torch
+    from torch import nn
+
+    absorbed = run.plan.model_plan.absorbed_activation
+    activation = run.plan.model_plan.output_activation if absorbed else "linear"
+
+    def as_tensor(value):
+        if value is None or isinstance(value, float):
+            return value
+        return torch.as_tensor(value, dtype=torch.float32)
+
+    class Exported(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = run.model
+            shift, scale = as_tensor(spec.shift), as_tensor(spec.scale)
+            self.register_buffer("shift", shift if isinstance(shift, torch.Tensor) else None)
+            self.register_buffer("scale_vector", scale if isinstance(scale, torch.Tensor) else None)
+            self.scale_number = scale if isinstance(scale, float) else None
+
+        def forward(self, x):
+            x = x.float()
+            if self.shift is not None:
+                x = x - self.shift
+            if self.scale_vector is not None:
+                x = x * self.scale_vector
+            elif self.scale_number is not None:
+                x = x * self.scale_number
+            out = self.network(x)
+            if activation == "softmax":
+                return torch.softmax(out, dim=-1)
+            if activation == "sigmoid":
+                return torch.sigmoid(out)
+            return out
+
+    return Exported().eval().to("cpu")
+
+
+def example_batch(run: LoadedRun, spec: InputSpec, batch: int, seed: int = 0):
+    """Inputs of the run's shape and dtype for tracing and verification."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + batch)
+    shape = (batch, *run.plan.info.input_shape)
+    if spec.dtype == "uint8":
+        return torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+    if run.config.data.dataset == "imdb":  # multi-hot rows, as the model saw them
+        return (torch.rand(shape, generator=gen) < 0.02).float()
+    return torch.randn(shape, generator=gen)
+
+
+def default_path(run: LoadedRun, fmt: str) -> Path:
+    return run.run_dir / "export" / fmt / f"model.{fmt}"
+
+
+def check_close(expected, actual, batch: int, fmt: str, tolerance: float = TOLERANCE) -> float:
+    """The largest absolute difference; an ExportError when it exceeds the tolerance."""
+    import numpy as np
+
+    expected, actual = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    if expected.shape != actual.shape:
+        raise ExportError(f"The exported {fmt} model returned shape {actual.shape} at batch {batch}, "
+                          f"but the eager model {expected.shape}.")
+    diff = float(np.max(np.abs(expected - actual))) if expected.size else 0.0
+    if not diff <= tolerance:
+        raise ExportError(f"The exported {fmt} model does not match the eager model: the largest difference at "
+                          f"batch {batch} is {diff:.3g} (allowed {tolerance:g}).",
+                          hint="The export was removed. Report it with the run's summary.txt; try the other format.")
+    return diff
+
+
+def export_run(run: LoadedRun, fmt: str, out: Optional[Path] = None, tolerance: float = TOLERANCE) -> dict[str, Any]:
+    """Export, verify at batch sizes 1 and 3, write export.json beside it; returns the sidecar's content."""
+    import torch
+
+    if fmt not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.",
+                          hint="TorchScript is deprecated upstream; use onnx or pt2.")
+    path = Path(out) if out is not None else default_path(run, fmt)
+    if path.is_dir():
+        raise ExportError(f"--out {path} is a folder.", hint=f"Give a file path such as {path / f'model.{fmt}'}.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = input_spec(run)
+    module = exportable_module(run, spec)
+    run.model.to("cpu")
+    dim = torch.export.Dim("batch")
+    example = example_batch(run, spec, 2)
+    tmp = path.with_name(f".{path.stem}.tmp.{fmt}")  # written whole, verified, then renamed into place
+    try:
+        with warnings.catch_warnings():  # the exporters' progress chatter is not the user's business
+            warnings.simplefilter("ignore")
+            if fmt == "onnx":
+                _require("onnxruntime", "onnxscript", "onnx")
+                torch.onnx.export(module, (example,), str(tmp), dynamo=True, input_names=["input"],
+                                  output_names=["output"], dynamic_shapes={"x": {0: dim}}, verbose=False,
+                                  external_data=False)  # one self-contained file
+                run_exported = _onnx_runner(tmp)
+            else:
+                program = torch.export.export(module, (example,), dynamic_shapes={"x": {0: dim}})
+                torch.export.save(program, str(tmp))
+                loaded = torch.export.load(str(tmp)).module()
+                run_exported = lambda x: loaded(x).detach().numpy()  # noqa: E731
+        differences = {}
+        with torch.inference_mode():
+            for batch in VERIFY_BATCHES:
+                x = example_batch(run, spec, batch)
+                differences[batch] = check_close(module(x).numpy(), run_exported(x), batch, fmt, tolerance)
+        tmp.replace(path)
+    except ExportError:
+        raise
+    except Exception as exc:  # the exporters raise many kinds; the user needs one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"Exporting the model as {fmt} failed: {type(exc).__name__}: {first}",
+                          hint="Try the other format (--format onnx|pt2).") from None
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".data")):
+            if leftover.exists():
+                leftover.unlink()
+    return _sidecar(run, fmt, path, spec, differences)
+
+
+def _require(*modules: str) -> None:
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ExportError(f"ONNX export needs {', '.join(missing)}, which is not installed.",
+                          hint='Install it with: pip install "dlcli[export]" (or: pip install onnx onnxscript onnxruntime).')
+
+
+def _onnx_runner(path: Path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x.numpy()})[0]
+
+
+def _sidecar(run: LoadedRun, fmt: str, path: Path, spec: InputSpec, differences: dict) -> dict[str, Any]:
+    import torch
+
+    from . import __version__
+    from .rundir import write_json
+
+    info = run.plan.info
+    names = list(info.class_names) if info.class_names else [str(i) for i in range(info.num_classes)]
+    if info.task == "binary":
+        outputs = f"one probability per sample: P({names[-1] if names else 1}) (sigmoid)"
+    elif info.task == "multiclass":
+        outputs = "one probability per class, in the order of class_names (softmax)"
+    elif info.task == "multilabel":
+        outputs = "one independent probability per label, in the order of class_names (sigmoid)"
+    else:
+        outputs = "the predicted values, one per target"
+    sidecar = {
+        "format": fmt,
+        "file": path.name,
+        "run": run.run_dir.name,
+        "checkpoint": run.checkpoint,
+        "epoch": run.epoch,
+        "dlcli": __version__,
+        "torch": torch.__version__,
+        "task": info.task,
+        "input": {"name": "input" if fmt == "onnx" else "x", "shape": ["batch", *info.input_shape], "dtype": spec.dtype},
+        "output": {"name": "output", "shape": ["batch", 1 if info.task == "binary" else info.num_classes],
+                   "meaning": outputs},
+        "class_names": names,
+        "inside_the_graph": "cast to float32" + (", input scaling" if spec.scale is not None else "")
+                            + (", standardisation" if spec.shift is not None else "")
+                            + (", final activation" if run.plan.model_plan.absorbed_activation else ""),
+        "preprocessing_outside_the_graph": spec.outside,
+        **spec.extra,
+        "verified": {"against": "the eager PyTorch model", "tolerance": TOLERANCE,
+                     "max_abs_difference": {str(b): d for b, d in differences.items()}},
+    }
+    write_json(path.parent / SIDECAR, sidecar)
+    return sidecar

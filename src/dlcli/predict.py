@@ -1,0 +1,366 @@
+"""Predictions of a trained run on new inputs.
+
+Inputs are read into exactly the tensors the run's dataset makes (same dtype, size, channels
+and scaling; a table's saved column statistics; a text run's vocabulary), and then go through
+the same `Batches` and model as `dlcli evaluate`, so predicting on the files of a run's own
+test split reproduces its evaluation exactly. One reader per dataset kind, by the data's name.
+No printing here: the CLI writes the rows.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .errors import DataError
+from .loading import LoadedRun
+from .registry import Registry
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+@dataclass
+class PredictOptions:
+    text: Optional[str] = None  # --text: one text given on the command line
+    invert: bool = False  # images: white-on-black like MNIST from black-on-white photos
+    skip_bad: bool = False  # an input that cannot be read gets an error row instead of stopping
+
+
+@dataclass
+class Inputs:
+    """What the model is run on: one name per input; rows that could not be read have an error."""
+
+    names: list[str]
+    x: Any  # tensor of the readable inputs, in the dataset's storage (e.g. uint8 images)
+    labels: Any = None  # true targets when the inputs carry them (a folder by class, a target column)
+    errors: dict[int, str] = field(default_factory=dict)  # index in names -> why it was not read
+    notes: list[str] = field(default_factory=list)
+    input_scale: Optional[float] = None
+
+    @property
+    def readable(self) -> list[int]:
+        return [i for i in range(len(self.names)) if i not in self.errors]
+
+
+Reader = Callable[[LoadedRun, list[str], PredictOptions], Inputs]
+READERS: Registry[Reader] = Registry("input reader")
+
+
+def read_inputs(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
+    """Read INPUT... (and --text / `-`) as the run's data takes them."""
+    if not inputs and options.text is None:
+        raise DataError("No input was given to predict on.",
+                        hint="Name files or folders (or --text \"...\" / - for standard input for text runs).")
+    dataset = run.config.data.dataset
+    reader = READERS.get(dataset, key="data.dataset") if dataset in READERS.names() else None
+    if reader is None:
+        raise DataError(f"dlcli predict does not know how to read inputs for data.dataset: {dataset}.",
+                        hint=f"It reads inputs for: {', '.join(READERS.names())}.")
+    read = reader(run, inputs, options)
+    if not read.names:
+        raise DataError(f"The inputs ({', '.join(inputs) or '--text'}) hold nothing to predict on.",
+                        hint="Check the paths: folders are searched for the files the run's data takes.")
+    return read
+
+
+# -- from inputs to predictions -------------------------------------------------------------
+
+
+@dataclass
+class Predictions:
+    task: str
+    class_names: list[str]  # classes (multiclass, binary), labels (multilabel) or outputs (regression)
+    probabilities: Any  # N x classes (binary: 2 columns); regression: the predicted values
+    predicted: Any  # class index (multiclass, binary), 0/1 per label (multilabel), None (regression)
+    labels: Any = None  # true targets, when known
+
+
+def predict_inputs(run: LoadedRun, inputs: Inputs, batch_size: int = 1024) -> Predictions:
+    """Run the model on the readable inputs with evaluate's batching, and turn outputs into predictions."""
+    import torch
+
+    from .engine import Batches, predict
+
+    info = run.plan.info
+    x = inputs.x
+    dummy = torch.zeros(len(x), dtype=torch.long)
+    batches = Batches(x, dummy, batch_size, input_scale=inputs.input_scale, device=run.device)
+    outputs = predict(run.model, batches)[0] if len(x) else torch.zeros(0, max(info.num_classes, 1))
+    logits = run.plan.model_plan.absorbed_activation  # else the model already ends in its activation
+    names = list(info.class_names) if info.class_names else [str(i) for i in range(info.num_classes)]
+    if info.task == "binary":
+        p1 = torch.sigmoid(outputs[:, 0]) if logits else outputs[:, 0]
+        predicted = (outputs[:, 0] > 0).long() if logits else (p1 > 0.5).long()
+        return Predictions("binary", names[:2] if len(names) >= 2 else ["0", "1"], torch.stack([1 - p1, p1], 1),
+                           predicted, inputs.labels)
+    if info.task == "multiclass":
+        probs = torch.softmax(outputs, 1) if logits else outputs
+        return Predictions("multiclass", names, probs, outputs.argmax(1), inputs.labels)
+    if info.task == "multilabel":
+        probs = torch.sigmoid(outputs) if logits else outputs
+        predicted = (outputs > 0).long() if logits else (probs > 0.5).long()
+        return Predictions("multilabel", names, probs, predicted, inputs.labels)
+    return Predictions("regression", names, outputs, None, inputs.labels)
+
+
+def prediction_rows(inputs: Inputs, preds: Predictions, top_k: Optional[int] = None) -> tuple[list[str], list[dict]]:
+    """(columns, rows): one row per input in input order; probabilities per class or the top k."""
+    names = preds.class_names
+    k = len(names)
+    if top_k is not None and preds.task in ("multiclass", "binary") and not 1 <= top_k <= k:
+        raise DataError(f"--top-k {top_k} is more than this run's {k} classes." if top_k > k
+                        else f"--top-k must be at least 1, not {top_k}.", hint=f"Use --top-k between 1 and {k}.")
+    columns = ["input"]
+    if preds.task in ("multiclass", "binary"):
+        columns += ["predicted", "probability"]
+        columns += [f"top{i}{part}" for i in range(1, top_k + 1) for part in ("", "_probability")] if top_k \
+            else [f"p_{n}" for n in names]
+    elif preds.task == "multilabel":
+        columns += ["predicted"] + [f"p_{n}" for n in names]
+    else:
+        columns += names if k > 1 else ["predicted"]
+    has_labels = preds.labels is not None
+    labeled = (lambda r: True) if not isinstance(preds.labels, list) else (lambda r: preds.labels[r] is not None)
+    if has_labels:
+        columns += ["true", "correct"] if preds.task != "regression" else [f"true_{n}" for n in names] if k > 1 else ["true"]
+    if inputs.errors:
+        columns.append("error")
+
+    rows: list[dict] = []
+    readable = inputs.readable
+    position = {index: row for row, index in enumerate(readable)}
+    for index, name in enumerate(inputs.names):
+        row: dict[str, Any] = {"input": name}
+        if index in inputs.errors:
+            row["error"] = inputs.errors[index]
+            rows.append(row)
+            continue
+        r = position[index]
+        p = preds.probabilities[r]
+        if preds.task in ("multiclass", "binary"):
+            c = int(preds.predicted[r])
+            row["predicted"], row["probability"] = names[c], float(p[c])
+            if top_k:
+                values, order = p.topk(top_k)
+                for i, (v, o) in enumerate(zip(values.tolist(), order.tolist()), 1):
+                    row[f"top{i}"], row[f"top{i}_probability"] = names[o], v
+            else:
+                row.update({f"p_{n}": float(v) for n, v in zip(names, p.tolist())})
+            if has_labels and labeled(r):
+                truth = int(preds.labels[r])
+                row["true"], row["correct"] = names[truth], truth == c
+        elif preds.task == "multilabel":
+            chosen = preds.predicted[r].tolist()
+            row["predicted"] = ";".join(n for n, on in zip(names, chosen) if on)
+            row.update({f"p_{n}": float(v) for n, v in zip(names, p.tolist())})
+            if has_labels and labeled(r):
+                truth = [int(v > 0.5) for v in preds.labels[r].tolist()]
+                row["true"] = ";".join(n for n, on in zip(names, truth) if on)
+                row["correct"] = truth == chosen
+        else:
+            values = p.reshape(-1).tolist()
+            row.update(dict(zip(names if k > 1 else ["predicted"], values)))
+            if has_labels and labeled(r):
+                truth = preds.labels[r].reshape(-1).tolist()
+                row.update(dict(zip([f"true_{n}" for n in names] if k > 1 else ["true"], truth)))
+        rows.append(row)
+    return columns, rows
+
+
+def accuracy(rows: list[dict]) -> Optional[float]:
+    """Share of correct rows among those with a known label (None when none has one)."""
+    judged = [r["correct"] for r in rows if "correct" in r]
+    return sum(judged) / len(judged) if judged else None
+
+
+def mean_absolute_error(rows: list[dict], columns: list[str]) -> Optional[float]:
+    pairs = [(c[5:] if c.startswith("true_") else "predicted", c) for c in columns if c == "true" or c.startswith("true_")]
+    errors = [abs(r[p] - r[t]) for r in rows if "error" not in r for p, t in pairs if t in r]
+    return sum(errors) / len(errors) if errors else None
+
+
+# -- readers for the built-in datasets -------------------------------------------------------
+
+
+def expand_paths(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
+    """Files named, and the matching files inside folders named (recursively, in sorted order;
+    hidden files such as ._x.jpg and .DS_Store are skipped)."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise DataError(f"Input {item} does not exist.", hint="Check the path.")
+    return found
+
+
+def label_from_folder(path: Path, class_names: list[str]) -> Optional[int]:
+    """The class of a file in a folder named after a class (by name, or by index for digits)."""
+    parent = path.parent.name
+    for index, name in enumerate(class_names):
+        if parent == name or parent == str(index) or parent.lower() == name.lower().replace("/", "_"):
+            return index
+    return None
+
+
+def decode_image(path: Path, size: tuple[int, int], channels: int, invert: bool = False):
+    """A file as a C x H x W uint8 array: EXIF orientation applied, converted to the channels and
+    resized (bilinear) to the run's size, as the image-folder data does when training."""
+    import numpy as np
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            image = image.convert("L" if channels == 1 else "RGB")
+            if image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path} cannot be decoded as an image ({exc}).",
+                        hint="Remove or replace the file, or pass --skip-bad to mark it and go on.") from None
+    if invert:
+        array = 255 - array
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def read_image_inputs(paths: list[Path], class_names: list[str], size: tuple[int, int], channels: int,
+                      options: PredictOptions) -> Inputs:
+    import numpy as np
+    import torch
+
+    names, arrays, errors, labels = [], [], {}, []
+    for index, path in enumerate(paths):
+        names.append(str(path))
+        try:
+            arrays.append(decode_image(path, size, channels, options.invert))
+            labels.append(label_from_folder(path, class_names))
+        except DataError as exc:
+            if not options.skip_bad:
+                raise
+            errors[index] = exc.message
+    x = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, channels, *size, dtype=torch.uint8)
+    return Inputs(names, x, known_labels(labels), errors, input_scale=1.0 / 255.0)
+
+
+def known_labels(labels: list):
+    """A tensor when every input has a label, the list (None where unknown) when some have, else None."""
+    import torch
+
+    if not any(label is not None for label in labels):
+        return None
+    return torch.tensor(labels) if all(label is not None for label in labels) else labels
+
+
+def _vision_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
+    """MNIST / Fashion-MNIST runs: IDX image files (labels from the labels file beside them), or
+    any image files, converted to 28x28 grayscale."""
+    import torch
+
+    from .data.vision import read_idx
+
+    info = run.plan.info
+    names = list(info.class_names or [])
+    idx = [p for p in inputs if "idx3-ubyte" in Path(p).name]
+    if idx:
+        xs, ys, all_names = [], [], []
+        for item in idx:
+            images = read_idx(Path(item))
+            xs.append(torch.from_numpy(images).unsqueeze(1))
+            all_names += [f"{Path(item).name}[{i}]" for i in range(len(images))]
+            label_file = Path(item.replace("images-idx3", "labels-idx1"))
+            ys.append(torch.from_numpy(read_idx(label_file).astype("int64")) if label_file.is_file() else None)
+        labels = torch.cat(ys) if all(y is not None for y in ys) else None
+        rest = [p for p in inputs if p not in idx]
+        if rest:
+            raise DataError("Give either IDX files or image files to one dlcli predict, not both.")
+        return Inputs(all_names, torch.cat(xs), labels, input_scale=1.0 / 255.0)
+    paths = expand_paths(inputs, IMAGE_SUFFIXES)
+    return read_image_inputs(paths, names, tuple(info.input_shape[1:]), info.input_shape[0], options)
+
+
+def _arrays_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
+    """npz and synthetic runs: .npz files holding x (or x_test), and y (or y_test) when known."""
+    import numpy as np
+    import torch
+
+    info = run.plan.info
+    xs, ys, names = [], [], []
+    for path in expand_paths(inputs, (".npz",)):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                key = "x" if "x" in f else "x_test" if "x_test" in f else None
+                if key is None:
+                    raise DataError(f"{path} has no array named x (or x_test); it has {', '.join(f.files) or 'none'}.",
+                                    hint="Save the inputs with numpy.savez(path, x=inputs).")
+                x = f[key]
+                y = f["y" if key == "x" else "y_test"] if ("y" if key == "x" else "y_test") in f else None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"Cannot read {path} as an .npz file: {exc}.") from None
+        if tuple(x.shape[1:]) != tuple(info.input_shape):
+            raise DataError(f"{path}: {key} has samples of shape {tuple(x.shape[1:])}, but this run's model takes "
+                            f"{tuple(info.input_shape)}.", hint="Give arrays shaped like the training data.")
+        xs.append(x)
+        ys.append(y)
+        names += [f"{path.name}[{i}]" for i in range(len(x))]
+    if not xs:
+        return Inputs([], None)
+    x = np.concatenate(xs)
+    scale = 1.0 / 255.0 if x.dtype == np.uint8 else None
+    tensor = torch.from_numpy(x) if x.dtype == np.uint8 else torch.from_numpy(x.astype(np.float32))
+    labels = None
+    if all(y is not None for y in ys):
+        y = np.concatenate(ys)
+        labels = torch.from_numpy(y.astype(np.int64) if info.task in ("multiclass", "binary") else y.astype(np.float32))
+    return Inputs(names, tensor, labels, input_scale=scale)
+
+
+def _imdb_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
+    """IMDB runs: texts (.txt files, folders of them such as aclImdb's pos/neg, --text, or - for
+    standard input) through Keras's word index; or Keras's imdb.npz itself (its test split)."""
+    import torch
+
+    from .data import imdb
+
+    num_words = run.config.data.num_words
+    npz = [p for p in inputs if p.endswith(".npz")]
+    if npz:
+        _, _, x_test, y_test = imdb.keras_sequences(Path(npz[0]), num_words)
+        names = [f"{Path(npz[0]).name}:test[{i}]" for i in range(len(x_test))]
+        return Inputs(names, torch.from_numpy(imdb.multi_hot(x_test, num_words)), torch.from_numpy(y_test),
+                      input_scale=1.0)
+    texts, names, labels = [], [], []
+    if options.text is not None:
+        texts.append(options.text)
+        names.append("--text")
+        labels.append(None)
+    for item in inputs:
+        if item == "-":
+            texts.append(sys.stdin.read())
+            names.append("-")
+            labels.append(None)
+            continue
+        for path in expand_paths([item], (".txt",)):
+            try:
+                texts.append(path.read_text(encoding="utf-8"))
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
+                                hint="Convert it to UTF-8.") from None
+            names.append(str(path))
+            labels.append({"neg": 0, "negative": 0, "pos": 1, "positive": 1}.get(path.parent.name.lower()))
+    word_index = imdb.word_index(Path(run.config.data.root))
+    sequences = [imdb.encode_review(text, word_index, num_words) for text in texts]
+    return Inputs(names, torch.from_numpy(imdb.multi_hot(sequences, num_words)), known_labels(labels), input_scale=1.0)
+
+
+READERS.add("mnist", _vision_reader)
+READERS.add("fashion_mnist", _vision_reader)
+READERS.add("npz", _arrays_reader)
+READERS.add("synthetic", _arrays_reader)
+READERS.add("imdb", _imdb_reader)

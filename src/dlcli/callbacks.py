@@ -39,6 +39,9 @@ class EarlyStopping(Callback):
         self.wait = 0
         self.best_weights: Optional[dict] = None
         self.stopped_epoch = 0
+        # What happened, not what was meant to: True only once on_train_end has loaded the
+        # best weights back into the model (results.json reports it).
+        self.restored_best_weights = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
         value = logs[self.monitor]
@@ -54,6 +57,7 @@ class EarlyStopping(Callback):
     def on_train_end(self, trainer: Trainer) -> None:
         if self.best_weights is not None:
             unwrap_model(trainer.model).load_state_dict(self.best_weights)
+            self.restored_best_weights = True
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,

@@ -449,7 +449,7 @@ def train(
             "epoch": checkpointer.best_epoch if checkpointer else None}
     if early is not None:
         best["early_stopping"] = {"monitor": early.monitor, "best": early.best, "best_epoch": early.best_epoch,
-                                  "stopped_epoch": early.stopped_epoch or None, "restored_best_weights": True}
+                                  "stopped_epoch": early.stopped_epoch or None, "restored_best_weights": early.restored_best_weights}
     if dist.is_main:
         write_json(run_dir / RESULTS_FILE, {"checkpoint": "final weights" if early is None else
                                             f"best weights (epoch {early.best_epoch})", **results, "best": best})

@@ -132,14 +132,17 @@ def test_live_display_on_a_terminal(tmp_path, tiny_config):
 
 
 def test_quiet_prints_only_the_result(tmp_path, tiny_config):
-    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--quiet")
+    # training.monitor picks the metric that best.pt and the printed best value follow.
+    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--quiet", "--set", "training.monitor=val_accuracy")
     assert result.exit_code == 0
     run = last_run(tmp_path / "runs")
     results = json.loads((run / "results.json").read_text())
-    best = results["best"]
+    best_row = max(read_metrics(run / "metrics.csv")[1], key=lambda r: r["val_accuracy"])
+    assert results["best"] == {"monitor": "val_accuracy", "value": best_row["val_accuracy"], "epoch": best_row["epoch"]}
+    assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["epoch"] == best_row["epoch"]
     assert result.output.splitlines() == [
         f"test_loss: {results['test_loss']:.4f}  test_accuracy: {results['test_accuracy']:.4f}  "
-        f"best val_loss: {best['value']:.4f} (epoch {best['epoch']})",
+        f"best val_accuracy: {best_row['val_accuracy']:.4f} (epoch {best_row['epoch']})",
         f"Run folder: {run}",
     ]
 

@@ -76,6 +76,15 @@ def test_validation_split_rounds_as_keras_does(n, split, held_out):
     assert torch.equal(out.y_val, torch.arange(n - held_out, n) % 2)
 
 
+def test_max_train_samples_keeps_the_first_samples_before_the_split():
+    synthetic = SyntheticConfig(task="multiclass", shape=(2,), classes=3, samples=50, test_samples=10)
+    full = load_dataset(DataConfig(dataset="synthetic", synthetic=synthetic), seed=0)
+    cut = load_dataset(DataConfig(dataset="synthetic", synthetic=synthetic, max_train_samples=20, validation_split=0.25),
+                       seed=0)
+    assert torch.equal(cut.x_train, full.x_train[:15]) and torch.equal(cut.x_val, full.x_train[15:20])
+    assert torch.equal(cut.y_train, full.y_train[:15]) and torch.equal(cut.x_test, full.x_test)  # test split whole
+
+
 def test_validation_size_from_start(idx_root):
     full = load_dataset(DataConfig(dataset="mnist", root=str(idx_root), download=False), seed=0)
     cfg = DataConfig(dataset="mnist", root=str(idx_root), download=False, validation_size=20, validation_from="start")
@@ -134,7 +143,8 @@ def test_synthetic_tasks_are_seeded(task):
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_train, b.y_train)
     assert a.x_train.shape == (50, 2, 3) and len(a.x_test) == 10
     if task == "multilabel":
-        assert a.y_train.shape == (50, 4) and set(a.y_train.unique().tolist()) <= {0.0, 1.0}
+        assert a.y_train.shape == (50, 4) and set(a.y_train.unique().tolist()) == {0.0, 1.0}
+        assert 0.25 < float(a.y_train.mean()) < 0.75  # labels on and off, not all one kind
     if task == "binary":
         assert set(a.y_train.unique().tolist()) == {0, 1}
     assert not torch.equal(load_dataset(cfg, seed=4).x_train, a.x_train)

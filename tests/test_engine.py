@@ -129,6 +129,22 @@ def test_early_stopping_without_a_best_epoch_restores_nothing():
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
 
 
+@pytest.mark.parametrize("monitor,values,stopped", [
+    ("val_loss", [1.0, 0.95, 0.80], 2),          # 0.05 better is not better by min_delta 0.1
+    ("val_accuracy", [0.50, 0.55, 0.70], 2),
+    ("val_loss", [1.0, 0.85, 0.70], 0),          # better by more than 0.1 each epoch: never stops
+])
+def test_early_stopping_counts_only_improvements_larger_than_min_delta(monitor, values, stopped):
+    early = EarlyStopping(monitor, patience=1, min_delta=0.1)
+    trainer = make_trainer()
+    for epoch, value in enumerate(values, 1):
+        early.on_epoch_end(epoch, {monitor: value}, trainer)
+        if trainer.stop_training:
+            break
+    assert early.stopped_epoch == stopped
+    assert early.best_epoch == (1 if stopped else len(values))
+
+
 def test_mode_is_inferred_from_the_metric_name():
     assert EarlyStopping("val_accuracy").mode == "max"
     assert EarlyStopping("val_loss").mode == "min"

@@ -191,6 +191,12 @@ def test_evaluate_recomputes_the_test_metrics(two_runs):
     assert (run / "confusion.png").is_file()
     val = invoke("evaluate", run, "--split", "val")
     assert val.exit_code == 0 and "val split" in val.output and "Confusion matrix" in val.output
+    # The last checkpoint on the val split gives what the last epoch logged as val_ metrics.
+    last_row = read_metrics(run / "metrics.csv")[1][-1]
+    val = json.loads(invoke("evaluate", run, "--split", "val", "--checkpoint", "last", "--json").output)
+    assert (val["split"], val["samples"], val["epoch"]) == ("val", 40, last_row["epoch"])
+    assert val["accuracy"] == last_row["val_accuracy"]
+    assert val["loss"] == pytest.approx(last_row["val_loss"], rel=1e-6)
     assert invoke("evaluate", run, "--split", "train").exit_code == 2
 
 
@@ -207,3 +213,7 @@ def test_evaluate_uses_the_dataset_class_names(tmp_path):
     (run,) = (tmp_path / "runs").iterdir()
     data = json.loads(invoke("evaluate", run, "--json").output)
     assert data["class_names"][0] == "T-shirt/top" and data["class_names"][9] == "Ankle boot"
+    # uint8 images scaled the same way in training and in evaluate: the same test results.
+    results = json.loads((run / "results.json").read_text())
+    assert data["accuracy"] == results["test_accuracy"]
+    assert data["loss"] == pytest.approx(results["test_loss"], rel=1e-6)

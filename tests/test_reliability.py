@@ -172,13 +172,23 @@ def test_resume_with_a_different_model_or_a_damaged_checkpoint(tmp_path, tiny_co
         load_checkpoint(run / "checkpoints" / "missing.pt")
 
 
-def test_resume_extends_a_finished_run(tmp_path, tiny_config):
-    runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs")])
+def test_resume_extends_a_finished_run(tmp_path):
+    raw = synthetic_config(epochs=2)
+    raw["optimizer"]["lr"] = 0.5  # measured: val_loss is lowest at epoch 1 of these 4
+    config = write_config(tmp_path / "c.yaml", raw)
+    runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"])
     (run,) = (tmp_path / "runs").iterdir()
-    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=4"])
+    _, first_rows = read_metrics(run / "metrics.csv")
+    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=4", "-q"])
     assert result.exit_code == 0, result.output
     _, rows = read_metrics(run / "metrics.csv")
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and rows[:2] == first_rows
+    # best.pt still knows the best epoch from before the resume: it is not replaced by a worse one.
+    best = min(rows, key=lambda r: r["val_loss"])
+    assert best["epoch"] <= 2, rows  # else this run does not tell
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["epoch"] == best["epoch"]
+    results = json.loads((run / "results.json").read_text())
+    assert results["best"] == {"monitor": "val_loss", "value": best["val_loss"], "epoch": best["epoch"]}
 
 
 def lrs_of_a_run(tmp_path: Path, schedule: dict, epochs: int) -> list[dict]:

@@ -1,6 +1,8 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dlcli.config import (
     CnnModel,
@@ -186,3 +188,28 @@ def test_config_to_dict_layers_round_trip():
     assert layers[0] == {"conv2d": {"filters": 32, "kernel_size": 3, "strides": 1, "padding": "valid",
                                     "activation": "relu", "use_bias": True}}
     assert layers[4] == {"flatten": {}}
+
+
+def test_dumped_config_writes_every_field():
+    """A run's config.yaml is the fully resolved config: every field of every section, layer,
+    schedule and early-stopping block is written out, so that a change of a default later
+    cannot change what an old run means."""
+    cfg = load_config(ROOT / "configs/mnist_cnn.yaml", [
+        "training.schedule={name: step}", "training.early_stopping={monitor: val_loss}"])
+    missing = []
+
+    def walk(node, value, path):
+        if dataclasses.is_dataclass(value):
+            kind = getattr(type(value), "kind", None)
+            body = node[kind] if kind is not None else node
+            names = [f.name for f in dataclasses.fields(value) if f.init]
+            missing.extend(".".join(map(str, path + (n,))) for n in names if n not in body)
+            for name in names:
+                if name in body:
+                    walk(body[name], getattr(value, name), path + (name,))
+        elif isinstance(value, (tuple, list)) and isinstance(node, list):
+            for i, (n, v) in enumerate(zip(node, value)):
+                walk(n, v, path + (i,))
+
+    walk(yaml.safe_load(dump_config(cfg)), cfg, ())
+    assert missing == []

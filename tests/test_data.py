@@ -36,6 +36,11 @@ def test_mnist_found_in_every_layout(tmp_path, layout, compress):
     assert data.x_train.shape == (120, 1, 28, 28) and data.x_train.dtype == torch.uint8
     assert data.y_train.dtype == torch.int64 and data.x_test.shape == (40, 1, 28, 28)
     assert data.info.num_classes == 10 and data.input_scale == pytest.approx(1 / 255)
+    suffix = ".gz" if compress else ""
+    for x, y, split in ((data.x_train, data.y_train, "train"), (data.x_test, data.y_test, "t10k")):
+        images = read_idx(folder / f"{split}-images-idx3-ubyte{suffix}")  # as written: rows, then columns
+        labels = read_idx(folder / f"{split}-labels-idx1-ubyte{suffix}")
+        assert torch.equal(x[:, 0], torch.from_numpy(images)) and y.tolist() == labels.tolist()
 
 
 def test_missing_files_offline_lists_where_it_looked(tmp_path, monkeypatch):
@@ -53,6 +58,31 @@ def test_validation_split_takes_the_last_fraction(idx_root):
     assert len(split.x_train) == 90 and len(split.x_val) == 30
     assert torch.equal(split.x_val, full.x_train[90:])
     assert torch.equal(split.x_train, full.x_train[:90])
+
+
+@pytest.mark.parametrize("n,split,held_out", [
+    (10, 0.25, 3),    # 10 * 0.75 = 7.5 trains 7: int(n * split) or round() would hold out 2
+    (120, 0.33, 40),  # 120 * 0.67 = 80.4 trains 80: int(n * split) would hold out 39
+    (100, 0.07, 7),   # 100 * 0.07 is 7.000000000000001 in floats: ceil() would hold out 8
+    (60000, 0.1, 6000),  # the course's MNIST CNN: 54,000 left, 422 steps of 128
+])
+def test_validation_split_rounds_as_keras_does(n, split, held_out):
+    """Keras trains on the first int(n * (1 - split)) samples and validates on the rest."""
+    from dlcli.data import DataInfo, Dataset, split_validation
+
+    data = Dataset(DataInfo((1,), "multiclass", 2), x_train=torch.arange(n), y_train=torch.arange(n) % 2)
+    out = split_validation(data, DataConfig(dataset="synthetic", validation_split=split))
+    assert torch.equal(out.x_val, torch.arange(n - held_out, n)) and torch.equal(out.x_train, torch.arange(n - held_out))
+    assert torch.equal(out.y_val, torch.arange(n - held_out, n) % 2)
+
+
+def test_max_train_samples_keeps_the_first_samples_before_the_split():
+    synthetic = SyntheticConfig(task="multiclass", shape=(2,), classes=3, samples=50, test_samples=10)
+    full = load_dataset(DataConfig(dataset="synthetic", synthetic=synthetic), seed=0)
+    cut = load_dataset(DataConfig(dataset="synthetic", synthetic=synthetic, max_train_samples=20, validation_split=0.25),
+                       seed=0)
+    assert torch.equal(cut.x_train, full.x_train[:15]) and torch.equal(cut.x_val, full.x_train[15:20])
+    assert torch.equal(cut.y_train, full.y_train[:15]) and torch.equal(cut.x_test, full.x_test)  # test split whole
 
 
 def test_validation_size_from_start(idx_root):
@@ -113,7 +143,8 @@ def test_synthetic_tasks_are_seeded(task):
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_train, b.y_train)
     assert a.x_train.shape == (50, 2, 3) and len(a.x_test) == 10
     if task == "multilabel":
-        assert a.y_train.shape == (50, 4) and set(a.y_train.unique().tolist()) <= {0.0, 1.0}
+        assert a.y_train.shape == (50, 4) and set(a.y_train.unique().tolist()) == {0.0, 1.0}
+        assert 0.25 < float(a.y_train.mean()) < 0.75  # labels on and off, not all one kind
     if task == "binary":
         assert set(a.y_train.unique().tolist()) == {0, 1}
     assert not torch.equal(load_dataset(cfg, seed=4).x_train, a.x_train)

@@ -107,12 +107,42 @@ def test_early_stopping_restores_best_weights():
             snapshots[epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
     trainer = make_trainer(callbacks=[early, Snapshot()], lr=0.5)
+    assert early.restored_best_weights is False  # says what happened, and nothing has yet
     history = trainer.fit(Batches(x[:200], y[:200], 16), Batches(x[200:], y[200:], 64), epochs=30)
     best_epoch = min(history, key=lambda h: h["val_loss"])["epoch"]
     assert early.best_epoch == best_epoch
-    assert len(history) < 30  # stopped early
+    assert len(history) < 30 and best_epoch < history[-1]["epoch"]  # stopped early, after worse epochs
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(v, snapshots[best_epoch][k])
+    assert early.restored_best_weights is True
+
+
+def test_early_stopping_without_a_best_epoch_restores_nothing():
+    """No epoch ran (a run resumed at its last epoch): there are no best weights to restore,
+    and the callback must not claim it restored them."""
+    x, y = blobs()
+    early = EarlyStopping("val_loss", patience=1)
+    trainer = make_trainer(callbacks=[early])
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit(Batches(x, y, 32), Batches(x, y, 64), epochs=2, start_epoch=2)
+    assert early.restored_best_weights is False
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+
+@pytest.mark.parametrize("monitor,values,stopped", [
+    ("val_loss", [1.0, 0.95, 0.80], 2),          # 0.05 better is not better by min_delta 0.1
+    ("val_accuracy", [0.50, 0.55, 0.70], 2),
+    ("val_loss", [1.0, 0.85, 0.70], 0),          # better by more than 0.1 each epoch: never stops
+])
+def test_early_stopping_counts_only_improvements_larger_than_min_delta(monitor, values, stopped):
+    early = EarlyStopping(monitor, patience=1, min_delta=0.1)
+    trainer = make_trainer()
+    for epoch, value in enumerate(values, 1):
+        early.on_epoch_end(epoch, {monitor: value}, trainer)
+        if trainer.stop_training:
+            break
+    assert early.stopped_epoch == stopped
+    assert early.best_epoch == (1 if stopped else len(values))
 
 
 def test_mode_is_inferred_from_the_metric_name():

@@ -39,18 +39,58 @@ def png_pixels(path: Path) -> np.ndarray:
     return matplotlib.image.imread(path)
 
 
-def test_train_draws_its_plots_from_metrics_csv(two_runs):
-    for name in ("loss.png", "accuracy.png"):
-        pixels = png_pixels(two_runs[0] / name)
+@pytest.fixture
+def drawn_figures(monkeypatch):
+    """What each figure saved through matplotlib really shows, read from the figure as it is
+    saved (not from what the plotting code says it drew): one dict per figure, line label ->
+    (x values, y values, marker, line style)."""
+    from matplotlib.figure import Figure
+
+    figures = []
+    real_savefig = Figure.savefig
+
+    def recording_savefig(self, *args, **kwargs):
+        figures.append({line.get_label(): ([int(x) for x in line.get_xdata()], [float(y) for y in line.get_ydata()],
+                                           line.get_marker(), line.get_linestyle())
+                        for line in self.axes[0].get_lines()})
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return figures
+
+
+def expected_lines(rows: list[dict], metric: str, prefix: str = "") -> dict:
+    """Training values as dots, validation values as a line, a star on the best validation
+    epoch (the earliest on ties; lowest loss, highest accuracy)."""
+    epochs = [r["epoch"] for r in rows]
+    pick = min if metric == "loss" else max
+    best = pick(rows, key=lambda r: r[f"val_{metric}"])
+    words = metric.replace("_", " ")
+    return {
+        f"{prefix}Training {words}": (epochs, [r[metric] for r in rows], "o", "None"),
+        f"{prefix}Validation {words}": (epochs, [r[f"val_{metric}"] for r in rows], "None", "-"),
+        f"{prefix}best val_{metric} (epoch {best['epoch']})": ([best["epoch"]], [best[f"val_{metric}"]], "*", "None"),
+    }
+
+
+def test_train_draws_its_plots_from_metrics_csv(two_runs, tmp_path):
+    _, rows = read_metrics(two_runs[0] / "metrics.csv")
+    for metric in ("loss", "accuracy"):
+        pixels = png_pixels(two_runs[0] / f"{metric}.png")
         assert pixels.shape[:2] == (450, 700)
         assert pixels.std() > 0.05  # not blank
+        # Pixel for pixel what plot_metric draws from the final metrics.csv.
+        plot_metric([(two_runs[0].name, rows)], metric, tmp_path / f"{metric}.png")
+        assert np.array_equal(pixels, png_pixels(tmp_path / f"{metric}.png")), metric
 
 
-def test_plotted_series_are_the_metrics_csv_columns(two_runs, tmp_path):
+@pytest.mark.parametrize("metric", ["loss", "accuracy"])
+def test_plotted_series_are_the_metrics_csv_columns(two_runs, tmp_path, drawn_figures, metric):
     columns, rows = read_metrics(two_runs[0] / "metrics.csv")
-    drawn = plot_metric([("run", rows)], "loss", tmp_path / "loss.png")
-    assert drawn["run"]["loss"] == [r["loss"] for r in rows]
-    assert drawn["run"]["val_loss"] == [r["val_loss"] for r in rows]
+    drawn = plot_metric([("run", rows)], metric, tmp_path / f"{metric}.png")
+    assert drawn["run"][metric] == [r[metric] for r in rows]
+    assert drawn["run"][f"val_{metric}"] == [r[f"val_{metric}"] for r in rows]
+    assert drawn_figures == [expected_lines(rows, metric)]
 
 
 def test_plot_one_run_after_one_epoch_and_any_metric(tmp_path, tiny_config):
@@ -64,12 +104,19 @@ def test_plot_one_run_after_one_epoch_and_any_metric(tmp_path, tiny_config):
     assert result.exit_code == 2 and "not a column" in result.output and "val_accuracy" in result.output
 
 
-def test_plot_several_runs_into_out(two_runs, tmp_path):
+def test_plot_several_runs_into_out(two_runs, tmp_path, drawn_figures):
     result = invoke("plot", *two_runs)
     assert result.exit_code == 2 and "--out" in result.output
     result = invoke("plot", *two_runs, "--out", tmp_path / "cmp")
     assert result.exit_code == 0
     assert png_pixels(tmp_path / "cmp" / "accuracy.png").std() > 0.05
+    # One figure per metric, each with both runs' series under their names.
+    assert len(drawn_figures) == 2
+    for lines, metric in zip(drawn_figures, ("loss", "accuracy")):
+        expected = {}
+        for run in two_runs:
+            expected.update(expected_lines(read_metrics(run / "metrics.csv")[1], metric, prefix=f"{run.name}: "))
+        assert lines == expected
 
 
 def test_runs_lists_newest_first_and_survives_a_broken_folder(two_runs, tmp_path):
@@ -90,7 +137,12 @@ def test_runs_lists_newest_first_and_survives_a_broken_folder(two_runs, tmp_path
     assert "not a number" in by_id[half.name]["problem"]
     good = by_id[two_runs[1].name]
     assert good["status"] == "completed" and good["epochs_done"] == 3 and good["best_name"] == "val_accuracy"
-    assert 0 <= good["test"]["test_accuracy"] <= 1
+    _, rows = read_metrics(two_runs[1] / "metrics.csv")
+    best = max(rows, key=lambda r: r["val_accuracy"])  # the highest, the earliest on ties
+    assert (good["best_value"], good["best_epoch"]) == (best["val_accuracy"], best["epoch"])
+    results = json.loads((two_runs[1] / "results.json").read_text())
+    assert good["test"] == {k: v for k, v in results.items() if k.startswith("test_")}
+    assert set(good["test"]) == {"test_loss", "test_accuracy", "test_samples"}
     table = invoke("runs", "--dir", root)
     assert table.exit_code == 0 and "damaged" in table.output and two_runs[1].name in table.output
 
@@ -128,9 +180,23 @@ def test_evaluate_recomputes_the_test_metrics(two_runs):
     matrix = np.array(data["confusion"])
     assert matrix.shape == (3, 3) and matrix.sum() == 60
     assert np.trace(matrix) / 60 == pytest.approx(data["accuracy"])
+    # Rows are the true classes: each row adds up to that class's count in the test split.
+    from dlcli.data import load_dataset
+    from dlcli.training import load_run_config
+
+    config = load_run_config(run)
+    y_test = load_dataset(config.data, config.seed).y_test
+    assert matrix.sum(axis=1).tolist() == np.bincount(y_test.numpy(), minlength=3).tolist()
+    assert matrix.sum(axis=0).tolist() != matrix.sum(axis=1).tolist()  # so the orientation shows
     assert (run / "confusion.png").is_file()
     val = invoke("evaluate", run, "--split", "val")
     assert val.exit_code == 0 and "val split" in val.output and "Confusion matrix" in val.output
+    # The last checkpoint on the val split gives what the last epoch logged as val_ metrics.
+    last_row = read_metrics(run / "metrics.csv")[1][-1]
+    val = json.loads(invoke("evaluate", run, "--split", "val", "--checkpoint", "last", "--json").output)
+    assert (val["split"], val["samples"], val["epoch"]) == ("val", 40, last_row["epoch"])
+    assert val["accuracy"] == last_row["val_accuracy"]
+    assert val["loss"] == pytest.approx(last_row["val_loss"], rel=1e-6)
     assert invoke("evaluate", run, "--split", "train").exit_code == 2
 
 
@@ -147,3 +213,7 @@ def test_evaluate_uses_the_dataset_class_names(tmp_path):
     (run,) = (tmp_path / "runs").iterdir()
     data = json.loads(invoke("evaluate", run, "--json").output)
     assert data["class_names"][0] == "T-shirt/top" and data["class_names"][9] == "Ankle boot"
+    # uint8 images scaled the same way in training and in evaluate: the same test results.
+    results = json.loads((run / "results.json").read_text())
+    assert data["accuracy"] == results["test_accuracy"]
+    assert data["loss"] == pytest.approx(results["test_loss"], rel=1e-6)

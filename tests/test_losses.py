@@ -41,8 +41,18 @@ def test_objectives_of_the_four_problem_types():
     multilabel = make_objective("binary_crossentropy", "multilabel", 2)
     y = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
     assert multilabel.metric_per_sample == 2
-    assert int(multilabel.metric_sum(torch.tensor([[1.0, -1.0], [1.0, -1.0]]), y)) == 3
+    out = torch.tensor([[1.0, -1.0], [1.0, -1.0]])
+    assert int(multilabel.metric_sum(out, y)) == 3
+    assert torch.isclose(multilabel.loss_fn(out, y), torch.nn.functional.binary_cross_entropy(torch.sigmoid(out), y))
 
     regression = make_objective("mse", "regression", 1)
     assert regression.metric_name == "mae" and infer_mode(regression.metric_name) == "min"
-    assert float(regression.metric_sum(torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [1.0]]))) == 3.0
+    out, y = torch.tensor([[1.0], [3.0]]), torch.tensor([[0.0], [1.0]])
+    assert float(regression.metric_sum(out, y)) == 3.0
+    assert float(regression.loss_fn(out, y)) == 2.5  # (1 + 4) / 2
+    assert float(make_objective("mae", "regression", 1).loss_fn(out, y)) == 1.5  # (1 + 2) / 2
+
+    # categorical_crossentropy (one-hot in Keras) takes the same integer labels as the sparse one.
+    categorical = make_objective("categorical_crossentropy", "multiclass", 3)
+    assert prepare_targets(torch.tensor([0, 2]), "categorical_crossentropy", "multiclass").tolist() == [0, 2]
+    assert torch.isclose(categorical.loss_fn(logits, labels), torch.nn.functional.cross_entropy(logits, labels))

@@ -1,6 +1,7 @@
 """Never lose a run: signals, kill-and-resume, atomic files, divergence, early stopping, schedules."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -172,33 +173,75 @@ def test_resume_with_a_different_model_or_a_damaged_checkpoint(tmp_path, tiny_co
         load_checkpoint(run / "checkpoints" / "missing.pt")
 
 
-def test_resume_extends_a_finished_run(tmp_path, tiny_config):
-    runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs")])
+def test_resume_extends_a_finished_run(tmp_path):
+    raw = synthetic_config(epochs=2)
+    raw["optimizer"]["lr"] = 0.5  # measured: val_loss is lowest at epoch 1 of these 4
+    config = write_config(tmp_path / "c.yaml", raw)
+    runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"])
     (run,) = (tmp_path / "runs").iterdir()
-    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=4"])
+    _, first_rows = read_metrics(run / "metrics.csv")
+    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=4", "-q"])
     assert result.exit_code == 0, result.output
     _, rows = read_metrics(run / "metrics.csv")
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4] and rows[:2] == first_rows
+    # best.pt still knows the best epoch from before the resume: it is not replaced by a worse one.
+    best = min(rows, key=lambda r: r["val_loss"])
+    assert best["epoch"] <= 2, rows  # else this run does not tell
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["epoch"] == best["epoch"]
+    results = json.loads((run / "results.json").read_text())
+    assert results["best"] == {"monitor": "val_loss", "value": best["val_loss"], "epoch": best["epoch"]}
 
 
-def test_schedules_write_the_lr_of_each_epoch(tmp_path):
-    for schedule, check in (
-        ({"name": "step", "step_size": 2, "gamma": 0.5}, lambda lrs: lrs == [0.01, 0.01, 0.005, 0.005]),
-        ({"name": "cosine"}, lambda lrs: lrs[0] == 0.01 and lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.01),
-        ({"name": "reduce_on_plateau", "patience": 0, "factor": 0.5, "monitor": "val_accuracy"},
-         lambda lrs: lrs[0] == 0.01 and min(lrs) <= 0.01),
-    ):
-        raw = synthetic_config(epochs=4, schedule=schedule)
-        config = write_config(tmp_path / "s.yaml", raw)
-        runs = tmp_path / f"runs-{schedule['name']}"
-        result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs), "-q"])
-        assert result.exit_code == 0, result.output
-        (run,) = runs.iterdir()
-        lrs = [r["lr"] for r in read_metrics(run / "metrics.csv")[1]]
-        assert check([pytest.approx(v) == v and round(v, 10) for v in lrs]), (schedule, lrs)
+def lrs_of_a_run(tmp_path: Path, schedule: dict, epochs: int) -> list[dict]:
+    config = write_config(tmp_path / "s.yaml", synthetic_config(epochs=epochs, schedule=schedule))
+    runs = tmp_path / f"runs-{schedule['name']}"
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(runs), "-q"])
+    assert result.exit_code == 0, result.output
+    (run,) = runs.iterdir()
+    return read_metrics(run / "metrics.csv")[1]
+
+
+def test_step_and_cosine_schedules_write_the_lr_of_each_epoch(tmp_path):
+    rows = lrs_of_a_run(tmp_path, {"name": "step", "step_size": 2, "gamma": 0.5}, epochs=4)
+    assert [r["lr"] for r in rows] == [0.01, 0.01, 0.005, 0.005]
+    # Cosine annealing over the 4 epochs down to min_lr 0: lr_e = 0.01 * (1 + cos(pi * e / 4)) / 2.
+    rows = lrs_of_a_run(tmp_path, {"name": "cosine"}, epochs=4)
+    expected = [0.01 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]  # 0.01, 0.00854, 0.005, 0.00146
+    assert [r["lr"] for r in rows] == pytest.approx(expected, rel=1e-9)
+
+
+def plateau_lrs(values: list[float], lr: float, factor: float, patience: int, mode: str) -> list[float]:
+    """Each epoch's learning rate under the reduce-on-plateau rule (Keras's and PyTorch's): after
+    more than `patience` epochs in a row without improving on the best value by the relative
+    threshold 1e-4, multiply the rate by `factor`."""
+    lrs, best, bad = [], None, 0
+    for value in values:
+        lrs.append(lr)
+        improved = best is None or (value > best * (1 + 1e-4) if mode == "max" else value < best * (1 - 1e-4))
+        if improved:
+            best, bad = value, 0
+        else:
+            bad += 1
+            if bad > patience:
+                lr, bad = lr * factor, 0
+    return lrs
+
+
+def test_reduce_on_plateau_lowers_the_lr_when_the_metric_stalls(tmp_path):
+    schedule = {"name": "reduce_on_plateau", "patience": 0, "factor": 0.5, "monitor": "val_accuracy"}
+    rows = lrs_of_a_run(tmp_path, schedule, epochs=6)
+    accuracy = [r["val_accuracy"] for r in rows]
+    expected = plateau_lrs(accuracy, 0.01, 0.5, 0, "max")
+    # The run must show both cases for the check to mean anything: val_accuracy improves after the
+    # first epoch (a rule with the direction inverted would lower the rate there) and later stalls
+    # (so the rate is lowered at least once).
+    assert expected[-1] < 0.01 and expected != plateau_lrs(accuracy, 0.01, 0.5, 0, "min"), accuracy
+    assert [r["lr"] for r in rows] == pytest.approx(expected, rel=1e-9)
 
 
 def test_early_stopping_in_a_run_restores_the_best_epoch(tmp_path):
+    from dlcli.evaluation import evaluate_run
+
     raw = synthetic_config(epochs=40, early_stopping={"monitor": "val_loss", "patience": 2})
     raw["optimizer"]["lr"] = 0.3
     config = write_config(tmp_path / "es.yaml", raw)
@@ -207,18 +250,63 @@ def test_early_stopping_in_a_run_restores_the_best_epoch(tmp_path):
     (run,) = (tmp_path / "runs").iterdir()
     _, rows = read_metrics(run / "metrics.csv")
     best = min(rows, key=lambda r: r["val_loss"])
+    assert best["epoch"] < rows[-1]["epoch"] < 40  # stopped early, after epochs worse than the best
     results = json.loads((run / "results.json").read_text())
-    assert results["best"]["early_stopping"]["best_epoch"] == best["epoch"]
+    assert results["best"]["early_stopping"] == {
+        "monitor": "val_loss", "best": best["val_loss"], "best_epoch": best["epoch"],
+        "stopped_epoch": rows[-1]["epoch"], "restored_best_weights": True,
+    }
     assert results["checkpoint"] == f"best weights (epoch {best['epoch']})"
     best_weights = load_checkpoint(run / "checkpoints" / "best.pt")
     assert best_weights["epoch"] == best["epoch"]
+    # The test metrics in results.json are those of the best epoch's weights (best.pt), which the
+    # run restored at its end, and not those of the last epoch's (last.pt).
+    on_best, on_last = evaluate_run(run, "best"), evaluate_run(run, "last")
+    assert (on_best["epoch"], on_last["epoch"]) == (best["epoch"], rows[-1]["epoch"])
+    assert results["test_accuracy"] == on_best["accuracy"]
+    assert results["test_loss"] == pytest.approx(on_best["loss"], rel=1e-6)
+    assert results["test_loss"] != pytest.approx(on_last["loss"], rel=1e-6)
 
 
-def test_deterministic_flag_runs(tmp_path, tiny_config):
-    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "-q",
-                                 "--set", "training.deterministic=true"])
-    assert result.exit_code == 0, result.output
+@pytest.fixture
+def deterministic_mode_restored():
+    """Deterministic mode (and the cuBLAS setting it needs) is process-wide: start the test
+    without it and put back what was there afterwards, also when the test fails, so that it
+    never leaks into later tests."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
     torch.use_deterministic_algorithms(False)
+    os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    try:
+        yield
+    finally:
+        enabled, warn_only, benchmark, cublas = before
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+def test_deterministic_flag_turns_on_deterministic_algorithms(tmp_path, tiny_config, monkeypatch,
+                                                              deterministic_mode_restored):
+    from dlcli.engine import Trainer
+
+    seen = []  # whether deterministic algorithms were on while each run trained
+    real_fit = Trainer.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    for flag in ("false", "true"):
+        result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "-q",
+                                     "--set", "training.epochs=1", "--set", f"training.deterministic={flag}"])
+        assert result.exit_code == 0, result.output
+    assert seen == [False, True]
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # what cuBLAS needs to be deterministic on a GPU
 
 
 def test_device_options_are_checked_on_the_cpu(tmp_path, tiny_config):

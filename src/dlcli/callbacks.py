@@ -42,7 +42,9 @@ class EarlyStopping(Callback):
         self.wait = 0
         self.best_weights: Optional[dict] = None
         self.stopped_epoch = 0
-        self.restored_best_weights = False  # set only once the weights really are restored
+        # What happened, not what was meant to: True only once on_train_end has loaded the
+        # best weights back into the model (results.json reports it).
+        self.restored_best_weights = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
         value = logs[self.monitor]

@@ -247,6 +247,7 @@ def train(
 
     from .callbacks import Checkpointer, EarlyStopping, MetricsLogger, RunRecorder, model_weights
     from .data import load_dataset
+    from .data.checks import dataset_notes
     from .engine import Batches, RunControl, Trainer
     from .losses import make_objective, prepare_targets
     from .models import build_model, use_channels_last
@@ -268,6 +269,8 @@ def train(
     seed_everything(config.seed, config.training.deterministic)
 
     data = load_dataset(config.data, config.seed)
+    for note in dataset_notes(data) if dist.is_main and not quiet else ():  # e.g. an empty test split
+        console.print(note, highlight=False)
     info = plan.info
     objective = make_objective(plan.loss_name, info.task, info.num_classes)
     columns = metric_columns(objective.metric_name, data.has_validation)

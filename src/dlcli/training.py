@@ -32,6 +32,7 @@ from .rundir import (
     atomic_write_text,
     create_run_dir,
     load_checkpoint,
+    lock_run_dir,
     read_json,
     read_metrics,
     update_run_json,
@@ -292,6 +293,8 @@ def train(
     # -- run folder (rank 0 only writes) ------------------------------------------------
     start_epoch, previous_rows, best_value, best_epoch = 0, [], None, 0
     run_dir = resume_dir
+    if resume_dir is not None and dist.is_main:
+        lock_run_dir(resume_dir)  # one process per run folder; released when the process ends
     if resume_dir is not None:
         start_epoch, previous_rows, best_value, best_epoch = _restore(
             resume_dir, config, model, optimizer, schedule, early, shuffle_gen, device)
@@ -299,6 +302,7 @@ def train(
             write_metrics(resume_dir / METRICS_FILE, previous_rows, columns)
     elif dist.is_main:
         run_dir = create_run_dir(runs_dir, config.name)
+        lock_run_dir(run_dir)
     if dist.world_size > 1:
         run_dir = _share_run_dir(run_dir, dist)
     dist.run_dir = run_dir

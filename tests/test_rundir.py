@@ -102,3 +102,41 @@ def test_a_checkpoint_holding_code_is_refused_without_pytorchs_advice(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert "(it is not a file torch.save wrote)" in info.value.message
+
+
+def test_a_second_resume_of_a_busy_run_folder_exits_2_and_a_killed_one_resumes(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from dlcli.cli import app
+
+    from conftest import synthetic_config, write_config
+
+    runner = CliRunner()
+    raw = synthetic_config(epochs=1, batch_size=16)
+    raw["data"]["synthetic"].update(samples=48, test_samples=0)
+    config = write_config(tmp_path / "c.yaml", raw)
+    assert runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q"]).exit_code == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    # Another process trains in the folder: it holds the lock and run.json names it.
+    proc = hold_lock(run)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "running", "pid": proc.pid}))
+    try:
+        busy = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=2"])
+        assert busy.exit_code == 2
+        assert busy.output == (
+            f"Error: The run folder {run} is in use: process {proc.pid} is training in it, and two processes "
+            "would overwrite each other's checkpoints and metrics. Wait until it finishes (or stop it), then "
+            "resume; `dlcli runs` shows its status.\n")
+        assert json.loads((run / "run.json").read_text())["status"] == "running"  # untouched
+    finally:
+        proc.kill()
+        proc.wait()
+    (listed,) = json.loads(runner.invoke(app, ["runs", "--dir", str(tmp_path / "runs"), "--json"]).output)
+    assert listed["status"] == "killed"
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=2", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert (run / LOCK_FILE).read_text().split()[0] == str(os.getpid())  # the stale file was taken over

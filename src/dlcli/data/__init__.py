@@ -101,7 +101,8 @@ def split_validation(data: Dataset, config: DataConfig) -> Dataset:
         )
     if size >= n:
         raise DataError(
-            f"data.validation_size: holding out {size} of {n} training samples leaves none to train on.",
+            f"data.{'validation_size' if config.validation_size is not None else 'validation_split'}: "
+            f"holding out {size} of {n} training samples leaves none to train on.",
             hint="Use a smaller validation_size or validation_split.",
         )
     if config.validation_from == "start":

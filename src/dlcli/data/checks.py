@@ -37,6 +37,13 @@ def check_dataset(data: Dataset, config: DataConfig) -> Dataset:
     for split, x, y in _splits(data):
         if y is not None and len(x) != len(y):
             raise DataError(f"The {split} split has {len(x)} inputs but {len(y)} labels; they must pair up row by row.")
+        for what, a, train in (("inputs", x, data.x_train), ("labels", y, data.y_train)):
+            if a is not None and train is not None and tuple(a.shape[1:]) != tuple(train.shape[1:]):
+                raise DataError(
+                    f"The {split} split's {what} have shape {list(a.shape[1:])} per sample, but the training "
+                    f"split's have {list(train.shape[1:])}.",
+                    hint="Every split must hold samples of the same shape.",
+                )
         if len(x) == 0:
             continue  # an empty test split is a note (see dataset_notes), not an error
         _check_inputs(split, x)

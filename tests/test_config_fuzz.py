@@ -126,51 +126,83 @@ class DataCase:
 
 
 X_DTYPES = ["float32", "float64", "float16", "uint8", "int64", "int32", "bool", "complex64"]
-Y_DTYPES = ["int64", "int32", "uint8", "int8", "bool", "float32", "float64"]
-SPECIAL = [np.nan, np.inf, -np.inf, -1, 2, 3e38, 1e-45]
+TASKS = {  # labels of each task: dtypes, shape per sample, value range
+    "multiclass": (["int64", "int32", "uint8", "int8"], (), (0, 5)),
+    "binary": (["int64", "uint8", "bool"], (), (0, 1)),
+    "multilabel": (["float32", "float64", "int64"], (3,), (0, 1)),
+    "regression": (["float32", "float64"], (2,), (-3, 3)),
+}
+# What can be wrong with a file; each case has none, one or two of them.
+DEFECTS = ["no rows", "nan input", "inf input", "nan label", "negative label", "label out of range",
+           "test x only", "test y shorter", "test other shape", "test labels other shape", "empty test",
+           "missing array", "1-D x", "tiny split", "huge split", "labels 0 to 300", "flat label column"]
 
 
 @st.composite
-def arrays(draw, rows: int, sample_shape: tuple, dtypes: list, low: int, high: int, specials: bool):
-    """`rows` samples of small random values in a random dtype, now and then one special value."""
-    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+def arrays(draw, rows: int, sample_shape: tuple, dtype: str, low: int, high: int):
+    """`rows` samples of small random values of one dtype."""
     shape = (rows, *sample_shape)
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     values = rng.integers(low, high + 1, size=shape)
-    if dtype.kind in "fc" and draw(st.booleans()):
-        values = values + rng.random(size=shape)
+    if np.dtype(dtype).kind in "fc" and draw(st.booleans()):
+        values = values + rng.random(size=shape) * (high - low) / 4
+    return (values > 0) if dtype == "bool" else values.astype(dtype)
+
+
+def poke(draw, array: np.ndarray, value) -> np.ndarray:
+    """The array with one random element set to `value` (as far as its dtype can hold it)."""
+    if array.size == 0:
+        return array
+    array = array.copy()
+    where = tuple(draw(st.integers(0, n - 1)) for n in array.shape)
     with np.errstate(all="ignore"):
-        array = (values > 0) if dtype == np.bool_ else values.astype(dtype)
-        if specials and 0 not in shape and draw(st.integers(0, 4)) == 0:
-            where = tuple(draw(st.integers(0, n - 1)) for n in shape)
-            try:
-                array[where] = np.array(draw(st.sampled_from(SPECIAL))).astype(dtype)
-            except (OverflowError, ValueError):
-                pass  # no NaN among integers: keep the array as it is
+        try:
+            array[where] = np.array(value).astype(array.dtype)
+        except (OverflowError, ValueError):
+            pass  # no NaN among integers: keep the array as it is
     return array
 
 
 @st.composite
 def npz_cases(draw):
-    rows = draw(st.integers(0, 9))
-    sample_shape = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3)))
-    label_shape = draw(st.sampled_from([(), (), (1,), (3,)]))
-    low, high = draw(st.sampled_from([(0, 1), (0, 1), (0, 2), (0, 5), (0, 5), (-2, 2), (1, 3), (0, 300)]))
-    x_train = draw(arrays(rows, sample_shape, X_DTYPES, -3, 3, specials=True))
-    y_train = draw(arrays(rows, label_shape, Y_DTYPES, low, high, specials=True))
+    defects = draw(st.lists(st.sampled_from(DEFECTS), max_size=2, unique=True))
+    task = draw(st.sampled_from(sorted(TASKS)))
+    y_dtypes, label_shape, (low, high) = TASKS[task]
+    if "labels 0 to 300" in defects:
+        high = 300
+    if "flat label column" in defects:
+        label_shape = (1,)
+    rows = 0 if "no rows" in defects else draw(st.integers(1, 9))
+    sample_shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    x_dtype = draw(st.sampled_from(X_DTYPES))
+    y_dtype = draw(st.sampled_from(y_dtypes))
+    x_train = draw(arrays(rows, sample_shape, x_dtype, -3, 3))
+    y_train = draw(arrays(rows, label_shape, y_dtype, low, high))
+    if "1-D x" in defects:
+        x_train = x_train.reshape(rows, int(np.prod(sample_shape)))[:, 0]
+    for defect, value, target in (("nan input", np.nan, "x"), ("inf input", -np.inf, "x"),
+                                  ("nan label", np.nan, "y"), ("negative label", -1, "y"),
+                                  ("label out of range", high + 1 if task != "regression" else np.inf, "y")):
+        if defect in defects:
+            if target == "x":
+                x_train = poke(draw, x_train, value)
+            else:
+                y_train = poke(draw, y_train, value)
     content = {"x_train": x_train, "y_train": y_train}
-    test = draw(st.sampled_from(["none", "same", "empty", "x only", "shorter y", "other shape"]))
-    test_rows = {"none": 0, "same": 3, "empty": 0, "x only": 2, "shorter y": 3, "other shape": 2}[test]
-    if test != "none":
-        test_shape = sample_shape + (2,) if test == "other shape" else sample_shape
-        content["x_test"] = draw(arrays(test_rows, test_shape, [str(x_train.dtype)], -3, 3, specials=True))
-        if test != "x only":
-            y_rows = test_rows - 1 if test == "shorter y" else test_rows
-            content["y_test"] = draw(arrays(y_rows, label_shape, [str(y_train.dtype)], low, high + 2, specials=True))
-    if draw(st.integers(0, 19)) == 0:
-        content.pop(draw(st.sampled_from(sorted(content))))  # a file that lacks an array
-    split = draw(st.sampled_from([0.0, 0.0, 0.3, 0.9, 1e-20]))
-    describe = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in content.items()) + f", split {split}"
+    if draw(st.booleans()) or any(d.startswith("test") or d == "empty test" for d in defects):
+        test_rows = 0 if "empty test" in defects else draw(st.integers(1, 4))
+        test_shape = x_train.shape[1:] + ((2,) if "test other shape" in defects else ())
+        content["x_test"] = draw(arrays(test_rows, test_shape, x_dtype, -3, 3))
+        if "test x only" not in defects:
+            y_rows = max(0, test_rows - 1) if "test y shorter" in defects else test_rows
+            y_shape = y_train.shape[1:] + ((2,) if "test labels other shape" in defects else ())
+            content["y_test"] = draw(arrays(y_rows, y_shape, y_dtype, low, high))
+    if "missing array" in defects:
+        content.pop(draw(st.sampled_from(sorted(content))))
+    split = {"tiny split": 1e-20, "huge split": 0.95}.get(
+        next((d for d in defects if d.endswith("split")), ""), draw(st.sampled_from([0.0, 0.0, 0.25])))
+    describe = (f"{task} with {defects or 'no defect'}: "
+                + ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in content.items()) + f", split {split}")
 
     def write(folder: Path) -> dict:
         path = folder / "data.npz"
@@ -181,14 +213,14 @@ def npz_cases(draw):
 
 
 DATA_CASES = {"npz": npz_cases()}  # "csv": csv_cases(), "image_folder": image_cases() once they land
-MODELS = st.sampled_from([
+MODELS = st.sampled_from([  # a CNN where the data has no image shape is a clean error too
+    {"preset": "mlp", "hidden": [4]},
     {"preset": "mlp", "hidden": [4]},
     {"preset": "mlp", "hidden": []},
     {"preset": "cnn", "filters": [2], "kernel_size": 1, "pool_size": 1},
-    {"layers": [{"flatten": {}}, {"dense": {"units": 3}}]},
 ])
-LOSSES = st.sampled_from(["auto", "auto", "auto", "auto", "mse", "binary_crossentropy", "sparse_categorical_crossentropy",
-                          "categorical_crossentropy"])
+LOSSES = st.sampled_from(["auto"] * 6 + ["mse", "binary_crossentropy", "sparse_categorical_crossentropy",
+                                         "categorical_crossentropy"])
 
 
 @settings(max_examples=examples(25), deadline=None,

@@ -36,7 +36,8 @@ def check_dataset(data: Dataset, config: DataConfig) -> Dataset:
         )
     for split, x, y in _splits(data):
         if y is not None and len(x) != len(y):
-            raise DataError(f"The {split} split has {len(x)} inputs but {len(y)} labels; they must pair up row by row.")
+            raise DataError(f"The {split} split has {_count(len(x), 'input')} but {_count(len(y), 'label')}; "
+                            "they must pair up row by row.")
         for what, a, train in (("inputs", x, data.x_train), ("labels", y, data.y_train)):
             if a is not None and train is not None and tuple(a.shape[1:]) != tuple(train.shape[1:]):
                 raise DataError(
@@ -66,6 +67,10 @@ def _splits(data: Dataset) -> Iterator[tuple[str, Any, Any]]:
         yield "validation", data.x_val, data.y_val
     if data.x_test is not None:
         yield "test", data.x_test, data.y_test
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _as_tensor(a: Any) -> Any:

@@ -213,3 +213,114 @@ def test_dumped_config_writes_every_field():
 
     walk(yaml.safe_load(dump_config(cfg)), cfg, ())
     assert missing == []
+
+
+# -- hostile YAML (issue 15): duplicate keys, alias bombs, self-reference, depth -----------------
+
+BASE_YAML = "name: t\ndata: {dataset: synthetic}\nmodel: {preset: mlp}\n"
+
+
+def yaml_error(tmp_path, text: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return info.value.full_message()
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path):
+    text = BASE_YAML + "training:\n  epochs: 1\nseed: 3\ntraining:\n  epochs: 5\n"
+    assert yaml_error(tmp_path, text) == (
+        f"{tmp_path / 'c.yaml'}, line 7: the key 'training' is given on lines 4 and 7 of the same mapping; "
+        "YAML would silently keep only the last one. Keep one `training:` and merge what the two hold into it."
+    )
+    nested = BASE_YAML + "training: {epochs: 1, batch_size: 8, epochs: 2}\n"
+    assert yaml_error(tmp_path, nested).startswith(
+        f"{tmp_path / 'c.yaml'}, line 4: the key 'epochs' is given twice on line 4 of the same mapping;")
+
+
+def test_a_key_given_twice_in_a_set_value(tiny_config):
+    with pytest.raises(ConfigError) as info:
+        load_config(tiny_config, ["training={epochs: 1, epochs: 2}"])
+    assert info.value.full_message().startswith(
+        "--set 'training={epochs: 1, epochs: 2}', line 1: the key 'epochs' is given twice on line 1")
+
+
+def test_merge_keys_and_reused_anchors_still_load(tmp_path):
+    path = tmp_path / "c.yaml"
+    # A merged key overridden by the mapping's own is YAML's intent, not a duplicate; an anchor
+    # used twice is fine while the expansion stays small.
+    path.write_text("name: t\n"
+                    "model:\n  <<: {preset: mlp, hidden: &h [8, 8], dropout: 0.1}\n  dropout: 0.2\n"
+                    "data: {dataset: synthetic, synthetic: {shape: *h}}\n")
+    config = load_config(path)
+    assert config.model == MlpModel(hidden=(8, 8), dropout=0.2)
+    assert config.data.synthetic.shape == (8, 8)
+
+
+def alias_bomb(levels: int, repeat: int = 9) -> str:
+    lines = ["x0: &x0 [" + ", ".join(["lol"] * repeat) + "]"]
+    for i in range(1, levels):
+        lines.append(f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * repeat) + "]")
+    return BASE_YAML + "\n".join(lines) + "\n"
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    started = time.perf_counter()
+    message = yaml_error(tmp_path, alias_bomb(levels=30))  # 9^30 values once expanded
+    elapsed = time.perf_counter() - started
+    assert message == (
+        f"{tmp_path / 'c.yaml'}, line 8: the config holds more than 10,000 values once its aliases (*name) "
+        "are expanded. A dlcli config needs a few hundred; write the values out instead of repeating nested aliases."
+    )
+    assert elapsed < 0.5, elapsed  # the unguarded loader worked for minutes
+
+
+def test_a_deep_alias_chain_and_a_deep_file_are_refused(tmp_path):
+    chain = BASE_YAML + "x0: &x0 [1]\n" + "".join(f"x{i}: &x{i} [*x{i - 1}]\n" for i in range(1, 40))
+    assert yaml_error(tmp_path, chain) == (
+        f"{tmp_path / 'c.yaml'}, line 35: the config is nested more than 32 levels deep once its aliases (*name) "
+        "are expanded. A dlcli config needs about 6 levels; write the values out instead of nesting aliases."
+    )
+    brackets = BASE_YAML + "x: " + "[" * 5000 + "]" * 5000 + "\n"
+    assert yaml_error(tmp_path, brackets) == (
+        f"{tmp_path / 'c.yaml'}, line 4: the config is nested more than 32 levels deep. "
+        "A dlcli config needs about 6 levels."
+    )
+    blocks = BASE_YAML + "".join(" " * i + f"k{i}:\n" for i in range(100))
+    assert yaml_error(tmp_path, blocks).startswith(
+        f"{tmp_path / 'c.yaml'}, line 35: the config is nested more than 32 levels deep.")
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path):
+    text = "name: t\ndata: &d {dataset: synthetic, again: *d}\nmodel: {preset: mlp}\n"
+    assert yaml_error(tmp_path, text) == (
+        f"{tmp_path / 'c.yaml'}, line 2: an alias refers to the value that contains it, so the config would "
+        "never end. Remove the *alias from inside its own &anchor."
+    )
+
+
+def test_too_many_values_or_characters_are_refused(tmp_path):
+    wide = BASE_YAML + "x: [" + ", ".join(["1"] * 10_001) + "]\n"
+    assert yaml_error(tmp_path, wide) == (
+        f"{tmp_path / 'c.yaml'}, line 4: the config holds more than 10,000 values. A dlcli config needs a few hundred."
+    )
+    huge = BASE_YAML + "x: '" + "a" * 300_000 + "'\n"
+    assert yaml_error(tmp_path, huge) == (
+        f"{tmp_path / 'c.yaml'}: {len(huge):,} characters is more than a config may hold (262,144). "
+        "Check that this is the experiment file you meant."
+    )
+
+
+def test_hostile_yaml_exits_2_in_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from dlcli.cli import app
+
+    path = tmp_path / "c.yaml"
+    path.write_text(alias_bomb(levels=12))
+    result = CliRunner().invoke(app, ["train", str(path), "--print-config"])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {path}, line 8: the config holds more than 10,000 values")

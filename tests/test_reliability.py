@@ -371,3 +371,47 @@ def test_a_run_stopped_in_its_first_epoch_resumes_from_the_start(tmp_path, tiny_
     assert result.exit_code == 0, result.output
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")[1]] == [1, 2]
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
+# -- allocation failures at run time (issue 15) -------------------------------------------------
+
+
+def _refuses_huge_allocations() -> bool:
+    # With overcommit "always" (1) a 9 TiB malloc succeeds and the kernel's OOM killer strikes
+    # later instead; modes 0 (heuristic) and 2 (strict) refuse it at once, as the test needs.
+    try:
+        return Path("/proc/sys/vm/overcommit_memory").read_text().strip() in ("0", "2")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _refuses_huge_allocations(), reason="needs vm.overcommit_memory 0 or 2 to fail a 9 TiB malloc")
+def test_out_of_memory_while_training_is_exit_1_and_a_failed_run(tmp_path):
+    raw = synthetic_config(epochs=1, batch_size=4)
+    raw["data"] = {"dataset": "synthetic", "synthetic": {"shape": [1, 2, 2], "samples": 8, "test_samples": 0}}
+    raw["loss"] = "auto"
+    # Few parameters, but the first forward pass needs 16 channels of 200,002 x 200,002 pixels.
+    raw["model"] = {"layers": [{"conv2d": {"filters": 16, "kernel_size": 1, "padding": 100000}},
+                               {"avgpool2d": {"pool_size": 200002}}, {"flatten": {}},
+                               {"dense": {"units": 3, "activation": "softmax"}}]}
+    config = write_config(tmp_path / "oom.yaml", raw)
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
+    (run,) = (tmp_path / "runs").iterdir()
+    assert result.exit_code == 1
+    assert result.output.endswith(
+        f"Error: Out of memory: this machine could not allocate 9.3 TiB while training (run folder: {run}). Use a "
+        "smaller training.batch_size, a smaller model or data.max_train_samples; the run folder keeps every "
+        "complete epoch.\n")
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "failed" and "can't allocate memory" in info["error"]
+
+
+def test_cuda_out_of_memory_message():
+    from dlcli.cli.train import out_of_memory_message
+
+    error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity "
+                                   "of 79.11 GiB of which 3.12 GiB is free.")
+    assert out_of_memory_message(error, "cuda", None) == (
+        "Out of memory: the GPU could not allocate 20.00 GiB while training. Use a smaller training.batch_size, "
+        "a smaller model or data.max_train_samples; the run folder keeps every complete epoch.")
+    assert out_of_memory_message(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "cpu", None) is None

@@ -128,7 +128,7 @@ def load_checkpoint(path: Path) -> dict:
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several kinds for damaged files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = load_failure_reason(exc)
         raise CheckpointError(f"Checkpoint {path} is damaged or not a dlcli checkpoint ({first}).",
                               hint="Use the other checkpoint (--checkpoint best|last) or start a new run.") from None
     if not isinstance(state, dict) or "model" not in state:
@@ -138,6 +138,21 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path} was written in checkpoint format {version}, newer than this dlcli "
                               f"reads (format {FORMAT_VERSION}).", hint="Upgrade dlcli to load it.")
     return state
+
+
+def load_failure_reason(exc: BaseException) -> str:
+    """The part of torch.load's error a user can act on: its first sentence, or what the file
+    is. (PyTorch's full text advises weights_only=False, which would run the file's code.)"""
+    text = str(exc).strip()
+    if "TorchScript" in text:
+        return "it is a TorchScript archive, not a checkpoint"
+    detail = text.split("WeightsUnpickler error:", 1)[1].strip() if "WeightsUnpickler error:" in text else ""
+    if isinstance(exc, KeyError) or text.startswith("invalid load key") or detail.startswith("Unsupported operand"):
+        return "it is not a file torch.save wrote"
+    if detail:  # e.g. "Unsupported global: GLOBAL __main__.Foo was not an allowed global by default."
+        return f"it holds more than tensors and plain data: {detail.splitlines()[0].split('. ')[0].rstrip('.')[:200]}"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return first.split(". ")[0].rstrip(".")[:200]
 
 
 def check_signature(state: dict, model, path: Path, hint: str) -> None:

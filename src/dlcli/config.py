@@ -9,13 +9,14 @@ defaults < file < ``--set a.b=value`` overrides.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, Callable, ClassVar, Literal, Optional, Union
 
 from .errors import ConfigError
 
@@ -491,6 +492,182 @@ def _build_layer(raw: Any, path: tuple, ctx: _Context) -> Any:
     return _build(LAYER_TYPES[kind], options if options is not None else {}, path + (kind,), ctx)
 
 
+# ----------------------------------------------------------------------------- hostile YAML
+# PyYAML accepts files that no one means: a key given twice (the last one silently wins) and
+# aliases that expand to billions of values, or refer to themselves (the expansion costs
+# minutes, or a RecursionError, in every walk over the data). The loader refuses both, and
+# bounds the file's size and nesting, before anything walks the expanded data.
+
+MAX_CONFIG_BYTES = 256 * 1024  # a config is a few kB; even a long layer list stays far below
+MAX_YAML_VALUES = 10_000  # values (scalars, lists, mappings) after expanding every alias
+MAX_YAML_DEPTH = 32  # levels of nesting after expanding aliases; a config needs about 6
+
+
+def _yaml_where(source: str, mark: Any) -> str:
+    return f"{source}, line {mark.line + 1}" if mark is not None else source
+
+
+@functools.lru_cache(maxsize=None)
+def _config_loader_class() -> type:
+    """A SafeLoader that stops composing past MAX_YAML_DEPTH levels or MAX_YAML_VALUES nodes.
+
+    Duplicate keys are found on the composed graph (`_check_node_graph`), not in
+    construct_mapping: PyYAML flattens `<<: *base` merges into the merged node itself, so a
+    check at construction would mistake a merged key for a repeated one.
+    """
+    import yaml
+
+    class ConfigLoader(yaml.SafeLoader):
+        source = "the config"
+
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.depth = 0
+            self.composed = 0
+
+        # The scanner looks up to 1024 characters ahead for every open `[` or `{` (each could
+        # start a key), which is quadratic in a line of thousands of brackets: stop it early too.
+        def fetch_flow_collection_start(self, token_class: Any) -> None:
+            if self.flow_level >= MAX_YAML_DEPTH:
+                raise _too_deep(self.source, self.get_mark())
+            super().fetch_flow_collection_start(token_class)
+
+        def add_indent(self, column: int) -> bool:
+            if len(self.indents) >= MAX_YAML_DEPTH:
+                raise _too_deep(self.source, self.get_mark())
+            return super().add_indent(column)
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            # Counted here, while composing, so a deep or huge file is refused before PyYAML's
+            # recursive composer overflows the stack or builds it all.
+            self.depth += 1
+            self.composed += 1
+            try:
+                if self.depth > MAX_YAML_DEPTH:
+                    raise _too_deep(self.source, self.peek_event().start_mark)
+                if self.composed > MAX_YAML_VALUES:
+                    raise _too_large(self.source, self.peek_event().start_mark)
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+
+    return ConfigLoader
+
+
+def _too_deep(source: str, mark: Any, expanded: bool = False) -> ConfigError:
+    through = " once its aliases (*name) are expanded" if expanded else ""
+    return ConfigError(
+        f"{_yaml_where(source, mark)}: the config is nested more than {MAX_YAML_DEPTH} levels deep{through}.",
+        hint="A dlcli config needs about 6 levels"
+        + ("; write the values out instead of nesting aliases." if expanded else "."),
+    )
+
+
+def _too_large(source: str, mark: Any, expanded: bool = False) -> ConfigError:
+    through = " once its aliases (*name) are expanded" if expanded else ""
+    return ConfigError(
+        f"{_yaml_where(source, mark)}: the config holds more than {MAX_YAML_VALUES:,} values{through}.",
+        hint="A dlcli config needs a few hundred"
+        + ("; write the values out instead of repeating nested aliases." if expanded else "."),
+    )
+
+
+def _check_node_graph(root: Any, source: str, key_of: Callable[[Any], Any]) -> None:
+    """Refuse duplicate keys, and alias expansions that are too large, too deep or cyclic.
+
+    Runs on the composed node graph before anything is constructed. Aliases make that graph a
+    DAG (or a cycle) that later walks expand into a tree; its expanded size and depth are
+    counted on the DAG with memoisation, iteratively, so a bomb of 9^9 values is measured in
+    microseconds. `key_of` turns a scalar key node into the value it means (so `yes` and `true`
+    are the same key, as PyYAML would make them).
+    """
+    import yaml
+
+    def children(node: Any) -> list:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded values, depth)
+    open_: set[int] = set()  # nodes on the current path: meeting one again is a cycle
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            kids = [done[id(c)] for c in children(node)]
+            size = 1 + sum(k[0] for k in kids)
+            depth = 1 + max((k[1] for k in kids), default=0)
+            if depth > MAX_YAML_DEPTH:
+                raise _too_deep(source, node.start_mark, expanded=True)
+            if size > MAX_YAML_VALUES:
+                raise _too_large(source, node.start_mark, expanded=True)
+            if isinstance(node, yaml.MappingNode):
+                _check_duplicate_keys(node, source, key_of)
+            done[id(node)] = (size, depth)
+            open_.discard(id(node))
+            continue
+        if id(node) in done:
+            continue
+        if id(node) in open_:
+            raise ConfigError(
+                f"{_yaml_where(source, node.start_mark)}: an alias refers to the value that contains it, "
+                "so the config would never end.",
+                hint="Remove the *alias from inside its own &anchor.",
+            )
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in done)
+
+
+def _check_duplicate_keys(node: Any, source: str, key_of: Callable[[Any], Any]) -> None:
+    import yaml
+
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # keys merged in by `<<: *base` are meant to be overridden by the mapping's own
+        key = key_of(key_node)
+        line = key_node.start_mark.line + 1
+        try:
+            seen = key in first_line
+        except TypeError:
+            continue  # unhashable: PyYAML's own error says so
+        if seen:
+            earlier = first_line[key]
+            where = f"twice on line {line}" if earlier == line else f"on lines {earlier} and {line}"
+            raise ConfigError(
+                f"{source}, line {line}: the key {str(key_node.value)!r} is given {where} of the same "
+                "mapping; YAML would silently keep only the last one.",
+                hint=f"Keep one `{key_node.value}:` and merge what the two hold into it.",
+            )
+        first_line[key] = line
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, Any]:
+    """(data, node) of one YAML document, refusing duplicate keys and alias bombs.
+
+    `source` names where the text came from in messages ("FILE" or "--set KEY=VALUE"). Syntax
+    errors are left to the caller as yaml.YAMLError; the limits raise ConfigError.
+    """
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{source}: {len(text):,} characters is more than a config may hold ({MAX_CONFIG_BYTES:,}).",
+            hint="Check that this is the experiment file you meant.",
+        )
+    loader = _config_loader_class()(text)
+    loader.source = source
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_node_graph(node, source, loader.construct_object)
+        return loader.construct_document(node), node
+    finally:
+        loader.dispose()
+
+
 def _line_map(node: Any, path: tuple = ()) -> dict[tuple, int]:
     """Key path -> 1-based line, from PyYAML's node tree."""
     import yaml
@@ -521,7 +698,7 @@ def _parse_override(text: str) -> tuple[tuple, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"--set {text!r}: the key path {key!r} is empty or has an empty part.")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = parse_yaml(value_text, f"--set {text!r}")[0] if value_text.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.problem}).") from None
     path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
@@ -574,8 +751,7 @@ def read_config_file(path: str | Path) -> tuple[dict, dict[tuple, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"Cannot read config file {str(p)!r}: {exc}.") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
+        raw, node = parse_yaml(text, str(p))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -7,6 +7,8 @@ Metrics are returned as on-device sums so the engine never syncs per step.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -173,5 +175,5 @@ def prepare_targets(y, loss_name: str, task: str):
     if task in ("multiclass", "binary"):
         return y.to(torch.int64)
     y = y.to(torch.float32)
-    return y.reshape(len(y), -1)
+    return y.reshape(len(y), math.prod(y.shape[1:]))  # not -1: an empty split has no size to infer
 

@@ -10,10 +10,11 @@ import csv
 import io
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from .errors import RunDirError
 
@@ -187,3 +188,94 @@ def update_run_json(run_dir: Path, **changes: Any) -> dict:
     data.update(changes)
     write_json(path, data)
     return data
+
+
+# -- one process per run folder --------------------------------------------------------
+
+LOCK_FILE = ".lock"
+
+# Locks this process holds, by folder. Training takes one and the CLI releases them all when
+# the command ends; taking a folder this process already holds replaces the old handle (only
+# another process is refused), so several trainings run one after another in one process
+# (tests, notebooks) never lock themselves out.
+_held_locks: dict[str, "RunLock"] = {}
+
+
+class RunLock:
+    """An exclusive flock(2) on `<run folder>/.lock`, which holds the owner's pid.
+
+    The kernel drops the lock when its process ends, however it ends, so a lock whose process
+    is gone is stale by construction; the file itself stays behind and is simply locked again.
+    """
+
+    def __init__(self, path: Path, fd: Optional[int]) -> None:
+        self.path = path
+        self.fd = fd  # None where the file system cannot lock: then the folder is unguarded
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
+        if _held_locks.get(str(self.path)) is self:
+            del _held_locks[str(self.path)]
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def lock_run_dir(run_dir: Path) -> RunLock:
+    """Hold the run folder for this process until it ends (or `release()`); a RunDirError naming
+    the holder's pid if another live process holds it."""
+    path = Path(run_dir) / LOCK_FILE
+    key = str(path)
+    if key in _held_locks:
+        _held_locks[key].release()
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no flock, no guard
+        return RunLock(path, None)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunDirError(f"Cannot open the lock file {path}: {exc.strerror or exc}.",
+                          hint="Check that the run folder is writable.") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        raise RunDirError(
+            f"The run folder {run_dir} is in use: {holder} is training in it, and two processes would "
+            "overwrite each other's checkpoints and metrics.",
+            hint="Wait until it finishes (or stop it), then resume; `dlcli runs` shows its status.",
+        ) from None
+    except OSError:  # a file system without flock (some network mounts): train unguarded
+        os.close(fd)
+        return RunLock(path, None)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n{socket.gethostname()}\n".encode())
+    lock = RunLock(path, fd)
+    _held_locks[key] = lock
+    return lock
+
+
+def release_run_locks() -> None:
+    """Release every run folder lock this process holds (the CLI does it when a command ends)."""
+    for lock in list(_held_locks.values()):
+        lock.release()
+
+
+def _lock_holder(fd: int) -> str:
+    """'process 1234' (on host h, when it is another machine) from a held lock file."""
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        lines = os.read(fd, 256).decode("utf-8", "replace").split()
+    except OSError:
+        lines = []
+    if not lines or not lines[0].isdigit():
+        return "another process"
+    host = f" on {lines[1]}" if len(lines) > 1 and lines[1] != socket.gethostname() else ""
+    return f"process {lines[0]}{host}"

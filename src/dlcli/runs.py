@@ -127,11 +127,14 @@ def config_differences(folders: list[Path]) -> dict[str, list[Any]]:
     """Config keys whose values differ between runs (ids and names excluded)."""
     import yaml
 
+    from .config import parse_yaml
+
     flat = []
     for folder in folders:
-        try:
-            flat.append(flatten(yaml.safe_load((folder / CONFIG_FILE).read_text(encoding="utf-8")) or {}))
-        except (OSError, yaml.YAMLError):
+        path = folder / CONFIG_FILE
+        try:  # the config loader's limits: a hand-edited config.yaml cannot stall the listing
+            flat.append(flatten(parse_yaml(path.read_text(encoding="utf-8"), str(path))[0] or {}))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, DlcliError):
             flat.append({})
     keys = sorted(set().union(*flat))
     missing = object()

@@ -31,6 +31,7 @@ from .rundir import (
     SUMMARY_FILE,
     atomic_write_text,
     create_run_dir,
+    lock_run_dir,
     read_json,
     read_metrics,
     update_run_json,
@@ -369,6 +370,8 @@ def open_run_folder(exp: Experiment, runs_dir: Path, resume_dir: Optional[Path],
     resumed, rows = Resumed(), []
     run_dir = resume_dir
     if resume_dir is not None:
+        if dist.is_main:
+            lock_run_dir(resume_dir)  # one process per run folder; released when the process ends
         metrics = resume_dir / METRICS_FILE
         resumed = resume_training(resume_dir, exp.training_state(), exp.config.training.epochs, _has_rows(metrics))
         if resumed.epoch:  # a crash can leave one row ahead of last.pt
@@ -377,6 +380,7 @@ def open_run_folder(exp: Experiment, runs_dir: Path, resume_dir: Optional[Path],
             write_metrics(resume_dir / METRICS_FILE, rows, exp.columns)
     elif dist.is_main:
         run_dir = create_run_dir(runs_dir, exp.config.name)
+        lock_run_dir(run_dir)
     if dist.world_size > 1:
         run_dir = _share_run_dir(run_dir, dist)
     dist.run_dir = run_dir
@@ -557,6 +561,11 @@ def train(
     device = choose_device(config, dist)
     saved = saved_preprocessing(resume_dir) if resume_dir is not None else None
     exp = build_experiment(config, plan, device, dist, preprocessing=saved)
+    if dist.is_main and not quiet:
+        from .data.checks import dataset_notes
+
+        for note in dataset_notes(exp.data):  # e.g. an empty test split
+            console.print(note, highlight=False)
     folder = open_run_folder(exp, runs_dir, resume_dir, dist, command)
     train_batches, val_batches, test_batches = exp.batches(dist)
     trainer, display, checkpointer = make_trainer(exp, folder, dist, console=console, control=control, live=live,

@@ -61,6 +61,7 @@ def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) 
     from ..distributed import distributed_from_env
     from ..engine import RunControl
     from ..errors import DlcliError, TrainingInterrupted
+    from ..rundir import release_run_locks
     from ..training import train as run_train
 
     console = _stdout_console()
@@ -95,6 +96,13 @@ def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) 
         if dist.world_size > 1:
             dist.abort_others(exc.full_message())
         raise
+    except (RuntimeError, MemoryError) as exc:
+        message = out_of_memory_message(exc, getattr(cfg, "device", ""), dist.run_dir if dist.is_main else None)
+        if dist.world_size > 1:
+            dist.abort_others(message or f"{type(exc).__name__}: {exc}")
+        if message is None:
+            raise
+        fail(message, 1)  # the machine's limit, not the user's mistake: exit 1, no traceback
     except BaseException as exc:
         if dist.world_size > 1 and not isinstance(exc, (SystemExit, typer.Exit)):
             dist.abort_others(f"{type(exc).__name__}: {exc}")
@@ -103,6 +111,7 @@ def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) 
         for s, handler in previous.items():
             signal.signal(s, handler)
         dist.close()
+        release_run_locks()  # the run folder is free for the next command, in this process too
     if not dist.is_main:
         return
     results = "  ".join(f"{k}: {v:.4f}" for k, v in outcome.results.items() if isinstance(v, float))
@@ -112,3 +121,48 @@ def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) 
     if results:
         console.print(results)
     console.print(f"Run folder: {outcome.run_dir}")
+
+
+# -- allocation failures at run time -----------------------------------------------------
+
+_OOM_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def out_of_memory_message(exc: BaseException, device: str, run_dir: Optional[Path]) -> Optional[str]:
+    """dlcli's paragraph for an allocation failure (torch.OutOfMemoryError, the CPU allocator's
+    RuntimeError, MemoryError), or None for any other error. Marks the run failed when the
+    failure came after run.json said running (moving data to the GPU, the test evaluation)."""
+    import re
+
+    text = str(exc)
+    names = {t.__name__ for t in type(exc).__mro__}
+    if not ("OutOfMemoryError" in names or isinstance(exc, MemoryError) or any(w in text.lower() for w in _OOM_WORDS)):
+        return None
+    amount = ""
+    found = re.search(r"tried to allocate (\d+) bytes", text, re.IGNORECASE)  # the CPU allocator
+    if found:
+        amount = f" {_bytes_text(int(found.group(1)))}"
+    else:
+        found = re.search(r"tried to allocate ([\d.]+ [KMGT]?i?B)", text, re.IGNORECASE)  # CUDA's caching allocator
+        amount = f" {found.group(1)}" if found else ""
+    where = "the GPU" if "cuda" in text.lower() or "gpu" in text.lower() else "this machine"
+    folder = ""
+    if run_dir is not None:
+        from ..rundir import RUN_FILE, read_json, update_run_json
+
+        try:
+            if read_json(run_dir / RUN_FILE).get("status") == "running":
+                update_run_json(run_dir, status="failed", error=f"out of memory: {text.splitlines()[0][:300]}")
+        except Exception:  # a run folder that cannot be updated must not hide the message
+            pass
+        folder = f" (run folder: {run_dir})"
+    return (f"Out of memory: {where} could not allocate{amount or ' what training needed'} "
+            f"while training{folder}. Use a smaller training.batch_size, a smaller model or "
+            "data.max_train_samples; the run folder keeps every complete epoch.")
+
+
+def _bytes_text(n: int) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"

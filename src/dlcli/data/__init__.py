@@ -70,9 +70,12 @@ def dataset_info(config: DataConfig) -> DataInfo:
 
 def load_dataset(config: DataConfig, seed: int) -> Dataset:
     """Load, subset and split a dataset as the config says."""
+    from .checks import check_dataset
+
     _register_builtin()
     source = DATASETS.get(config.dataset, key="data.dataset")
     data = source.load(config, seed)
+    data = check_dataset(data, config)  # labels fit the task, inputs are finite, rows to train on
     if config.max_train_samples is not None:
         data = replace(
             data,
@@ -91,9 +94,15 @@ def split_validation(data: Dataset, config: DataConfig) -> Dataset:
         size = n - int(n * (1.0 - config.validation_split))  # Keras: the last fraction
     else:
         return data
+    if size == 0:
+        raise DataError(
+            f"data.validation_split: {config.validation_split} of {n} training samples holds out zero rows.",
+            hint="Use a larger validation_split, or validation_size: N for N samples.",
+        )
     if size >= n:
         raise DataError(
-            f"data.validation_size: holding out {size} of {n} training samples leaves none to train on.",
+            f"data.{'validation_size' if config.validation_size is not None else 'validation_split'}: "
+            f"holding out {size} of {n} training samples leaves none to train on.",
             hint="Use a smaller validation_size or validation_split.",
         )
     if config.validation_from == "start":

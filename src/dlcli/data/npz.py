@@ -30,6 +30,9 @@ def _read(config: DataConfig) -> dict[str, np.ndarray]:
             f"{path} lacks {', '.join(missing)}; it holds {', '.join(arrays) or 'no arrays'}.",
             hint="Save it with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).",
         )
+    for key in ("x_train", "x_test"):
+        if key in arrays and arrays[key].ndim == 1:  # one number per sample: a single feature
+            arrays[key] = arrays[key].reshape(-1, 1)
     if len(arrays["x_train"]) != len(arrays["y_train"]):
         raise DataError(f"{path}: x_train has {len(arrays['x_train'])} rows but y_train {len(arrays['y_train'])}.")
     return arrays
@@ -70,7 +73,7 @@ def _load(config: DataConfig, seed: int) -> Dataset:
         if task in ("binary", "multiclass"):
             return torch.from_numpy(a.astype(np.int64))
         a = a.astype(np.float32)
-        return torch.from_numpy(a.reshape(len(a), -1))
+        return torch.from_numpy(a.reshape(a.shape[0], int(np.prod(a.shape[1:]))))  # (0, k) too
 
     has_test = "x_test" in arrays and "y_test" in arrays
     return Dataset(

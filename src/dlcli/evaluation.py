@@ -31,7 +31,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
     path = run_dir / CHECKPOINTS / f"{checkpoint}.pt"
     state = load_checkpoint(path)
     device = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
-    model = build_model(plan.model_plan)
+    model = build_model(plan.model_plan, initial_weights=False)  # the checkpoint's weights replace them
     if state.get("signature") not in (None, model_signature(model)):
         raise CheckpointError(f"{path} holds weights of a different model than the run's config.yaml builds.",
                               hint="The config may have been edited after training; restore it or train again.")

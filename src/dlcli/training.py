@@ -52,14 +52,14 @@ class Plan:
 
 def plan_experiment(config: Config) -> Plan:
     from .data import dataset_info
-    from .models import expand, plan_model
+    from .models import plan_network
 
     info = dataset_info(config.data)
     loss_name = resolve_loss_name(config.loss, info.task)
     spec = loss_spec(loss_name, info.task)
     units, activation = output_layer(loss_name, info.task, info.num_classes)
-    layers = expand(config.model, units, activation)
-    model_plan = plan_model(layers, info.input_shape, absorb=spec.absorbs)
+    ids_vocab = info.vocab_size if config.data.output_mode == "sequence" else None  # inputs are word ids
+    model_plan = plan_network(config.model, info.input_shape, units, activation, spec.absorbs, ids_vocab)
     out = model_plan.layers[-1].output_shape
     if len(out) != 1:
         from .models import shape_text
@@ -250,6 +250,7 @@ def train(
     from .engine import Batches, RunControl, Trainer
     from .losses import make_objective, prepare_targets
     from .models import build_model, use_channels_last
+    from .models.memory import check_fits
     from .optim import LrSchedule, build_optimizer
     from .progress import ProgressDisplay
 
@@ -265,6 +266,7 @@ def train(
     if device.type == "cuda":
         torch.cuda.set_device(device)
     check_device_options(config, device)
+    check_fits(plan.model_plan, device, config.optimizer)  # before any data or weights are allocated
     seed_everything(config.seed, config.training.deterministic)
 
     data = load_dataset(config.data, config.seed)
@@ -274,7 +276,7 @@ def train(
     logged = [c for c in columns if c not in ("epoch", "lr", "seconds")]
     check_monitors(config, logged)
 
-    model = build_model(plan.model_plan).to(device)
+    model = build_model(plan.model_plan, initial_weights=resume_dir is None).to(device)
     use_channels_last(model, config.training.channels_last)
     optimizer = build_optimizer(config.optimizer, model.parameters(), device.type,
                                 capturable=config.training.cuda_graph and device.type == "cuda")

@@ -113,6 +113,7 @@ def test_conv_on_flat_input_is_an_error():
 # ----------------------------------------------------------------------------- issue 13: architectures
 
 import json  # noqa: E402
+import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -524,3 +525,61 @@ def test_a_torchvision_run_evaluates_without_its_initial_weights_file(tmp_path):
     evaluated = invoke("evaluate", run, "--json")
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["samples"] == 8
+
+
+# ----------------------------------------------------------------------------- property: plan == reality
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dlcli.config import ActivationLayer as _Act  # noqa: E402
+
+ACTIVATIONS_ST = st.sampled_from(["linear", "relu", "tanh", "sigmoid"])
+PADDING_ST = st.sampled_from(["valid", "same", 0, 1])
+SIMPLE_LAYERS = st.one_of(
+    st.builds(DenseLayer, units=st.integers(1, 4), activation=ACTIVATIONS_ST),
+    st.builds(Conv2DLayer, filters=st.integers(1, 3), kernel_size=st.integers(1, 3), strides=st.integers(1, 2),
+              padding=PADDING_ST, activation=ACTIVATIONS_ST),
+    st.builds(MaxPool2DLayer, pool_size=st.integers(1, 2), strides=st.sampled_from([None, 1, 2])),
+    st.builds(AvgPool2DLayer, pool_size=st.integers(1, 2)),
+    st.builds(Conv1DLayer, filters=st.integers(1, 3), kernel_size=st.integers(1, 3), strides=st.integers(1, 2),
+              padding=PADDING_ST, activation=ACTIVATIONS_ST),
+    st.builds(MaxPool1DLayer, pool_size=st.integers(1, 2)),
+    st.builds(AvgPool1DLayer, pool_size=st.integers(1, 2), strides=st.sampled_from([None, 1])),
+    st.just(GlobalAvgPoolLayer()), st.just(GlobalMaxPoolLayer()), st.just(FlattenLayer()),
+    st.builds(DropoutLayer, rate=st.just(0.1)), st.builds(_Act, activation=ACTIVATIONS_ST),
+    st.builds(LSTMLayer, units=st.integers(1, 3), bidirectional=st.booleans(), return_sequences=st.booleans()),
+    st.builds(GRULayer, units=st.integers(1, 3), bidirectional=st.booleans(), return_sequences=st.booleans(),
+              dropout=st.sampled_from([0.0, 0.2])),
+    st.just(BatchNormLayer()), st.just(LayerNormLayer()),
+    st.builds(ReshapeLayer, target_shape=st.sampled_from([(-1,), (-1, 1), (1, -1), (2, -1), (-1, 1, 1), (0, 2)])),
+)
+LAYERS_ST = st.one_of(SIMPLE_LAYERS, st.builds(ResidualLayer, layers=st.lists(SIMPLE_LAYERS, min_size=1, max_size=2)
+                                                .map(tuple), activation=ACTIVATIONS_ST))
+INPUTS_ST = st.sampled_from([((6,), None), ((5, 4), None), ((2, 6, 6), None), ((7,), 10)])
+
+
+# DLCLI_FUZZ_EXAMPLES=3000 for a long run by hand
+@settings(max_examples=int(os.environ.get("DLCLI_FUZZ_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(INPUTS_ST, st.lists(LAYERS_ST, min_size=1, max_size=4))
+def test_any_layer_list_is_a_clean_error_or_a_model_that_runs_as_planned(inputs, layers):
+    shape, vocab = inputs
+    if vocab:
+        layers = [EmbeddingLayer(output_dim=3)] + layers
+    try:
+        plan = plan_model(tuple(layers), shape, vocab_size=vocab)
+    except ConfigError as exc:
+        assert exc.key and exc.key.startswith("model.layers.") and "layer" in str(exc)
+        return
+    model = build_model(plan)
+    assert parameter_counts(model) == [(r.params, r.frozen) for r in plan.layers]
+    x = torch.randint(0, vocab, (2, *shape)) if vocab else torch.randn(2, *shape)
+    model.eval()
+    with torch.no_grad():
+        for record, (start, end) in zip(plan.layers, model.layer_ranges):
+            x = model[start:end](x) if end > start else x
+            out = tuple(x.shape[1:])
+            # sequences may be channels-first at run time; the plan holds (steps, channels)
+            assert out == record.output_shape or (len(out) == 2 and out[::-1] == record.output_shape), \
+                (record.name, out, record.output_shape)

@@ -154,7 +154,7 @@ def _plan_residual(spec: Any, flow: Flow, where: str, counts: dict[str, int], ke
                 f"({sizes}).",
                 hint="Use padding: same in the block's convolutions, and strides only where the size halves.",
             )
-        (stride,) = strides
+        stride = next(s for s in strides if s is not None)
         if len(src) == 3:
             c_in, c_out, positions = src[0], dst[0], dst[1] * dst[2]
             projection = LayerRecord("projection", "Conv2D", None, src, dst, positions * c_in * c_out,
@@ -234,7 +234,7 @@ def _build_sequential(plan: ModelPlan):
         modules.extend(built)
     model = nn.Sequential(*modules)
     keras_initialization(model)
-    model.layer_ranges = ranges  # type: ignore[attr-defined]
+    model.layer_ranges = ranges  # type: ignore[attr-defined,assignment]
     return model
 
 
@@ -299,6 +299,16 @@ def keras_initialization(model) -> None:
                             param[units:2 * units].fill_(1.0)  # gates i, f, g, o: Keras's unit_forget_bias
 
 
+def running_statistics(module) -> int:
+    """Values of batch norm's running mean and variance in `module` itself (0 for other modules)."""
+    import torch.nn as nn
+
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None \
+            and module.running_var is not None:
+        return int(module.running_mean.numel() + module.running_var.numel())
+    return 0
+
+
 def parameter_counts(model) -> list[tuple[int, int]]:
     """(trainable, non-trainable) parameters of each top-level LayerRecord, counted on the built
     modules (batch norm's running mean and variance as non-trainable, as Keras counts them)."""
@@ -313,8 +323,7 @@ def parameter_counts(model) -> list[tuple[int, int]]:
                         trainable += p.numel()
                     else:
                         frozen += p.numel()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                    frozen += m.running_mean.numel() + m.running_var.numel()
+                frozen += running_statistics(m)
         return trainable, frozen
 
     if getattr(model, "layer_ranges", None) is None:  # a torchvision model: its top-level children

@@ -138,7 +138,7 @@ def _to_steps_first(flow: Flow) -> list:
     return [_transpose()] if len(flow.shape) == 2 and flow.channels_first else []
 
 
-def _need_image(shape: tuple[int, ...], where: str, flow: Flow | None = None) -> tuple[int, int, int]:
+def _need_image(shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ConfigError(
             f"{where} needs an image input (height x width x channels), "
@@ -283,9 +283,10 @@ def plan_dropout(spec: DropoutLayer, flow: Flow, where: str) -> Planned:
 
 @LAYER_PLANNERS.register("activation")
 def plan_activation(spec: ActivationLayer, flow: Flow, where: str) -> Planned:
-    if spec.activation == "softmax" and len(flow.shape) != 1:
-        raise ConfigError(f"{where}: softmax runs over the features of a flat input, but its input has shape "
-                          f"{_described(flow)}.", hint="Add `- flatten: {}` or a global pooling layer before it.")
+    if spec.activation == "softmax" and len(flow.shape) == 2 and not flow.channels_first:
+        # softmax runs over dim 1: make that the channels, as Keras's runs over the last axis
+        return Planned(replace(flow, channels_first=True), lambda: _to_channels_first(flow)
+                       + _with_activation([], spec.activation))
     return Planned(flow, lambda: _with_activation([], spec.activation))
 
 
@@ -387,6 +388,7 @@ def _global_pool(spec: Any, flow: Flow, where: str, op: str) -> Planned:
             f"but its input has shape {_described(flow)}.",
             hint="Global pooling replaces flatten: put it right after the last convolutional or recurrent layer.",
         )
+    dims: tuple[int, ...]
     if rank == 3:
         dims, channels = (2, 3), flow.shape[0]
     else:

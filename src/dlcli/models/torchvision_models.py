@@ -81,7 +81,7 @@ def _replace_first_conv(model, in_channels: int, keep_weights: bool = False) -> 
             else:
                 repeats = math.ceil(in_channels / weight.shape[1])
                 new.weight.copy_(weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels))
-            if old.bias is not None:
+            if old.bias is not None and new.bias is not None:
                 new.bias.copy_(old.bias)
     setattr(parent, attr, new)
 
@@ -90,7 +90,7 @@ def _replace_classifier(model, num_classes: int) -> None:
     """A new last layer with the data's classes, in place of the one with ImageNet's 1,000."""
     import torch.nn as nn
 
-    last = None
+    last: Optional[tuple[str, Any]] = None
     for full_name, module in model.named_modules():
         if isinstance(module, nn.Linear) and module.out_features == _DEFAULT_CLASSES:
             last = (full_name, module)
@@ -101,6 +101,7 @@ def _replace_classifier(model, num_classes: int) -> None:
     full_name, old = last
     parent_name, _, attr = full_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
+    new: nn.Module
     if isinstance(old, nn.Linear):
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     else:
@@ -123,7 +124,7 @@ def plan_torchvision(spec: Any, input_shape: tuple[int, ...], num_classes: int, 
     """The ModelPlan of a torchvision model: its top-level parts as rows, counted on the meta device."""
     import torch
 
-    from . import LayerRecord, ModelPlan
+    from . import LayerRecord, ModelPlan, running_statistics
     from .layers import shape_text
 
     name = spec.torchvision
@@ -208,8 +209,7 @@ def plan_torchvision(spec: Any, input_shape: tuple[int, ...], num_classes: int, 
         if child_name not in shapes:
             continue  # defined but not used in forward (e.g. disabled auxiliary classifiers)
         trainable = sum(p.numel() for p in child.parameters() if p.requires_grad)
-        frozen = sum(m.running_mean.numel() + m.running_var.numel() for m in child.modules()
-                     if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None)
+        frozen = sum(running_statistics(m) for m in child.modules())
         inp, out = shapes[child_name]
         records.append(LayerRecord(child_name, type(child).__name__, None, inp, out, macs.get(child_name, 0),
                                    trainable, frozen))
@@ -247,11 +247,13 @@ def _on_meta(name: str, in_channels: int, num_classes: int):
     def buffer_to_meta(self, buffer_name, tensor, persistent=True):
         register_buffer(self, buffer_name, tensor.to("meta") if tensor is not None else None, persistent)
 
-    module_cls.register_parameter, module_cls.register_buffer = parameter_to_meta, buffer_to_meta
+    module_cls.register_parameter = parameter_to_meta  # type: ignore[method-assign]
+    module_cls.register_buffer = buffer_to_meta  # type: ignore[method-assign]
     try:
         return adapted_model(name, in_channels, num_classes)
     finally:
-        module_cls.register_parameter, module_cls.register_buffer = register_parameter, register_buffer
+        module_cls.register_parameter = register_parameter  # type: ignore[method-assign]
+        module_cls.register_buffer = register_buffer  # type: ignore[method-assign]
 
 
 def _torchvision_version() -> str:

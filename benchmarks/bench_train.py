@@ -1,6 +1,7 @@
 """dlcli's training speed against a hand-written PyTorch loop, in one process, same tensors.
 
-For each case (the course's Fashion-MNIST MLP and MNIST CNN) it alternates which of the two
+For each case (the course's Fashion-MNIST MLP and MNIST CNN; with --cases also the IMDB LSTM and
+torchvision's ResNet-18 on Fashion-MNIST) it alternates which of the two
 runs first over several repetitions and prints the median seconds per epoch of each and
 their ratio. dlcli runs through `dlcli.training.train` (the path `dlcli train` takes) with the
 live progress display rendering into a terminal-like console. It also measures peak memory
@@ -30,11 +31,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from plain_loop import hand_written_epoch, load_tensors, make_model  # noqa: E402
+from plain_loop import hand_written_epoch, load_imdb_sequences, load_tensors, make_model, make_optimizer  # noqa: E402
 
 CASES = {
     "mlp": {"config": "configs/fashion_mnist_mlp.yaml", "dataset": "fashion_mnist", "batch": 32, "val": 0.0},
     "cnn": {"config": "configs/mnist_cnn.yaml", "dataset": "mnist", "batch": 128, "val": 0.1},
+    # IMDB word sequences of 500: Embedding 32, LSTM 32, Dense 1; rmsprop, 20% validation
+    "lstm": {"config": "configs/imdb_lstm.yaml", "dataset": "imdb", "batch": 128, "val": 0.2},
+    # torchvision's ResNet-18 adapted to 1x28x28 and 10 classes; adam, 10% validation
+    "resnet": {"config": "configs/fashion_mnist_resnet.yaml", "dataset": "fashion_mnist", "batch": 128, "val": 0.1},
 }
 
 
@@ -68,19 +73,39 @@ def synthetic_idx_root() -> str:
                 array = rng.integers(0, 256 if kind.startswith("images") else 10, shape, dtype=np.uint8)
                 header = bytes([0, 0, 8, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in shape)
                 (root / folder / f"{split}-{kind}-ubyte").write_bytes(header + array.tobytes())
+    write_synthetic_imdb(root / "imdb" / "imdb.npz", rng)
     return str(root)
+
+
+def write_synthetic_imdb(path: Path, rng, reviews: int = 25_000) -> None:
+    """Random reviews in Keras's imdb.npz layout, of IMDB's size (lengths around its mean of 230 words)."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for split in ("train", "test"):
+        lengths = rng.integers(50, 420, reviews)
+        xs = np.empty(reviews, dtype=object)
+        for i, n in enumerate(lengths):
+            xs[i] = rng.integers(1, 20_000, n).tolist()
+        arrays[f"x_{split}"] = xs
+        arrays[f"y_{split}"] = rng.integers(0, 2, reviews)
+    np.savez(path, **arrays)
 
 
 def hand_epochs(case: str, data_root: str | None, epochs: int, device: str, precision: str, max_train: int | None) -> list[float]:
     spec = CASES[case]
-    x, y, xv, yv = load_tensors(spec["dataset"], data_root, spec["val"], max_train)
+    if spec["dataset"] == "imdb":
+        x, y, xv, yv = load_imdb_sequences(data_root, 500, spec["val"], max_train)
+    else:
+        x, y, xv, yv = load_tensors(spec["dataset"], data_root, spec["val"], max_train)
     dev = torch.device(device)
     torch.manual_seed(0)
     model = make_model(case).to(dev)
     if dev.type == "cuda":
         x, y = x.to(dev), y.to(dev)
         xv, yv = (xv.to(dev), yv.to(dev)) if xv is not None else (None, None)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    optimizer = make_optimizer(case, model)
     gen = torch.Generator().manual_seed(0)
     times = []
     for _ in range(epochs):
@@ -174,7 +199,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="data.root holding mnist/ (Fashion-MNIST is found as dlcli finds it, e.g. "
                         "Debian's package); default: ../shared/data if it exists, else synthetic IDX files")
-    parser.add_argument("--cases", default="mlp,cnn")
+    parser.add_argument("--cases", default="mlp,cnn", help="comma list of: mlp, cnn, lstm (IMDB LSTM), resnet "
+                        "(ResNet-18 on Fashion-MNIST); the last two take minutes per epoch on a CPU")
     parser.add_argument("--reps", type=int, default=4, help="repetitions, alternating which runs first")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run; the first of each run is not timed")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -193,3 +193,56 @@ def test_imdb_download_is_written_whole(tmp_path, monkeypatch):
     data = load_dataset(DataConfig(dataset="imdb", root=str(root), num_words=50), seed=0)
     assert (root / "imdb.npz").read_bytes() == source and len(data.x_train) == 60
     assert [p.name for p in root.iterdir()] == ["imdb.npz"]  # no partial file left
+
+
+# ----------------------------------------------------------------------------- IMDB as word sequences
+
+
+def test_pad_sequences_follows_keras_for_every_padding_and_truncating():
+    from dlcli.data.imdb import pad_sequences
+
+    reviews = [np.array([1, 2, 3, 4, 5]), np.array([7]), np.array([], dtype=np.int64), np.array([8, 9, 10])]
+    # what keras.utils.pad_sequences(reviews, maxlen=3, padding=..., truncating=...) returns
+    expected = {
+        ("pre", "pre"): [[3, 4, 5], [0, 0, 7], [0, 0, 0], [8, 9, 10]],
+        ("pre", "post"): [[1, 2, 3], [0, 0, 7], [0, 0, 0], [8, 9, 10]],
+        ("post", "pre"): [[3, 4, 5], [7, 0, 0], [0, 0, 0], [8, 9, 10]],
+        ("post", "post"): [[1, 2, 3], [7, 0, 0], [0, 0, 0], [8, 9, 10]],
+    }
+    for (padding, truncating), rows in expected.items():
+        out = pad_sequences(reviews, 3, padding, truncating)
+        assert out.dtype == np.int64 and out.tolist() == rows, (padding, truncating)
+    assert pad_sequences([], 4).shape == (0, 4)
+
+
+def test_imdb_sequence_mode_gives_int64_ids_and_the_vocabulary(tmp_path):
+    make_imdb_npz(tmp_path / "imdb" / "imdb.npz")
+    cfg = DataConfig(dataset="imdb", root=str(tmp_path), num_words=20, output_mode="sequence", sequence_length=40,
+                     padding="post", truncating="post")
+    info = dataset_info(cfg)
+    assert info.input_shape == (40,) and info.vocab_size == 20 and info.task == "binary"
+    data = load_dataset(cfg, seed=0)
+    sequences, _, test_sequences, _ = keras_sequences(tmp_path / "imdb" / "imdb.npz", 20)
+    assert data.x_train.dtype == torch.int64 and data.x_train.shape == (60, 40) and data.input_scale is None
+    first = sequences[0]  # padded at the end: the review, then zeros (reviews are shorter than 40)
+    assert data.x_train[0, :len(first)].tolist() == first.tolist() and data.x_train[0, len(first):].eq(0).all()
+    assert int(data.x_train.max()) < 20 and data.x_test.shape == (30, 40)
+    assert DataConfig(dataset="imdb").output_mode == "multi_hot"  # the course's model stays the default
+
+
+def test_imdb_refuses_output_modes_it_does_not_have(tmp_path):
+    from dlcli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="imdb dataset comes as multi_hot vectors or word-id sequences, not tf_idf"):
+        dataset_info(DataConfig(dataset="imdb", output_mode="tf_idf"))
+
+
+def test_word_ids_reach_the_model_as_int64():
+    from dlcli.engine import Batches
+
+    ids = torch.tensor([[0, 3, 9], [1, 2, 2]])
+    (xb, yb, n), = list(Batches(ids, torch.tensor([0, 1]), 2, input_scale=None))
+    assert xb.dtype == torch.int64 and torch.equal(xb, ids) and n == 2
+    images = torch.tensor([[0, 255]], dtype=torch.uint8)
+    (xb, _, _), = list(Batches(images, torch.tensor([0]), 1, input_scale=1 / 255))
+    assert xb.dtype == torch.float32 and xb.tolist() == [[0.0, 1.0]]

@@ -108,3 +108,478 @@ def test_kernel_too_large_names_both_shapes():
 def test_conv_on_flat_input_is_an_error():
     with pytest.raises(ConfigError, match="needs an image input"):
         plan_model((Conv2DLayer(filters=2, kernel_size=3),), (20,))
+
+
+# ----------------------------------------------------------------------------- issue 13: architectures
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from typer.testing import CliRunner  # noqa: E402
+
+from dlcli.cli import app  # noqa: E402
+from dlcli.config import (  # noqa: E402
+    BatchNormLayer,
+    Conv1DLayer,
+    EmbeddingLayer,
+    GlobalAvgPoolLayer,
+    GlobalMaxPoolLayer,
+    GRULayer,
+    LayerNormLayer,
+    LSTMLayer,
+    MaxPool1DLayer,
+    AvgPool1DLayer,
+    ReshapeLayer,
+    ResidualLayer,
+)
+from dlcli.summary import summary_text  # noqa: E402
+
+from conftest import make_imdb_npz, synthetic_config, write_config  # noqa: E402
+
+runner = CliRunner()
+
+
+def analytic_and_built(specs, shape, vocab=None, absorb=()):
+    """The plan's counts must be what the built modules hold, layer by layer."""
+    plan = plan_model(tuple(specs), shape, absorb, vocab_size=vocab)
+    model = build_model(plan)
+    assert parameter_counts(model) == [(r.params, r.frozen) for r in plan.layers]
+    return plan, model
+
+
+def test_sequence_layers_count_shape_and_run_as_planned():
+    specs = [
+        EmbeddingLayer(output_dim=6),  # 50 * 6
+        Conv1DLayer(filters=8, kernel_size=3, padding="same", activation="relu"),  # 3*6*8+8 = 152
+        MaxPool1DLayer(pool_size=2),
+        AvgPool1DLayer(pool_size=2, strides=1),
+        BatchNormLayer(),  # 2*8 trainable, 2*8 running statistics
+        GRULayer(units=5, return_sequences=True),  # 3*(5*(8+5) + 2*5) = 225
+        LayerNormLayer(),  # 2*5
+        LSTMLayer(units=4, bidirectional=True),  # 2 * 4*(4*(5+4) + 2*4) = 352
+        DenseLayer(units=3, activation="softmax"),  # 8*3+3 = 27
+    ]
+    plan, model = analytic_and_built(specs, (20,), vocab=50, absorb=("softmax",))
+    assert [r.output_shape for r in plan.layers] == [(20, 6), (20, 8), (10, 8), (9, 8), (9, 8), (9, 5), (9, 5), (8,), (3,)]
+    assert [r.params + r.frozen for r in plan.layers] == [300, 152, 0, 0, 32, 225, 10, 352, 27]
+    assert [r.type_name for r in plan.layers] == [
+        "Embedding", "Conv1D", "MaxPooling1D", "AveragePooling1D", "BatchNormalization", "GRU",
+        "LayerNormalization", "Bidirectional(LSTM)", "Dense"]
+    assert plan.total_params == 1098 and plan.trainable_params == 1082
+    assert model(torch.randint(0, 50, (4, 20))).shape == (4, 3)
+
+
+def test_global_pooling_and_reshape_by_rank():
+    specs = [GlobalMaxPoolLayer(), ReshapeLayer(target_shape=(2, -1)), GlobalAvgPoolLayer(),
+             ReshapeLayer(target_shape=(1, 1, 3)), Conv2DLayer(filters=2, kernel_size=1), FlattenLayer()]
+    plan, model = analytic_and_built(specs, (6, 5, 5))
+    assert [r.output_shape for r in plan.layers] == [(6,), (2, 3), (3,), (3, 1, 1), (2, 1, 1), (2,)]
+    assert [r.type_name for r in plan.layers][:3] == ["GlobalMaxPooling2D", "Reshape", "GlobalAveragePooling1D"]
+    x = torch.randn(2, 6, 5, 5)
+    pooled = x.amax((2, 3))
+    assert torch.equal(model[:3](x), pooled.reshape(2, 2, 3).mean(1))
+
+
+def test_lstm_returns_the_last_state_without_copying_and_bidirectional_as_keras():
+    from dlcli.models.modules import LSTM
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 7, 4)
+    one = LSTM(4, 5, bidirectional=False, return_sequences=False)
+    last = one(x)
+    full, _ = torch.nn.LSTM.forward(one, x)
+    assert torch.allclose(last, full[:, -1]) and last._base is not None  # a view of h_n, not a copy
+    two = LSTM(4, 5, bidirectional=True, return_sequences=False)
+    full, _ = torch.nn.LSTM.forward(two, x)
+    # forward direction after the last step, backward direction after reading back to the first
+    assert torch.allclose(two(x), torch.cat((full[:, -1, :5], full[:, 0, 5:]), 1))
+    two.return_sequences = True
+    assert torch.equal(two(x), full)
+
+
+def test_keras_initialization_of_the_new_layers():
+    _, model = analytic_and_built([EmbeddingLayer(output_dim=8, mask_zero=True), LSTMLayer(units=6),
+                                   DenseLayer(units=1)], (10,), vocab=100)
+    embedding, lstm = model[0], model[1]
+    assert embedding.weight.abs().max() <= 0.05 and torch.equal(embedding.weight[0], torch.zeros(8))
+    assert torch.equal(lstm.bias_ih_l0[6:12], torch.ones(6))  # forget gate, Keras's unit_forget_bias
+    assert torch.count_nonzero(lstm.bias_ih_l0) == 6 and torch.count_nonzero(lstm.bias_hh_l0) == 0
+    w = lstm.weight_hh_l0  # (4*units, units), orthogonal columns
+    assert torch.allclose(w.T @ w, torch.eye(6), atol=1e-5)
+    bound = (6 / (8 + 24)) ** 0.5  # Glorot-uniform over fan_in 8, fan_out 4*6
+    assert lstm.weight_ih_l0.abs().max() <= bound
+
+
+def test_batchnorm_keeps_running_statistics_and_freezes_them_in_eval():
+    _, model = analytic_and_built([BatchNormLayer(momentum=0.9), FlattenLayer(), DenseLayer(units=2)], (3, 4, 4))
+    bn = model[0]
+    assert bn.momentum == pytest.approx(0.1) and bn.eps == 0.001
+    x = torch.randn(8, 3, 4, 4) * 3 + 2
+    model.train()
+    model(x)
+    expected = 0.1 * x.mean((0, 2, 3))
+    assert torch.allclose(bn.running_mean, expected, atol=1e-6)
+    model.eval()
+    model(x * 10)
+    assert torch.allclose(bn.running_mean, expected, atol=1e-6)
+    assert {"0.running_mean", "0.running_var", "0.num_batches_tracked"} <= set(model.state_dict())
+
+
+def test_residual_adds_the_input_or_its_projection():
+    identity = ResidualLayer(layers=(Conv2DLayer(filters=3, kernel_size=3, padding="same"),), activation="relu")
+    plan, model = analytic_and_built([identity], (3, 6, 6))
+    x = torch.randn(2, 3, 6, 6)
+    block = model[0]
+    assert block.shortcut is None and torch.equal(model(x), torch.relu(block.body(x) + x))
+    projected = ResidualLayer(layers=(Conv2DLayer(filters=5, kernel_size=3, strides=2, padding="same"),))
+    plan, model = analytic_and_built([projected], (3, 7, 7))
+    (record,) = plan.layers
+    assert [c.name for c in record.children] == ["conv2d", "projection"]
+    assert record.children[1].type_name == "Conv2D" and record.children[1].params == 3 * 5 + 5
+    shortcut = model[0].shortcut
+    assert shortcut.kernel_size == (1, 1) and shortcut.stride == (2, 2)
+    assert model(torch.randn(2, 3, 7, 7)).shape == (2, 5, 4, 4) and record.output_shape == (5, 4, 4)
+    flat = ResidualLayer(layers=(DenseLayer(units=4, activation="relu"),))
+    plan, model = analytic_and_built([flat], (6,))
+    assert isinstance(model[0].shortcut, torch.nn.Linear) and plan.layers[0].params == 28 + 28
+
+
+def test_a_residual_model_summary_is_pinned():
+    specs = (Conv2DLayer(filters=4, kernel_size=3, padding="same", activation="relu"),
+             ResidualLayer(layers=(Conv2DLayer(filters=8, kernel_size=3, strides=2, padding="same", activation="relu"),
+                                   BatchNormLayer()), activation="relu"),
+             GlobalAvgPoolLayer(), DenseLayer(units=10, activation="softmax"))
+    text = summary_text(plan_model(specs, (1, 28, 28), ("softmax",)))
+    assert text.splitlines()[4:] == [
+        "│ conv2d (Conv2D)                          │ (None, 28, 28, 4) │      40 │",
+        "│ residual (Residual)                      │ (None, 14, 14, 8) │     368 │",
+        "│   └ conv2d_1 (Conv2D)                    │ (None, 14, 14, 8) │     296 │",
+        "│   └ batchnorm (BatchNormalization)       │ (None, 14, 14, 8) │      32 │",
+        "│   └ projection (Conv2D)                  │ (None, 14, 14, 8) │      40 │",
+        "│ global_avg_pool (GlobalAveragePooling2D) │ (None, 8)         │       0 │",
+        "│ dense (Dense)                            │ (None, 10)        │      90 │",
+        "└──────────────────────────────────────────┴───────────────────┴─────────┘",
+        " Total params: 498 (1.95 KB)",  # 40 + (296 + 32 + 40) + 90
+        " Trainable params: 482",
+        " Non-trainable params: 16",
+        " Note: image shapes are (batch, height, width, channels), as Keras shows them.",
+        " Note: non-trainable params are batch norm's running means and variances, as Keras counts them.",
+        " Note: a residual block's row counts the layers under it (└), whose output is added to its input.",
+        " Note: the final softmax is applied inside the loss, on the logits, for stability.",
+    ]
+
+
+def test_lenet5_preset_is_the_classic_network():
+    plan, model = built("mnist_lenet5")
+    assert [r.params for r in plan.model_plan.layers] == [156, 0, 2_416, 0, 0, 48_120, 10_164, 850]
+    assert plan.model_plan.total_params == 61_706
+    assert [r.output_shape for r in plan.model_plan.layers][:4] == [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5)]
+    assert isinstance(model[1], torch.nn.Tanh) and isinstance(model[2], torch.nn.AvgPool2d)
+
+
+def test_imdb_sequence_configs_plan_from_the_vocabulary():
+    plan, model = built("imdb_lstm")
+    assert [r.params for r in plan.model_plan.layers] == [320_000, 8_448, 33]
+    assert plan.model_plan.layers[0].output_shape == (500, 32)
+    plan, _ = built("imdb_conv1d")
+    assert [r.output_shape for r in plan.model_plan.layers] == [(500, 128), (494, 32), (98, 32), (92, 32), (32,), (1,)]
+    assert plan.model_plan.total_params == 1_315_937
+
+
+def test_summary_of_presets_and_layer_lists_imports_no_torch():
+    code = ("import sys; from dlcli.cli import app\n"
+            "for name in ('mnist_cnn', 'imdb_lstm', 'mnist_lenet5', 'imdb_binary'):\n"
+            "    try: app(['summary', f'configs/{name}.yaml'])\n"
+            "    except SystemExit as e: assert not e.code, e.code\n"
+            "print('torch loaded:', 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip().endswith("torch loaded: False") and out.count("Total params") == 4
+
+
+# ----------------------------------------------------------------------------- torchvision models
+
+
+def test_torchvision_resnet18_adapted_to_grayscale_and_ten_classes():
+    plan, model = built("fashion_mnist_resnet")
+    mp = plan.model_plan
+    assert mp.trainable_params == 11_175_370 and mp.total_params - mp.trainable_params == 9_600
+    assert [r.name for r in mp.layers] == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
+                                           "avgpool", "fc"]
+    assert [r.output_shape for r in mp.layers][3:8] == [(64, 7, 7), (64, 7, 7), (128, 4, 4), (256, 2, 2), (512, 1, 1)]
+    assert parameter_counts(model) == [(r.params, r.frozen) for r in mp.layers]
+    assert model.conv1.in_channels == 1 and model.conv1.kernel_size == (7, 7) and model.fc.out_features == 10
+    model.eval()
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def tv_config(tmp_path, name, weights=None, shape=(1, 28, 28), classes=10):
+    raw = synthetic_config(epochs=1)
+    raw["data"]["synthetic"].update(shape=list(shape), classes=classes, samples=32, test_samples=8)
+    raw["model"] = {"torchvision": name, **({"weights": str(weights)} if weights else {})}
+    raw["training"]["batch_size"] = 16
+    return write_config(tmp_path / "tv.yaml", raw)
+
+
+def test_weights_file_of_torchvision_layout_is_loaded_then_adapted(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    original = torchvision.models.squeezenet1_1(num_classes=1000)
+    torch.save(original.state_dict(), tmp_path / "sq.pt")
+    config = tv_config(tmp_path, "squeezenet1_1", tmp_path / "sq.pt")
+    plan = plan_experiment(load_config(config))
+    model = build_model(plan.model_plan)
+    assert torch.equal(model.features[0].weight, original.features[0].weight.sum(1, keepdim=True))
+    assert torch.equal(model.features[3].squeeze.weight, original.features[3].squeeze.weight)
+    assert model.classifier[1].out_channels == 10  # the data's classes, a new layer
+    torch.save(model.state_dict(), tmp_path / "adapted.pt")  # the adapted layout loads as it is
+    again = build_model(plan_experiment(load_config(tv_config(tmp_path, "squeezenet1_1", tmp_path / "adapted.pt"))).model_plan)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_bad_torchvision_name_and_weights_are_errors(tmp_path):
+    import torchvision
+
+    result = invoke("summary", tv_config(tmp_path, "resnet19"))
+    assert result.exit_code == 2
+    assert "'resnet19' is not a classification model of torchvision" in result.output
+    assert "Did you mean 'resnet18'" in result.output
+    torch.save(torchvision.models.squeezenet1_0().state_dict(), tmp_path / "other.pt")
+    result = invoke("train", tv_config(tmp_path, "squeezenet1_1", tmp_path / "other.pt"), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2
+    assert "does not hold the weights of torchvision's squeezenet1_1" in result.output
+    assert "of another shape (e.g. features.0.weight [96, 3, 7, 7] (needs [64, 3, 3, 3])" in result.output
+    result = invoke("train", tv_config(tmp_path, "resnet18", tmp_path / "missing.pt"), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 2 and "model.weights:" in result.output and "is not a file" in result.output
+    result = invoke("summary", tv_config(tmp_path, "vgg11"))
+    assert result.exit_code == 2 and "vgg11 does not fit inputs of 28x28x1" in result.output
+
+
+# ----------------------------------------------------------------------------- bad layer lists (exit 2)
+
+
+def layers_config(tmp_path, layers, **data):
+    raw = synthetic_config(epochs=1)
+    raw["data"].update(data)
+    raw["model"] = {"layers": layers}
+    return write_config(tmp_path / "layers.yaml", raw)
+
+
+def imdb_config(tmp_path, layers, **data):
+    make_imdb_npz(tmp_path / "imdb" / "imdb.npz")
+    raw = synthetic_config(epochs=1)
+    raw["data"] = {"dataset": "imdb", "root": str(tmp_path), "download": False, "num_words": 50,
+                   "output_mode": "sequence", "sequence_length": 12, **data}
+    raw["model"] = {"layers": layers}
+    raw["loss"] = "binary_crossentropy"
+    return write_config(tmp_path / "imdb.yaml", raw)
+
+
+def error_of(config, *sets):
+    result = invoke("summary", config, *[a for s in sets for a in ("--set", s)])
+    assert result.exit_code == 2, result.output
+    return " ".join(result.output.split())
+
+
+OUT = {"dense": {"units": 1, "activation": "sigmoid"}}
+
+
+def test_lstm_after_flatten_says_it_needs_a_sequence(tmp_path):
+    config = imdb_config(tmp_path, [{"embedding": {"output_dim": 4}}, "flatten", {"lstm": {"units": 3}}, OUT])
+    message = error_of(config)
+    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "lstm:" in text)
+    assert (f"{config}, line {line}: model layer 3 (lstm) needs a sequence input of shape steps x features "
+            "(a rank-3 batch: batch, steps, features), but its input has shape 48 (flat, after flatten). "
+            "Remove the flatten before it") in message
+
+
+def test_embedding_on_float_inputs(tmp_path):
+    message = error_of(layers_config(tmp_path, [{"embedding": {"output_dim": 4, "input_dim": 10}}, "flatten",
+                                                {"dense": {"units": 3}}]))
+    assert ("model layer 1 (embedding) needs integer word ids, but this data gives float features of shape 8. "
+            "Use integer word ids: data.output_mode: sequence") in message
+    message = error_of(imdb_config(tmp_path, [{"embedding": {"output_dim": 4}}, {"embedding": {"output_dim": 4}}, OUT]))
+    assert "model layer 2 (embedding_1) needs integer word ids, but its input is the float output" in message
+    message = error_of(imdb_config(tmp_path, [{"dense": {"units": 4}}, OUT]))
+    assert "model layer 1 (dense) gets the data's integer word ids (shape 12), which only an embedding can read" in message
+
+
+def test_return_sequences_before_dense(tmp_path):
+    config = imdb_config(tmp_path, [{"embedding": {"output_dim": 4}}, {"gru": {"units": 3, "return_sequences": True}},
+                                    {"dropout": {"rate": 0.1}}, OUT])
+    message = error_of(config)
+    assert "model layer 4 (dense) needs a flat input, but its input has shape 12x3 (a sequence, after gru)" in message
+    assert "set return_sequences: false on the last recurrent layer" in message
+
+
+def test_residual_that_cannot_be_projected(tmp_path):
+    block = {"residual": {"layers": [{"conv2d": {"filters": 4, "kernel_size": 3, "padding": 2}}]}}
+    raw_layers = [block, "flatten", {"dense": {"units": 3}}]
+    message = error_of(layers_config(tmp_path, raw_layers), "data.synthetic.shape=[1, 6, 6]")
+    assert ("model layer 1 (residual): its layers turn 6x6x1 into 8x8x4, which cannot be added to the block's "
+            "input: no 1x1 projection with one stride maps its pixels (6 -> 8 x 6 -> 8)") in message
+    block = {"residual": {"layers": ["flatten", {"dense": {"units": 4}}]}}
+    message = error_of(layers_config(tmp_path, [block, "flatten", {"dense": {"units": 3}}]),
+                       "data.synthetic.shape=[1, 6, 6]")
+    assert "a 1x1 projection keeps the rank (3 dimensions here, 1 after)" in message
+
+
+def test_inner_layer_errors_name_the_block(tmp_path):
+    block = {"residual": {"layers": [{"lstm": {"units": 2}}]}}
+    config = layers_config(tmp_path, [block, {"dense": {"units": 3}}])
+    message = error_of(config)
+    line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "lstm:" in text)
+    assert f"{config}, line {line}: model layer 1 (residual), its layer 1 (lstm) needs a sequence input" in message
+
+
+def test_sequence_length_of_zero(tmp_path):
+    config = imdb_config(tmp_path, [{"embedding": {"output_dim": 4}}, {"lstm": {"units": 3}}, OUT])
+    message = error_of(config, "data.sequence_length=0")
+    assert "data.sequence_length: must be at least 1, found 0" in message
+
+
+# ----------------------------------------------------------------------------- memory (issue 15)
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path):
+    config = layers_config(tmp_path, ["flatten", {"dense": {"units": 10 ** 10}}, {"dense": {"units": 3}}])
+    result = invoke("train", config, "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 1, result.output
+    message = " ".join(result.output.split())
+    assert message.startswith("Error: The model needs about 1.7 TB of memory to train: 120,000,000,003 parameters "
+                              "take 447.0 GB as float32, their gradients 447.0 GB and adam's two moment estimates "
+                              "894.1 GB; this machine has ")
+    assert "this machine has" in message and "available (of" in message
+    assert not (tmp_path / "runs").exists()  # refused before the run folder
+    summary = invoke("summary", config)  # the plan alone still shows it
+    assert summary.exit_code == 0 and "120,000,000,003" in summary.output
+
+
+def test_allocation_failure_becomes_a_clear_error(capsys):
+    """A real failure of PyTorch's CPU allocator (400 TB asked for), inside the build guard and
+    through the CLI's error handler: exit code 1, one paragraph, no traceback."""
+    import typer
+
+    from dlcli.cli import handle_errors
+    from dlcli.errors import ResourceError
+    from dlcli.models.memory import allocation_guard
+
+    plan = plan_model((DenseLayer(units=3),), (4,))
+    with pytest.raises(ResourceError, match=r"Out of memory while building the model on cpu \(15 parameters take "
+                       r"60 B as float32; .* available\): \[enforce fail .*can't allocate memory"):
+        with allocation_guard(plan):
+            torch.empty(10 ** 14)
+    with pytest.raises(RuntimeError, match="something else"):
+        with allocation_guard(plan):
+            raise RuntimeError("something else")
+
+    @handle_errors
+    def command():
+        torch.empty(10 ** 14)
+
+    with pytest.raises(typer.Exit) as exit_info:
+        command()
+    assert exit_info.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: Out of memory ([enforce fail") and "you tried to allocate 400000000000000 bytes" in err
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_an_lstm_trains_on_imdb_sequences_and_evaluates(tmp_path):
+    config = imdb_config(tmp_path, [{"embedding": {"output_dim": 8, "mask_zero": True}},
+                                    {"lstm": {"units": 8, "bidirectional": True}}, OUT], validation_split=0.2)
+    runs = tmp_path / "runs"
+    result = invoke("train", config, "--runs-dir", runs, "-q", "--set", "training.epochs=2")
+    assert result.exit_code == 0, result.output
+    (run,) = runs.iterdir()
+    rows = (run / "summary.txt").read_text().splitlines()[4:7]
+    assert rows == ["│ embedding (Embedding)      │ (None, 12, 8) │     400 │",
+                    "│ lstm (Bidirectional(LSTM)) │ (None, 16)    │   1,152 │",  # 2 * (4*8*(8+8) + 2*4*8)
+                    "│ dense (Dense)              │ (None, 1)     │      17 │"]
+    results = json.loads((run / "results.json").read_text())
+    evaluated = invoke("evaluate", run, "--checkpoint", "last", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["loss"] == pytest.approx(results["test_loss"], rel=1e-5)
+
+
+def test_a_torchvision_run_evaluates_without_its_initial_weights_file(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.squeezenet1_1().state_dict(), tmp_path / "start.pt")
+    config = tv_config(tmp_path, "squeezenet1_1", tmp_path / "start.pt", shape=(3, 32, 32), classes=3)
+    runs = tmp_path / "runs"
+    result = invoke("train", config, "--runs-dir", runs, "-q")
+    assert result.exit_code == 0, result.output
+    (tmp_path / "start.pt").unlink()  # the checkpoint holds every weight now
+    (run,) = runs.iterdir()
+    evaluated = invoke("evaluate", run, "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output)["samples"] == 8
+
+
+# ----------------------------------------------------------------------------- property: plan == reality
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from dlcli.config import ActivationLayer as _Act  # noqa: E402
+
+ACTIVATIONS_ST = st.sampled_from(["linear", "relu", "tanh", "sigmoid"])
+PADDING_ST = st.sampled_from(["valid", "same", 0, 1])
+SIMPLE_LAYERS = st.one_of(
+    st.builds(DenseLayer, units=st.integers(1, 4), activation=ACTIVATIONS_ST),
+    st.builds(Conv2DLayer, filters=st.integers(1, 3), kernel_size=st.integers(1, 3), strides=st.integers(1, 2),
+              padding=PADDING_ST, activation=ACTIVATIONS_ST),
+    st.builds(MaxPool2DLayer, pool_size=st.integers(1, 2), strides=st.sampled_from([None, 1, 2])),
+    st.builds(AvgPool2DLayer, pool_size=st.integers(1, 2)),
+    st.builds(Conv1DLayer, filters=st.integers(1, 3), kernel_size=st.integers(1, 3), strides=st.integers(1, 2),
+              padding=PADDING_ST, activation=ACTIVATIONS_ST),
+    st.builds(MaxPool1DLayer, pool_size=st.integers(1, 2)),
+    st.builds(AvgPool1DLayer, pool_size=st.integers(1, 2), strides=st.sampled_from([None, 1])),
+    st.just(GlobalAvgPoolLayer()), st.just(GlobalMaxPoolLayer()), st.just(FlattenLayer()),
+    st.builds(DropoutLayer, rate=st.just(0.1)), st.builds(_Act, activation=ACTIVATIONS_ST),
+    st.builds(LSTMLayer, units=st.integers(1, 3), bidirectional=st.booleans(), return_sequences=st.booleans()),
+    st.builds(GRULayer, units=st.integers(1, 3), bidirectional=st.booleans(), return_sequences=st.booleans(),
+              dropout=st.sampled_from([0.0, 0.2])),
+    st.just(BatchNormLayer()), st.just(LayerNormLayer()),
+    st.builds(ReshapeLayer, target_shape=st.sampled_from([(-1,), (-1, 1), (1, -1), (2, -1), (-1, 1, 1), (0, 2)])),
+)
+LAYERS_ST = st.one_of(SIMPLE_LAYERS, st.builds(ResidualLayer, layers=st.lists(SIMPLE_LAYERS, min_size=1, max_size=2)
+                                                .map(tuple), activation=ACTIVATIONS_ST))
+INPUTS_ST = st.sampled_from([((6,), None), ((5, 4), None), ((2, 6, 6), None), ((7,), 10)])
+
+
+# DLCLI_FUZZ_EXAMPLES=3000 for a long run by hand
+@settings(max_examples=int(os.environ.get("DLCLI_FUZZ_EXAMPLES", "150")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(INPUTS_ST, st.lists(LAYERS_ST, min_size=1, max_size=4))
+def test_any_layer_list_is_a_clean_error_or_a_model_that_runs_as_planned(inputs, layers):
+    shape, vocab = inputs
+    if vocab:
+        layers = [EmbeddingLayer(output_dim=3)] + layers
+    try:
+        plan = plan_model(tuple(layers), shape, vocab_size=vocab)
+    except ConfigError as exc:
+        assert exc.key and exc.key.startswith("model.layers.") and "layer" in str(exc)
+        return
+    model = build_model(plan)
+    assert parameter_counts(model) == [(r.params, r.frozen) for r in plan.layers]
+    x = torch.randint(0, vocab, (2, *shape)) if vocab else torch.randn(2, *shape)
+    model.eval()
+    with torch.no_grad():
+        for record, (start, end) in zip(plan.layers, model.layer_ranges):
+            x = model[start:end](x) if end > start else x
+            out = tuple(x.shape[1:])
+            # sequences may be channels-first at run time; the plan holds (steps, channels)
+            assert out == record.output_shape or (len(out) == 2 and out[::-1] == record.output_shape), \
+                (record.name, out, record.output_shape)

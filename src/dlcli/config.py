@@ -89,12 +89,111 @@ class ActivationLayer:
     activation: Activation = _opt(help="the activation function")
 
 
+# -- sequence, normalisation and structural layers (issue 13) ---------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddingLayer:
+    kind: ClassVar[str] = "embedding"
+    output_dim: int = _opt(help="size of each word vector", ge=1)
+    input_dim: Optional[int] = _opt(None, help="vocabulary size (default: the data's)", ge=1)
+    mask_zero: bool = _opt(False, help="id 0 is padding: a fixed zero vector that is never trained")
+
+
+@dataclass(frozen=True)
+class Conv1DLayer:
+    kind: ClassVar[str] = "conv1d"
+    filters: int = _opt(help="number of output channels", ge=1)
+    kernel_size: int = _opt(help="kernel length", ge=1)
+    strides: int = _opt(1, help="step of the kernel", ge=1)
+    padding: Union[Literal["valid", "same"], int] = _opt(
+        "valid", help="valid (none), same (keep length at stride 1) or a number of steps"
+    )
+    activation: Activation = _opt("linear", help="activation after the layer")
+    use_bias: bool = _opt(True, help="add a bias vector")
+
+
+@dataclass(frozen=True)
+class MaxPool1DLayer:
+    kind: ClassVar[str] = "maxpool1d"
+    pool_size: int = _opt(2, help="window length", ge=1)
+    strides: Optional[int] = _opt(None, help="step of the window (default: pool_size)", ge=1)
+
+
+@dataclass(frozen=True)
+class AvgPool1DLayer:
+    kind: ClassVar[str] = "avgpool1d"
+    pool_size: int = _opt(2, help="window length", ge=1)
+    strides: Optional[int] = _opt(None, help="step of the window (default: pool_size)", ge=1)
+
+
+@dataclass(frozen=True)
+class GlobalAvgPoolLayer:
+    kind: ClassVar[str] = "global_avg_pool"
+
+
+@dataclass(frozen=True)
+class GlobalMaxPoolLayer:
+    kind: ClassVar[str] = "global_max_pool"
+
+
+@dataclass(frozen=True)
+class LSTMLayer:
+    kind: ClassVar[str] = "lstm"
+    units: int = _opt(help="size of the hidden state", ge=1)
+    bidirectional: bool = _opt(False, help="also read the sequence backwards and concatenate both")
+    return_sequences: bool = _opt(False, help="output every step (for another recurrent layer) instead of the last")
+    dropout: float = _opt(0.0, help="fraction of the layer's inputs dropped during training", ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class GRULayer:
+    kind: ClassVar[str] = "gru"
+    units: int = _opt(help="size of the hidden state", ge=1)
+    bidirectional: bool = _opt(False, help="also read the sequence backwards and concatenate both")
+    return_sequences: bool = _opt(False, help="output every step (for another recurrent layer) instead of the last")
+    dropout: float = _opt(0.0, help="fraction of the layer's inputs dropped during training", ge=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class BatchNormLayer:
+    kind: ClassVar[str] = "batchnorm"
+    momentum: float = _opt(0.99, help="Keras's momentum of the running statistics (PyTorch's is 1 - this)",
+                           ge=0.0, lt=1.0)
+    epsilon: float = _opt(0.001, help="added to the variance for stability", gt=0.0)
+
+
+@dataclass(frozen=True)
+class LayerNormLayer:
+    kind: ClassVar[str] = "layernorm"
+    epsilon: float = _opt(0.001, help="added to the variance for stability", gt=0.0)
+
+
+@dataclass(frozen=True)
+class ReshapeLayer:
+    kind: ClassVar[str] = "reshape"
+    target_shape: tuple[int, ...] = _opt(help="shape of one sample as the summary shows it (one entry may be -1)",
+                                         ge=-1, min_items=1)
+
+
+@dataclass(frozen=True)
+class ResidualLayer:
+    kind: ClassVar[str] = "residual"
+    layers: tuple[LayerSpec, ...] = _opt(help="the block's layers; their output is added to the block's input",
+                                           min_items=1)
+    activation: Activation = _opt("linear", help="activation after the addition")
+
+
 LayerSpec = Union[
-    DenseLayer, Conv2DLayer, MaxPool2DLayer, AvgPool2DLayer, FlattenLayer, DropoutLayer, ActivationLayer
+    DenseLayer, Conv2DLayer, MaxPool2DLayer, AvgPool2DLayer, FlattenLayer, DropoutLayer, ActivationLayer,
+    EmbeddingLayer, Conv1DLayer, MaxPool1DLayer, AvgPool1DLayer, GlobalAvgPoolLayer, GlobalMaxPoolLayer,
+    LSTMLayer, GRULayer, BatchNormLayer, LayerNormLayer, ReshapeLayer, ResidualLayer,
 ]
 LAYER_TYPES: dict[str, type] = {
     cls.kind: cls
-    for cls in (DenseLayer, Conv2DLayer, MaxPool2DLayer, AvgPool2DLayer, FlattenLayer, DropoutLayer, ActivationLayer)
+    for cls in (DenseLayer, Conv2DLayer, MaxPool2DLayer, AvgPool2DLayer, FlattenLayer, DropoutLayer, ActivationLayer,
+                EmbeddingLayer, Conv1DLayer, MaxPool1DLayer, AvgPool1DLayer, GlobalAvgPoolLayer, GlobalMaxPoolLayer,
+                LSTMLayer, GRULayer, BatchNormLayer, LayerNormLayer, ReshapeLayer, ResidualLayer)
 }
 
 # ----------------------------------------------------------------------------- model
@@ -142,8 +241,27 @@ class LayersModel:
     layers: tuple[LayerSpec, ...] = _opt(help="the layers, each `- type: {options}`")
 
 
-PRESETS: dict[str, type] = {"mlp": MlpModel, "cnn": CnnModel, "binary": BinaryModel}
-ModelConfig = Union[MlpModel, CnnModel, BinaryModel, LayersModel]
+@dataclass(frozen=True)
+class LeNet5Model:
+    """LeCun's LeNet-5 for 28x28 inputs: the first convolution pads (same), as MNIST's 28x28
+    digits were centred in 32x32 for the original."""
+
+    preset: Literal["lenet5"] = "lenet5"
+    activation: Activation = _opt("tanh", help="activation of the hidden layers (the original: tanh)")
+    pooling: Literal["avg", "max"] = _opt("avg", help="subsampling layers: avg (the original) or max")
+    output_activation: OutputActivation = _opt("auto", help="auto picks it from the loss")
+
+
+@dataclass(frozen=True)
+class TorchvisionModel:
+    """A classification model of torchvision.models, adapted to the data's channels and classes."""
+
+    torchvision: str = _opt(help="the model's name in torchvision.models, e.g. resnet18")
+    weights: Optional[str] = _opt(None, help="a local state-dict file to start from (nothing is downloaded)")
+
+
+PRESETS: dict[str, type] = {"mlp": MlpModel, "cnn": CnnModel, "binary": BinaryModel, "lenet5": LeNet5Model}
+ModelConfig = Union[MlpModel, CnnModel, BinaryModel, LeNet5Model, LayersModel, TorchvisionModel]
 
 # ----------------------------------------------------------------------------- data
 
@@ -171,6 +289,10 @@ class DataConfig:
     validation_from: Literal["start", "end"] = _opt("end", help="hold out from the start or end")
     max_train_samples: Optional[int] = _opt(None, help="use only the first N training samples", ge=1)
     num_words: int = _opt(10000, help="IMDB vocabulary size (multi-hot width)", ge=4)
+    output_mode: Literal["multi_hot", "count", "tf_idf", "sequence"] = _opt("multi_hot", help="text: multi_hot, count, tf_idf or sequence (integer ids)")
+    sequence_length: int = _opt(200, help="sequence mode: ids per sample after padding/truncating", ge=1)
+    padding: Literal["pre", "post"] = _opt("pre", help="sequence mode: pad at the start (pre, as Keras) or end")
+    truncating: Literal["pre", "post"] = _opt("pre", help="sequence mode: cut from the start (pre, as Keras) or end")
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig, metadata={"help": "synthetic data"})
 
 
@@ -237,7 +359,7 @@ class TrainingConfig:
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = _opt(help="the dataset")
-    model: ModelConfig = _opt(help="a preset (mlp, cnn, binary) or a list of layers")
+    model: ModelConfig = _opt(help="a preset (mlp, cnn, binary, lenet5), a list of layers or a torchvision model")
     name: str = _opt("experiment", help="used in the run folder's name")
     seed: int = _opt(0, help="seed of every random generator", ge=0)
     device: str = _opt("auto", help="auto, cpu, cuda or cuda:N")
@@ -449,14 +571,17 @@ def _build_model(raw: Any, path: tuple, ctx: _Context) -> Any:
 
     if not isinstance(raw, dict):
         raise ctx.error(path, f"expected a mapping with `preset:` or `layers:`, found {_describe(raw)}.")
-    if "layers" in raw and "preset" in raw:
-        raise ctx.error(path, "give either `preset:` or `layers:`, not both.")
+    given = [k for k in ("preset", "layers", "torchvision") if k in raw]
+    if len(given) > 1:
+        raise ctx.error(path, f"give one of `preset:`, `layers:` or `torchvision:`, not {' and '.join(given)}.")
     if "layers" in raw:
         return _build(LayersModel, raw, path, ctx)
+    if "torchvision" in raw:
+        return _build(TorchvisionModel, raw, path, ctx)
     if "preset" not in raw:
         raise ctx.error(
             path,
-            "needs either `preset:` (mlp, cnn or binary) or `layers:` (a list of layers).",
+            f"needs `preset:` ({', '.join(PRESETS)}), `layers:` (a list of layers) or `torchvision:` (a model name).",
             hint="For example `model: {preset: mlp, hidden: [64, 64]}`.",
         )
     preset = raw["preset"]

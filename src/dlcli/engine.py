@@ -28,8 +28,9 @@ class Batches:
     """Mini-batches sliced from whole tensors by a seeded permutation (no per-sample collate).
 
     Inputs stay in their stored dtype (uint8 images) until a batch is taken, then become
-    float32 times `input_scale`. Under data parallelism every rank draws the same
-    permutation and takes its own share of each global batch.
+    float32 times `input_scale` (int64 word ids stay as they are, for an embedding). Under
+    data parallelism every rank draws the same permutation and takes its own share of each
+    global batch.
     """
 
     def __init__(
@@ -66,6 +67,8 @@ class Batches:
     def _convert(self, xb: torch.Tensor) -> torch.Tensor:
         if xb.device != self.device:
             xb = xb.to(self.device, non_blocking=True)
+        if xb.dtype == torch.int64:  # word ids feed an embedding as they are
+            return xb
         if xb.dtype != torch.float32:
             xb = xb.to(torch.float32)
             if self.input_scale is not None and self.input_scale != 1.0:

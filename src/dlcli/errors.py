@@ -75,3 +75,21 @@ class TrainingInterrupted(Exception):
         self.signal_name = signal_name
         self.exit_code = 143 if signal_name == "SIGTERM" else 130
         super().__init__(f"interrupted by {signal_name}")
+
+
+# -- the machine's limits (issue 15: sizes that cannot be allocated) ---------------------------
+
+
+class ResourceError(DlcliError):
+    """The machine cannot hold what the config asks for (memory); not the user's typo, so exit 1."""
+
+    exit_code = 1
+
+
+def is_allocation_failure(exc: BaseException) -> bool:
+    """True for PyTorch's and Python's out-of-memory errors (CPU allocator, CUDA caching allocator)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower()
+                                              or "not enough memory" in text)

@@ -44,7 +44,7 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: Optional[str] = No
         target = resolve_device(device)
     else:
         target = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
-    model = build_network(plan, target, config.training.channels_last)  # the layout it trained in
+    model = build_network(plan, target, config.training.channels_last, initial_weights=False)  # the layout it trained in
     state = load_weights(model, checkpoint_path(run_dir, checkpoint))
     model.eval()
     preprocessing = state.get("preprocessing") or saved_preprocessing(run_dir)

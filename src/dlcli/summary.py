@@ -1,4 +1,4 @@
-"""The layer table of a built model, in Keras's spirit: names, output shapes, parameters.
+"""The layer table of a model plan, in Keras's spirit: names, output shapes, parameters.
 
 Shapes come from the model plan (computed analytically), so no forward pass, no data and
 no device are needed. Image shapes are shown channels-last (None, H, W, C), as Keras and
@@ -29,49 +29,60 @@ def _human_bytes(n: int) -> str:
 
 
 def _details(spec: Any) -> dict[str, Any]:
-    kind = spec.kind
-    if kind == "conv2d":
-        return {"kernel": f"{spec.kernel_size}x{spec.kernel_size}", "stride": spec.strides, "padding": spec.padding,
-                "activation": spec.activation}
+    kind = getattr(spec, "kind", None)
+    if kind in ("conv2d", "conv1d"):
+        kernel = f"{spec.kernel_size}x{spec.kernel_size}" if kind == "conv2d" else str(spec.kernel_size)
+        return {"kernel": kernel, "stride": spec.strides, "padding": spec.padding, "activation": spec.activation}
     if kind in ("maxpool2d", "avgpool2d"):
         return {"kernel": f"{spec.pool_size}x{spec.pool_size}", "stride": spec.strides or spec.pool_size,
                 "padding": "valid", "activation": None}
+    if kind in ("maxpool1d", "avgpool1d"):
+        return {"kernel": str(spec.pool_size), "stride": spec.strides or spec.pool_size, "padding": "valid",
+                "activation": None}
     if kind == "dropout":
         return {"kernel": None, "stride": None, "padding": None, "activation": None, "rate": spec.rate}
     return {"kernel": None, "stride": None, "padding": None, "activation": getattr(spec, "activation", None)}
 
 
-def summary_data(model, plan=None) -> dict[str, Any]:
-    """Everything the table shows, as plain data (also what --json prints)."""
-    from .models import parameter_counts
+def _keras_shape(shape: tuple[int, ...]) -> list:
+    return [None, *(shape[1:] + shape[:1] if len(shape) == 3 else shape)]
 
-    model_plan = model.plan
-    counts = parameter_counts(model)
-    layers = []
-    for rec, (trainable, frozen) in zip(model_plan.layers, counts):
-        layers.append({
-            "name": rec.name,
-            "type": rec.type_name,
-            "output_shape": [None, *(rec.output_shape[1:] + rec.output_shape[:1] if len(rec.output_shape) == 3 else rec.output_shape)],
-            "params": trainable + frozen,
-            "mult_adds": rec.mult_adds,
-            **_details(rec.spec),
-        })
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
+
+def _layer_data(rec) -> dict[str, Any]:
+    entry = {
+        "name": rec.name,
+        "type": rec.type_name,
+        "output_shape": _keras_shape(rec.output_shape),
+        "params": rec.params + rec.frozen,
+        "mult_adds": rec.mult_adds,
+        **_details(rec.spec),
+    }
+    if rec.children:  # a residual block: its layers (and projection), counted in its own row too
+        entry["layers"] = [_layer_data(child) for child in rec.children]
+    return entry
+
+
+def summary_data(model, plan=None) -> dict[str, Any]:
+    """Everything the table shows, as plain data (also what --json prints).
+
+    `model` is a models.ModelPlan or a built model carrying one: every number is analytic, so
+    no model needs to be built (and no torch imported) to show it."""
+    model_plan = getattr(model, "plan", model)
+    trainable = model_plan.trainable_params
+    total = model_plan.total_params
     data = {
-        "input_shape": [None, *(model_plan.input_shape[1:] + model_plan.input_shape[:1]
-                                if len(model_plan.input_shape) == 3 else model_plan.input_shape)],
-        "layers": layers,
+        "input_shape": _keras_shape(model_plan.input_shape),
+        "layers": [_layer_data(rec) for rec in model_plan.layers],
         "total_params": total,
         "trainable_params": trainable,
         "non_trainable_params": total - trainable,
-        "params_bytes": size,
-        "mult_adds": sum(r.mult_adds for r in model_plan.layers),
+        "params_bytes": total * 4,  # float32 parameters (and batch norm's running statistics)
+        "mult_adds": model_plan.mult_adds,
         "output_activation": model_plan.output_activation,
         "output_activation_in_loss": model_plan.absorbed_activation,
     }
+    if model_plan.torchvision is not None:
+        data["torchvision"] = model_plan.torchvision.name
     if plan is not None:
         data["name"] = plan.config.name
         data["loss"] = plan.loss_name
@@ -88,13 +99,18 @@ def summary_table(data: dict[str, Any], verbose: bool = False) -> Table:
         for col in ("Activation", "Kernel", "Stride", "Padding"):
             table.add_column(col)
         table.add_column("Mult-Adds", justify="right")
-    for layer in data["layers"]:
-        shape = "(" + ", ".join("None" if d is None else str(d) for d in layer["output_shape"]) + ")"
-        row = [f"{layer['name']} ({layer['type']})", shape, f"{layer['params']:,}"]
-        if verbose:
-            row += [str(layer["activation"] or ""), str(layer["kernel"] or ""), str(layer["stride"] or ""),
-                    str(layer["padding"] or ""), f"{layer['mult_adds']:,}"]
-        table.add_row(*row)
+    def add_rows(layers: list, depth: int) -> None:
+        for layer in layers:
+            shape = "(" + ", ".join("None" if d is None else str(d) for d in layer["output_shape"]) + ")"
+            indent = "  " * depth + ("└ " if depth else "")
+            row = [f"{indent}{layer['name']} ({layer['type']})", shape, f"{layer['params']:,}"]
+            if verbose:
+                row += [str(layer["activation"] or ""), str(layer["kernel"] or ""), str(layer["stride"] or ""),
+                        str(layer["padding"] or ""), f"{layer['mult_adds']:,}"]
+            table.add_row(*row)
+            add_rows(layer.get("layers", []), depth + 1)
+
+    add_rows(data["layers"], 0)
     return table
 
 
@@ -108,6 +124,10 @@ def render_summary(data: dict[str, Any], console: Console, verbose: bool = False
     notes = []
     if any(len(layer["output_shape"]) == 4 for layer in data["layers"]):
         notes.append("image shapes are (batch, height, width, channels), as Keras shows them")
+    if data["non_trainable_params"]:
+        notes.append("non-trainable params are batch norm's running means and variances, as Keras counts them")
+    if any("layers" in layer for layer in data["layers"]):
+        notes.append("a residual block's row counts the layers under it (└), whose output is added to its input")
     if data.get("output_activation_in_loss"):
         notes.append(f"the final {data['output_activation']} is applied inside the loss, on the logits, for stability")
     for note in notes:

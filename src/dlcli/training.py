@@ -55,14 +55,14 @@ class Plan:
 
 def plan_experiment(config: Config) -> Plan:
     from .data import dataset_info
-    from .models import expand, plan_model
+    from .models import plan_network
 
     info = dataset_info(config.data)
     loss_name = resolve_loss_name(config.loss, info.task)
     spec = loss_spec(loss_name, info.task)
     units, activation = output_layer(loss_name, info.task, info.num_classes)
-    layers = expand(config.model, units, activation)
-    model_plan = plan_model(layers, info.input_shape, absorb=spec.absorbs)
+    ids_vocab = info.vocab_size if config.data.output_mode == "sequence" else None  # inputs are word ids
+    model_plan = plan_network(config.model, info.input_shape, units, activation, spec.absorbs, ids_vocab)
     out = model_plan.layers[-1].output_shape
     if len(out) != 1:
         from .models import shape_text
@@ -250,11 +250,12 @@ def choose_device(config: Config, dist: Distributed):
     return device
 
 
-def build_network(plan: Plan, device, channels_last):
-    """The model of a plan on its device, in the memory layout it trains in."""
+def build_network(plan: Plan, device, channels_last, initial_weights: bool = True):
+    """The model of a plan on its device, in the memory layout it trains in. Without
+    `initial_weights` the weights are left uninitialised, for a checkpoint's to replace them."""
     from .models import build_model, use_channels_last
 
-    model = build_model(plan.model_plan).to(device)
+    model = build_model(plan.model_plan, initial_weights=initial_weights).to(device)
     use_channels_last(model, channels_last)
     return model
 
@@ -313,7 +314,7 @@ class Experiment:
 
 
 def build_experiment(config: Config, plan: Plan, device, dist: Distributed,
-                     preprocessing: Optional[dict] = None) -> Experiment:
+                     preprocessing: Optional[dict] = None, resuming: bool = False) -> Experiment:
     """Load the data and build the model, optimizer, schedule and early stopping of a run."""
     import torch
 
@@ -329,7 +330,7 @@ def build_experiment(config: Config, plan: Plan, device, dist: Distributed,
     columns = metric_columns(objective.metric_name, data.has_validation)
     check_monitors(config, [c for c in columns if c not in ("epoch", "lr", "seconds")])
 
-    model = build_network(plan, device, config.training.channels_last)
+    model = build_network(plan, device, config.training.channels_last, initial_weights=not resuming)
     optimizer = build_optimizer(config.optimizer, model.parameters(), device.type,
                                 capturable=config.training.cuda_graph and device.type == "cuda")
     training = config.training
@@ -555,12 +556,15 @@ def train(
     extra_callbacks: Sequence = (),
 ) -> Outcome:
     """One run, start to finish: resolve, build, open the run folder, fit, finish."""
+    from .models.memory import check_fits
+
     dist = dist or Distributed()
     plan = plan_experiment(config)
     check_world_size(config, dist.world_size)
     device = choose_device(config, dist)
+    check_fits(plan.model_plan, device, config.optimizer)  # before any data or weights are allocated
     saved = saved_preprocessing(resume_dir) if resume_dir is not None else None
-    exp = build_experiment(config, plan, device, dist, preprocessing=saved)
+    exp = build_experiment(config, plan, device, dist, preprocessing=saved, resuming=resume_dir is not None)
     if dist.is_main and not quiet:
         from .data.checks import dataset_notes
 

@@ -90,6 +90,14 @@ def handle_errors(fn: Callable) -> Callable:
             raise typer.Exit(130)
         except MemoryError:
             fail("Out of memory. Use a smaller training.batch_size or data.max_train_samples.", 1)
+        except RuntimeError as exc:  # PyTorch's allocators (CPU and CUDA) raise RuntimeErrors
+            from ..errors import is_allocation_failure
+
+            if not is_allocation_failure(exc):
+                raise
+            first = str(exc).strip().splitlines()[0][:300]
+            fail(f"Out of memory ({first}). Use a smaller training.batch_size, a smaller model "
+                 "(dlcli summary shows its parameters) or data.max_train_samples.", 1)
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
                 fail(f"The disk is full ({exc.filename or 'writing the run folder'}). Free some space; "

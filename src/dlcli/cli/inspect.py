@@ -25,15 +25,13 @@ def summary(
     """
     import json
 
-    from ..models import build_model
     from ..summary import render_summary, summary_data
     from ..training import plan_experiment
 
     cfg = _load(config, set_)
     with _located(cfg):
         plan = plan_experiment(cfg)
-    model = build_model(plan.model_plan)
-    data = summary_data(model, plan)
+    data = summary_data(plan.model_plan, plan)  # analytic: nothing is built, torch is not imported
     if json_:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:

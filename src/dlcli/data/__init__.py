@@ -26,6 +26,7 @@ class DataInfo:
     task: str  # one of TASKS
     num_classes: int  # classes (multiclass, binary=2), labels (multilabel) or outputs (regression)
     class_names: Optional[tuple[str, ...]] = None
+    vocab_size: Optional[int] = None
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """IMDB reviews in Keras's imdb.npz layout, processed exactly as keras.datasets.imdb.load_data.
 
 The reviews become multi-hot vectors of `num_words` (stored as uint8, converted per batch),
-as in the course's `vectorize_sequences`.
+as in the course's `vectorize_sequences`, or with `output_mode: sequence` int64 word ids of
+`sequence_length`, padded and truncated as Keras's `pad_sequences` does (0 is padding).
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from . import DATASETS, DataInfo, Dataset, DatasetSource
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
@@ -33,6 +32,8 @@ def keras_sequences(path: Path, num_words: int, seed: int = KERAS_SEED):
     One RandomState(seed) permutes train then test; each review gets start_char prepended and
     index_from added to every word; indices >= num_words become oov_char.
     """
+    import numpy as np
+
     try:
         with np.load(path, allow_pickle=True) as f:
             x_train, y_train = f["x_train"], f["y_train"]
@@ -61,14 +62,38 @@ def keras_sequences(path: Path, num_words: int, seed: int = KERAS_SEED):
     return process(x_train), np.asarray(y_train, dtype=np.int64), process(x_test), np.asarray(y_test, dtype=np.int64)
 
 
-def multi_hot(sequences: list[np.ndarray], width: int) -> np.ndarray:
+def multi_hot(sequences: list, width: int):
     """uint8 matrix with a 1 at every word index that occurs in each sequence."""
+    import numpy as np
+
     out = np.zeros((len(sequences), width), dtype=np.uint8)
     if sequences:
         lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
         rows = np.repeat(np.arange(len(sequences)), lengths)
         cols = np.concatenate(sequences) if lengths.sum() else np.zeros(0, dtype=np.int64)
         out[rows, cols] = 1
+    return out
+
+
+def pad_sequences(sequences: list, length: int, padding: str = "pre", truncating: str = "pre"):
+    """int64 matrix (samples, length) as keras.utils.pad_sequences(maxlen=length) makes it: longer
+    sequences lose their start (truncating pre) or end (post), shorter ones get zeros at the
+    start (padding pre) or end (post)."""
+    import numpy as np
+
+    n = len(sequences)
+    out = np.zeros((n, length), dtype=np.int64)
+    if not n:
+        return out
+    kept = [s[-length:] if truncating == "pre" else s[:length] for s in sequences]
+    counts = np.fromiter((len(s) for s in kept), dtype=np.int64, count=n)
+    if not counts.sum():
+        return out
+    rows = np.repeat(np.arange(n), counts)
+    starts = np.cumsum(counts) - counts  # where each row's ids begin in the concatenation
+    position = np.arange(int(counts.sum())) - starts[rows]
+    cols = position + (length - counts)[rows] if padding == "pre" else position
+    out[rows, cols] = np.concatenate([np.asarray(s, dtype=np.int64) for s in kept if len(s)])
     return out
 
 
@@ -108,20 +133,38 @@ def _find_or_download(config: DataConfig) -> Path:
 
 
 def _info(config: DataConfig) -> DataInfo:
+    if config.output_mode == "sequence":
+        return DataInfo(input_shape=(config.sequence_length,), task="binary", num_classes=2,
+                        class_names=CLASS_NAMES, vocab_size=config.num_words)
+    if config.output_mode != "multi_hot":
+        raise ConfigError(
+            f"data.output_mode: the imdb dataset comes as multi_hot vectors or word-id sequences, not {config.output_mode}.",
+            hint="Use output_mode: multi_hot (the course's model) or sequence (for an embedding).",
+            key="data.output_mode",
+        )
     return DataInfo(input_shape=(config.num_words,), task="binary", num_classes=2, class_names=CLASS_NAMES)
 
 
 def _load(config: DataConfig, seed: int) -> Dataset:
     import torch
 
+    info = _info(config)
     x_train, y_train, x_test, y_test = keras_sequences(_find_or_download(config), config.num_words)
+    if config.output_mode == "sequence":
+        def encode(reviews):
+            return pad_sequences(reviews, config.sequence_length, config.padding, config.truncating)
+        scale = None
+    else:
+        def encode(reviews):
+            return multi_hot(reviews, config.num_words)
+        scale = 1.0
     return Dataset(
-        info=_info(config),
-        x_train=torch.from_numpy(multi_hot(x_train, config.num_words)),
+        info=info,
+        x_train=torch.from_numpy(encode(x_train)),
         y_train=torch.from_numpy(y_train),
-        x_test=torch.from_numpy(multi_hot(x_test, config.num_words)),
+        x_test=torch.from_numpy(encode(x_test)),
         y_test=torch.from_numpy(y_test),
-        input_scale=1.0,
+        input_scale=scale,
     )
 
 
@@ -166,7 +209,7 @@ def word_index(root: Path, download: bool = True) -> dict[str, int]:
         raise DataError(f"{path} is not Keras's word index ({exc}).", hint="Copy the file again.") from None
 
 
-def encode_review(text: str, index: dict[str, int], num_words: int) -> np.ndarray:
+def encode_review(text: str, index: dict[str, int], num_words: int):
     """A review as load_data's ids: start_char, then each word's rank + index_from (oov_char when
     the word is unknown or outside the num_words most frequent), as the training data was made."""
     text = text.replace("<br />", " ").lower()
@@ -176,4 +219,6 @@ def encode_review(text: str, index: dict[str, int], num_words: int) -> np.ndarra
         rank = index.get(word)
         i = rank + INDEX_FROM if rank is not None else OOV_CHAR
         ids.append(i if i < num_words else OOV_CHAR)
+    import numpy as np
+
     return np.asarray(ids, dtype=np.int64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import (
+    AvgPool2DLayer,
     BinaryModel,
     CnnModel,
     Conv2DLayer,
@@ -10,6 +11,7 @@ from ..config import (
     DropoutLayer,
     FlattenLayer,
     LayersModel,
+    LeNet5Model,
     MaxPool2DLayer,
 )
 
@@ -19,7 +21,20 @@ def expand(model, output_units: int, output_activation: str) -> tuple:
     if isinstance(model, LayersModel):
         return tuple(model.layers)
     layers: list = []
-    if isinstance(model, CnnModel):
+    if isinstance(model, LeNet5Model):
+        # LeNet-5 (LeCun et al., 1998): C1 6@5x5, S2, C3 16@5x5, S4, then 120, 84 and the output.
+        # "same" padding on C1 gives the original's 28x28 maps from MNIST's 28x28 digits.
+        pool = MaxPool2DLayer if model.pooling == "max" else AvgPool2DLayer
+        layers += [
+            Conv2DLayer(filters=6, kernel_size=5, padding="same", activation=model.activation),
+            pool(pool_size=2),
+            Conv2DLayer(filters=16, kernel_size=5, activation=model.activation),
+            pool(pool_size=2),
+            FlattenLayer(),
+            DenseLayer(units=120, activation=model.activation),
+            DenseLayer(units=84, activation=model.activation),
+        ]
+    elif isinstance(model, CnnModel):
         for filters in model.filters:
             layers.append(Conv2DLayer(filters=filters, kernel_size=model.kernel_size, activation=model.activation))
             layers.append(MaxPool2DLayer(pool_size=model.pool_size))

@@ -5,7 +5,8 @@ Asked by `training.precision: bf16` before a run starts, and shown by `dlcli inf
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Optional
 
 
 def cpu_capability() -> str:
@@ -43,3 +44,31 @@ def device_report() -> dict[str, Any]:
                 report["cuda"].append({"device": f"cuda:{index}", "name": torch.cuda.get_device_name(index),
                                        "bf16": bool(torch.cuda.is_bf16_supported())})
     return report
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def available_memory(device: Any) -> tuple[Optional[int], Optional[int]]:
+    """(available, total) bytes on the device; (None, None) where it cannot be told."""
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if kind == "cuda":
+        import torch
+
+        free, total = torch.cuda.mem_get_info(device)
+        return int(free), int(total)
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.split()[1:]}
+        return info.get("MemAvailable", info.get("MemFree")), info.get("MemTotal")
+    except (OSError, ValueError, IndexError):
+        try:
+            page = os.sysconf("SC_PAGE_SIZE")
+            return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
+        except (ValueError, OSError, AttributeError):
+            return None, None

@@ -33,7 +33,7 @@ class ExportError(DlcliError):
 class InputSpec:
     """What the exported model takes, and the preprocessing that remains the caller's job."""
 
-    dtype: str  # "uint8" or "float32"
+    dtype: str  # "uint8", "float32" or "int64" (word ids)
     scale: Any = None  # multiplied after the cast to float (a number or one per feature)
     shift: Any = None  # subtracted before scaling (one per feature), or None
     outside: str = ""  # preprocessing outside the graph, in words
@@ -49,6 +49,12 @@ def input_spec(run: LoadedRun) -> InputSpec:
         return InputSpec("uint8", 1.0 / 255.0, outside=(
             f"Decode the image, convert it to grayscale and resize it to {shape[1]}x{shape[2]}; pass the 0-255 gray "
             "levels as uint8, white strokes on black as in MNIST (invert dark-on-light pictures)."))
+    if dataset == "imdb" and data.output_mode == "sequence":
+        return InputSpec("int64", None, outside=(
+            "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
+            "removed), map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or "
+            f"rank >= {data.num_words}), and pad or cut to {data.sequence_length} ids as keras pad_sequences does "
+            f"(padding {data.padding}, truncating {data.truncating}, 0 = padding)."))
     if dataset == "imdb":
         return InputSpec("float32", None, outside=(
             "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
@@ -94,6 +100,8 @@ def exportable_module(run: LoadedRun, spec: InputSpec):
             self.scale_number = scale if isinstance(scale, float) else None
 
         def forward(self, x):
+            if spec.dtype == "int64":  # word ids feed an embedding as they are
+                return self._finish(self.network(x))
             x = x.float()
             if self.shift is not None:
                 x = x - self.shift
@@ -101,7 +109,9 @@ def exportable_module(run: LoadedRun, spec: InputSpec):
                 x = x * self.scale_vector
             elif self.scale_number is not None:
                 x = x * self.scale_number
-            out = self.network(x)
+            return self._finish(self.network(x))
+
+        def _finish(self, out):
             if activation == "softmax":
                 return torch.softmax(out, dim=-1)
             if activation == "sigmoid":
@@ -119,6 +129,9 @@ def example_batch(run: LoadedRun, spec: InputSpec, batch: int, seed: int = 0):
     shape = (batch, *run.plan.info.input_shape)
     if spec.dtype == "uint8":
         return torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
+    if spec.dtype == "int64":
+        vocab = run.plan.info.vocab_size or 2
+        return torch.randint(0, vocab, shape, dtype=torch.int64, generator=gen)
     if run.config.data.dataset == "imdb":  # multi-hot rows, as the model saw them
         return (torch.rand(shape, generator=gen) < 0.02).float()
     return torch.randn(shape, generator=gen)

@@ -328,13 +328,13 @@ def _imdb_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> 
 
     from .data import imdb
 
-    num_words = run.config.data.num_words
+    data = run.config.data
+    scale = None if data.output_mode == "sequence" else 1.0
     npz = [p for p in inputs if p.endswith(".npz")]
     if npz:
-        _, _, x_test, y_test = imdb.keras_sequences(Path(npz[0]), num_words)
+        _, _, x_test, y_test = imdb.keras_sequences(Path(npz[0]), data.num_words)
         names = [f"{Path(npz[0]).name}:test[{i}]" for i in range(len(x_test))]
-        return Inputs(names, torch.from_numpy(imdb.multi_hot(x_test, num_words)), torch.from_numpy(y_test),
-                      input_scale=1.0)
+        return Inputs(names, imdb.encode_sequences(x_test, data), torch.from_numpy(y_test), input_scale=scale)
     texts, names, labels = [], [], []
     if options.text is not None:
         texts.append(options.text)
@@ -354,9 +354,9 @@ def _imdb_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> 
                                 hint="Convert it to UTF-8.") from None
             names.append(str(path))
             labels.append({"neg": 0, "negative": 0, "pos": 1, "positive": 1}.get(path.parent.name.lower()))
-    word_index = imdb.word_index(Path(run.config.data.root))
-    sequences = [imdb.encode_review(text, word_index, num_words) for text in texts]
-    return Inputs(names, torch.from_numpy(imdb.multi_hot(sequences, num_words)), known_labels(labels), input_scale=1.0)
+    word_index = imdb.word_index(Path(data.root), data.download)
+    sequences = [imdb.encode_review(text, word_index, data.num_words) for text in texts]
+    return Inputs(names, imdb.encode_sequences(sequences, data), known_labels(labels), input_scale=scale)
 
 
 READERS.add("mnist", _vision_reader)

@@ -10,9 +10,9 @@ activations and data come on top, so a model that passes can still be too large,
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any, Iterator, Optional
 
+from ..devices import available_memory, human
 from ..errors import ResourceError, is_allocation_failure
 
 FLOAT_BYTES = 4  # parameters, gradients and optimizer state are float32
@@ -30,34 +30,6 @@ def optimizer_slots(optimizer: Any) -> tuple[int, str]:
     if name == "sgd" and momentum:
         return 1, "sgd's momentum buffer"
     return 0, f"{name}'s state"
-
-
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def available_memory(device: Any) -> tuple[Optional[int], Optional[int]]:
-    """(available, total) bytes on the device; (None, None) where it cannot be told."""
-    kind = getattr(device, "type", str(device).split(":")[0])
-    if kind == "cuda":
-        import torch
-
-        free, total = torch.cuda.mem_get_info(device)
-        return int(free), int(total)
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.split()[1:]}
-        return info.get("MemAvailable", info.get("MemFree")), info.get("MemTotal")
-    except (OSError, ValueError, IndexError):
-        try:
-            page = os.sysconf("SC_PAGE_SIZE")
-            return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
-        except (ValueError, OSError, AttributeError):
-            return None, None
 
 
 def estimate(plan: Any, optimizer: Any = None) -> tuple[int, list[str]]:

@@ -31,7 +31,6 @@ def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> "torch.
 def augment_batch(x: "torch.Tensor", config: AugmentConfig, generator: "torch.Generator") -> "torch.Tensor":  # noqa: F821
     """Augmented copy of a float batch N,C,H,W (values as the model sees them)."""
     import torch
-    import torch.nn.functional as F
 
     n, _, h, w = x.shape
     device = x.device
@@ -52,13 +51,24 @@ def augment_batch(x: "torch.Tensor", config: AugmentConfig, generator: "torch.Ge
     tx = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * config.shift * w
     if pad:
         ty, tx = ty + offset_y, tx + offset_x  # type: ignore[operator]
+    return affine_batch(x, angle, ty, tx)
+
+
+def affine_batch(x: "torch.Tensor", angle: "torch.Tensor", ty: "torch.Tensor", tx: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+    """Each image rotated by angle[i] (radians) about its centre and moved by (ty[i], tx[i])
+    pixels, bilinear, zeros outside; the per-image numbers may live on the CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    _, _, h, w = x.shape
     # affine_grid maps each output pixel to where it is read from, in [-1, 1] coordinates; the
     # rotation is corrected for the aspect ratio so that it is a true rotation in pixels.
+    angle, ty, tx = (t.to(torch.float64) for t in (angle, ty, tx))
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([
         torch.stack([cos, -sin * h / w, -2 * tx / w], dim=1),
         torch.stack([sin * w / h, cos, -2 * ty / h], dim=1),
-    ], dim=1).to(device=device, dtype=x.dtype)
+    ], dim=1).to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

@@ -50,8 +50,17 @@ def decode_image(path: Union[str, Path], size: Optional[tuple[int, int]], channe
 
 
 def _problem(exc: BaseException) -> str:
+    """What went wrong with one file, in words (PIL's messages vary by format)."""
+    from PIL import UnidentifiedImageError
+
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text and type(exc).__name__ not in ("OSError",) else (text or type(exc).__name__)
+    if isinstance(exc, UnidentifiedImageError):
+        return "it is not an image that PIL can read, or it is damaged"
+    if isinstance(exc, FileNotFoundError):
+        return "the file does not exist"
+    if isinstance(exc, OSError) and "truncated" in text.lower():
+        return f"the file is truncated ({text})"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _decode_chunk(start: int, paths: list[str], size: tuple[int, int], channels: int) -> tuple[int, np.ndarray, list]:

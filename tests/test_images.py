@@ -130,8 +130,8 @@ def test_a_truncated_jpeg_is_an_error_naming_the_file_or_is_skipped(tmp_path):
         "set data.on_bad_file: skip to leave unreadable files out.")
     data = load_dataset(folder_config(root, test_split=0.0, on_bad_file="skip"), seed=0)
     assert len(data.x_train) == 8 and data.preprocessing["split"]["skipped_files"] == 1
-    assert data.notes == (f"Skipped 1 unreadable image file (data.on_bad_file: skip): {bad} (the file is truncated "
-                          "(Truncated File Read)).",)
+    assert data.notes == ((f"Skipped 1 unreadable image file (data.on_bad_file: skip): {bad} (the file is truncated "
+                           "(Truncated File Read))."),)
 
 
 def test_an_empty_class_folder_is_an_error(tmp_path):

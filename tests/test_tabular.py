@@ -273,7 +273,7 @@ def test_a_saved_state_is_applied_not_fitted_again(tmp_path):
 def test_encode_table_from_rows_equals_the_file(tmp_path):
     path = write(tmp_path / "t.csv", MIXED)
     state = load_dataset(csv_config(path, target="label", test_split=0.0), seed=0).preprocessing
-    x_file, y_file = encode_table(state, path)
+    x_file, _ = encode_table(state, path)
     rows = [{"height": 3.0, "color": "red", "member": "yes", "score": 30},
             {"height": 4, "color": "teal", "member": False, "score": "40"}]
     x_rows, y_rows = encode_table(state, rows)

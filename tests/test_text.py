@@ -45,7 +45,7 @@ def test_vocabulary_by_frequency_then_alphabet_with_keras_reserved_slots():
     docs = [["b", "a", "a"], ["c", "b", "a"]]
     assert fit_vocabulary(docs, 10, "multi_hot") == (["[UNK]", "a", "b", "c"], None)
     assert fit_vocabulary(docs, 3, "sequence") == (["", "[UNK]", "a"], None)
-    vocabulary, idf = fit_vocabulary(docs, 10, "tf_idf")
+    _, idf = fit_vocabulary(docs, 10, "tf_idf")
     weights = [math.log(1 + 2 / 3), math.log(1 + 2 / 3), math.log(1 + 2 / 2)]
     assert idf == pytest.approx([sum(weights) / 3] + weights)
 
@@ -102,8 +102,8 @@ def test_a_file_that_is_not_utf8_is_an_error_or_skipped(tmp_path):
         "or set data.on_bad_file: skip to leave unreadable files out.")
     data = load_dataset(text_config(root, on_bad_file="skip"), seed=0)
     assert len(data.x_train) == 6
-    assert data.notes == (f"Skipped 1 unreadable text file (data.on_bad_file: skip): {bad} (not UTF-8 text "
-                          "(byte 0xe9 at offset 3)).",)
+    assert data.notes == ((f"Skipped 1 unreadable text file (data.on_bad_file: skip): {bad} (not UTF-8 text "
+                           "(byte 0xe9 at offset 3))."),)
 
 
 def test_aclimdb_layout_with_an_unlabelled_folder_left_out(tmp_path):

@@ -78,7 +78,7 @@ def _shift_exact(x: "torch.Tensor", dy: "torch.Tensor", dx: "torch.Tensor", pad:
     import torch
     import torch.nn.functional as F
 
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad))
     rows = (pad - dy)[:, None] + torch.arange(h, device=x.device)  # n, h: padded rows to read
     cols = (pad - dx)[:, None] + torch.arange(w, device=x.device)  # n, w

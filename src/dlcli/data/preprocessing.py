@@ -26,7 +26,7 @@ def check_state(state: Any, kind: str) -> dict:
     """The state, when it is one this dlcli can apply to `kind` data; else a DataError."""
     if not isinstance(state, dict) or "kind" not in state or "version" not in state:
         raise DataError(
-            f"The saved preprocessing is not a dlcli preprocessing state (it lacks `kind` and `version`).",
+            "The saved preprocessing is not a dlcli preprocessing state (it lacks `kind` and `version`).",
             hint=f"Restore the run folder's {STATE_FILE}, or train a new run.",
         )
     if state["kind"] != kind:

@@ -21,9 +21,7 @@ training, evaluation and prediction all use it.
 from __future__ import annotations
 
 import csv
-import io
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Union
@@ -604,8 +602,8 @@ def _text_columns(state: dict) -> list[str]:
 
 def describe_columns(state: dict) -> str:
     """columns.txt: what was fitted for each input column, one line each."""
-    lines = [f"# {len(state['input_names'])} model inputs from {len(state['features'])} columns; "
-             f"normalize: {state['normalize']}, missing: {state['missing']}"]
+    lines = [(f"# {len(state['input_names'])} model inputs from {len(state['features'])} columns; "
+              f"normalize: {state['normalize']}, missing: {state['missing']}")]
     for spec in state["features"]:
         text = f"{spec['name']}: {spec['type']}"
         if "mean" in spec:
@@ -839,8 +837,8 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
     notes = ()
     dropped = state["split"]["dropped_rows"]
     if dropped:
-        notes = (f"{table.source}: {dropped} row{'s' if dropped != 1 else ''} with missing cells left out "
-                 "(data.missing: drop_rows).",)
+        notes = ((f"{table.source}: {dropped} row{'s' if dropped != 1 else ''} with missing cells left out "
+                 "(data.missing: drop_rows)."),)
     return Dataset(info=info_from_state(state), x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
                    x_test=x_test, y_test=y_test, preprocessing=state, notes=notes)
 

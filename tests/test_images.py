@@ -213,3 +213,22 @@ def test_a_missing_root_says_what_layout_is_expected(tmp_path):
     assert info.value.full_message() == (
         f"data.root: {str(tmp_path / 'nowhere')!r} does not exist. Point data.root at a folder of class folders "
         "(root/<class>/<files>) of images (PNG, JPEG, BMP, GIF or WebP).")
+
+
+def test_load_progress_draws_a_bar_on_a_terminal_and_one_line_elsewhere():
+    import io
+
+    from rich.console import Console
+
+    from dlcli.progress import LoadProgress
+
+    plain = io.StringIO()
+    progress = LoadProgress(Console(file=plain, width=80))
+    for done in (0, 5, 10):
+        progress("Decoding images", done, 10)
+    assert plain.getvalue() == "Decoding images: 10 in 0.0s\n"
+    live = io.StringIO()
+    progress = LoadProgress(Console(file=live, width=80, force_terminal=True))
+    progress("Decoding images", 0, 10)
+    progress("Decoding images", 10, 10)
+    assert "Decoding images 10/10" in live.getvalue() and live.getvalue().endswith("Decoding images: 10 in 0.0s\n")

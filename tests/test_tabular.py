@@ -315,3 +315,17 @@ def test_summary_of_a_csv_config(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["total_params"] == 7 * 4 + 4 + 4 + 1
+
+
+def test_a_saved_state_of_another_kind_or_a_newer_version_is_refused(tmp_path):
+    path = write(tmp_path / "t.csv", MIXED)
+    cfg = csv_config(path, target="label")
+    with pytest.raises(DataError) as kind:
+        load_dataset(cfg, seed=0, preprocessing={"kind": "text_folder", "version": 1})
+    assert kind.value.full_message() == (
+        "The saved preprocessing is for text_folder data, but data.dataset is csv. Use the config the run was "
+        "trained with.")
+    with pytest.raises(DataError) as newer:
+        dataset_info(cfg, seed=0, preprocessing={"kind": "csv", "version": 99})
+    assert newer.value.full_message() == (
+        "The saved preprocessing has version 99, newer than this dlcli understands (1). Upgrade dlcli to use this run.")

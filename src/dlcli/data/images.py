@@ -31,6 +31,7 @@ GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;
 MEMORY_FRACTION = 0.8  # of the memory available now that the decoded images may take
 CHUNK_FILES = 256  # files per task sent to a decoding process
 PARALLEL_FROM = 512  # fewer files are decoded in this process (starting processes costs more)
+EXIF_ORIENTATION = 0x0112
 
 
 def decode_image(path: Union[str, Path], size: Optional[tuple[int, int]], channels: int) -> np.ndarray:
@@ -38,11 +39,14 @@ def decode_image(path: Union[str, Path], size: Optional[tuple[int, int]], channe
     from PIL import Image, ImageOps
 
     with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)
-        image.load()
-        if image.mode == "P" or image.mode == "PA":
+        image = opened
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # most files are upright: no copy for them
+            image = ImageOps.exif_transpose(image)
+        if image.mode in ("P", "PA"):
             image = image.convert("RGBA")  # palette transparency resolved before dropping alpha
-        image = image.convert("L" if channels == 1 else "RGB")
+        mode = "L" if channels == 1 else "RGB"
+        if image.mode != mode:
+            image = image.convert(mode)
         if size is not None and (image.height, image.width) != tuple(size):
             image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.uint8)

@@ -194,19 +194,6 @@ def test_summary_reads_only_the_first_image(tmp_path):
     assert json.loads(result.output)["total_params"] == 24 * 4 + 4 + 4 + 1
 
 
-def test_cli_reports_an_unreadable_image_with_exit_code_2(tmp_path):
-    root = two_class_folder(tmp_path / "images")
-    bad = truncated_jpeg(root / "a" / "zz.jpg")
-    config = write_config(tmp_path / "c.yaml", {
-        "data": {"dataset": "image_folder", "root": str(root)}, "model": {"preset": "mlp", "hidden": [4]},
-        "device": "cpu", "training": {"epochs": 1}})
-    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
-    assert result.exit_code == 2
-    assert result.output.replace("\n", " ").strip() == (
-        f"Error: Cannot read the image {bad}: the file is truncated (Truncated File Read). Replace or delete the "
-        "file, or set data.on_bad_file: skip to leave unreadable files out.")
-
-
 def test_a_missing_root_says_what_layout_is_expected(tmp_path):
     with pytest.raises(DataError) as info:
         dataset_info(folder_config(tmp_path / "nowhere"), seed=0)

@@ -294,19 +294,6 @@ def test_preprocessing_files_are_readable(tmp_path):
     assert lines[-1] == "# target: label (binary)"
 
 
-def test_cli_reports_a_bad_csv_in_one_paragraph_with_exit_code_2(tmp_path):
-    path = write(tmp_path / "m.csv", MISSING)
-    config = write_config(tmp_path / "c.yaml", {
-        "data": {"dataset": "csv", "path": str(path), "target": "label"}, "model": {"preset": "mlp", "hidden": [4]},
-        "device": "cpu", "training": {"epochs": 1}})
-    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
-    assert result.exit_code == 2
-    assert result.output.replace("\n", " ").strip() == (
-        f"Error: {path}, line 3, column 'b': the cell is empty (or a missing-value marker such as NA); 2 cells are "
-        "missing in all. Fill it in, or set data.missing to mean (fill with the training mean), zero, or drop_rows.")
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
-
-
 def test_summary_of_a_csv_config(tmp_path):
     path = write(tmp_path / "t.csv", MIXED)
     config = write_config(tmp_path / "c.yaml", {

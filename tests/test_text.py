@@ -5,18 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from dlcli.cli import app
 from dlcli.config import DataConfig
 from dlcli.data import dataset_info, load_dataset
 from dlcli.data.preprocessing import preprocessing_files
 from dlcli.data.text import encode_texts, fit_vocabulary, standardize, tokenize
 from dlcli.errors import DataError
-
-from conftest import write_config
-
-runner = CliRunner()
 
 REVIEWS = {
     "pos": ["A great movie, great cast!", "Great fun.<br /><br />Loved it", "loved the GREAT acting"],
@@ -119,17 +113,3 @@ def test_aclimdb_layout_with_an_unlabelled_folder_left_out(tmp_path):
     assert missing.value.full_message() == (
         f"data.class_names: {root / 'train'} has no class folder 'postive'; it has: neg, pos, unsup. "
         "Did you mean 'pos'?")
-
-
-def test_cli_reports_a_non_utf8_text_with_exit_code_2(tmp_path):
-    root = text_folder(tmp_path / "reviews")
-    bad = root / "pos" / "x.txt"
-    bad.write_bytes(b"\xff\xfe bad bytes")
-    config = write_config(tmp_path / "c.yaml", {
-        "data": {"dataset": "text_folder", "root": str(root), "num_words": 20},
-        "model": {"preset": "binary", "hidden": [4]}, "device": "cpu", "training": {"epochs": 1}})
-    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
-    assert result.exit_code == 2
-    assert result.output.replace("\n", " ").strip() == (
-        f"Error: Cannot read the text file {bad}: not UTF-8 text (byte 0xff at offset 0). Save it as UTF-8, delete "
-        "it, or set data.on_bad_file: skip to leave unreadable files out.")

@@ -316,3 +316,23 @@ def test_a_saved_state_of_another_kind_or_a_newer_version_is_refused(tmp_path):
         dataset_info(cfg, seed=0, preprocessing={"kind": "csv", "version": 99})
     assert newer.value.full_message() == (
         "The saved preprocessing has version 99, newer than this dlcli understands (1). Upgrade dlcli to use this run.")
+
+
+def test_minmax_and_no_scaling(tmp_path):
+    path = write(tmp_path / "t.csv", "a,label\n2,p\n4,q\n6,p\n10,q\n")
+    minmax = load_dataset(csv_config(path, target="label", test_split=0.0, normalize="minmax"), seed=0)
+    assert minmax.preprocessing["features"][0] == {"name": "a", "type": "numeric", "fill": None, "min": 2.0,
+                                                    "max": 10.0}
+    assert sorted(minmax.x_train[:, 0].tolist()) == [0.0, 0.25, 0.5, 1.0]
+    raw = load_dataset(csv_config(path, target="label", test_split=0.0, normalize="none"), seed=0)
+    assert sorted(raw.x_train[:, 0].tolist()) == [2.0, 4.0, 6.0, 10.0]
+    assert x_of(minmax.preprocessing, "a,label\n14,p\n") == [1.5]  # new values may leave [0, 1]
+
+
+def x_of(state, text):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "new.csv"
+        path.write_text(text)
+        return encode_table(state, path)[0][:, 0].tolist()

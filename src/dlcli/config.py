@@ -278,9 +278,26 @@ class SyntheticConfig:
     noise: float = _opt(1.0, help="standard deviation of the noise", ge=0.0)
 
 
+ColumnType = Literal["numeric", "categorical", "boolean", "ignore"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Random changes to each training batch of images, on the device, seeded per batch."""
+
+    horizontal_flip: bool = _opt(False, help="mirror half of the images left to right")
+    crop_padding: int = _opt(0, help="pad by N pixels (zeros) and crop back at a random offset", ge=0)
+    rotation: float = _opt(0.0, help="rotate by a random angle of at most this many degrees", ge=0.0, le=180.0)
+    shift: float = _opt(0.0, help="shift by at most this fraction of the height and width", ge=0.0, lt=1.0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.horizontal_flip or self.crop_padding > 0 or self.rotation > 0 or self.shift > 0
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _opt(help="mnist, fashion_mnist, imdb, npz or synthetic")
+    dataset: str = _opt(help="mnist, fashion_mnist, imdb, npz, synthetic, csv, image_folder or text_folder")
     root: str = _opt("data", help="folder searched for the dataset's files (and downloaded into)")
     download: bool = _opt(True, help="download missing files when a network is there")
     path: Optional[str] = _opt(None, help="the .npz file of the npz dataset")
@@ -293,6 +310,35 @@ class DataConfig:
     sequence_length: int = _opt(200, help="sequence mode: ids per sample after padding/truncating", ge=1)
     padding: Literal["pre", "post"] = _opt("pre", help="sequence mode: pad at the start (pre, as Keras) or end")
     truncating: Literal["pre", "post"] = _opt("pre", help="sequence mode: cut from the start (pre, as Keras) or end")
+    # -- users' files: csv, image_folder, text_folder (data/tabular.py, images.py, text.py)
+    train_path: Optional[str] = _opt(None, help="csv: the training file, with test_path (instead of path)")
+    test_path: Optional[str] = _opt(None, help="csv: a separate test file")
+    target: Union[str, tuple[str, ...], None] = _opt(
+        None, help="csv: the target column, or a list of columns (multilabel or several regression outputs)")
+    features: Optional[tuple[str, ...]] = _opt(None, help="csv: the input columns (default: every other column)")
+    column_types: Optional[dict[str, ColumnType]] = _opt(
+        None, help="csv: per-column type overrides: numeric, categorical, boolean or ignore")
+    task: Literal["auto", "multiclass", "binary", "multilabel", "regression"] = _opt(
+        "auto", help="csv: the task (auto: inferred from the target)")
+    normalize: Literal["standard", "minmax", "none"] = _opt(
+        "standard", help="csv: numeric columns scaled with the training split's mean/std (standard) or min/max")
+    missing: Literal["error", "mean", "zero", "drop_rows"] = _opt(
+        "error", help="csv: empty cells are an error, or filled with the training mean or zero, or their rows dropped")
+    delimiter: Optional[str] = _opt(None, help="csv: the field separator (default: found in the header: , ; tab or |)")
+    test_split: Optional[float] = _opt(
+        None, help="users' files without a test file or folder: fraction held out for testing (default 0.2)",
+        ge=0.0, lt=1.0)
+    image_size: Optional[tuple[int, ...]] = _opt(
+        None, help="image_folder: [height, width] every image is resized to (default: the first image's size)", ge=1)
+    channels: Optional[Literal[1, 3]] = _opt(
+        None, help="image_folder: 1 (grayscale) or 3 (RGB); default: from the first image")
+    class_names: Optional[tuple[str, ...]] = _opt(
+        None, help="image_folder, text_folder: the class folders to use, in this order (default: all, natural order)")
+    on_bad_file: Literal["error", "skip"] = _opt(
+        "error", help="image_folder, text_folder: an unreadable file is an error, or skipped and counted")
+    workers: Optional[int] = _opt(None, help="image_folder: decoding processes (default: one per CPU core)", ge=1)
+    augment: AugmentConfig = field(default_factory=AugmentConfig,
+                                   metadata={"help": "random image augmentation of training batches (off by default)"})
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig, metadata={"help": "synthetic data"})
 
 
@@ -430,6 +476,8 @@ def _type_name(tp: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is tuple:
         return f"a list of {_type_name(typing.get_args(tp)[0]).replace('a ', '', 1)}s"
+    if origin is dict:
+        return f"a mapping of names to {_type_name(typing.get_args(tp)[1])}"
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         literals = [v for a in args if typing.get_origin(a) is Literal for v in typing.get_args(a)]
@@ -471,6 +519,11 @@ def _coerce(tp: Any, value: Any, path: tuple, ctx: _Context) -> Any:
             return value
         hint = suggest(str(value), [str(c) for c in choices]) if isinstance(value, str) else ""
         raise ctx.error(path, f"expected {_type_name(tp)}, found {_describe(value)}.", hint=hint or None)
+    if origin is dict:  # a mapping of names to values, e.g. data.column_types
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ctx.error(path, f"expected {_type_name(tp)}, found {_describe(value)}.")
+        return {_coerce(key_tp, k, path, ctx): _coerce(value_tp, v, path + (k,), ctx) for k, v in value.items()}
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -952,6 +1005,29 @@ def _check_semantics(config: Config, ctx: _Context) -> None:
         raise ctx.error(("data", "validation_size"), "give validation_split or validation_size, not both.")
     if data.dataset == "npz" and not data.path:
         raise ctx.error(("data", "path"), "the npz dataset needs `path:` to the .npz file.")
+    _check_user_data(data, ctx)
+
+
+def _check_user_data(data: "DataConfig", ctx: _Context) -> None:
+    """The options of users' csv files, image folders and text folders that fit together."""
+    if data.dataset == "csv":
+        if not data.path and not data.train_path:
+            raise ctx.error(("data", "path"), "the csv dataset needs `path:` (one file) or `train_path:` "
+                            "(with an optional `test_path:`).", hint="For example `path: examples/tabular/iris.csv`.")
+        if data.path and (data.train_path or data.test_path):
+            key = "train_path" if data.train_path else "test_path"
+            raise ctx.error(("data", key), "give either `path:` (one file, split by dlcli) or `train_path:` and "
+                            "`test_path:`, not both.")
+        if data.test_path and not data.train_path:
+            raise ctx.error(("data", "test_path"), "`test_path:` goes with `train_path:` (the training file).")
+        if data.target is None:
+            raise ctx.error(("data", "target"), "the csv dataset needs `target:`, the column to predict.",
+                            hint="For example `target: species`, or a list of columns for several outputs.")
+        if data.test_path and data.test_split:
+            raise ctx.error(("data", "test_split"), "give test_path or test_split, not both.")
+    if data.image_size is not None and len(data.image_size) != 2:
+        raise ctx.error(("data", "image_size"), f"expected [height, width], found {len(data.image_size)} number(s).",
+                        hint="For example `image_size: [64, 64]`.")
 
 
 # ----------------------------------------------------------------------------- dumping

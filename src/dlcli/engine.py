@@ -45,8 +45,13 @@ class Batches:
         device: torch.device | str = "cpu",
         rank: int = 0,
         world_size: int = 1,
+        transform: Optional[Callable[[torch.Tensor, int, int], torch.Tensor]] = None,
     ) -> None:
         self.device = torch.device(device)
+        # Training batches only: (inputs, epoch, batch index) -> inputs, after conversion
+        # (data.augment); the trainer sets `epoch`, so each batch's randomness is reproducible.
+        self.transform = transform
+        self.epoch = 0
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -126,7 +131,10 @@ class Batches:
                     xb, yb = x[lo:lo + len(bounds)], y[lo:lo + len(bounds)]
                 else:
                     xb, yb = x[start:end], y[start:end]
-            yield *self._on_device(xb, yb), global_n
+            xb, yb = self._on_device(xb, yb)
+            if self.transform is not None:
+                xb = self.transform(xb, self.epoch, start // bs)
+            yield xb, yb, global_n
 
 
 class Callback:
@@ -290,6 +298,7 @@ class Trainer:
         self.model.train()
         self.running = running = Running()
         self.steps_per_epoch = len(batches)
+        batches.epoch = self.epoch  # seeds per-batch augmentation by (epoch, batch), even on resume
         self._step_losses, self._step_metrics, self._step_sizes = [], [], []
         self._loss_chunks, self._metric_chunks = [], []
         step_losses, step_metrics, step_sizes = self._step_losses, self._step_metrics, self._step_sizes

@@ -111,3 +111,45 @@ class ProgressDisplay(Callback):
 
     def on_train_end(self, trainer: Trainer) -> None:
         self.close()
+
+
+class LoadProgress:
+    """Progress of a long data load (decoding an image folder), given to
+    `load_dataset(progress=...)`: a live bar on a terminal, refreshed a few times a second,
+    and one line with the count and time when a stage is done (the only output elsewhere)."""
+
+    REFRESH_S = 0.25
+
+    def __init__(self, console: Console, *, live: Optional[bool] = None) -> None:
+        self.console = console
+        self.live_mode = console.is_terminal if live is None else live
+        self._live: Optional[Live] = None
+        self._stage: Optional[str] = None
+        self._started = 0.0
+        self._next = 0.0
+
+    def __call__(self, description: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if description != self._stage:
+            self.close()
+            self._stage, self._started, self._next = description, now, 0.0
+            if self.live_mode:
+                self._live = Live(Text(), console=self.console, auto_refresh=False, transient=True)
+                self._live.start()
+        if self._live is not None and (now >= self._next or done >= total):
+            self._next = now + self.REFRESH_S
+            line = Text(f"{description} {done:>{len(str(total))}}/{total} ")
+            filled = int(BAR_WIDTH * done / total) if total else BAR_WIDTH
+            line.append("━" * filled, style="green")
+            line.append("━" * (BAR_WIDTH - filled), style="grey37")
+            line.append(f" {format_seconds(now - self._started)}")
+            self._live.update(line, refresh=True)
+        if done >= total:
+            self.close()
+            self.console.print(f"{description}: {total} in {format_seconds(now - self._started)}", highlight=False)
+            self._stage = None
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None

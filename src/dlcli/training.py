@@ -57,7 +57,7 @@ def plan_experiment(config: Config) -> Plan:
     from .data import dataset_info
     from .models import plan_network
 
-    info = dataset_info(config.data)
+    info = dataset_info(config.data, config.seed)
     loss_name = resolve_loss_name(config.loss, info.task)
     spec = loss_spec(loss_name, info.task)
     units, activation = output_layer(loss_name, info.task, info.num_classes)

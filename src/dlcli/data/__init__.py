@@ -4,6 +4,12 @@ Each dataset family registers a `DatasetSource`: `info` answers input shape, tas
 count without touching files (so `dlcli summary` needs no data), and `load` returns the raw
 train/test splits. `load_dataset` then applies the common steps: subsetting and the
 validation hold-out with Keras's semantics.
+
+Users' files (`csv`, `image_folder`, `text_folder`) differ in two ways: their sources split
+the data themselves (a seeded, stratified shuffle before holding out validation and test
+rows, since such files are often sorted by class), and they fit preprocessing on the
+training split, returned as plain JSON-able data in `Dataset.preprocessing` (see
+preprocessing.py). Given that saved state back, they apply it and never fit again.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ class Dataset:
     x_test: Any = None
     y_test: Any = None
     input_scale: Optional[float] = None
+    preprocessing: Optional[dict] = None  # fitted state of users' files (JSON-able), else None
+    notes: tuple[str, ...] = ()  # what loading wants the user told (e.g. files skipped)
 
     @property
     def has_validation(self) -> bool:
@@ -51,10 +59,17 @@ class Dataset:
         return self.x_test is not None and len(self.x_test) > 0
 
 
+# (description, done, total): how loading reports progress, e.g. images decoded so far.
+ProgressFn = Callable[[str, int, int], None]
+
+
 @dataclass(frozen=True)
 class DatasetSource:
-    info: Callable[[DataConfig], DataInfo]
-    load: Callable[[DataConfig, int], Dataset]  # (config, seed) -> train and test splits
+    info: Callable[..., DataInfo]
+    load: Callable[..., Dataset]  # (config, seed) -> train and test splits
+    # Users' files: info takes (config, seed, state) and load (config, seed, state, progress),
+    # where state is a saved preprocessing state or None (fit one); load splits by itself.
+    fits_preprocessing: bool = False
 
 
 DATASETS: Registry[DatasetSource] = Registry("dataset")
@@ -62,19 +77,34 @@ DATASETS: Registry[DatasetSource] = Registry("dataset")
 
 def _register_builtin() -> None:
     from . import imdb, npz, synthetic, vision  # noqa: F401  (they register themselves)
+    from . import images, tabular, text  # noqa: F401  (users' files)
 
 
-def dataset_info(config: DataConfig) -> DataInfo:
+def dataset_info(config: DataConfig, seed: int = 0, preprocessing: Optional[dict] = None) -> DataInfo:
+    """Shapes, task and classes. Users' files: from the saved state when given (no file is
+    read), else fitted as `load_dataset` would with this seed (a csv's one-hot widths depend
+    on which rows are in the training split)."""
     _register_builtin()
-    return DATASETS.get(config.dataset, key="data.dataset").info(config)
+    source = DATASETS.get(config.dataset, key="data.dataset")
+    if source.fits_preprocessing:
+        return source.info(config, seed, preprocessing)
+    return source.info(config)
 
 
-def load_dataset(config: DataConfig, seed: int) -> Dataset:
-    """Load, subset and split a dataset as the config says."""
+def load_dataset(
+    config: DataConfig, seed: int, preprocessing: Optional[dict] = None, progress: Optional[ProgressFn] = None
+) -> Dataset:
+    """Load, subset and split a dataset as the config says, and check it fits its task.
+
+    `preprocessing`: a state saved by an earlier load of users' files, applied instead of
+    fitting. `progress` is called while long loads (image decoding) run.
+    """
     from .checks import check_dataset
 
     _register_builtin()
     source = DATASETS.get(config.dataset, key="data.dataset")
+    if source.fits_preprocessing:  # users' files split themselves (seeded, stratified)
+        return check_dataset(source.load(config, seed, preprocessing, progress), config)
     data = source.load(config, seed)
     data = check_dataset(data, config)  # labels fit the task, inputs are finite, rows to train on
     if config.max_train_samples is not None:

@@ -1,0 +1,177 @@
+"""Class folders on disk: `root/<class>/<files>` or `root/train|val|test/<class>/<files>`.
+
+Shared by image and text folders. Classes are the visible subfolders in natural order
+(`2` before `10`, as a person sorts them), or the ones `data.class_names` lists, in its order.
+Hidden files and folders (`.DS_Store`, macOS's `._x.jpg`) and files of other kinds are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ..errors import DataError
+
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders digit runs by value: `2` < `10` < `cat`, `img2` < `img10`."""
+    parts = _DIGITS.split(text)
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.casefold()) for p in parts if p != "") + (text,)
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".") and name not in ("__MACOSX", "Thumbs.db", "desktop.ini")
+
+
+def _subfolders(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted((e.name for e in entries if e.is_dir() and _visible(e.name)), key=natural_key)
+    except OSError as exc:
+        raise DataError(f"Cannot list the folder {folder}: {exc.strerror or exc}.") from None
+
+
+def files_under(folder: Path, suffixes: frozenset[str]) -> tuple[list[Path], int]:
+    """Visible files with one of the suffixes anywhere below folder, in natural order of their
+    relative paths, and how many other visible files were ignored."""
+    found: list[tuple[tuple, Path]] = []
+    ignored = 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if _visible(d)]
+        for name in filenames:
+            if not _visible(name):
+                continue
+            if os.path.splitext(name)[1].lower() in suffixes:
+                path = Path(dirpath) / name
+                found.append((natural_key(str(path.relative_to(folder))), path))
+            else:
+                ignored += 1
+    found.sort(key=lambda item: item[0])
+    return [p for _, p in found], ignored
+
+
+@dataclass
+class ClassFolders:
+    """What a folder of class folders holds: class names and each split's (file, class) lists."""
+
+    root: Path
+    class_names: tuple[str, ...]
+    files: dict[str, list[tuple[Path, int]]] = field(default_factory=dict)  # train, and val/test when present
+    ignored: int = 0  # visible files of other kinds
+
+    @property
+    def has_test(self) -> bool:
+        return "test" in self.files
+
+    @property
+    def has_val(self) -> bool:
+        return "val" in self.files
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """{split: folder} when root is laid out as train/ (val/, test/), else {train: root}."""
+    names = _subfolders(root)
+    if "train" in names and all(n in SPLIT_FOLDERS for n in names):
+        splits: dict[str, Path] = {}
+        for name in names:
+            split = SPLIT_FOLDERS[name]
+            if split in splits:
+                raise DataError(
+                    f"{root} has two validation folders, {splits[split].name}/ and {name}/.",
+                    hint="Keep one of them.",
+                )
+            splits[split] = root / name
+        return splits
+    return {"train": root}
+
+
+def scan_class_folders(
+    root: Path,
+    suffixes: frozenset[str],
+    kind_words: str,
+    class_names: Optional[Sequence[str]] = None,
+    list_files: bool = True,
+) -> ClassFolders:
+    """Find the classes (and, with list_files, every file) under root.
+
+    kind_words names the files in messages, e.g. "images (PNG, JPEG, BMP, GIF or WebP)".
+    """
+    from ..registry import suggest
+
+    if not root.is_dir():
+        what = "does not exist" if not root.exists() else "is not a folder"
+        raise DataError(
+            f"data.root: {str(root)!r} {what}.",
+            hint=f"Point data.root at a folder of class folders (root/<class>/<files>) of {kind_words}.",
+        )
+    splits = _split_folders(root)
+    train_dir = splits["train"]
+    found = _subfolders(train_dir)
+    if class_names is None:
+        names = tuple(found)
+        if len(names) < 2:
+            has = f"only the class folder {names[0]!r}" if names else "no class folders"
+            raise DataError(
+                f"{train_dir} has {has}; a classifier needs at least two, one folder of {kind_words} per class.",
+                hint="Lay the files out as root/<class>/<file> (or root/train/<class>/<file> with test/ beside it).",
+            )
+    else:
+        names = tuple(class_names)
+        for name in names:
+            if name not in found:
+                close = suggest(name, found)
+                raise DataError(
+                    f"data.class_names: {train_dir} has no class folder {name!r}; it has: {', '.join(found) or 'none'}.",
+                    hint=close or None,
+                )
+        if len(set(names)) != len(names):
+            raise DataError("data.class_names lists a class twice.")
+    layout = ClassFolders(root=root, class_names=names)
+    if not list_files:
+        return layout
+    index = {name: i for i, name in enumerate(names)}
+    for split, folder in splits.items():
+        present = _subfolders(folder)
+        if split != "train" and class_names is None:
+            unknown = [n for n in present if n not in index]
+            if unknown:
+                raise DataError(
+                    f"{folder} has a class folder {unknown[0]!r} that {train_dir} lacks; the classes are: "
+                    f"{', '.join(names)}.",
+                    hint="Add the class to the training folder, remove it here, or list the classes in data.class_names.",
+                )
+        items: list[tuple[Path, int]] = []
+        for name in names:
+            if name not in present:
+                continue
+            paths, ignored = files_under(folder / name, suffixes)
+            layout.ignored += ignored
+            if not paths and split == "train":
+                raise DataError(
+                    f"The class folder {folder / name} holds no {kind_words}.",
+                    hint="Add files to it, remove it, or list the classes to use in data.class_names.",
+                )
+            items += [(p, index[name]) for p in paths]
+        layout.files[split] = items
+    return layout
+
+
+def first_file(layout: ClassFolders, suffixes: frozenset[str], kind_words: str) -> Path:
+    """The first file of the first training class, found without listing every file."""
+    splits = _split_folders(layout.root)
+    folder = splits["train"] / layout.class_names[0]
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted((d for d in dirnames if _visible(d)), key=natural_key)
+        for name in sorted(filenames, key=natural_key):
+            if _visible(name) and os.path.splitext(name)[1].lower() in suffixes:
+                return Path(dirpath) / name
+    raise DataError(
+        f"The class folder {folder} holds no {kind_words}.",
+        hint="Add files to it, remove it, or list the classes to use in data.class_names.",
+    )

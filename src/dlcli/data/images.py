@@ -1,0 +1,324 @@
+"""`data.dataset: image_folder`: `root/<class>/<image>` (or `root/train|val|test/<class>/...`).
+
+Images are decoded once, in parallel processes, into one uint8 tensor N,C,H,W held in
+memory like MNIST (converted to float / 255 one batch at a time). Each is turned upright by
+its EXIF orientation, converted to grayscale (`channels: 1`) or RGB (3; alpha dropped, as
+PIL's and torchvision's loaders do) and resized bilinearly to `image_size` when its size
+differs. Unset, `image_size` and `channels` come from the first training image, and are
+saved with the class names in the preprocessing state. `load_images(state, paths)` decodes
+any files the same way, for evaluation and prediction.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
+from .folders import first_file, scan_class_folders
+from .preprocessing import STATE_VERSION, check_state
+from .splits import split_samples
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
+KIND_WORDS = "images (PNG, JPEG, BMP, GIF or WebP)"
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+MEMORY_FRACTION = 0.8  # of the memory available now that the decoded images may take
+CHUNK_FILES = 256  # files per task sent to a decoding process
+PARALLEL_FROM = 512  # fewer files are decoded in this process (starting processes costs more)
+EXIF_ORIENTATION = 0x0112
+
+
+def decode_image(path: Union[str, Path], size: Optional[tuple[int, int]], channels: int) -> np.ndarray:
+    """One image as uint8 C,H,W: upright (EXIF), in `channels`, resized to size (h, w)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as opened:
+        image = opened
+        if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # most files are upright: no copy for them
+            image = ImageOps.exif_transpose(image)
+        if image.mode in ("P", "PA"):
+            image = image.convert("RGBA")  # palette transparency resolved before dropping alpha
+        mode = "L" if channels == 1 else "RGB"
+        if image.mode != mode:
+            image = image.convert(mode)
+        if size is not None and (image.height, image.width) != tuple(size):
+            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def _problem(exc: BaseException) -> str:
+    """What went wrong with one file, in words (PIL's messages vary by format)."""
+    from PIL import UnidentifiedImageError
+
+    text = str(exc).strip()
+    if isinstance(exc, UnidentifiedImageError):
+        return "it is not an image that PIL can read, or it is damaged"
+    if isinstance(exc, FileNotFoundError):
+        return "the file does not exist"
+    if isinstance(exc, OSError) and "truncated" in text.lower():
+        return f"the file is truncated ({text})"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _decode_chunk(start: int, paths: list[str], size: tuple[int, int], channels: int) -> tuple[int, np.ndarray, list]:
+    """Decode paths into one array; a file that fails leaves zeros and an (index, problem) entry."""
+    out = np.zeros((len(paths), channels, size[0], size[1]), dtype=np.uint8)
+    errors = []
+    for i, path in enumerate(paths):
+        try:
+            out[i] = decode_image(path, size, channels)
+        except Exception as exc:  # a damaged file can make PIL raise almost anything
+            errors.append((start + i, _problem(exc)))
+    return start, out, errors
+
+
+def decode_files(
+    paths: Sequence[Union[str, Path]],
+    size: tuple[int, int],
+    channels: int,
+    *,
+    workers: Optional[int] = None,
+    progress: Optional[ProgressFn] = None,
+    description: str = "Decoding images",
+    parallel_from: int = PARALLEL_FROM,
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """All images as uint8 N,C,H,W (zeros where a file failed) and (index, problem) per failure."""
+    n = len(paths)
+    out = np.empty((n, channels, size[0], size[1]), dtype=np.uint8)
+    errors: list[tuple[int, str]] = []
+    names = [str(p) for p in paths]
+    chunks = [(s, names[s:s + CHUNK_FILES]) for s in range(0, n, CHUNK_FILES)]
+    workers = workers or min(os.cpu_count() or 1, 32)
+    done = 0
+    if progress:
+        progress(description, 0, n)
+    if workers > 1 and n >= parallel_from:
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+                futures = [pool.submit(_decode_chunk, s, chunk, size, channels) for s, chunk in chunks]
+                for future in as_completed(futures):
+                    start, array, failed = future.result()
+                    out[start:start + len(array)] = array
+                    errors += failed
+                    done += len(array)
+                    if progress:
+                        progress(description, done, n)
+            return out, sorted(errors)
+        except (OSError, RuntimeError, ImportError):  # no processes here (a sandbox): decode in this one
+            errors, done = [], 0
+    for start, chunk in chunks:
+        _, array, failed = _decode_chunk(start, chunk, size, channels)
+        out[start:start + len(array)] = array
+        errors += failed
+        done += len(array)
+        if progress:
+            progress(description, done, n)
+    return out, errors
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to new data now (Linux's MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def check_memory(count: int, channels: int, size: tuple[int, int], available: Optional[int] = None) -> int:
+    """Refuse before decoding when the uint8 tensors would not fit; returns the bytes needed."""
+    need = count * channels * size[0] * size[1]
+    available = available_memory() if available is None else available
+    if available is not None and need > MEMORY_FRACTION * available:
+        raise DataError(
+            f"The {count} images would need {_gib(need)} of memory as uint8 tensors ({channels}x{size[0]}x{size[1]} "
+            f"each), more than {MEMORY_FRACTION:.0%} of the {_gib(available)} available.",
+            hint="Use a smaller data.image_size, data.channels: 1, or fewer images (data.max_train_samples).",
+        )
+    return need
+
+
+def image_properties(path: Path) -> tuple[tuple[int, int], int]:
+    """((height, width) upright, channels) of one image, for the defaults."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            upright = ImageOps.exif_transpose(image)
+            size = (upright.height, upright.width)
+    except Exception as exc:
+        raise DataError(f"Cannot read {path}, the first image, to find the image size: {_problem(exc)}.",
+                        hint="Replace the file, or set data.image_size and data.channels.") from None
+    return size, 1 if mode in GRAY_MODES else 3
+
+
+def load_images(
+    state: dict,
+    paths: Sequence[Union[str, Path]],
+    *,
+    workers: Optional[int] = None,
+    progress: Optional[ProgressFn] = None,
+) -> tuple["torch.Tensor", list[tuple[int, str]]]:  # noqa: F821
+    """Decode files as a saved state says: a uint8 tensor N,C,H,W of the files that could be
+    read, in order, and (index into paths, problem) for each file that could not."""
+    import torch
+
+    check_state(state, "image_folder")
+    size, channels = tuple(state["image_size"]), state["channels"]
+    check_memory(len(paths), channels, size)  # type: ignore[arg-type]
+    array, errors = decode_files(paths, size, channels, workers=workers, progress=progress)  # type: ignore[arg-type]
+    if errors:
+        keep = np.ones(len(paths), dtype=bool)
+        keep[[i for i, _ in errors]] = False
+        array = array[keep]
+    return torch.from_numpy(array), errors
+
+
+def info_from_state(state: dict) -> DataInfo:
+    h, w = state["image_size"]
+    names = tuple(state["class_names"])
+    return DataInfo(input_shape=(state["channels"], h, w), task=folder_task(names), num_classes=len(names),
+                    class_names=names)
+
+
+def folder_task(class_names: Sequence[str]) -> str:
+    """Two class folders make a binary task (one sigmoid unit, as the course's IMDB model)."""
+    return "binary" if len(class_names) == 2 else "multiclass"
+
+
+def _properties(config: DataConfig, layout) -> tuple[tuple[int, int], int]:
+    if config.image_size is not None and config.channels is not None:
+        return (config.image_size[0], config.image_size[1]), config.channels
+    size, channels = image_properties(first_file(layout, IMAGE_SUFFIXES, KIND_WORDS))
+    if config.image_size is not None:
+        size = (config.image_size[0], config.image_size[1])
+    return size, config.channels or channels
+
+
+def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
+    if state is not None:
+        return info_from_state(check_state(state, "image_folder"))
+    layout = scan_class_folders(Path(config.root), IMAGE_SUFFIXES, KIND_WORDS, config.class_names, list_files=False)
+    size, channels = _properties(config, layout)
+    names = layout.class_names
+    return DataInfo(input_shape=(channels, *size), task=folder_task(names), num_classes=len(names), class_names=names)
+
+
+def check_split_options(config: DataConfig, layout) -> None:
+    """A val/ or test/ folder and the matching fraction cannot both be given."""
+    if layout.has_val and (config.validation_split or config.validation_size):
+        raise DataError(
+            f"{layout.root} has a validation folder, and data.validation_split/validation_size asks to hold out "
+            "more; give one or the other.",
+            hint="Remove validation_split/validation_size to use the folder.",
+        )
+    if layout.has_test and config.test_split:
+        raise DataError(f"{layout.root} has a test folder, and data.test_split asks to hold out another test set.",
+                        hint="Remove data.test_split to use the folder.")
+
+
+def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
+    import torch
+
+    if state is not None:
+        check_state(state, "image_folder")
+    names = state["class_names"] if state is not None else config.class_names
+    layout = scan_class_folders(Path(config.root), IMAGE_SUFFIXES, KIND_WORDS, names)
+    check_split_options(config, layout)
+    if state is not None:
+        size, channels = tuple(state["image_size"]), state["channels"]
+        if state.get("split", {}).get("files") not in (None, len(layout.files["train"])):
+            raise DataError(
+                f"{layout.root} holds {len(layout.files['train'])} training images, but held "
+                f"{state['split']['files']} when this run was trained; its splits would differ.",
+                hint="Use the folder the run was trained on.",
+            )
+    else:
+        size, channels = _properties(config, layout)
+    train_items = layout.files["train"]
+    labels = np.array([c for _, c in train_items], dtype=np.int64)
+    split = split_samples(len(train_items), labels, config, seed, has_test=layout.has_test,
+                          has_val=layout.has_val, what="images")
+    parts = {
+        "train": [train_items[i] for i in split.train],
+        "val": layout.files["val"] if layout.has_val else [train_items[i] for i in split.val],
+        "test": layout.files["test"] if layout.has_test else [train_items[i] for i in split.test],
+    }
+    items = parts["train"] + parts["val"] + parts["test"]
+    check_memory(len(items), channels, size)
+    array, errors = decode_files([p for p, _ in items], size, channels, workers=config.workers, progress=progress)
+    notes = []
+    keep = np.ones(len(items), dtype=bool)
+    if errors:
+        first_index, problem = errors[0]
+        others = f" ({len(errors) - 1} more files could not be read either)" if len(errors) > 1 else ""
+        if config.on_bad_file == "error":
+            raise DataError(
+                f"Cannot read the image {items[first_index][0]}: {problem}{others}.",
+                hint="Replace or delete the file, or set data.on_bad_file: skip to leave unreadable files out.",
+            )
+        keep[[i for i, _ in errors]] = False
+        shown = "; ".join(f"{items[i][0]} ({p})" for i, p in errors[:3])
+        notes.append(f"Skipped {len(errors)} unreadable image file{'s' if len(errors) != 1 else ''} "
+                     f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}.")
+    if layout.ignored:
+        notes.append(f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} "
+                     "that are not images.")
+    if state is None:
+        state = {
+            "kind": "image_folder",
+            "version": STATE_VERSION,
+            "class_names": list(layout.class_names),
+            "image_size": [int(size[0]), int(size[1])],
+            "channels": int(channels),
+            "resize": "bilinear",
+            "scale": 1 / 255,
+            "split": {"seed": seed, "files": len(train_items), **split.counts(),
+                      "val_folder": layout.has_val, "test_folder": layout.has_test,
+                      "skipped_files": len(errors)},
+        }
+        if layout.has_val:
+            state["split"]["val"] = len(parts["val"])
+        if layout.has_test:
+            state["split"]["test"] = len(parts["test"])
+    x = torch.from_numpy(array)
+    y = torch.tensor([c for _, c in items], dtype=torch.int64)
+    bounds = np.cumsum([0] + [len(parts[k]) for k in ("train", "val", "test")])
+
+    def part(i: int):
+        sl = slice(int(bounds[i]), int(bounds[i + 1]))
+        if sl.stop == sl.start:
+            return None, None
+        if keep[sl].all():
+            return x[sl], y[sl]  # views: no copy of the images
+        mask = torch.from_numpy(keep[sl])
+        return x[sl][mask], y[sl][mask]
+
+    x_train, y_train = part(0)
+    x_val, y_val = part(1)
+    x_test, y_test = part(2)
+    if x_train is None or len(x_train) == 0:
+        raise DataError(f"{layout.root}: no training images are left to train on.")
+    return Dataset(info=info_from_state(state), x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+                   x_test=x_test, y_test=y_test, input_scale=1.0 / 255.0, preprocessing=state, notes=tuple(notes))
+
+
+DATASETS.add("image_folder", DatasetSource(info=_info, load=_load, fits_preprocessing=True))

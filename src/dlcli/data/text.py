@@ -1,0 +1,244 @@
+"""`data.dataset: text_folder`: `root/<class>/*.txt` (aclImdb's layout: train/pos, train/neg, test/...).
+
+Each file is one sample, read as UTF-8 (a byte-order mark allowed). Texts are standardised as
+Keras's TextVectorization does by default (`lower_and_strip_punctuation`), after replacing
+the `<br />` tags of IMDB-style reviews by spaces, then split on whitespace. The vocabulary
+is the `num_words` most frequent tokens of the training split, less the reserved slots
+(Keras's layout: `[UNK]` first, after the padding id 0 in sequence mode), ties in alphabetical
+order. Outputs, `num_words` wide however small the vocabulary (Keras's pad_to_max_tokens):
+multi_hot (1 where a token occurs), count, tf_idf (count x log(1 + docs / (1 + docs with the
+token)), as Keras), or sequence (the ids, padded/truncated to `sequence_length`).
+`encode_texts(state, texts)` applies a saved vocabulary to any texts.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections import Counter
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import DataError
+from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
+from .folders import scan_class_folders
+from .images import check_split_options, folder_task
+from .preprocessing import STATE_VERSION, check_state
+from .splits import split_samples
+
+TEXT_SUFFIXES = frozenset({".txt"})
+KIND_WORDS = "text files (.txt)"
+PAD, OOV = "", "[UNK]"
+REMOVED_TAGS = ("<br />",)
+_STRIP_PUNCTUATION = str.maketrans("", "", string.punctuation)  # Keras's regex: the same 32 characters
+_PROGRESS_EVERY = 1000
+
+
+def standardize(text: str) -> str:
+    """Lower case, `<br />` tags to spaces, ASCII punctuation removed (Keras's default)."""
+    text = text.lower()
+    for tag in REMOVED_TAGS:
+        text = text.replace(tag, " ")
+    return text.translate(_STRIP_PUNCTUATION)
+
+
+def tokenize(text: str) -> list[str]:
+    return standardize(text).split()
+
+
+def read_texts(
+    paths: Sequence[Union[str, Path]], progress: Optional[ProgressFn] = None
+) -> tuple[list[Optional[str]], list[tuple[int, str]]]:
+    """Each file's text (None where it cannot be read) and (index, problem) per failure."""
+    texts: list[Optional[str]] = []
+    errors: list[tuple[int, str]] = []
+    n = len(paths)
+    for i, path in enumerate(paths):
+        try:
+            data = Path(path).read_bytes()
+            texts.append(data.decode("utf-8-sig"))
+        except UnicodeDecodeError as exc:
+            texts.append(None)
+            errors.append((i, f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"))
+        except OSError as exc:
+            texts.append(None)
+            errors.append((i, exc.strerror or str(exc)))
+        if progress and (i + 1) % _PROGRESS_EVERY == 0:
+            progress("Reading texts", i + 1, n)
+    if progress:
+        progress("Reading texts", n, n)
+    return texts, errors
+
+
+def reserved_tokens(output_mode: str) -> list[str]:
+    return [PAD, OOV] if output_mode == "sequence" else [OOV]
+
+
+def fit_vocabulary(token_lists: Sequence[list[str]], num_words: int, output_mode: str) -> tuple[list[str], Optional[list[float]]]:
+    """(vocabulary in index order, idf per index for tf_idf else None) from training texts."""
+    counts: Counter = Counter()
+    for tokens in token_lists:
+        counts.update(tokens)
+    reserved = reserved_tokens(output_mode)
+    counts.pop(OOV, None)
+    top = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: max(num_words - len(reserved), 0)]
+    vocabulary = reserved + [token for token, _ in top]
+    idf = None
+    if output_mode == "tf_idf":
+        documents: Counter = Counter()
+        for tokens in token_lists:
+            documents.update(set(tokens))
+        n = len(token_lists)
+        weights = [math.log(1 + n / (1 + documents[token])) for token in vocabulary[len(reserved):]]
+        oov = sum(weights) / len(weights) if weights else 0.0  # Keras: the OOV slot gets the mean idf
+        idf = [oov] + weights
+    return vocabulary, idf
+
+
+def _ids(state: dict, texts: Sequence[str]) -> list[list[int]]:
+    index = {token: i for i, token in enumerate(state["vocabulary"])}
+    oov = index[OOV]
+    return [[index.get(token, oov) for token in tokenize(text)] for text in texts]
+
+
+def encode_texts(state: dict, texts: Sequence[str]) -> "torch.Tensor":  # noqa: F821
+    """Model inputs for texts with a saved vocabulary: uint8 multi-hot, integer counts,
+    float32 tf-idf (N, num_words), or int64 ids (N, sequence_length)."""
+    import torch
+
+    check_state(state, "text_folder")
+    ids = _ids(state, texts)
+    mode, width, n = state["output_mode"], state["num_words"], len(ids)
+    lengths = np.fromiter((len(s) for s in ids), dtype=np.int64, count=n)
+    flat = np.fromiter((i for s in ids for i in s), dtype=np.int64, count=int(lengths.sum()))
+    rows = np.repeat(np.arange(n), lengths)
+    if mode == "sequence":
+        length = state["sequence_length"]
+        out = np.zeros((n, length), dtype=np.int64)
+        for r, seq in enumerate(ids):
+            seq = seq[-length:] if state["truncating"] == "pre" else seq[:length]
+            if seq:
+                if state["padding"] == "pre":
+                    out[r, length - len(seq):] = seq
+                else:
+                    out[r, :len(seq)] = seq
+        return torch.from_numpy(out)
+    if mode == "multi_hot":
+        out = np.zeros((n, width), dtype=np.uint8)
+        out[rows, flat] = 1
+        return torch.from_numpy(out)
+    counts = np.zeros((n, width), dtype=np.int32)
+    np.add.at(counts, (rows, flat), 1)
+    if mode == "count":
+        top = int(counts.max()) if counts.size else 0
+        dtype = np.uint8 if top <= 255 else np.int16 if top <= 32767 else np.int32
+        return torch.from_numpy(counts.astype(dtype))
+    idf = np.zeros(width, dtype=np.float32)
+    idf[: len(state["idf"])] = state["idf"]
+    return torch.from_numpy(counts.astype(np.float32) * idf)
+
+
+def info_from_state(state: dict) -> DataInfo:
+    names = tuple(state["class_names"])
+    width = state["sequence_length"] if state["output_mode"] == "sequence" else state["num_words"]
+    return DataInfo(input_shape=(width,), task=folder_task(names),
+                    num_classes=len(names), class_names=names, vocab_size=state["num_words"])
+
+
+def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
+    if state is not None:
+        return info_from_state(check_state(state, "text_folder"))
+    layout = scan_class_folders(Path(config.root), TEXT_SUFFIXES, KIND_WORDS, config.class_names, list_files=False)
+    names = layout.class_names
+    width = config.sequence_length if config.output_mode == "sequence" else config.num_words
+    return DataInfo(input_shape=(width,), task=folder_task(names),
+                    num_classes=len(names), class_names=names, vocab_size=config.num_words)
+
+
+def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
+    import torch
+
+    if state is not None:
+        check_state(state, "text_folder")
+    names = state["class_names"] if state is not None else config.class_names
+    layout = scan_class_folders(Path(config.root), TEXT_SUFFIXES, KIND_WORDS, names)
+    check_split_options(config, layout)
+    train_items = layout.files["train"]
+    if state is not None and state.get("split", {}).get("files") not in (None, len(train_items)):
+        raise DataError(
+            f"{layout.root} holds {len(train_items)} training texts, but held {state['split']['files']} when this "
+            "run was trained; its splits would differ.",
+            hint="Use the folder the run was trained on.",
+        )
+    labels = np.array([c for _, c in train_items], dtype=np.int64)
+    split = split_samples(len(train_items), labels, config, seed, has_test=layout.has_test,
+                          has_val=layout.has_val, what="texts")
+    parts = {
+        "train": [train_items[i] for i in split.train],
+        "val": layout.files["val"] if layout.has_val else [train_items[i] for i in split.val],
+        "test": layout.files["test"] if layout.has_test else [train_items[i] for i in split.test],
+    }
+    items = parts["train"] + parts["val"] + parts["test"]
+    texts, errors = read_texts([p for p, _ in items], progress)
+    notes = []
+    if errors:
+        first, problem = errors[0]
+        others = f" ({len(errors) - 1} more files could not be read either)" if len(errors) > 1 else ""
+        if config.on_bad_file == "error":
+            raise DataError(
+                f"Cannot read the text file {items[first][0]}: {problem}{others}.",
+                hint="Save it as UTF-8, delete it, or set data.on_bad_file: skip to leave unreadable files out.",
+            )
+        shown = "; ".join(f"{items[i][0]} ({p})" for i, p in errors[:3])
+        notes.append(f"Skipped {len(errors)} unreadable text file{'s' if len(errors) != 1 else ''} "
+                     f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}.")
+    if layout.ignored:
+        notes.append(f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} "
+                     "that are not .txt files.")
+    bounds = np.cumsum([0] + [len(parts[k]) for k in ("train", "val", "test")])
+    if state is None:
+        training = [tokenize(t) for t in texts[: bounds[1]] if t is not None]
+        vocabulary, idf = fit_vocabulary(training, config.num_words, config.output_mode)
+        state = {
+            "kind": "text_folder",
+            "version": STATE_VERSION,
+            "class_names": list(layout.class_names),
+            "standardize": "lower_and_strip_punctuation",
+            "removed_tags": list(REMOVED_TAGS),
+            "output_mode": config.output_mode,
+            "num_words": config.num_words,
+            "sequence_length": config.sequence_length,
+            "padding": config.padding,
+            "truncating": config.truncating,
+            "vocabulary": vocabulary,
+            "idf": idf,
+            "split": {"seed": seed, "files": len(train_items), **split.counts(),
+                      "val_folder": layout.has_val, "test_folder": layout.has_test, "skipped_files": len(errors)},
+        }
+        if layout.has_val:
+            state["split"]["val"] = len(parts["val"])
+        if layout.has_test:
+            state["split"]["test"] = len(parts["test"])
+
+    def part(i: int):
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        kept = [k for k in range(lo, hi) if texts[k] is not None]
+        if hi == lo:
+            return None, None
+        x = encode_texts(state, [texts[k] for k in kept])  # type: ignore[misc]
+        return x, torch.tensor([items[k][1] for k in kept], dtype=torch.int64)
+
+    x_train, y_train = part(0)
+    x_val, y_val = part(1)
+    x_test, y_test = part(2)
+    if x_train is None or len(x_train) == 0:
+        raise DataError(f"{layout.root}: no training texts are left to train on.")
+    scale = None if state["output_mode"] in ("sequence", "tf_idf") else 1.0
+    return Dataset(info=info_from_state(state), x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+                   x_test=x_test, y_test=y_test, input_scale=scale, preprocessing=state, notes=tuple(notes))
+
+
+DATASETS.add("text_folder", DatasetSource(info=_info, load=_load, fits_preprocessing=True))

@@ -161,15 +161,6 @@ def check_signature(state: dict, model, path: Path, hint: str) -> None:
         raise CheckpointError(f"{path} holds weights of a different model than the run's config builds.", hint=hint)
 
 
-def load_weights(model, path: Path) -> dict:
-    """Load a checkpoint's weights into `model` (best.pt or last.pt); returns the checkpoint."""
-    state = load_checkpoint(path)
-    check_signature(state, model, path,
-                    hint="The config may have been edited after training; restore it or train again.")
-    unwrap_model(model).load_state_dict(state["model"])
-    return state
-
-
 @dataclass
 class Resumed:
     """Where a resumed run picks up."""

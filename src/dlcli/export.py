@@ -60,6 +60,33 @@ def input_spec(run: LoadedRun) -> InputSpec:
             "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
             "removed), map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or "
             f"rank >= {data.num_words}) and set a 1 at every id that occurs: a multi-hot vector of {data.num_words}."))
+    if dataset == "csv":
+        from .data.tabular import standardisation
+
+        state = run.preprocessing or {}
+        shift, scale = standardisation(state)
+        features = [{k: v for k, v in f.items() if k in ("name", "type", "categories")} for f in state["features"]]
+        return InputSpec("float32", scale, shift, outside=(
+            "One float32 row per sample, in the order of input_names: numeric columns as their raw values "
+            "(standardisation is inside the graph), booleans as 0 or 1, and each categorical column as a one-hot "
+            "block over its categories plus a last slot for values never seen in training."),
+            extra={"input_names": list(state["input_names"]), "features": features})
+    if dataset == "image_folder":
+        state = run.preprocessing or {}
+        h, w = state["image_size"]
+        mode = "grayscale" if state["channels"] == 1 else "RGB"
+        return InputSpec("uint8", 1.0 / 255.0, outside=(
+            f"Decode the image, apply its EXIF orientation, convert it to {mode} and resize it to {h}x{w} "
+            "(bilinear); pass the 0-255 values as uint8, channels first."))
+    if dataset == "text_folder":
+        state = run.preprocessing or {}
+        mode = state["output_mode"]
+        ids = mode == "sequence"
+        return InputSpec("int64" if ids else "float32", None, outside=(
+            "Standardise the text (lowercase, <br /> removed, punctuation stripped), split on whitespace, map "
+            f"tokens through vocab.txt (line number = id; unknown tokens take the [UNK] id) and "
+            + (f"pad or cut to {state['sequence_length']} ids (padding {state['padding']}, truncating "
+               f"{state['truncating']})." if ids else f"build the {mode} vector of {state['num_words']} entries.")))
     if dataset == "npz":
         uint8 = _npz_dtype(Path(data.path)) == "uint8" if data.path else False
         return InputSpec("uint8" if uint8 else "float32", 1.0 / 255.0 if uint8 else None,

@@ -34,19 +34,22 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: Optional[str] = No
     """
     import torch
 
-    from .checkpoint import checkpoint_path, load_weights
+    from .checkpoint import check_signature, checkpoint_path, load_checkpoint, unwrap_model
 
     if checkpoint not in ("best", "last"):
         raise CheckpointError(f"--checkpoint must be best or last, not {checkpoint!r}.", hint="Use --checkpoint best or --checkpoint last.")
     config = load_run_config(run_dir)
-    plan = plan_experiment(config)
+    path = checkpoint_path(run_dir, checkpoint)
+    state = load_checkpoint(path)
+    # The checkpoint's own copy first: it is the state these weights were trained with.
+    preprocessing = state.get("preprocessing") or saved_preprocessing(run_dir)
+    plan = plan_experiment(config, preprocessing)
     if device is not None:
         target = resolve_device(device)
     else:
         target = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
     model = build_network(plan, target, config.training.channels_last, initial_weights=False)  # the layout it trained in
-    state = load_weights(model, checkpoint_path(run_dir, checkpoint))
+    check_signature(state, model, path, hint="The config may have been edited after training; restore it or train again.")
+    unwrap_model(model).load_state_dict(state["model"])
     model.eval()
-    preprocessing = state.get("preprocessing") or saved_preprocessing(run_dir)
     return LoadedRun(run_dir, config, plan, model, target, checkpoint, state.get("epoch"), preprocessing)
-

@@ -335,6 +335,90 @@ def _imdb_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> 
         _, _, x_test, y_test = imdb.keras_sequences(Path(npz[0]), data.num_words)
         names = [f"{Path(npz[0]).name}:test[{i}]" for i in range(len(x_test))]
         return Inputs(names, imdb.encode_sequences(x_test, data), torch.from_numpy(y_test), input_scale=scale)
+    texts, names, labels = read_texts_given(inputs, options, ["neg", "pos"])
+    word_index = imdb.word_index(Path(data.root), data.download)
+    sequences = [imdb.encode_review(text, word_index, data.num_words) for text in texts]
+    return Inputs(names, imdb.encode_sequences(sequences, data), known_labels(labels), input_scale=scale)
+
+
+READERS.add("mnist", _vision_reader)
+READERS.add("fashion_mnist", _vision_reader)
+READERS.add("npz", _arrays_reader)
+READERS.add("synthetic", _arrays_reader)
+READERS.add("imdb", _imdb_reader)
+
+
+# -- readers for users' files: the data modules' own transforms with the saved state ----------
+
+
+def _saved_state(run: LoadedRun, kind: str) -> dict:
+    from .data.preprocessing import check_state
+
+    if run.preprocessing is None:
+        raise DataError(f"{run.run_dir} has no saved preprocessing (preprocessing.json), which {kind} runs need to "
+                        "read new inputs as they were trained on.",
+                        hint="Restore the run folder's preprocessing.json; dlcli never fits it again.")
+    return check_state(run.preprocessing, kind)
+
+
+def _table_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
+    """CSV runs: tables with the feature columns by name, in any order (extra columns ignored);
+    with the target column(s) the rows carry labels."""
+    import torch
+
+    from .data.tabular import encode_table, read_table, table_text_columns, unseen_categories
+
+    state = _saved_state(run, "csv")
+    xs, ys, names, notes = [], [], [], []
+    for path in expand_paths(inputs, (".csv", ".tsv", ".txt")):
+        table = read_table(path, state["delimiter"], table_text_columns(state))
+        x, y, rows = encode_table(state, table, with_rows=True)
+        xs.append(x)
+        ys.append(y)
+        names += [f"{path.name}:{table.line(int(r))}" for r in rows]
+        for column, values in unseen_categories(state, table).items():
+            shown = ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+            notes.append(f"{path.name}: column {column!r} has values never seen in training ({shown}); "
+                         "they take the column's unknown slot, as in training.")
+    if not xs:
+        return Inputs([], None)
+    labels = torch.cat(ys) if all(y is not None for y in ys) else None
+    return Inputs(names, torch.cat(xs), labels, notes=notes, input_scale=None)
+
+
+def _image_folder_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
+    """Image-folder runs: image files or folders, decoded, converted and resized as in training;
+    files in folders named after a class carry that label."""
+    from .data.images import load_images
+
+    state = _saved_state(run, "image_folder")
+    paths = expand_paths(inputs, IMAGE_SUFFIXES)
+    names = [str(p) for p in paths]
+    x, problems = load_images(state, paths) if paths else (None, [])
+    errors = {index: f"{paths[index]} cannot be decoded as an image ({problem})." for index, problem in problems}
+    if errors and not options.skip_bad:
+        first = min(errors)
+        raise DataError(errors[first], hint="Remove or replace the file, or pass --skip-bad to mark it and go on.")
+    class_names = list(state["class_names"])
+    labels = [label_from_folder(p, class_names) for i, p in enumerate(paths) if i not in errors]
+    if options.invert and x is not None:
+        x = 255 - x
+    return Inputs(names, x, known_labels(labels), errors, input_scale=1.0 / 255.0)
+
+
+def _text_folder_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
+    """Text-folder runs: .txt files or folders of them, --text, or - for standard input, with the
+    saved vocabulary; files in folders named after a class carry that label."""
+    from .data.text import encode_texts
+
+    state = _saved_state(run, "text_folder")
+    texts, names, labels = read_texts_given(inputs, options, list(state["class_names"]))
+    scale = None if state["output_mode"] in ("sequence", "tf_idf") else 1.0
+    return Inputs(names, encode_texts(state, texts), known_labels(labels), input_scale=scale)
+
+
+def read_texts_given(inputs: list[str], options: PredictOptions, class_names: list[str]):
+    """(texts, names, labels) from --text, `-` (standard input) and .txt files or folders."""
     texts, names, labels = [], [], []
     if options.text is not None:
         texts.append(options.text)
@@ -353,14 +437,10 @@ def _imdb_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> 
                 raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
                                 hint="Convert it to UTF-8.") from None
             names.append(str(path))
-            labels.append({"neg": 0, "negative": 0, "pos": 1, "positive": 1}.get(path.parent.name.lower()))
-    word_index = imdb.word_index(Path(data.root), data.download)
-    sequences = [imdb.encode_review(text, word_index, data.num_words) for text in texts]
-    return Inputs(names, imdb.encode_sequences(sequences, data), known_labels(labels), input_scale=scale)
+            labels.append(label_from_folder(path, class_names))
+    return texts, names, labels
 
 
-READERS.add("mnist", _vision_reader)
-READERS.add("fashion_mnist", _vision_reader)
-READERS.add("npz", _arrays_reader)
-READERS.add("synthetic", _arrays_reader)
-READERS.add("imdb", _imdb_reader)
+READERS.add("csv", _table_reader)
+READERS.add("image_folder", _image_folder_reader)
+READERS.add("text_folder", _text_folder_reader)

@@ -53,11 +53,13 @@ class Plan:
     model_plan: Any  # models.ModelPlan
 
 
-def plan_experiment(config: Config) -> Plan:
+def plan_experiment(config: Config, preprocessing: Optional[dict] = None) -> Plan:
+    """The model's plan from the config and the data's facts (for users' files, from a saved
+    preprocessing state when one is given: no file is read and nothing is fitted again)."""
     from .data import dataset_info
     from .models import plan_network
 
-    info = dataset_info(config.data, config.seed)
+    info = dataset_info(config.data, config.seed, preprocessing)
     loss_name = resolve_loss_name(config.loss, info.task)
     spec = loss_spec(loss_name, info.task)
     units, activation = output_layer(loss_name, info.task, info.num_classes)
@@ -288,6 +290,7 @@ class Experiment:
 
     def batches(self, dist: Distributed):
         """Training, validation and test batches (the last two None where the data has no such split)."""
+        from .data.augment import make_augmenter
         from .engine import Batches
         from .losses import prepare_targets
 
@@ -295,8 +298,9 @@ class Experiment:
         bs = config.training.batch_size
         eval_bs = max(bs, 512)
         common = dict(input_scale=data.input_scale, device=self.device, rank=dist.rank, world_size=dist.world_size)
+        augment = make_augmenter(config.data.augment, config.seed, dist.rank)  # None unless asked for
         train = Batches(data.x_train, prepare_targets(data.y_train, loss, task), bs, shuffle=config.training.shuffle,
-                        generator=self.shuffle_gen, **common)
+                        generator=self.shuffle_gen, transform=augment, **common)
         val = Batches(data.x_val, prepare_targets(data.y_val, loss, task), eval_bs, **common) if data.has_validation else None
         test = Batches(data.x_test, prepare_targets(data.y_test, loss, task), eval_bs, **common) if data.has_test else None
         device = self.device
@@ -314,8 +318,9 @@ class Experiment:
 
 
 def build_experiment(config: Config, plan: Plan, device, dist: Distributed,
-                     preprocessing: Optional[dict] = None, resuming: bool = False) -> Experiment:
-    """Load the data and build the model, optimizer, schedule and early stopping of a run."""
+                     preprocessing: Optional[dict] = None, resuming: bool = False, progress=None) -> Experiment:
+    """Load the data and build the model, optimizer, schedule and early stopping of a run.
+    `progress(description, done, total)` is told how a long data load goes."""
     import torch
 
     from .callbacks import EarlyStopping
@@ -324,7 +329,7 @@ def build_experiment(config: Config, plan: Plan, device, dist: Distributed,
     from .optim import LrSchedule, build_optimizer
 
     seed_everything(config.seed, config.training.deterministic)
-    data = load_dataset(config.data, config.seed, **({"preprocessing": preprocessing} if preprocessing else {}))
+    data = load_dataset(config.data, config.seed, preprocessing, progress)
     info = plan.info
     objective = make_objective(plan.loss_name, info.task, info.num_classes)
     columns = metric_columns(objective.metric_name, data.has_validation)
@@ -397,6 +402,13 @@ def _write_run_start(exp: Experiment, folder: RunFolder, dist: Distributed, comm
     config, run_dir = exp.config, folder.path
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
     atomic_write_text(run_dir / SUMMARY_FILE, summary_text(exp.model, exp.plan))
+    state = getattr(exp.data, "preprocessing", None)
+    if state is not None:  # what was fitted on the training split, for evaluate, resume, predict, export
+        from .data.preprocessing import preprocessing_files, state_json
+
+        atomic_write_text(run_dir / PREPROCESSING_FILE, state_json(state))
+        for name, text in preprocessing_files(state).items():
+            atomic_write_text(run_dir / name, text)
     previous = read_json(run_dir / RUN_FILE) if folder.is_resume and (run_dir / RUN_FILE).exists() else {}
     write_json(run_dir / RUN_FILE, {
         "id": run_dir.name,
@@ -558,13 +570,19 @@ def train(
     """One run, start to finish: resolve, build, open the run folder, fit, finish."""
     from .models.memory import check_fits
 
+    from .data.augment import check_augmentation
+    from .progress import LoadProgress
+
     dist = dist or Distributed()
-    plan = plan_experiment(config)
+    saved = saved_preprocessing(resume_dir) if resume_dir is not None else None
+    plan = plan_experiment(config, saved)
     check_world_size(config, dist.world_size)
+    check_augmentation(config.data.augment, plan.info.input_shape, config.training.cuda_graph)
     device = choose_device(config, dist)
     check_fits(plan.model_plan, device, config.optimizer)  # before any data or weights are allocated
-    saved = saved_preprocessing(resume_dir) if resume_dir is not None else None
-    exp = build_experiment(config, plan, device, dist, preprocessing=saved, resuming=resume_dir is not None)
+    progress = LoadProgress(console, live=live) if dist.is_main and not quiet else None
+    exp = build_experiment(config, plan, device, dist, preprocessing=saved, resuming=resume_dir is not None,
+                           progress=progress)
     if dist.is_main and not quiet:
         from .data.checks import dataset_notes
 
@@ -582,9 +600,16 @@ def train(
 
 
 def saved_preprocessing(run_dir: Path) -> Optional[dict]:
-    """The data preprocessing fitted when the run started (None for data that fits nothing)."""
+    """The data preprocessing fitted when the run started (None for data that fits nothing).
+    A damaged file is an error that says so, never a silent re-fit."""
     path = run_dir / PREPROCESSING_FILE
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except RunDirError as exc:
+        raise RunDirError(f"{path} is damaged: {exc.message}",
+                          hint="Restore it from a copy of the run folder; dlcli never fits the preprocessing again.") from None
 
 
 def _has_rows(metrics: Path) -> bool:

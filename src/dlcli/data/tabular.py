@@ -596,7 +596,7 @@ def input_names(state: dict) -> list[str]:
     return names
 
 
-def _text_columns(state: dict) -> list[str]:
+def table_text_columns(state: dict) -> list[str]:
     return [s["name"] for s in state["features"] if s["type"] in ("categorical", "boolean")]
 
 
@@ -729,17 +729,20 @@ def encode_table(
     if isinstance(source, RawTable):
         table = source
     elif isinstance(source, (str, Path)):
-        table = read_table(source, state["delimiter"], _text_columns(state))
+        table = read_table(source, state["delimiter"], table_text_columns(state))
     else:
         present = set().union(*(row.keys() for row in source)) if source else set()
         columns = features + [t for t in state["target"] if t in present]
-        table = table_from_rows(source, columns, _text_columns(state))
+        table = table_from_rows(source, columns, table_text_columns(state))
     missing_inputs = [f for f in features if f not in table.columns]
     if missing_inputs:
+        from ..registry import suggest
+
+        nearest = suggest(missing_inputs[0], [c for c in table.columns if c not in features])
         raise DataError(
             f"{table.source} lacks the input column{'s' if len(missing_inputs) > 1 else ''} "
             f"{', '.join(repr(c) for c in missing_inputs)} that the model was trained on.",
-            hint=f"The inputs are: {', '.join(features)}.",
+            hint=(f"{nearest} " if nearest else "") + f"The inputs are: {', '.join(features)}.",
         )
     has_targets = all(t in table.columns for t in state["target"])
     targets = state["target"] if has_targets else []
@@ -747,6 +750,47 @@ def encode_table(
     x = torch.from_numpy(_encode_features(state, table, rows))
     y = torch.from_numpy(_encode_target(state, table, rows)) if has_targets else None
     return (x, y, rows) if with_rows else (x, y)
+
+
+def unseen_categories(state: dict, source: Union[str, Path, RawTable]) -> dict[str, list[str]]:
+    """Per categorical column, the values that training never saw (they take the unknown slot)."""
+    table = source if isinstance(source, RawTable) else read_table(source, state["delimiter"], table_text_columns(state))
+    unseen: dict[str, list[str]] = {}
+    for spec in state["features"]:
+        if spec["type"] != "categorical" or spec["name"] not in table.columns:
+            continue
+        column, known = table.columns[spec["name"]], set(spec["categories"])
+        values = sorted({column.text(r) for r in range(table.n_rows) if not column.missing[r]} - known)
+        if values:
+            unseen[spec["name"]] = values
+    return unseen
+
+
+def standardisation(state: dict) -> tuple[list[float], list[float]]:
+    """(shift, scale) per model input such that (raw - shift) * scale is what `_encode_features`
+    gives: numeric columns standardised or min-max scaled, booleans and one-hot slots as they are.
+    An export puts this inside the graph."""
+    shift: list[float] = []
+    scale: list[float] = []
+    for spec in state["features"]:
+        if spec["type"] == "numeric":
+            if "mean" in spec:
+                shift.append(spec["mean"])
+                scale.append(1.0 / spec["std"])
+            elif "min" in spec:
+                shift.append(spec["min"])
+                scale.append(1.0 / (spec["max"] - spec["min"]))
+            else:
+                shift.append(0.0)
+                scale.append(1.0)
+        elif spec["type"] == "boolean":
+            shift.append(0.0)
+            scale.append(1.0)
+        else:
+            width = len(spec["categories"]) + 1
+            shift += [0.0] * width
+            scale += [1.0] * width
+    return shift, scale
 
 
 def info_from_state(state: dict) -> DataInfo:
@@ -775,7 +819,7 @@ def _fit(config: DataConfig, seed: int, state: Optional[dict]) -> _Fitted:
         check_state(state, "csv")
     delimiter = state["delimiter"] if state is not None else _delimiter(config.delimiter)
     overrides = config.column_types or {}
-    forced = _text_columns(state) if state is not None else [c for c, t in overrides.items()
+    forced = table_text_columns(state) if state is not None else [c for c, t in overrides.items()
                                                               if t in ("categorical", "boolean")]
     path = config.train_path or config.path
     table = read_table(path, delimiter, forced)

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from . import __version__
 from .distributed import Distributed
@@ -242,6 +242,7 @@ def train(
     command: Optional[list[str]] = None,
     dist: Optional[Distributed] = None,
     draw_plots: bool = True,
+    extra_callbacks: Sequence = (),
 ) -> Outcome:
     import torch
 
@@ -387,6 +388,7 @@ def train(
         callbacks += [checkpointer, RunRecorder(run_dir)]
     elif early is not None:
         callbacks.append(early)  # every rank must stop at the same epoch
+    callbacks += list(extra_callbacks)  # e.g. a sweep trial's pruning reporter, after the built-ins
     trainer = Trainer(
         model_for_training,
         optimizer,

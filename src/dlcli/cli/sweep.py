@@ -82,7 +82,7 @@ def _execute(sweep_dir: Path, spec, study, url: str, workers: int, max_failures:
     parts = ", ".join(f"{counts[s]} {s}" for s in ("completed", "pruned", "failed", "interrupted", "running", "waiting")
                       if counts.get(s))
     if not console.is_terminal or outcome.stopped is None:
-        _print_table(console, spec, rows, limit=10)
+        _print_table(_stdout_console(wide=True), spec, rows, limit=10)
     if outcome.stopped == "interrupted":
         _error_console().print(f"Interrupted by {outcome.signal_name}: {done} of {outcome.planned} trials done ({parts}). "
                                f"Running trials keep every complete epoch. Resume with: dlcli sweep resume {sweep_dir}")
@@ -152,12 +152,12 @@ def _print_table(console, spec, rows: list, limit: Optional[int] = None) -> None
     for _, name in keys:
         table.add_column(name, justify="right")
     table.add_column("time", justify="right")
-    table.add_column("error")
+    table.add_column("error", max_width=70, no_wrap=True, overflow="ellipsis")
     for r in shown:
         table.add_row(str(r.number), Text(r.status, style=STATUS_STYLE.get(r.status, "")), fmt_value(r.value),
                       fmt_value(r.best_epoch), fmt_value(r.epochs), *[fmt_value(r.params.get(k)) for k, _ in keys],
                       format_seconds(r.seconds) if r.seconds is not None else "-",
-                      (r.error or "")[:120])
+                      r.error or "")
     console.print(table)
 
 

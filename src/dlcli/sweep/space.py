@@ -61,7 +61,12 @@ class Param:
         if self.kind == "int":
             return sorted({int(self.low), int(self.high)})
         low, high = float(self.low), float(self.high)
-        inside = math.sqrt(low * high) if self.log else (low + high) / 2
+        # A point inside that is not a whole number (a midpoint such as 36.0 would pass for an
+        # integer key, and the trials' draws would then fail).
+        share = 1 / math.pi
+        inside = math.exp(math.log(low) + share * math.log(high / low)) if self.log else low + share * (high - low)
+        if inside.is_integer():
+            inside += (high - low) * 1e-3
         return [low, inside, high]
 
     # Optuna's categorical choices must be None, bool, int, float or str: other values (lists,

@@ -316,11 +316,26 @@ def plan_sweep(request: SweepRequest) -> SweepSpec:
     )
 
 
+def _strip_set(message: str) -> str:
+    return message[len("--set "):] if message.startswith("--set ") else message
+
+
 def _fit_message(param: Param, value: Any, exc: DlcliError) -> ConfigError:
     from .space import yaml_text
 
-    message = exc.message[len("--set "):] if exc.message.startswith("--set ") else exc.message
-    return ConfigError(f"-p {param.key}={param.spec_text()} (value {yaml_text(value)}): {message}", hint=exc.hint)
+    hint = exc.hint
+    if param.kind in ("uniform", "loguniform") and "expected a whole number" in exc.message:
+        hint = f"Draw whole numbers with int({int(param.low)}, {int(param.high)}{', log' if param.log else ''})."
+    return ConfigError(f"-p {param.key}={param.spec_text()} (value {yaml_text(value)}): {_strip_set(exc.message)}",
+                       hint=hint)
+
+
+def unfit_trial_message(params: dict[str, Any], exc: DlcliError) -> str:
+    """Why a trial's drawn values make no valid config (the same words as --set's)."""
+    from .space import yaml_text
+
+    values = ", ".join(f"{k}={yaml_text(v)}" for k, v in params.items())
+    return f"the values {values} do not make a valid config: {_strip_set(exc.full_message())}"
 
 
 def check_config(config: Config) -> None:

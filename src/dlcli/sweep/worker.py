@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 from ..config import dump_config
 from ..errors import DlcliError
 from ..rundir import CHECKPOINTS, CONFIG_FILE, METRICS_FILE, RUN_FILE, atomic_write_text, read_json, read_metrics, write_json
-from .spec import TRIAL_FILE, TRIALS_DIR, SweepSpec, best_value, check_config, cpu_count, trial_dir_name
+from .spec import TRIAL_FILE, TRIALS_DIR, SweepSpec, best_value, check_config, cpu_count, trial_dir_name, unfit_trial_message
 
 HEARTBEAT_S = 30.0  # a running trial's worker writes a heartbeat this often
 STALE_AFTER_S = 300.0  # a trial of another machine whose heartbeat is this old is considered dead
@@ -296,7 +296,7 @@ class SweepRun:
                 check_config(config)
             except DlcliError as exc:
                 self._emit("started", view)
-                self._record_failure(trial_id, exc.full_message(), view)
+                self._record_failure(trial_id, unfit_trial_message(params, exc), view)
                 return
             folder.mkdir(parents=True, exist_ok=True)
             (folder / CHECKPOINTS).mkdir(exist_ok=True)

@@ -60,11 +60,33 @@ def is_url(storage: str) -> bool:
     return "://" in storage
 
 
+# SQLAlchemy's default driver for a plain scheme, and the other common one, tried in turn.
+DRIVERS = {"postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
+           "mysql": (("MySQLdb", "mysqldb"), ("pymysql", "pymysql"))}
+DRIVER_PACKAGES = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL"}
+
+
+def with_installed_driver(url: str) -> str:
+    """`postgresql://` names no driver, and SQLAlchemy picks psycopg (3), which may not be
+    installed where psycopg2 is: name whichever of the two is there."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if not sep or "+" in scheme or scheme not in DRIVERS:
+        return url
+    for module, driver in DRIVERS[scheme]:
+        if importlib.util.find_spec(module) is not None:
+            return f"{scheme}+{driver}://{rest}"
+    raise SweepError(f"The storage {redact(url)} needs a {scheme} driver for Python, and none is installed.",
+                     hint=f"Install one: pip install {DRIVER_PACKAGES[scheme]}")
+
+
 def make_storage(url: str):
     """An RDB storage for a URL (postgresql://, mysql://, sqlite:///), else a journal file."""
     optuna = _optuna()
     try:
         if is_url(url):
+            url = with_installed_driver(url)
             engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
             if url.startswith("sqlite"):
                 # Several workers on one SQLite file wait for its lock instead of failing at once.
@@ -74,6 +96,8 @@ def make_storage(url: str):
 
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(url))
+    except SweepError:
+        raise
     except ModuleNotFoundError as exc:
         driver = {"psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL"}.get(exc.name or "", exc.name)
         raise SweepError(f"The storage {redact(url)} needs the Python package {driver!r}, which is not installed.",

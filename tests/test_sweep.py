@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 

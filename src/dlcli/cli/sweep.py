@@ -308,7 +308,7 @@ def resume(
     from ..sweep.worker import SweepRun, RunOptions
 
     folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
-    stale = SweepRun(folder, spec, study, url, RunOptions()).find_stale()
+    stale = SweepRun(folder, spec, study, url, RunOptions(gpus=[])).find_stale()
     waiting = sum(1 for t in study.trials() if t.state == "waiting")
     console = _stdout_console()
     if not stale and not waiting:

@@ -28,7 +28,7 @@ LIVE_ROWS = 30  # more trials than this: the running ones and the most recent ot
 
 
 def _short_keys(spec: SweepSpec) -> list[tuple[str, str]]:
-    names = []
+    names: list[tuple[str, str]] = []
     for p in spec.space:
         name = p.key.split(".")[-1]
         names.append((p.key, p.key if name.isdigit() or any(n == name for _, n in names) else name))
@@ -86,6 +86,14 @@ class SweepDisplay:
     # -- events from the workers ----------------------------------------------------------
 
     def event(self, kind: str, view: Any) -> None:
+        self._event(kind, view)
+        if not self.live_mode:
+            try:
+                self.console.file.flush()  # a line per event as it happens, even into a log file
+            except (AttributeError, OSError, ValueError):
+                pass
+
+    def _event(self, kind: str, view: Any) -> None:
         self.views[view.number] = view
         row = self.rows.setdefault(view.number, {})
         row.update({"status": view.status, "params": view.params, "value": view.value, "best_epoch": view.best_epoch,

@@ -50,7 +50,7 @@ def plot_curves(trials: Sequence[tuple[str, str, list[dict]]], metric: str, out_
     for ax, (column, word) in zip(axes[0], panels):
         values_seen: list[float] = []
         for i, (label, status, rows) in enumerate(trials):
-            points = [(r["epoch"], r.get(column)) for r in rows if r.get(column) is not None]
+            points = [(r["epoch"], float(r[column])) for r in rows if r.get(column) is not None]
             points = [(e, v) for e, v in points if math.isfinite(v)]
             if not points:
                 continue
@@ -102,8 +102,9 @@ def plot_objective(space: list[Param], points: Sequence[tuple[dict[str, Any], st
         if numeric:
             def pos(x):
                 return x
-            positive = all(isinstance(x, (int, float)) and x > 0 for x in xs_all)
-            spread = positive and max(xs_all) / max(min(xs_all), 1e-300) >= 100
+            numbers = [float(x) for x in xs_all if isinstance(x, (int, float))]
+            positive = len(numbers) == len(xs_all) and all(x > 0 for x in numbers)
+            spread = positive and max(numbers) / min(numbers) >= 100
             if param.log or spread:
                 ax.set_xscale("log")
         else:
@@ -157,8 +158,8 @@ def plot_sweep(sweep_dir: Path, spec, rows: list, out_dir: Optional[Path] = None
     written = []
     for metric in metrics or default_metrics(columns):
         path = out_dir / f"curves-{metric}.png"
-        if curves and plot_curves(curves, metric, path, f"Sweep {spec.id}: {metric} of {len(curves)} trials "
-                                  "(dashed: pruned)"):
+        pruned = " (dashed: pruned)" if any(status == "pruned" for _, status, _ in curves) else ""
+        if curves and plot_curves(curves, metric, path, f"Sweep {spec.id}: {metric} of {len(curves)} trials{pruned}"):
             written.append(path)
     path = out_dir / "objective.png"
     points = [(r.params, r.status, r.value) for r in rows]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ from typing import Any, Optional
 from ..errors import DlcliError
 from ..rundir import METRICS_FILE, atomic_write_text, read_json, read_metrics
 from .space import yaml_text
-from .spec import BEST_FILE, SUMMARY_CSV, SWEEP_FILE, TRIAL_FILE, TRIALS_DIR, SweepSpec, best_value, best_yaml_text, sweeps_root
+from .spec import (BEST_FILE, SUMMARY_CSV, SWEEP_FILE, TRIAL_FILE, TRIALS_DIR, SweepSpec, best_value, best_yaml_text,
+                   process_alive, sweeps_root)
 
 ORDER = {"completed": 0, "pruned": 1, "running": 2, "interrupted": 2, "killed": 2, "waiting": 3, "failed": 4}
 
@@ -43,13 +43,7 @@ class TrialRow:
 def _owner_gone(attrs: dict[str, Any]) -> bool:
     if attrs.get("host") != socket.gethostname() or not attrs.get("worker_pid"):
         return False
-    try:
-        os.kill(int(attrs["worker_pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not process_alive(int(attrs["worker_pid"]))
 
 
 def _folder_progress(folder: Path, spec: SweepSpec) -> tuple[Optional[float], Optional[int], Optional[int]]:
@@ -58,7 +52,7 @@ def _folder_progress(folder: Path, spec: SweepSpec) -> tuple[Optional[float], Op
     except DlcliError:
         return None, None, None
     value, epoch = best_value(rows, spec.metric, spec.direction)
-    return value, epoch, rows[-1]["epoch"] if rows else 0
+    return value, epoch, int(rows[-1]["epoch"]) if rows else 0
 
 
 def rows_from_study(sweep_dir: Path, spec: SweepSpec, trials: list) -> list[TrialRow]:
@@ -120,7 +114,7 @@ def write_summaries(sweep_dir: Path, spec: SweepSpec, rows: list[TrialRow]) -> O
     """summary.csv, and best.yaml once a trial has completed; returns the best row."""
     atomic_write_text(Path(sweep_dir) / SUMMARY_CSV, summary_csv_text(spec, rows))
     best = best_row(rows, spec.direction)
-    if best is not None:
+    if best is not None and best.value is not None:
         atomic_write_text(Path(sweep_dir) / BEST_FILE, best_yaml_text(spec, best.number, best.params, best.value))
     return best
 
@@ -160,7 +154,7 @@ class SweepListing:
         done = [t for t in self.trials if t.status == "completed" and t.value is not None]
         if not done:
             return None
-        return (max if self.direction == "max" else min)(done, key=lambda t: t.value)
+        return (max if self.direction == "max" else min)(done, key=lambda t: float(t.value or 0.0))
 
 
 def read_sweep_listing(folder: Path) -> SweepListing:

@@ -52,15 +52,22 @@ class Param:
         """What sweep.yaml holds: a list for a grid axis, else the SPEC text."""
         return list(self.values) if self.kind == "grid" else self.spec_text()
 
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a range; a grid or choice has none."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.key}: a {self.kind} parameter has no bounds")
+        return self.low, self.high
+
     def values_to_check(self) -> list[Any]:
         """Values that must all fit the config before the first trial: every listed value, and
         for a range its two ends and a value inside (which catches a float drawn for an
         integer key)."""
         if self.is_categorical:
             return list(self.values)
+        low, high = self.bounds()
         if self.kind == "int":
-            return sorted({int(self.low), int(self.high)})
-        low, high = float(self.low), float(self.high)
+            return sorted({int(low), int(high)})
+        low, high = float(low), float(high)
         # A point inside that is not a whole number (a midpoint such as 36.0 would pass for an
         # integer key, and the trials' draws would then fail).
         share = 1 / math.pi

@@ -257,12 +257,9 @@ def plan_sweep(request: SweepRequest) -> SweepSpec:
     trials and the objective."""
     from .space import merge_space, parse_space
 
-    raw, _, found = read_sweep_section(request.config)
+    _, _, found = read_sweep_section(request.config)
     section = dict(found or {})
-    if found is None:  # read again by load_config, which then names the file's lines in errors
-        base_config = load_config(request.config, request.overrides)
-    else:
-        base_config = load_config(request.config, request.overrides, raw=raw)
+    base_config = load_config(request.config, request.overrides)  # which leaves the `sweep:` section out
     file_params = section.get("params") or {}
     if not isinstance(file_params, dict):
         raise ConfigError(f"{request.config}: sweep.params: expected a mapping of KEY: SPEC.")
@@ -325,7 +322,8 @@ def _fit_message(param: Param, value: Any, exc: DlcliError) -> ConfigError:
 
     hint = exc.hint
     if param.kind in ("uniform", "loguniform") and "expected a whole number" in exc.message:
-        hint = f"Draw whole numbers with int({int(param.low)}, {int(param.high)}{', log' if param.log else ''})."
+        low, high = param.bounds()
+        hint = f"Draw whole numbers with int({int(low)}, {int(high)}{', log' if param.log else ''})."
     return ConfigError(f"-p {param.key}={param.spec_text()} (value {yaml_text(value)}): {_strip_set(exc.message)}",
                        hint=hint)
 
@@ -420,6 +418,22 @@ def best_yaml_text(spec: SweepSpec, number: int, params: dict[str, Any], value: 
     header = (f"# Best trial of sweep {spec.id}: trial {number} ({spec.label(params)}), "
               f"{spec.metric} {value:.6g}.\n# Run it again with: dlcli train best.yaml\n")
     return header + dump_config(config)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (a zombie, killed but not yet reaped by
+    its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:  # no /proc (not Linux): trust the signal test
+        return True
 
 
 def cpu_count() -> int:

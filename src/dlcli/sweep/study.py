@@ -263,9 +263,11 @@ class Study:
             if p.is_categorical:
                 params[p.key] = p.decode(trial.suggest_categorical(p.key, p.encoded_choices()))
             elif p.kind == "int":
-                params[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log)
+                low, high = p.bounds()
+                params[p.key] = trial.suggest_int(p.key, int(low), int(high), log=p.log)
             else:
-                params[p.key] = trial.suggest_float(p.key, float(p.low), float(p.high), log=p.log)
+                low, high = p.bounds()
+                params[p.key] = trial.suggest_float(p.key, float(low), float(high), log=p.log)
         return params
 
     def set_attrs(self, trial_id: int, **attrs: Any) -> None:

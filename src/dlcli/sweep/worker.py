@@ -29,7 +29,8 @@ from typing import Any, Callable, Optional
 from ..config import dump_config
 from ..errors import DlcliError
 from ..rundir import CHECKPOINTS, CONFIG_FILE, METRICS_FILE, RUN_FILE, atomic_write_text, read_json, read_metrics, write_json
-from .spec import TRIAL_FILE, TRIALS_DIR, SweepSpec, best_value, check_config, cpu_count, trial_dir_name, unfit_trial_message
+from .spec import (TRIAL_FILE, TRIALS_DIR, SweepSpec, best_value, check_config, cpu_count, process_alive, trial_dir_name,
+                   unfit_trial_message)
 
 HEARTBEAT_S = 30.0  # a running trial's worker writes a heartbeat this often
 STALE_AFTER_S = 300.0  # a trial of another machine whose heartbeat is this old is considered dead
@@ -74,16 +75,6 @@ class SweepOutcome:
     planned: int
     stopped: Optional[str] = None  # why the sweep stopped early: "interrupted" or a failure message
     signal_name: Optional[str] = None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def detect_gpus() -> list[str]:
@@ -183,7 +174,7 @@ class SweepRun:
                 continue
             host, pid = t.attrs.get("host"), t.attrs.get("worker_pid")
             if host == self.host and pid:
-                if int(pid) == os.getpid() or _alive(int(pid)):
+                if int(pid) == os.getpid() or process_alive(int(pid)):
                     continue
             elif host is not None:
                 if now - float(t.attrs.get("heartbeat", 0)) < STALE_AFTER_S:
@@ -354,7 +345,7 @@ class SweepRun:
         if info.get("status") != "running" or info.get("host") != self.host or not pid:
             return
         deadline = time.monotonic() + 120
-        while _alive(int(pid)) and time.monotonic() < deadline and not self.stopping:
+        while process_alive(int(pid)) and time.monotonic() < deadline and not self.stopping:
             time.sleep(POLL_S)
 
     def _environment(self, slot: int) -> dict[str, str]:
@@ -439,7 +430,7 @@ class SweepRun:
             rows = []
         value, epoch = best_value(rows, spec.metric, spec.direction)
         view.value, view.best_epoch = value, epoch
-        view.epochs_done = rows[-1]["epoch"] if rows else 0
+        view.epochs_done = int(rows[-1]["epoch"]) if rows else 0
         view.finished = time.time()
         attrs = {"status": status, "best_value": value, "best_epoch": epoch, "epochs": view.epochs_done}
         if status == "completed" and value is None:

@@ -248,6 +248,45 @@ def test_trial_environment_divides_threads_and_gpus(tmp_path, tiny_config, monke
     assert on_cpu.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")  # left as it was
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_trials_are_those_whose_worker_is_gone(tmp_path, tiny_config):
+    from dlcli.sweep.worker import STALE_AFTER_S, RunOptions, SweepRun
+
+    folder, spec, study = make_study(tmp_path, tiny_config, "optimizer.lr=[0.001,0.002,0.003,0.004,0.005]")
+    here, now = socket.gethostname(), time.time()
+    owners = [dict(host=here, worker_pid=_dead_pid(), heartbeat=now),  # killed on this machine
+              dict(host=here, worker_pid=os.getpid(), heartbeat=now),  # alive: this very process
+              dict(host="elsewhere", worker_pid=1, heartbeat=now - STALE_AFTER_S - 1),  # silent too long
+              dict(host="elsewhere", worker_pid=1, heartbeat=now)]  # another machine, alive
+    ids = []
+    for attrs in owners:
+        trial_id = study.claim_waiting()
+        study.set_attrs(trial_id, **attrs)
+        ids.append(trial_id)
+    run = SweepRun(folder, spec, study, "", RunOptions(gpus=[]))
+    assert run.find_stale() == [ids[0], ids[2]]  # the fifth is waiting, not stale
+
+
+def test_max_failures_and_fail_fast_stop_the_sweep(tmp_path, tiny_config):
+    from dlcli.sweep.worker import RunOptions, SweepRun
+
+    folder, spec, study = make_study(tmp_path, tiny_config, "optimizer.lr=[0.001,0.002,0.003]")
+    run = SweepRun(folder, spec, study, "", RunOptions(gpus=[], max_failures=2))
+    run._record_failure(study.claim_waiting(), "first")
+    assert not run.stopping
+    run._record_failure(study.claim_waiting(), "second")
+    assert run.stopping and run.stop_reason == "2 trial(s) failed (--max-failures 2); the last: second"
+    assert [t.attrs["error"] for t in study.trials() if t.state == "failed"] == ["first", "second"]
+    fast = SweepRun(folder, spec, study, "", RunOptions(gpus=[], fail_fast=True))
+    fast._after_failure("boom")
+    assert fast.stop_reason == "2 trial(s) failed (--fail-fast); the last: boom"
+
+
 def test_plain_display_lines(tmp_path, tiny_config):
     from dlcli.sweep.display import SweepDisplay
     from dlcli.sweep.worker import TrialView

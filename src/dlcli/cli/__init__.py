@@ -118,10 +118,8 @@ def main() -> None:
 from . import train  # noqa: E402,F401
 from . import inspect  # noqa: E402,F401
 
-# dlcli sweep: a sub-app of its own (run, worker, resume, summary, plot).
-from .sweep import sweep_app  # noqa: E402
-
-app.add_typer(sweep_app, name="sweep")
+# dlcli sweep: a sub-app of its own (run, worker, resume, summary, plot); it registers itself.
+from . import sweep  # noqa: E402,F401
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from typer.core import TyperGroup
 
-from . import RunsDir, SetOption, _error_console, _stdout_console, fail, handle_errors
+from . import RunsDir, SetOption, _error_console, _stdout_console, app, fail, handle_errors
 
 
 class _RunByDefault(TyperGroup):
@@ -37,6 +37,7 @@ sweep_app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+app.add_typer(sweep_app, name="sweep")
 
 SweepRef = Annotated[str, typer.Argument(metavar="SWEEP", help="Sweep folder (runs/sweeps/<id>) or its id.", show_default=False)]
 StorageOption = Annotated[Optional[str], typer.Option(

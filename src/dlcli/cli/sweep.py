@@ -194,6 +194,8 @@ def run(
     max_failures: MaxFailures = None,
     fail_fast: FailFast = False,
     runs_dir: RunsDir = Path("runs"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the config, space and objective, print the plan "
+                                          "(every grid point) and stop; nothing is written.")] = False,
 ) -> None:
     """Start a sweep: a grid or a search over config keys, each trial its own `dlcli train`.
 
@@ -214,6 +216,9 @@ def run(
                            prune_startup_trials=prune_startup_trials, prune_warmup_epochs=prune_warmup_epochs,
                            seed=seed, sweep_id=sweep_id)
     spec = plan_sweep(request)
+    if dry_run:
+        _print_plan(spec)
+        return
     if storage is not None:
         spec.storage = storage if is_url(storage) else str(Path(storage).resolve())
     sweep_dir = create_sweep_dir(runs_dir, spec.name, sweep_id)
@@ -239,6 +244,21 @@ def run(
         console.print(f"Join from another machine: dlcli sweep worker {spec.id} --storage '{redact(url)}'",
                       highlight=False, soft_wrap=True)
     _execute(sweep_dir, spec, study, url, workers, max_failures, fail_fast)
+
+
+def _print_plan(spec) -> None:
+    from ..sweep.space import grid_points, yaml_text
+
+    console = _stdout_console()
+    console.print(f"Plan: {spec.method}, {spec.trials} trials of {spec.name}; objective: best-epoch {spec.metric} "
+                  f"({spec.direction}); pruning: {spec.prune}; seed {spec.seed}", highlight=False, soft_wrap=True)
+    for p in spec.space:
+        console.print(f"  {p.key} = {p.spec_text()}", highlight=False, soft_wrap=True)
+    if spec.method == "grid":
+        for number, point in enumerate(grid_points(spec.space)[: spec.trials]):
+            console.print(f"  trial {number}: " + ", ".join(f"{k}={yaml_text(v)}" for k, v in point.items()),
+                          highlight=False, soft_wrap=True)
+    console.print("Every key and value fits the config. Nothing was written (--dry-run).")
 
 
 def _open_existing(ref: str, storage: Optional[str], runs_dir: Path, *, creator: bool = False):

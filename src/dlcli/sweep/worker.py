@@ -128,6 +128,7 @@ class SweepRun:
         self.events: "queue.Queue[tuple[str, TrialView]]" = queue.Queue()
         self.on_event = on_event
         self.lock = threading.Lock()
+        self.summary_lock = threading.Lock()
         self.stop_reason: Optional[str] = None
         self.signal_name: Optional[str] = None
         self.stop_requests = 0
@@ -240,6 +241,17 @@ class SweepRun:
                 self._run_trial(slot, trial_id)
             except Exception as exc:  # a bug or a storage failure: record it, keep the others going
                 self._record_failure(trial_id, f"{type(exc).__name__}: {exc}")
+            self._write_summary()
+
+    def _write_summary(self) -> None:
+        """summary.csv and best.yaml stay current while the sweep runs, not only at its end."""
+        from .results import rows_from_study, write_summaries
+
+        try:
+            with self.summary_lock:
+                write_summaries(self.sweep_dir, self.spec, rows_from_study(self.sweep_dir, self.spec, self.study.trials()))
+        except Exception:
+            pass  # written again when the sweep ends; never worth a trial
 
     def _record_failure(self, trial_id: int, message: str, view: Optional[TrialView] = None) -> None:
         try:

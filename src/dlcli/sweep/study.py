@@ -81,9 +81,14 @@ def with_installed_driver(url: str) -> str:
                      hint=f"Install one: pip install {DRIVER_PACKAGES[scheme]}")
 
 
-def make_storage(url: str):
-    """An RDB storage for a URL (postgresql://, mysql://, sqlite:///), else a journal file."""
+def make_storage(url: str, must_exist: bool = False):
+    """An RDB storage for a URL (postgresql://, mysql://, sqlite:///), else a journal file
+    (which, when `must_exist`, must already be there: reading a sweep never creates one)."""
+    if must_exist and not is_url(url) and not Path(url).is_file():
+        raise SweepError(f"The sweep's journal file {url} does not exist.",
+                         hint="Give the sweep folder, or the --storage the sweep was started with.")
     optuna = _optuna()
+    given = url
     try:
         if is_url(url):
             url = with_installed_driver(url)
@@ -103,7 +108,7 @@ def make_storage(url: str):
         raise SweepError(f"The storage {redact(url)} needs the Python package {driver!r}, which is not installed.",
                          hint=f"Install it: pip install {driver}") from None
     except Exception as exc:  # SQLAlchemy and drivers raise many kinds; all mean "cannot open it"
-        raise SweepError(f"Cannot open the sweep storage {redact(url)}: {_first_line(exc)}",
+        raise SweepError(f"Cannot open the sweep storage {redact(given)}: {_first_line(exc)}",
                          hint="Check the URL, that the database server runs and that this machine may connect; "
                          "or leave --storage out to keep the study in a journal file in the sweep folder.") from None
 
@@ -197,7 +202,7 @@ class Study:
     @classmethod
     def open(cls, spec: SweepSpec, url: str, *, creator: bool = False, wait_ready_s: float = 60.0) -> "Study":
         optuna = _optuna()
-        storage = make_storage(url)
+        storage = make_storage(url, must_exist=True)
         try:
             study = optuna.load_study(study_name=spec.id, storage=storage, sampler=_sampler(spec, process_seed(spec, creator)),
                                       pruner=_spec_pruner(spec))
@@ -217,7 +222,7 @@ class Study:
     def spec_data_from_storage(url: str, sweep_id: str) -> dict:
         """The definition a sweep's creator stored: how a worker without the sweep folder joins."""
         optuna = _optuna()
-        storage = make_storage(url)
+        storage = make_storage(url, must_exist=True)
         try:
             study = optuna.load_study(study_name=sweep_id, storage=storage)
         except KeyError:

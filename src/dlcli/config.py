@@ -959,6 +959,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     else:
         source = str(path) if path else None
         raw = _deep_copy(raw)
+    # A `sweep:` section belongs to `dlcli sweep` (a search around this experiment); training
+    # and every other command read the experiment alone.
+    raw = {k: v for k, v in raw.items() if k != "sweep"}
     overridden: set[tuple] = set()
     for text in overrides:
         key_path, value = _parse_override(text)

@@ -146,6 +146,9 @@ from . import train  # noqa: E402,F401
 from . import inspect  # noqa: E402,F401
 from . import use  # noqa: E402,F401
 
+# dlcli sweep: a sub-app of its own (run, worker, resume, summary, plot); it registers itself.
+from . import sweep  # noqa: E402,F401
+
 
 if __name__ == "__main__":
     main()

@@ -107,8 +107,14 @@ def runs_command(
         sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
         return
     console = _stdout_console(wide=True)
-    if not records:
+    from ..sweep.results import list_sweeps
+
+    sweeps = list_sweeps(dir_)
+    if not records and not sweeps:
         console.print(f"No runs in {dir_}/ yet. Start one with: dlcli train CONFIG")
+        return
+    if not records:
+        _print_sweeps(console, sweeps)
         return
     table = Table(title=f"Runs in {dir_}/", title_justify="left")
     for col, justify in (("id", "left"), ("name", "left"), ("status", "left"), ("epochs", "right"),
@@ -123,6 +129,39 @@ def runs_command(
         table.add_row(r.id, r.name or "-", status, f"{r.epochs_done}/{r.epochs if r.epochs else '?'}", best,
                       _fmt(r.best_epoch), _fmt(r.test.get(test_key)) if test_key else "-", _duration(r.duration_seconds))
     console.print(table)
+    _print_sweeps(console, sweeps)
+
+
+def _print_sweeps(console, sweeps) -> None:
+    """One table per sweep (newest first): its trials with their values and status."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..sweep.display import fmt_value
+    from ..sweep.space import params_label
+
+    for sw in sweeps:
+        if sw.problem:
+            console.print(Text(f"Sweep {sw.path}: damaged ({sw.problem})", style="bold red"))
+            continue
+        best = sw.best()
+        finished = sum(1 for t in sw.trials if t.status in ("completed", "pruned", "failed"))
+        title = (f"Sweep {sw.path}/: {sw.method} over {', '.join(sw.space)}; {finished}/{sw.planned} trials finished"
+                 + (f"; best {sw.metric} {fmt_value(best.value)} (trial {best.number})" if best else ""))
+        table = Table(title=title, title_justify="left")
+        for col, justify in (("trial", "right"), ("status", "left"), ("params", "left"), ("epochs", "right"),
+                             (f"best {sw.metric}", "right"), ("at epoch", "right"), ("test", "right"),
+                             ("duration", "right")):
+            table.add_column(col, justify=justify, no_wrap=col == "params")
+        for t in sw.trials:
+            status = Text(t.status, style={**STATUS_STYLE, "pruned": "magenta"}.get(t.status, ""))
+            if t.problem:
+                status.append(f" ({t.problem})", style="dim")
+            test_key = f"test_{t.metric}" if t.metric else None
+            table.add_row(str(t.number), status, params_label(t.params), f"{t.epochs_done}/{t.epochs or '?'}",
+                          _fmt(t.value), _fmt(t.best_epoch), _fmt(t.test.get(test_key)) if test_key else "-",
+                          _duration(t.duration_seconds))
+        console.print(table)
 
 
 @app.command()

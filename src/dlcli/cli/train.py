@@ -22,6 +22,7 @@ def train(
     runs_dir: RunsDir = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result.")] = False,
     nproc: Annotated[int, typer.Option("--nproc", help="Train data-parallel with N processes on this machine (via torch's elastic launcher).", min=1)] = 1,
+    sweep_trial: Annotated[Optional[Path], typer.Option("--sweep-trial", hidden=True, help="(dlcli sweep's own use) Train in exactly this prepared trial folder, continuing it if it holds a checkpoint, and report to its sweep.")] = None,
 ) -> None:
     """Train a model from an experiment file.
 
@@ -33,6 +34,15 @@ def train(
     if (config is None) == (resume is None):
         fail("give either a CONFIG file or --resume RUN_FOLDER (not both, not neither). "
              "For example: dlcli train configs/mnist_cnn.yaml")
+    if sweep_trial is not None:  # a trial of `dlcli sweep`, in the folder the sweep prepared
+        from ..sweep.trial import trial_run
+
+        trial_dir, sweep_callback = trial_run(sweep_trial)
+        cfg = _load(config, set_)
+        with _located(cfg):
+            _run_training(cfg, runs_dir, trial_dir, quiet, extra_callbacks=[sweep_callback])
+        sweep_callback.finish()
+        return
     resume_dir = None
     if resume is not None:
         from ..rundir import resolve_run
@@ -57,7 +67,7 @@ def train(
         _run_training(cfg, runs_dir, resume_dir, quiet)
 
 
-def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) -> None:
+def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool, extra_callbacks: tuple | list = ()) -> None:
     from ..distributed import distributed_from_env
     from ..engine import RunControl
     from ..errors import DlcliError, TrainingInterrupted
@@ -76,7 +86,7 @@ def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool) 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         outcome = run_train(cfg, runs_dir=runs_dir, console=console, resume_dir=resume_dir, control=control,
-                            quiet=quiet, command=sys.argv, dist=dist)
+                            quiet=quiet, command=sys.argv, dist=dist, extra_callbacks=extra_callbacks)
         dist.close(wait_for_others=True)
     except TrainingInterrupted as exc:
         run_dir = getattr(exc, "run_dir", None)

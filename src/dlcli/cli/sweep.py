@@ -1,0 +1,413 @@
+"""`dlcli sweep`: many trainings from one command, searched by Optuna (a sub-app of its own).
+
+`dlcli sweep CONFIG -p KEY=SPEC ...` starts a sweep (the `run` command, named or not);
+`worker` joins one from this or another machine, `resume` continues one after a crash or
+Ctrl-C, `summary` and `plot` show the result.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from . import RunsDir, SetOption, _error_console, _stdout_console, app, fail, handle_errors
+
+
+class _RunByDefault(TyperGroup):
+    """`dlcli sweep CONFIG ...` means `dlcli sweep run CONFIG ...`."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+sweep_app = typer.Typer(
+    name="sweep",
+    cls=_RunByDefault,
+    help="Run many trainings from one command: a grid or an Optuna search over config keys. "
+    "`dlcli sweep CONFIG -p KEY=SPEC ...` starts one; each trial is an ordinary run folder.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+app.add_typer(sweep_app, name="sweep")
+
+SweepRef = Annotated[str, typer.Argument(metavar="SWEEP", help="Sweep folder (runs/sweeps/<id>) or its id.", show_default=False)]
+StorageOption = Annotated[Optional[str], typer.Option(
+    "--storage", metavar="URL",
+    help="Optuna storage: postgresql://user@host/db, mysql://..., sqlite:///file.db, or a journal file path "
+    "(default: study.journal in the sweep folder).")]
+WorkersOption = Annotated[int, typer.Option("--workers", "-w", min=1, help="Trials run at once on this machine, each its own process "
+                                            "(CPU threads shared out, one GPU each).")]
+MaxFailures = Annotated[Optional[int], typer.Option("--max-failures", min=1, help="Stop the sweep once this many trials have failed (default: never).")]
+FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop the sweep at the first failed trial.")]
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+def _execute(sweep_dir: Path, spec, study, url: str, workers: int, max_failures: Optional[int], fail_fast: bool,
+             recover_stale: bool = False) -> None:
+    """Run trials until none is left (or a stop), then write summary.csv, best.yaml and plots."""
+    from ..sweep.display import SweepDisplay
+    from ..sweep.results import rows_from_study
+    from ..sweep.worker import RunOptions, SweepRun
+
+    console = _stdout_console()
+    options = RunOptions(workers=workers, max_failures=max_failures, fail_fast=fail_fast, recover_stale=recover_stale)
+    display = SweepDisplay(console, spec, sweep_dir)
+    display.start([r for r in rows_from_study(sweep_dir, spec, study.trials()) if r.status in ("completed", "pruned", "failed")])
+    runner = SweepRun(sweep_dir, spec, study, url, options, on_event=display.event)
+
+    def request_stop(signum, frame):
+        name = signal.Signals(signum).name
+        runner.request_stop("interrupted", name)
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outcome = runner.run(refresh=display.refresh)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        display.stop()
+    rows = _finish_files(sweep_dir, spec, study, console)
+    counts = outcome.counts
+    done = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
+    parts = ", ".join(f"{counts[s]} {s}" for s in ("completed", "pruned", "failed", "interrupted", "running", "waiting")
+                      if counts.get(s))
+    if not console.is_terminal or outcome.stopped is None:
+        _print_table(_stdout_console(wide=True), spec, rows, limit=10)
+    if outcome.stopped == "interrupted":
+        _error_console().print(f"Interrupted by {outcome.signal_name}: {done} of {outcome.planned} trials done ({parts}). "
+                               f"Running trials keep every complete epoch. Resume with: dlcli sweep resume {sweep_dir}")
+        raise typer.Exit(143 if outcome.signal_name == "SIGTERM" else 130)
+    if outcome.stopped:
+        fail(f"The sweep stopped: {outcome.stopped}. {done} of {outcome.planned} trials done ({parts}). "
+             f"Fix the cause, then continue with: dlcli sweep resume {sweep_dir}", 1)
+    if done < outcome.planned:
+        console.print(f"This worker is done: {done} of {outcome.planned} trials finished ({parts}); the rest are "
+                      f"running elsewhere, or were left by a killed process (continue those with "
+                      f"dlcli sweep resume {sweep_dir}).")
+    else:
+        console.print(f"Sweep finished: {outcome.planned} trials ({parts}).")
+    _print_best(console, sweep_dir, spec, rows)
+
+
+def _finish_files(sweep_dir: Path, spec, study, console) -> list:
+    from ..sweep.plots import plot_sweep
+    from ..sweep.results import rows_from_study, write_summaries
+
+    rows = rows_from_study(sweep_dir, spec, study.trials())
+    write_summaries(sweep_dir, spec, rows)
+    try:
+        plot_sweep(sweep_dir, spec, rows)
+    except Exception as exc:  # a plot must never cost a sweep its summary
+        console.print(f"(plots not drawn: {exc})", highlight=False)
+    return rows
+
+
+def _print_best(console, sweep_dir: Path, spec, rows: list) -> None:
+    from ..sweep.display import fmt_value
+    from ..sweep.results import best_row
+    from ..sweep.space import params_label
+    from ..sweep.spec import BEST_FILE
+
+    best = best_row(rows, spec.direction)
+    if best is None:
+        console.print("No trial completed, so there is no best config.")
+        return
+    console.print(f"Best: trial {best.number} ({params_label(best.params, width=200)}): {spec.metric} "
+                  f"{fmt_value(best.value)} at epoch {best.best_epoch}", highlight=False, soft_wrap=True)
+    console.print(f"Best config: {sweep_dir / BEST_FILE} (train it with: dlcli train {sweep_dir / BEST_FILE})",
+                  highlight=False, soft_wrap=True)
+    console.print(f"Sweep folder: {sweep_dir}", highlight=False, soft_wrap=True)
+
+
+def _print_table(console, spec, rows: list, limit: Optional[int] = None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..progress import format_seconds
+    from ..sweep.display import STATUS_STYLE, _short_keys, fmt_value
+    from ..sweep.results import sort_rows
+
+    ordered = sort_rows(rows, spec.direction)
+    shown = ordered if limit is None or len(ordered) <= limit else ordered[:limit]
+    title = f"Sweep {spec.id}: {spec.metric} ({spec.direction}), best first"
+    if len(shown) < len(ordered):
+        title += f" (top {len(shown)} of {len(ordered)}; all in summary.csv)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("trial", justify="right")
+    table.add_column("status")
+    table.add_column(spec.metric, justify="right")
+    table.add_column("at epoch", justify="right")
+    table.add_column("epochs", justify="right")
+    keys = _short_keys(spec)
+    for _, name in keys:
+        table.add_column(name, justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("error", max_width=70, no_wrap=True, overflow="ellipsis")
+    for r in shown:
+        table.add_row(str(r.number), Text(r.status, style=STATUS_STYLE.get(r.status, "")), fmt_value(r.value),
+                      fmt_value(r.best_epoch), fmt_value(r.epochs), *[fmt_value(r.params.get(k)) for k, _ in keys],
+                      format_seconds(r.seconds) if r.seconds is not None else "-",
+                      r.error or "")
+    console.print(table)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+@sweep_app.command("run")
+@handle_errors
+def run(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML file (may hold a `sweep:` section).", show_default=False)],
+    param: Annotated[Optional[list[str]], typer.Option(
+        "--param", "-p", metavar="KEY=SPEC",
+        help="A searched key: KEY=[a,b,...] (grid axis), or KEY=loguniform(lo,hi), uniform(lo,hi), int(lo,hi), "
+        "int(lo,hi,log), choice(a,b,...) (repeatable).")] = None,
+    set_: SetOption = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="grid (the product of all lists), random or tpe "
+                                                  "(default: grid when every parameter is a list, else tpe).")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", "-n", min=1, help="Trials to run (default for a grid: all its points).")] = None,
+    metric: Annotated[Optional[str], typer.Option("--metric", help="Objective: a metrics.csv column; a trial's value is "
+                                                  "its best epoch's (default: the run's monitor).")] = None,
+    direction: Annotated[Optional[str], typer.Option("--direction", help="max, min or auto (from the metric's name).")] = None,
+    prune: Annotated[Optional[str], typer.Option("--prune", help="median, hyperband or none (default: none for a grid, "
+                                                 "median for a search).")] = None,
+    prune_startup_trials: Annotated[Optional[int], typer.Option("--prune-startup-trials", min=0, help="Median pruning starts once "
+                                                                "this many trials have finished (default 5).")] = None,
+    prune_warmup_epochs: Annotated[Optional[int], typer.Option("--prune-warmup-epochs", min=0, help="Epochs every trial runs "
+                                                               "before it may be pruned (default 0).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seed of the search (default: the config's seed).")] = None,
+    workers: WorkersOption = 1,
+    storage: StorageOption = None,
+    sweep_id: Annotated[Optional[str], typer.Option("--id", help="The sweep's id (default: <date>-<time>-<name>); "
+                                                    "other machines join it by this name.")] = None,
+    max_failures: MaxFailures = None,
+    fail_fast: FailFast = False,
+    runs_dir: RunsDir = Path("runs"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the config, space and objective, print the plan "
+                                          "(every grid point) and stop; nothing is written.")] = False,
+) -> None:
+    """Start a sweep: a grid or a search over config keys, each trial its own `dlcli train`.
+
+    Every key and value is checked against the config before the first trial. Trials are
+    ordinary run folders in runs/sweeps/<id>/trials/; summary.csv, best.yaml and the plots
+    are written when the sweep ends.
+    """
+    import shutil
+
+    from ..sweep.space import grid_points, parse_cli_param
+    from ..sweep.spec import SWEEP_FILE, SweepRequest, check_sweep_id, create_sweep_dir, plan_sweep, write_spec
+    from ..sweep.study import Study, is_url, redact
+
+    if sweep_id is not None:
+        check_sweep_id(sweep_id)
+    request = SweepRequest(config=config, overrides=list(set_ or ()), params=[parse_cli_param(p) for p in param or ()],
+                           method=method, trials=trials, metric=metric, direction=direction, prune=prune,
+                           prune_startup_trials=prune_startup_trials, prune_warmup_epochs=prune_warmup_epochs,
+                           seed=seed, sweep_id=sweep_id)
+    spec = plan_sweep(request)
+    if dry_run:
+        _print_plan(spec)
+        return
+    if storage is not None:
+        spec.storage = storage if is_url(storage) else str(Path(storage).resolve())
+    sweep_dir = create_sweep_dir(runs_dir, spec.name, sweep_id)
+    spec.id = sweep_dir.name
+    url = spec.storage_url(sweep_dir)
+    points = grid_points(spec.space)[: spec.trials] if spec.method == "grid" else [{} for _ in range(spec.trials)]
+    from ..sweep.space import encode_choice
+
+    points = [{k: encode_choice(v) for k, v in p.items()} for p in points]
+    try:
+        study = Study.create(spec, url, points)
+    except BaseException:
+        if not any((sweep_dir / "trials").iterdir()):
+            shutil.rmtree(sweep_dir, ignore_errors=True)  # nothing of value in it yet
+        raise
+    write_spec(sweep_dir, spec)
+    console = _stdout_console()
+    over = ", ".join(p.key for p in spec.space)
+    console.print(f"Sweep {spec.id}: {spec.method} over {over}, {spec.trials} trials, {spec.metric} ({spec.direction}), "
+                  f"pruning: {spec.prune}, {workers} worker(s) here; storage: {redact(url)}", highlight=False, soft_wrap=True)
+    console.print(f"Sweep folder: {sweep_dir}  (definition in {SWEEP_FILE})", highlight=False, soft_wrap=True)
+    if is_url(url):
+        console.print(f"Join from another machine: dlcli sweep worker {spec.id} --storage '{redact(url)}'",
+                      highlight=False, soft_wrap=True)
+    _execute(sweep_dir, spec, study, url, workers, max_failures, fail_fast)
+
+
+def _print_plan(spec) -> None:
+    from ..sweep.space import grid_points, yaml_text
+
+    console = _stdout_console()
+    console.print(f"Plan: {spec.method}, {spec.trials} trials of {spec.name}; objective: best-epoch {spec.metric} "
+                  f"({spec.direction}); pruning: {spec.prune}; seed {spec.seed}", highlight=False, soft_wrap=True)
+    for p in spec.space:
+        console.print(f"  {p.key} = {p.spec_text()}", highlight=False, soft_wrap=True)
+    if spec.method == "grid":
+        for number, point in enumerate(grid_points(spec.space)[: spec.trials]):
+            console.print(f"  trial {number}: " + ", ".join(f"{k}={yaml_text(v)}" for k, v in point.items()),
+                          highlight=False, soft_wrap=True)
+    console.print("Every key and value fits the config. Nothing was written (--dry-run).")
+
+
+def _open_existing(ref: str, storage: Optional[str], runs_dir: Path, *, creator: bool = False):
+    """(sweep folder, spec, study, url) of an existing sweep, from its folder or its storage."""
+    from ..sweep.spec import TRIALS_DIR, SweepSpec, read_spec, resolve_sweep, sweeps_root, write_spec
+    from ..sweep.study import Study, is_url
+
+    folder = resolve_sweep(ref, runs_dir)
+    if folder is not None:
+        spec = read_spec(folder)
+        if storage is not None:
+            spec.storage = storage if is_url(storage) else str(Path(storage).resolve())
+        url = spec.storage_url(folder)
+    elif storage is not None:
+        # A machine without the sweep folder: the definition comes from the storage, and the
+        # trials it runs go into a sweep folder of the same id here.
+        url = storage if is_url(storage) else str(Path(storage).resolve())
+        spec = SweepSpec.from_data(Study.spec_data_from_storage(url, ref), f"the study {ref!r}")
+        spec.storage = url
+        folder = sweeps_root(runs_dir) / spec.id
+        (folder / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
+        write_spec(folder, spec)
+    else:
+        from ..sweep.spec import require_sweep
+
+        require_sweep(ref, runs_dir)  # raises with the message
+        raise AssertionError("unreachable")
+    return folder, spec, Study.open(spec, url, creator=creator), url
+
+
+@sweep_app.command()
+@handle_errors
+def worker(
+    sweep: SweepRef,
+    storage: StorageOption = None,
+    workers: WorkersOption = 1,
+    max_failures: MaxFailures = None,
+    fail_fast: FailFast = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Join a running sweep: run its waiting trials on this machine.
+
+    SWEEP is the sweep's folder (on a shared filesystem) or, with --storage URL, its id: the
+    definition is then read from the storage and trials go to runs/sweeps/<id>/ here.
+    """
+    folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
+    _stdout_console().print(f"Joining sweep {spec.id} ({spec.method}, {study.planned()} trials) with {workers} worker(s)",
+                            highlight=False, soft_wrap=True)
+    _execute(folder, spec, study, url, workers, max_failures, fail_fast)
+
+
+@sweep_app.command()
+@handle_errors
+def resume(
+    sweep: SweepRef,
+    storage: StorageOption = None,
+    workers: WorkersOption = 1,
+    max_failures: MaxFailures = None,
+    fail_fast: FailFast = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Continue a sweep after Ctrl-C, a crash or SIGKILL.
+
+    Finished trials are kept; trials whose process is gone continue from their last complete
+    epoch in their own folder (or start again there if they had none); waiting trials run.
+    The sweep ends with exactly its planned trials.
+    """
+    from ..sweep.worker import SweepRun, RunOptions
+
+    folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
+    stale = SweepRun(folder, spec, study, url, RunOptions(gpus=[])).find_stale()
+    waiting = sum(1 for t in study.trials() if t.state == "waiting")
+    console = _stdout_console()
+    if not stale and not waiting:
+        running = sum(1 for t in study.trials() if t.state == "running")
+        console.print(f"Nothing to resume in {folder}: "
+                      + (f"{running} trial(s) are running in live processes." if running else "every trial has finished."),
+                      highlight=False, soft_wrap=True)
+        rows = _finish_files(folder, spec, study, console)
+        _print_table(console, spec, rows, limit=10)
+        _print_best(console, folder, spec, rows)
+        return
+    console.print(f"Resuming sweep {spec.id}: {len(stale)} trial(s) to continue, {waiting} waiting, "
+                  f"{workers} worker(s)", highlight=False, soft_wrap=True)
+    _execute(folder, spec, study, url, workers, max_failures, fail_fast, recover_stale=True)
+
+
+@sweep_app.command()
+@handle_errors
+def summary(
+    sweep: SweepRef,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    storage: StorageOption = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Trials sorted by the objective: values, parameters, status, epochs, time; the best config.
+
+    Also rewrites summary.csv and best.yaml in the sweep folder.
+    """
+    import json
+
+    from ..sweep.results import best_row, rows_from_study, sort_rows, write_summaries
+    from ..sweep.spec import BEST_FILE
+    from ..sweep.study import redact
+
+    folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
+    rows = rows_from_study(folder, spec, study.trials())
+    write_summaries(folder, spec, rows)
+    if json_:
+        best = best_row(rows, spec.direction)
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        data: dict[str, Any] = {
+            "sweep": {"id": spec.id, "folder": str(folder), "method": spec.method, "metric": spec.metric,
+                      "direction": spec.direction, "prune": spec.prune, "planned": study.planned(), "counts": counts,
+                      "params": {p.key: p.spec_text() for p in spec.space}, "storage": redact(url)},
+            "best": None if best is None else {**best.to_dict(), "config": str(folder / BEST_FILE)},
+            "trials": [r.to_dict() for r in sort_rows(rows, spec.direction)],
+        }
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    console = _stdout_console(wide=True)
+    _print_table(console, spec, rows)
+    _print_best(console, folder, spec, rows)
+
+
+@sweep_app.command()
+@handle_errors
+def plot(
+    sweep: SweepRef,
+    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="metrics.csv column whose curves to overlay "
+                                                        "(repeatable; default: loss and the metric).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs (default: the sweep folder).")] = None,
+    storage: StorageOption = None,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Draw every trial's learning curves overlaid, and the objective against each parameter.
+
+    Writes curves-<metric>.png (training and validation side by side, one color per trial,
+    pruned trials dashed) and objective.png.
+    """
+    from ..sweep.plots import plot_sweep
+    from ..sweep.results import rows_from_study
+
+    folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
+    rows = rows_from_study(folder, spec, study.trials())
+    written = plot_sweep(folder, spec, rows, out, metric)
+    if not written:
+        fail(f"Nothing to plot yet in {folder}: no trial has finished an epoch.")
+    for path in written:
+        _stdout_console().print(f"Wrote {path}")

@@ -1,0 +1,508 @@
+"""dlcli sweep: the search-space syntax, checks before any trial, the study (claims, summaries),
+the display, and whole sweeps whose trials are real `dlcli train` processes (grid with a
+failure, pruning, Ctrl-C, SIGKILL and resume, two workers on PostgreSQL)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from dlcli.cli import app
+from dlcli.config import load_config
+from dlcli.errors import ConfigError
+from dlcli.rundir import read_metrics
+from dlcli.sweep.space import Param, grid_points, parse_cli_param, parse_spec
+from dlcli.sweep.spec import SweepRequest, plan_sweep, read_spec
+
+from conftest import synthetic_config, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+@pytest.fixture
+def trial_env(monkeypatch):
+    """Trial processes import this checkout's dlcli whatever their working folder."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def sweep_dirs(runs: Path) -> list[Path]:
+    return sorted((runs / "sweeps").iterdir())
+
+
+# -- the search space -----------------------------------------------------------------------
+
+
+def test_space_syntax():
+    assert parse_cli_param("optimizer.lr=[0.0001,0.001,0.01]") == Param("optimizer.lr", "grid", values=(0.0001, 0.001, 0.01))
+    assert parse_cli_param("optimizer.lr=loguniform(1e-5,1e-1)") == Param("optimizer.lr", "loguniform", low=1e-5, high=0.1, log=True)
+    assert parse_cli_param("model.dropout=uniform(0,0.5)") == Param("model.dropout", "uniform", low=0.0, high=0.5)
+    assert parse_cli_param("training.batch_size=int(16,256,log)") == Param("training.batch_size", "int", low=16, high=256, log=True)
+    assert parse_cli_param("training.epochs=int(1, 3)") == Param("training.epochs", "int", low=1, high=3)
+    hidden = parse_cli_param("model.hidden=choice([64],[128,64])")
+    assert hidden == Param("model.hidden", "choice", values=([64], [128, 64]))
+    # Lists travel through Optuna as their JSON text and come back as lists.
+    assert hidden.encoded_choices() == ["[64]", "[128, 64]"] and hidden.decode("[128, 64]") == [128, 64]
+    assert parse_cli_param("optimizer.name=choice(adam, sgd)").values == ("adam", "sgd")
+    assert parse_spec("model.hidden", [[16], [32, 16]]) == Param("model.hidden", "grid", values=([16], [32, 16]))
+    assert parse_spec("optimizer.lr", "loguniform(1e-4, 1e-2)").spec_text() == "loguniform(0.0001, 0.01)"
+    # A range is checked at both ends and at a point inside that is not a whole number.
+    low, inside, high = Param("training.batch_size", "uniform", low=8.0, high=64.0).values_to_check()
+    assert (low, high) == (8.0, 64.0) and not inside.is_integer() and 8 < inside < 64
+
+
+@pytest.mark.parametrize("text, message", [
+    ("optimizer.lr", "-p 'optimizer.lr': expected KEY=SPEC."),
+    ("optimizer.lr=0.1", "-p optimizer.lr=0.1: a single value is not a search space."),
+    ("optimizer.lr=[]", "-p optimizer.lr=[]: the list is empty; give at least one value."),
+    ("optimizer.lr=[0.1,0.1]", "-p optimizer.lr=[0.1,0.1]: the value 0.1 is listed twice."),
+    ("optimizer.lr=logunif(1,2)", "-p optimizer.lr=logunif(1,2): unknown function 'logunif'; valid are: loguniform, uniform, int, choice."),
+    ("optimizer.lr=loguniform(0,1)", "-p optimizer.lr=loguniform(0,1): loguniform(...) needs a lower bound above 0, found 0.0."),
+    ("optimizer.lr=uniform(1,1)", "-p optimizer.lr=uniform(1,1): the lower bound 1.0 must be below the upper bound 1.0."),
+    ("training.batch_size=int(8,64,lg)", "-p training.batch_size=int(8,64,lg): the third argument of int(...) can only be `log`, found 'lg'."),
+    ("training.batch_size=int(8.5,64)", "-p training.batch_size=int(8.5,64): the lower bound of int(...) must be a whole number, found 8.5."),
+    ("model.hidden=choice()", "-p model.hidden=choice(): choice(...) needs at least one value."),
+])
+def test_space_syntax_errors(text, message):
+    with pytest.raises(ConfigError) as info:
+        parse_cli_param(text)
+    assert info.value.message == message
+
+
+def test_grid_points_are_the_product_of_the_lists_in_order():
+    space = [Param("a", "grid", values=(1, 2)), Param("b", "grid", values=("x", "y", "z"))]
+    points = grid_points(space)
+    assert points == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 1, "b": "z"},
+                      {"a": 2, "b": "x"}, {"a": 2, "b": "y"}, {"a": 2, "b": "z"}]
+
+
+# -- checks before the first trial ----------------------------------------------------------
+
+
+def request(config: Path, *params: str, **options) -> SweepRequest:
+    return SweepRequest(config=config, overrides=options.pop("overrides", []),
+                        params=[parse_cli_param(p) for p in params], **options)
+
+
+def test_every_key_and_value_is_checked_with_the_messages_of_set(tiny_config):
+    # An unknown key: the same words as --set, after the parameter that brought it.
+    with pytest.raises(ConfigError) as by_set:
+        load_config(tiny_config, ["model.hiden=[8]"])
+    with pytest.raises(ConfigError) as by_sweep:
+        plan_sweep(request(tiny_config, "model.hiden=[[8],[16]]"))
+    assert by_set.value.message.startswith("--set model.hiden: unknown key 'hiden' in model")
+    assert by_sweep.value.message == "-p model.hiden=[[8], [16]] (value [8]): " + by_set.value.message[len("--set "):]
+    assert by_sweep.value.hint == by_set.value.hint == "Did you mean 'hidden'?"
+    # A range whose end does not fit.
+    with pytest.raises(ConfigError) as info:
+        plan_sweep(request(tiny_config, "optimizer.lr=uniform(-1,1)", trials=3))
+    assert info.value.message == ("-p optimizer.lr=uniform(-1.0, 1.0) (value -1.0): optimizer.lr: must be greater than "
+                                  "0.0, found -1.0 (learning rate).")
+    with pytest.raises(ConfigError) as info:
+        plan_sweep(request(tiny_config, "model.dropout=uniform(0,1)", trials=3))
+    assert "(value 1.0): model.dropout: must be at least 0.0 and less than 1.0, found 1.0" in info.value.message
+    # A float range for an integer key fails before any trial, with the fix.
+    with pytest.raises(ConfigError) as info:
+        plan_sweep(request(tiny_config, "training.batch_size=uniform(8,64)", trials=3))
+    assert "training.batch_size: expected a whole number, found float" in info.value.message
+    assert info.value.hint == "Draw whole numbers with int(8, 64)."
+    # A value that validates alone but makes a model that cannot work (checked like dlcli summary).
+    with pytest.raises(ConfigError) as info:
+        plan_sweep(request(tiny_config, "optimizer.name=[adam,adamax]"))
+    assert "(value adamax): optimizer.name: unknown optimizer 'adamax'" in info.value.message
+
+
+def test_method_trials_and_objective(tiny_config):
+    spec = plan_sweep(request(tiny_config, "optimizer.lr=[0.01,0.1]", "training.batch_size=[8,16,32]"))
+    assert (spec.method, spec.trials, spec.prune) == ("grid", 6, "none")
+    assert (spec.metric, spec.direction) == ("val_loss", "min")  # the run's monitor
+    spec = plan_sweep(request(tiny_config, "optimizer.lr=loguniform(1e-4,1e-1)", trials=7, metric="val_accuracy"))
+    assert (spec.method, spec.trials, spec.prune, spec.direction) == ("tpe", 7, "median", "max")
+    with pytest.raises(ConfigError, match=r"--method tpe draws values at random: say how many trials with --trials N"):
+        plan_sweep(request(tiny_config, "optimizer.lr=loguniform(1e-4,1e-1)"))
+    with pytest.raises(ConfigError, match=r"--method grid runs the product of lists, and -p optimizer.lr=loguniform"):
+        plan_sweep(request(tiny_config, "optimizer.lr=loguniform(1e-4,1e-1)", method="grid"))
+    with pytest.raises(ConfigError, match=r"--trials 3: the grid has only 2 points"):
+        plan_sweep(request(tiny_config, "optimizer.lr=[0.01,0.1]", trials=3))
+    with pytest.raises(ConfigError) as info:
+        plan_sweep(request(tiny_config, "optimizer.lr=[0.01,0.1]", metric="val_acc"))
+    assert info.value.message == "--metric 'val_acc' is not a logged metric; logged are: loss, accuracy, val_loss, val_accuracy."
+
+
+def test_sweep_section_in_the_config_file(tmp_path):
+    raw = synthetic_config()
+    raw["sweep"] = {"method": "random", "trials": 4, "metric": "val_accuracy", "seed": 7,
+                    "params": {"optimizer.lr": "loguniform(1e-4, 1e-1)", "model.hidden": [[8], [16]]}}
+    path = write_config(tmp_path / "with_sweep.yaml", raw)
+    spec = plan_sweep(request(path))
+    assert (spec.method, spec.trials, spec.metric, spec.direction, spec.seed) == ("random", 4, "val_accuracy", "max", 7)
+    assert [p.key for p in spec.space] == ["optimizer.lr", "model.hidden"]
+    assert "sweep" not in spec.base  # the base config is the experiment alone
+    # -p replaces the file's entry for a key, the command line's options win.
+    spec = plan_sweep(request(path, "optimizer.lr=[0.01,0.02]", trials=2))
+    assert spec.space[0] == Param("optimizer.lr", "grid", values=(0.01, 0.02)) and spec.trials == 2
+    raw["sweep"]["trails"] = 3
+    write_config(path, raw)
+    with pytest.raises(ConfigError, match=r"sweep.trails: unknown key; valid keys are: .*Did you mean 'trials'"):
+        plan_sweep(request(path))
+
+
+# -- the study: claims, values, summaries (Optuna, no training) -----------------------------
+
+
+def make_study(tmp_path: Path, tiny_config: Path, *params: str, **options):
+    from dlcli.sweep.space import encode_choice
+    from dlcli.sweep.spec import create_sweep_dir
+    from dlcli.sweep.study import Study
+
+    spec = plan_sweep(request(tiny_config, *params, **options))
+    folder = create_sweep_dir(tmp_path / "runs", spec.name, "s1")
+    spec.id = folder.name
+    points = ([{k: encode_choice(v) for k, v in p.items()} for p in grid_points(spec.space)][: spec.trials]
+              if spec.method == "grid" else [{} for _ in range(spec.trials)])
+    return folder, spec, Study.create(spec, spec.storage_url(folder), points)
+
+
+def test_parallel_claims_never_take_a_trial_twice(tmp_path, tiny_config):
+    from dlcli.sweep.study import Study
+
+    folder, spec, study = make_study(tmp_path, tiny_config, "optimizer.lr=[0.001,0.002,0.003,0.004,0.005,0.006]")
+    other = Study.open(spec, spec.storage_url(folder))  # a second worker on the same journal file
+    claimed: list[int] = []
+
+    def claim_all(s):
+        while (trial_id := s.claim_waiting()) is not None:
+            claimed.append(trial_id)
+
+    threads = [threading.Thread(target=claim_all, args=(s,)) for s in (study, other, study)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 6
+    values = sorted(study.suggest(i, spec.space)["optimizer.lr"] for i in claimed)
+    assert values == [0.001, 0.002, 0.003, 0.004, 0.005, 0.006]  # every grid point once
+    assert study.claim_waiting() is None and len(study.trials()) == 6  # never a seventh
+
+
+def test_summary_csv_and_best_yaml_from_the_study(tmp_path, tiny_config):
+    from dlcli.sweep.results import rows_from_study, sort_rows, write_summaries
+
+    folder, spec, study = make_study(tmp_path, tiny_config, "model.hidden=[[8],[16],[4,4]]", metric="val_accuracy")
+    outcomes = [("completed", 0.7), ("completed", 0.9), ("failed", None)]
+    for status, value in outcomes:
+        trial_id = study.claim_waiting()
+        study.suggest(trial_id, spec.space)
+        study.set_attrs(trial_id, status=status, best_value=value, best_epoch=2, epochs=2, seconds=1.5,
+                        error="boom" if status == "failed" else None)
+        study.finish(trial_id, status, value)
+    rows = sort_rows(rows_from_study(folder, spec, study.trials()), spec.direction)
+    assert [(r.number, r.status, r.value, r.params) for r in rows] == [
+        (1, "completed", 0.9, {"model.hidden": [16]}), (0, "completed", 0.7, {"model.hidden": [8]}),
+        (2, "failed", None, {"model.hidden": [4, 4]})]
+    best = write_summaries(folder, spec, rows)
+    assert best.number == 1
+    with open(folder / "summary.csv") as fh:
+        table = list(csv.reader(fh))
+    assert table[0] == ["trial", "status", "val_accuracy", "best_epoch", "epochs", "seconds", "model.hidden", "folder", "error"]
+    assert table[1][:7] == ["1", "completed", "0.9", "2", "2", "1.5", "[16]"] and table[3][-1] == "boom"
+    best_config = load_config(folder / "best.yaml")
+    assert best_config.model.hidden == (16,) and best_config == load_config(tiny_config, ["model.hidden=[16]"])
+
+
+def test_trial_environment_divides_threads_and_gpus(tmp_path, tiny_config, monkeypatch):
+    from dlcli.sweep.spec import cpu_count
+    from dlcli.sweep.worker import RunOptions, SweepRun
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    folder, spec, study = make_study(tmp_path, tiny_config, "optimizer.lr=[0.01,0.1]")
+    spec.base["device"] = "auto"
+    run = SweepRun(folder, spec, study, "", RunOptions(workers=2, gpus=["3", "5"]))
+    envs = [run._environment(slot) for slot in range(3)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["3", "5", "3"]
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {str(max(1, cpu_count() // 2))}
+    spec.base["device"] = "cpu"
+    on_cpu = SweepRun(folder, spec, study, "", RunOptions(workers=2))._environment(0)
+    assert on_cpu.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")  # left as it was
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_trials_are_those_whose_worker_is_gone(tmp_path, tiny_config):
+    from dlcli.sweep.worker import STALE_AFTER_S, RunOptions, SweepRun
+
+    folder, spec, study = make_study(tmp_path, tiny_config, "optimizer.lr=[0.001,0.002,0.003,0.004,0.005]")
+    here, now = socket.gethostname(), time.time()
+    owners = [dict(host=here, worker_pid=_dead_pid(), heartbeat=now),  # killed on this machine
+              dict(host=here, worker_pid=os.getpid(), heartbeat=now),  # alive: this very process
+              dict(host="elsewhere", worker_pid=1, heartbeat=now - STALE_AFTER_S - 1),  # silent too long
+              dict(host="elsewhere", worker_pid=1, heartbeat=now)]  # another machine, alive
+    ids = []
+    for attrs in owners:
+        trial_id = study.claim_waiting()
+        study.set_attrs(trial_id, **attrs)
+        ids.append(trial_id)
+    run = SweepRun(folder, spec, study, "", RunOptions(gpus=[]))
+    assert run.find_stale() == [ids[0], ids[2]]  # the fifth is waiting, not stale
+
+
+def test_max_failures_and_fail_fast_stop_the_sweep(tmp_path, tiny_config):
+    from dlcli.sweep.worker import RunOptions, SweepRun
+
+    folder, spec, study = make_study(tmp_path, tiny_config, "optimizer.lr=[0.001,0.002,0.003]")
+    run = SweepRun(folder, spec, study, "", RunOptions(gpus=[], max_failures=2))
+    run._record_failure(study.claim_waiting(), "first")
+    assert not run.stopping
+    run._record_failure(study.claim_waiting(), "second")
+    assert run.stopping and run.stop_reason == "2 trial(s) failed (--max-failures 2); the last: second"
+    assert [t.attrs["error"] for t in study.trials() if t.state == "failed"] == ["first", "second"]
+    fast = SweepRun(folder, spec, study, "", RunOptions(gpus=[], fail_fast=True))
+    fast._after_failure("boom")
+    assert fast.stop_reason == "2 trial(s) failed (--fail-fast); the last: boom"
+
+
+def test_plain_display_lines(tmp_path, tiny_config):
+    from dlcli.sweep.display import SweepDisplay
+    from dlcli.sweep.worker import TrialView
+
+    spec = plan_sweep(request(tiny_config, "optimizer.lr=[0.01,0.1]"))
+    out = io.StringIO()
+    display = SweepDisplay(Console(file=out, width=200), spec, tmp_path)
+    display.start([])
+    view = TrialView(0, 0, {"optimizer.lr": 0.01}, tmp_path, started=100.0)
+    display.event("started", view)
+    view.status, view.value, view.best_epoch, view.epochs_done, view.finished = "completed", 0.51234, 2, 2, 112.0
+    display.event("finished", view)
+    failed = TrialView(1, 1, {"optimizer.lr": 0.1}, tmp_path, status="failed", started=100.0, finished=103.0, error="boom")
+    display.event("finished", failed)
+    assert out.getvalue().splitlines() == [
+        "Trial 0 started: lr=0.01",
+        "Trial 0 completed in 12s: val_loss 0.5123 (epoch 2)  best so far",
+        "Trial 1 failed after 3.0s: boom",
+    ]
+    live_out = io.StringIO()
+    live = SweepDisplay(Console(file=live_out, width=120, force_terminal=True), spec, tmp_path)
+    live.start([])
+    live.event("finished", view)
+    live.stop()
+    text = live_out.getvalue()
+    assert "Sweep " in text and "1/2 trials done" in text and "0.5123 (2)" in text
+
+
+# -- whole sweeps: every trial a real `dlcli train` process ---------------------------------
+
+
+def test_grid_sweep_with_a_failing_point(tmp_path, tiny_config, trial_env):
+    runs = tmp_path / "runs"
+    # max_train_samples=1 leaves no sample to train on once validation is held out: that trial
+    # fails with dlcli's message, and the sweep goes on.
+    result = invoke("sweep", tiny_config, "-p", "data.max_train_samples=[1,150]", "--set", "training.epochs=1",
+                    "--workers", "2", "--runs-dir", runs, "--id", "grid")
+    assert result.exit_code == 0, result.output
+    folder = runs / "sweeps" / "grid"
+    assert sorted(p.name for p in (folder / "trials").iterdir()) == ["0000-tiny", "0001-tiny"]
+    assert "Trial 0 failed after" in result.output and "leaves none to train on" in result.output
+    assert "Sweep finished: 2 trials (1 completed, 1 failed)." in result.output
+    good = folder / "trials" / "0001-tiny"
+    info = json.loads((good / "run.json").read_text())
+    assert info["status"] == "completed" and info["resumed_from_epoch"] is None
+    assert info["sweep"] == {"id": "grid", "trial": 1, "params": {"data.max_train_samples": 150},
+                             "folder": str(folder.resolve())}
+    _, rows = read_metrics(good / "metrics.csv")
+    with open(folder / "summary.csv") as fh:
+        summary = list(csv.DictReader(fh))
+    assert [(r["trial"], r["status"]) for r in summary] == [("1", "completed"), ("0", "failed")]
+    assert float(summary[0]["val_loss"]) == rows[0]["val_loss"]
+    assert "data.validation_split: holding out 1 of 1 training samples leaves none to train on" in summary[1]["error"]
+    assert load_config(folder / "best.yaml") == load_config(good / "config.yaml")
+    assert {p.name for p in folder.iterdir()} >= {"sweep.yaml", "study.journal", "summary.csv", "best.yaml",
+                                                   "objective.png", "curves-loss.png", "curves-accuracy.png"}
+    assert read_spec(folder).trials == 2
+    # The trial is an ordinary run folder: dlcli's other commands work on it.
+    assert invoke("evaluate", good).exit_code == 0
+    listing = invoke("runs", "--dir", runs)
+    assert listing.exit_code == 0 and "Sweep" in listing.output and "max_train_samples=150" in listing.output
+    assert "1/2 trials finished" in listing.output or "2/2 trials finished" in listing.output
+    summary_json = json.loads(invoke("sweep", "summary", folder, "--json").output)
+    assert summary_json["sweep"]["counts"] == {"completed": 1, "failed": 1}
+    assert summary_json["best"]["number"] == 1 and summary_json["best"]["config"] == str(folder / "best.yaml")
+    plotted = invoke("sweep", "plot", "grid", "--runs-dir", runs, "--out", tmp_path / "plots")
+    assert plotted.exit_code == 0 and (tmp_path / "plots" / "objective.png").stat().st_size > 1000
+    # The best config trains as it is.
+    again = invoke("train", folder / "best.yaml", "--runs-dir", tmp_path / "again", "--quiet")
+    assert again.exit_code == 0, again.output
+
+
+def test_median_pruning_stops_a_hopeless_trial_and_keeps_its_folder(tmp_path, tiny_config, trial_env):
+    runs = tmp_path / "runs"
+    result = invoke("sweep", tiny_config, "-p", "optimizer.lr=[0.05,0.000001]", "--prune", "median",
+                    "--prune-startup-trials", "1", "--runs-dir", runs, "--id", "pr", "--fail-fast")
+    assert result.exit_code == 0, result.output
+    pruned = runs / "sweeps" / "pr" / "trials" / "0001-tiny"
+    info = json.loads((pruned / "run.json").read_text())
+    assert (info["status"], info["pruned_at_epoch"], info["epochs_completed"]) == ("pruned", 1, 1)
+    assert [r["epoch"] for r in read_metrics(pruned / "metrics.csv")[1]] == [1]
+    assert "Trial 1 pruned after epoch 1" in result.output
+    assert "Sweep finished: 2 trials (1 completed, 1 pruned)." in result.output
+
+
+def _wait_for(predicate, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.2)
+
+
+def _epochs_done(trial: Path) -> int:
+    try:
+        return json.loads((trial / "run.json").read_text()).get("epochs_completed", 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tmp_path, trial_env):
+    raw = synthetic_config(epochs=3, batch_size=8)
+    raw["data"]["synthetic"].update(samples=2500)
+    config = write_config(tmp_path / "slow.yaml", raw)
+    runs = tmp_path / "runs"
+    folder = runs / "sweeps" / "k"
+    trials = [folder / "trials" / f"000{i}-tiny" for i in range(2)]
+    cmd = [sys.executable, "-m", "dlcli", "sweep", str(config), "-p", "optimizer.lr=[0.01,0.02]", "--workers", "2",
+           "--runs-dir", str(runs), "--id", "k"]
+    # 1. Ctrl-C: trials stop at the end of a step, keep their complete epochs, exit 130.
+    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: all(_epochs_done(t) >= 1 for t in trials))
+    sweep.send_signal(signal.SIGINT)
+    out, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, out
+    assert "Resume with: dlcli sweep resume" in out
+    for t in trials:
+        assert json.loads((t / "run.json").read_text())["status"] == "interrupted"
+    # 2. Resume, then SIGKILL the sweep and its trial processes mid-way.
+    sweep = subprocess.Popen([sys.executable, "-m", "dlcli", "sweep", "resume", "k", "--runs-dir", str(runs),
+                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: all("Resuming" in (t / "output.log").read_text() for t in trials))
+    pids = [json.loads((t / "run.json").read_text())["pid"] for t in trials]
+    sweep.kill()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # that trial had already finished
+    sweep.communicate(timeout=60)
+    # 3. Resume after SIGKILL: finished trials kept, the others continue in their folders.
+    result = invoke("sweep", "resume", "k", "--runs-dir", runs, "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert "Sweep finished: 2 trials (2 completed)." in result.output
+    for t in trials:
+        assert json.loads((t / "run.json").read_text())["status"] == "completed"
+        assert [r["epoch"] for r in read_metrics(t / "metrics.csv")[1]] == [1, 2, 3]
+    summary = json.loads(invoke("sweep", "summary", "k", "--runs-dir", runs, "--json").output)
+    assert summary["sweep"]["counts"] == {"completed": 2}
+    assert sorted(t["params"]["optimizer.lr"] for t in summary["trials"]) == [0.01, 0.02]  # no point twice
+    assert sorted(p.name for p in (folder / "trials").iterdir()) == ["0000-tiny", "0001-tiny"]
+
+
+# -- two workers against a real PostgreSQL ---------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_bin() -> Path | None:
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
+            return candidate
+    found = shutil.which("initdb")
+    return Path(found).resolve().parent if found else None
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL cluster on localhost, started for the test and stopped after."""
+    bin_dir = _postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (Debian: apt-get install postgresql)")
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        pytest.skip("the psycopg2 driver is not installed (pip install psycopg2-binary)")
+    as_user: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="dlcli-pg-"))
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use its own user
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser to start PostgreSQL as another user")
+        try:
+            import pwd
+
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to start PostgreSQL as")
+        os.chown(base, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, port = base / "data", _free_port()
+    try:
+        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+                       check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
+                        "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True, timeout=120)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"could not start a PostgreSQL cluster: {getattr(exc, 'stderr', b'') or exc}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_two_worker_processes_on_postgresql_run_each_grid_point_once(tmp_path, tiny_config, trial_env, postgres_url):
+    runs_a, runs_b = tmp_path / "a" / "runs", tmp_path / "b" / "runs"  # two "machines": no shared folder
+    first = subprocess.Popen([sys.executable, "-m", "dlcli", "sweep", str(tiny_config), "-p", "optimizer.lr=[0.01,0.02,0.03,0.04]",
+                              "--set", "training.epochs=1", "--storage", postgres_url, "--id", "pg", "--runs-dir", str(runs_a)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert first.stdout.readline().startswith("Sweep pg: grid over optimizer.lr, 4 trials")  # the study exists now
+    second = subprocess.run([sys.executable, "-m", "dlcli", "sweep", "worker", "pg", "--storage", postgres_url,
+                             "--runs-dir", str(runs_b)], capture_output=True, text=True, timeout=600)
+    out = first.stdout.read()
+    first.wait(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, out + second.stdout + second.stderr
+    summary = json.loads(invoke("sweep", "summary", "pg", "--storage", postgres_url, "--runs-dir", runs_b, "--json").output)
+    assert summary["sweep"]["counts"] == {"completed": 4}
+    assert sorted(t["params"]["optimizer.lr"] for t in summary["trials"]) == [0.01, 0.02, 0.03, 0.04]
+    ran_a = {p.name for p in (runs_a / "sweeps" / "pg" / "trials").iterdir()}
+    ran_b = {p.name for p in (runs_b / "sweeps" / "pg" / "trials").iterdir()}
+    assert not ran_a & ran_b and len(ran_a | ran_b) == 4  # each trial ran in exactly one worker
+    assert read_spec(runs_b / "sweeps" / "pg").storage == postgres_url  # joined from the storage alone

@@ -28,7 +28,8 @@ def run_ci(tmp_path: Path, *, ci: bool, apt_get: bool, data_status: int, test_st
         (bin_dir / "apt-get").write_text(f"#!{BASH}\nexit 0\n")
         (bin_dir / "apt-get").chmod(0o755)
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path), **({"CI": "true"} if ci else {})}
-    proc = subprocess.run([BASH, str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([BASH, str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=30,
+                          check=False)
     return proc, log.read_text().split() if log.exists() else []
 
 

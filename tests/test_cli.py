@@ -141,8 +141,8 @@ def test_quiet_prints_only_the_result(tmp_path, tiny_config):
     assert results["best"] == {"monitor": "val_accuracy", "value": best_row["val_accuracy"], "epoch": best_row["epoch"]}
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["epoch"] == best_row["epoch"]
     assert result.output.splitlines() == [
-        f"test_loss: {results['test_loss']:.4f}  test_accuracy: {results['test_accuracy']:.4f}  "
-        f"best val_accuracy: {best_row['val_accuracy']:.4f} (epoch {best_row['epoch']})",
+        (f"test_loss: {results['test_loss']:.4f}  test_accuracy: {results['test_accuracy']:.4f}  "
+         f"best val_accuracy: {best_row['val_accuracy']:.4f} (epoch {best_row['epoch']})"),
         f"Run folder: {run}",
     ]
 

@@ -252,9 +252,11 @@ def train(
     from .models import build_model, use_channels_last
     from .optim import LrSchedule, build_optimizer
     from .progress import ProgressDisplay
+    from .tracking import require_tracking_packages, tracking_callbacks
 
     dist = dist or Distributed()
     plan = plan_experiment(config)
+    require_tracking_packages(config.tracking)
     check_world_size(config, dist.world_size)
     if dist.world_size > 1 and torch.cuda.is_available() and config.device in ("auto", "cuda"):
         device = torch.device("cuda", dist.local_rank)
@@ -373,6 +375,9 @@ def train(
         }
         return state
 
+    trackers = tracking_callbacks(config, run_dir, resumed=resume_dir is not None, world_rank=dist.rank,
+                                  world_size=dist.world_size, device=device,
+                                  warn=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True))
     display = None
     checkpointer = None
     callbacks: list = []
@@ -384,7 +389,7 @@ def train(
         if early is not None:
             callbacks.append(early)  # before the checkpointer, so last.pt holds this epoch's state
         checkpointer = Checkpointer(run_dir, monitor, "auto", checkpoint_state, best_value, best_epoch)
-        callbacks += [checkpointer, RunRecorder(run_dir)]
+        callbacks += [checkpointer, RunRecorder(run_dir), *trackers]
     elif early is not None:
         callbacks.append(early)  # every rank must stop at the same epoch
     trainer = Trainer(
@@ -412,6 +417,8 @@ def train(
             finished = time.time()
             update_run_json(run_dir, status=status, finished_at=_iso(finished),
                             duration_seconds=round(finished - started, 3), **extra)
+            for tracker in trackers:
+                tracker.finish(status)
 
     try:
         history = trainer.fit(train_batches, val_batches, config.training.epochs, start_epoch)

@@ -413,6 +413,31 @@ def test_mlflow_server_holds_the_whole_run(tmp_path, mlflow_server):
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_mlflow_folder_store(tmp_path, monkeypatch):
+    """A plain folder as URI: MLflow's file store, which MLflow 3 only opens when told to."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    result = train(config_file(tmp_path, mlflow={"uri": str(tmp_path / "mlruns")}), "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    assert warnings_in(result.output) == []
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ  # set for dlcli's calls only
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    _check_mlflow_run(_client(str(tmp_path / "mlruns")), the_run(tmp_path / "runs"), checkpoints=False)
+
+
+def test_tracking_turned_on_at_a_resumption_gets_the_earlier_epochs(tmp_path, sqlite_uri):
+    result = train(config_file(tmp_path), "--runs-dir", tmp_path / "runs", "--set", "training.epochs=2")
+    assert result.exit_code == 0, result.output
+    run = the_run(tmp_path / "runs")
+    result = train("--resume", run, "--set", "training.epochs=3", "--set", "tracking.tensorboard=true",
+                   "--set", f"tracking.mlflow.uri={sqlite_uri}")
+    assert result.exit_code == 0, result.output
+    _, rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    _check_epoch_scalars(run / "tensorboard", rows)
+    _check_mlflow_run(_client(sqlite_uri), run, checkpoints=False)
+
+
 def test_failed_run_is_failed_in_mlflow(tmp_path, sqlite_uri):
     raw = synthetic_config(epochs=3)
     raw["data"]["synthetic"]["task"] = "regression"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 from ..config import MlflowConfig
+from ..engine import Trainer
 from ..rundir import (
     CHECKPOINTS,
     CONFIG_FILE,
@@ -97,7 +98,8 @@ def _experiment_id(client, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
-            return client.create_experiment(name)
+            # The kind tag opens MLflow 3's UI on training runs and their charts, not on GenAI traces.
+            return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
         except MlflowException:
             experiment = client.get_experiment_by_name(name)  # created meanwhile, by a parallel trial
             if experiment is None:
@@ -138,10 +140,10 @@ class MlflowTracker(Tracker):
 
     # -- hooks ---------------------------------------------------------------------
 
-    def on_train_begin(self, trainer) -> None:
+    def on_train_begin(self, trainer: Trainer) -> None:
         self._guard(self._begin, trainer.history)
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
         self._guard(self._log_epochs, [logs])
 
     # -- work ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..engine import Trainer
 from ..rundir import RESULTS_FILE
 from .base import Tracker
 
@@ -40,21 +41,21 @@ class TensorBoardTracker(Tracker):
 
     # -- hooks ---------------------------------------------------------------------
 
-    def on_train_begin(self, trainer) -> None:
+    def on_train_begin(self, trainer: Trainer) -> None:
         self._guard(self._begin, trainer)
 
-    def on_progress(self, trainer) -> None:
+    def on_progress(self, trainer: Trainer) -> None:
         self._guard(self._log_progress, trainer)
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
         self._guard(self._log_epoch, logs, trainer)
 
-    def on_train_end(self, trainer) -> None:
+    def on_train_end(self, trainer: Trainer) -> None:
         self._guard(self._flush)
 
     # -- work ----------------------------------------------------------------------
 
-    def _begin(self, trainer) -> None:
+    def _begin(self, trainer: Trainer) -> None:
         history = trainer.history
         self.start_epoch = int(history[-1]["epoch"]) if history else 0
         self.continuing = self.resumed and self.folder.exists()
@@ -66,7 +67,7 @@ class TensorBoardTracker(Tracker):
                 self._write_epoch(row, trainer)
             self._flush()
 
-    def _writer(self, name: str, trainer):
+    def _writer(self, name: str, trainer: Trainer) -> Any:
         writer = self.writers.get(name)
         if writer is None:
             from torch.utils.tensorboard import SummaryWriter
@@ -81,7 +82,7 @@ class TensorBoardTracker(Tracker):
             self.writers[name] = writer
         return writer
 
-    def _log_progress(self, trainer) -> None:
+    def _log_progress(self, trainer: Trainer) -> None:
         logs = trainer.running_logs()
         if not logs:
             return
@@ -90,12 +91,12 @@ class TensorBoardTracker(Tracker):
         for key, value in logs.items():
             writer.add_scalar(f"batch_{key}", value, step)
 
-    def _log_epoch(self, logs: dict[str, float], trainer) -> None:
+    def _log_epoch(self, logs: dict[str, float], trainer: Trainer) -> None:
         self.last_logs = dict(logs)
         self._write_epoch(logs, trainer)
         self._flush()  # a killed process must not take complete epochs with it
 
-    def _write_epoch(self, logs: dict[str, Any], trainer) -> None:
+    def _write_epoch(self, logs: dict[str, Any], trainer: Trainer) -> None:
         epoch = int(logs["epoch"])
         for key, value in logs.items():
             if key in ("epoch", "seconds") or value is None:

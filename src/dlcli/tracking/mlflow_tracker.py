@@ -98,8 +98,7 @@ def _experiment_id(client, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
-            # The kind tag opens MLflow 3's UI on training runs and their charts, not on GenAI traces.
-            return client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
+            return client.create_experiment(name)
         except MlflowException:
             experiment = client.get_experiment_by_name(name)  # created meanwhile, by a parallel trial
             if experiment is None:
@@ -237,8 +236,8 @@ class MlflowTracker(Tracker):
             if status == "completed" and results_path.exists():
                 results = read_json(results_path)
                 now = int(time.time() * 1000)
-                tests = [Metric(k, float(v), now, self.last_epoch) for k, v in results.items()
-                         if k.startswith("test_") and isinstance(v, (int, float)) and not isinstance(v, bool)]
+                tests = [Metric(k, v, now, self.last_epoch) for k, v in results.items()
+                         if k.startswith("test_") and isinstance(v, float)]  # not test_samples, a count
                 if tests:
                     client.log_batch(run_id, metrics=tests)
             self._log_artifacts()

@@ -523,7 +523,7 @@ def test_interrupted_run_resumes_into_the_same_curves_and_mlflow_run(tmp_path, s
 
 def test_killed_process_resumes_into_one_mlflow_run(tmp_path, sqlite_uri):
     raw = synthetic_config(epochs=3, batch_size=8)
-    raw["data"]["synthetic"].update(samples=1000, shape=[32])
+    raw["data"]["synthetic"].update(samples=500, shape=[32])  # 50 steps an epoch; finishing takes longer
     raw["model"] = {"preset": "mlp", "hidden": [64, 64]}
     raw["tracking"] = {"mlflow": {"uri": sqlite_uri}}
     config = write_config(tmp_path / "slow.yaml", raw)

@@ -9,7 +9,7 @@ FASHION_DIR = /usr/share/datasets/fashion-mnist
 
 $(BIN)/dlcli: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --editable ".[test,export,postgres]"
+	$(BIN)/python -m pip install --quiet --editable ".[test]"
 	@touch $@
 
 setup: $(BIN)/dlcli

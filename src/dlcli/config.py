@@ -402,6 +402,27 @@ class TrainingConfig:
     schedule: Optional[ScheduleConfig] = _opt(None, help="learning-rate schedule, stepped per epoch")
 
 
+# ----------------------------------------------------------------------------- tracking
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    uri: Optional[str] = _opt(
+        None, help="tracking URI: a folder, sqlite:///file.db or http://host:port "
+        "(default: $MLFLOW_TRACKING_URI, else MLflow's own default, sqlite:///mlflow.db)"
+    )
+    experiment: Optional[str] = _opt(None, help="experiment name, created when missing (default: the config's name)")
+    log_checkpoints: bool = _opt(False, help="also upload checkpoints/ as artifacts at the end of the run")
+    timeout: int = _opt(10, help="seconds one request to a tracking server may take", ge=1)
+    retries: int = _opt(2, help="retries of a failed request before MLflow logging stops for the run", ge=0)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    tensorboard: bool = _opt(False, help="write TensorBoard event files into the run folder's tensorboard/")
+    mlflow: Optional[MlflowConfig] = _opt(None, help="log the run to MLflow: params, metrics, status, artifacts")
+
+
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = _opt(help="the dataset")
@@ -412,10 +433,12 @@ class Config:
     loss: str = _opt("auto", help="the loss (auto picks one from the data)")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "the optimizer"})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "the training loop"})
+    tracking: TrackingConfig = field(default_factory=TrackingConfig,
+                                     metadata={"help": "TensorBoard and MLflow logging"})
 
 
 # Top-level keys first in the dumped YAML, in the order a person reads them.
-_TOP_ORDER = ("name", "seed", "device", "data", "model", "loss", "optimizer", "training")
+_TOP_ORDER = ("name", "seed", "device", "data", "model", "loss", "optimizer", "training", "tracking")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 

@@ -361,11 +361,15 @@ class RunFolder:
     previous_rows: list[dict]  # metrics.csv rows kept from before a resume
     is_resume: bool
     started: float = field(default_factory=time.time)
+    trackers: list = field(default_factory=list)  # TensorBoard / MLflow callbacks, told how the run ended
 
     def finish(self, status: str, **extra: Any) -> None:
+        """run.json's final status; then the trackers mirror it (after results.json and plots)."""
         finished = time.time()
         update_run_json(self.path, status=status, finished_at=_iso(finished),
                         duration_seconds=round(finished - self.started, 3), **extra)
+        for tracker in self.trackers:
+            tracker.finish(status)
 
 
 def open_run_folder(exp: Experiment, runs_dir: Path, resume_dir: Optional[Path], dist: Distributed,
@@ -443,6 +447,7 @@ def make_trainer(exp: Experiment, folder: RunFolder, dist: Distributed, *, conso
     from .checkpoint import Checkpointer
     from .engine import RunControl, Trainer
     from .progress import ProgressDisplay
+    from .tracking import tracking_callbacks
 
     config = exp.config
     model = exp.model
@@ -463,6 +468,11 @@ def make_trainer(exp: Experiment, folder: RunFolder, dist: Distributed, *, conso
             callbacks.append(exp.early)  # before the checkpointer, so last.pt holds this epoch's state
         checkpointer = Checkpointer(folder.path, exp.monitor, exp.training_state(), folder.resumed)
         callbacks += [checkpointer, RunRecorder(folder.path)]
+        # After the checkpointer: a dashboard never shows an epoch that last.pt lacks.
+        folder.trackers = tracking_callbacks(
+            config, folder.path, resumed=folder.is_resume, world_rank=dist.rank, world_size=dist.world_size,
+            device=exp.device, warn=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True))
+        callbacks += folder.trackers
     elif exp.early is not None:
         callbacks.append(exp.early)  # every rank must stop at the same epoch
     callbacks += list(extra_callbacks)
@@ -572,10 +582,12 @@ def train(
 
     from .data.augment import check_augmentation
     from .progress import LoadProgress
+    from .tracking import require_tracking_packages
 
     dist = dist or Distributed()
     saved = saved_preprocessing(resume_dir) if resume_dir is not None else None
     plan = plan_experiment(config, saved)
+    require_tracking_packages(config.tracking)  # before any run folder is made
     check_world_size(config, dist.world_size)
     check_augmentation(config.data.augment, plan.info.input_shape, config.training.cuda_graph)
     device = choose_device(config, dist)

@@ -613,3 +613,24 @@ def test_server_stopped_mid_run_gives_one_warning(tmp_path, mlflow_server, monke
     run_id = _tracked_run_id(run)
     assert client.get_run(run_id).info.status == "RUNNING"
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1]
+
+
+def test_a_sweep_is_a_parent_run_and_its_trials_are_children(tmp_path, sqlite_uri, monkeypatch):
+    """dlcli sweep with a config that logs to MLflow: one parent run for the sweep (FINISHED, with
+    summary.csv), one child per trial, each with its own parameters."""
+    monkeypatch.setenv("PYTHONPATH", dlcli_env()["PYTHONPATH"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv(PARENT_RUN_ENV, "")  # so that the sweep's own setting is undone after the test
+    monkeypatch.delenv(PARENT_RUN_ENV)
+    config = config_file(tmp_path, mlflow={"uri": sqlite_uri})
+    result = runner.invoke(app, ["sweep", str(config), "-p", "optimizer.lr=[0.01,0.1]", "--set", "training.epochs=1",
+                                 "--runs-dir", str(tmp_path / "runs"), "--id", "lr"])
+    assert result.exit_code == 0, result.output
+    parent_id = json.loads((tmp_path / "runs" / "sweeps" / "lr" / "mlflow_parent.json").read_text())["run_id"]
+    client = _client(sqlite_uri)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert "summary.csv" in {a.path for a in client.list_artifacts(parent_id)}
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(float(c.data.params["optimizer.lr"]) for c in children) == [0.01, 0.1]
+    assert {c.info.status for c in children} == {"FINISHED"}

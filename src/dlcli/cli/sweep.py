@@ -53,6 +53,34 @@ FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop the sweep at t
 # -- running -------------------------------------------------------------------------------
 
 
+def _mlflow_parent(sweep_dir: Path, spec, console):
+    """When the sweep's config logs to MLflow: the sweep's parent run (made once, kept in
+    mlflow_parent.json so a resumed sweep continues it), handed to every trial through
+    DLCLI_MLFLOW_PARENT_RUN_ID so that each trial's run is its child. (tracking, run id or None)."""
+    import json
+    import os
+
+    from ..config import load_config
+
+    tracking = load_config(None, (), raw=spec.base).tracking
+    if tracking.mlflow is None:
+        return tracking, None
+    from ..tracking import start_parent_run
+
+    record = sweep_dir / "mlflow_parent.json"
+    parent = json.loads(record.read_text())["run_id"] if record.is_file() else None
+    if parent is None:
+        parent = start_parent_run(tracking, f"sweep {spec.id}",
+                                  warn=lambda text: console.print(text, highlight=False, markup=False))
+        if parent is not None:
+            from ..rundir import write_json
+
+            write_json(record, {"run_id": parent})
+    if parent is not None:
+        os.environ["DLCLI_MLFLOW_PARENT_RUN_ID"] = parent  # the trial processes inherit it
+    return tracking, parent
+
+
 def _execute(sweep_dir: Path, spec, study, url: str, workers: int, max_failures: Optional[int], fail_fast: bool,
              recover_stale: bool = False) -> None:
     """Run trials until none is left (or a stop), then write summary.csv, best.yaml and plots."""
@@ -71,6 +99,7 @@ def _execute(sweep_dir: Path, spec, study, url: str, workers: int, max_failures:
         runner.request_stop("interrupted", name)
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    tracking, parent = _mlflow_parent(sweep_dir, spec, console)
     try:
         outcome = runner.run(refresh=display.refresh)
     finally:
@@ -78,6 +107,13 @@ def _execute(sweep_dir: Path, spec, study, url: str, workers: int, max_failures:
             signal.signal(s, handler)
         display.stop()
     rows = _finish_files(sweep_dir, spec, study, console)
+    if parent is not None:
+        from ..tracking import finish_parent_run
+
+        files = [sweep_dir / n for n in ("sweep.yaml", "summary.csv", "best.yaml")] + sorted(sweep_dir.glob("*.png"))
+        status = "interrupted" if outcome.stopped == "interrupted" else "failed" if outcome.stopped else "completed"
+        finish_parent_run(tracking, parent, status, artifacts=[f for f in files if f.is_file()],
+                          warn=lambda text: console.print(text, highlight=False, markup=False))
     counts = outcome.counts
     done = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
     parts = ", ".join(f"{counts[s]} {s}" for s in ("completed", "pruned", "failed", "interrupted", "running", "waiting")

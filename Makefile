@@ -5,7 +5,7 @@ CONFIG ?= configs/fashion_mnist_mlp.yaml
 BIN = $(VENV)/bin
 FASHION_DIR = /usr/share/datasets/fashion-mnist
 
-.PHONY: setup train test data bench clean
+.PHONY: setup train test lint coverage data bench clean
 
 $(BIN)/dlcli: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ train: setup data
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+# The suite under coverage; prints the per-file table and the total (no threshold).
+coverage: setup
+	$(BIN)/python -m pytest -q --cov=dlcli --cov-report=term:skip-covered
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py

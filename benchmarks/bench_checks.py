@@ -46,8 +46,8 @@ def bench_data(scale: int, reps: int) -> None:
     print(f"{'data':24} {'MB':>8} {'check s':>9} {'x.sum() s':>10}")
     for name, (x, y, task, classes) in cases.items():
         data = Dataset(info=DataInfo(tuple(x.shape[1:]), task, classes), x_train=x, y_train=y)
-        check = median_seconds(lambda: check_dataset(data, DataConfig(dataset="npz")), reps)
-        floor = median_seconds(lambda: x.sum(), reps) if x.is_floating_point() else 0.0
+        check = median_seconds(lambda data=data: check_dataset(data, DataConfig(dataset="npz")), reps)
+        floor = median_seconds(lambda x=x: x.sum(), reps) if x.is_floating_point() else 0.0
         print(f"{name:24} {x.numel() * x.element_size() / 1e6:8.0f} {check:9.4f} {floor:10.4f}")
 
 
@@ -66,7 +66,7 @@ def bench_yaml(reps: int) -> None:
             path = Path(tmp) / "c.yaml"
             path.write_text(text)
 
-            def load() -> None:
+            def load(path: Path = path, name: str = name) -> None:
                 try:
                     load_config(path)
                 except ConfigError:

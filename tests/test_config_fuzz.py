@@ -125,7 +125,7 @@ class DataCase:
         return f"DataCase({self.describe})"
 
 
-X_DTYPES = ["float32", "float64", "float16", "uint8", "int64", "int32", "bool", "complex64"]
+X_DTYPES = ["float32", "float64", "float16", "uint8", "int64", "int32", "bool"]
 TASKS = {  # labels of each task: dtypes, shape per sample, value range
     "multiclass": (["int64", "int32", "uint8", "int8"], (), (0, 5)),
     "binary": (["int64", "uint8", "bool"], (), (0, 1)),
@@ -135,7 +135,8 @@ TASKS = {  # labels of each task: dtypes, shape per sample, value range
 # What can be wrong with a file; each case has none, one or two of them.
 DEFECTS = ["no rows", "nan input", "inf input", "nan label", "negative label", "label out of range",
            "test x only", "test y shorter", "test other shape", "test labels other shape", "empty test",
-           "missing array", "1-D x", "tiny split", "huge split", "labels 0 to 300", "flat label column"]
+           "missing array", "1-D x", "tiny split", "huge split", "labels 0 to 300", "flat label column",
+           "complex input", "text labels", "scalar array"]
 
 
 @st.composite
@@ -188,6 +189,10 @@ def npz_cases(draw):
                 x_train = poke(draw, x_train, value)
             else:
                 y_train = poke(draw, y_train, value)
+    if "complex input" in defects:
+        x_train = x_train.astype(np.complex64)
+    if "text labels" in defects:
+        y_train = y_train.astype(str)
     content = {"x_train": x_train, "y_train": y_train}
     if draw(st.booleans()) or any(d.startswith("test") or d == "empty test" for d in defects):
         test_rows = 0 if "empty test" in defects else draw(st.integers(1, 4))
@@ -199,6 +204,8 @@ def npz_cases(draw):
             content["y_test"] = draw(arrays(y_rows, y_shape, y_dtype, low, high))
     if "missing array" in defects:
         content.pop(draw(st.sampled_from(sorted(content))))
+    if "scalar array" in defects:
+        content[draw(st.sampled_from(sorted(content)))] = np.float32(1.0)
     split = {"tiny split": 1e-20, "huge split": 0.95}.get(
         next((d for d in defects if d.endswith("split")), ""), draw(st.sampled_from([0.0, 0.0, 0.25])))
     describe = (f"{task} with {defects or 'no defect'}: "

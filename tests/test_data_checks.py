@@ -151,3 +151,44 @@ def test_large_finite_values_whose_sum_overflows_pass():
 def test_the_check_runs_on_every_builtin_source(tmp_path):
     data = load_dataset(DataConfig(dataset="synthetic"), seed=0)  # a valid dataset passes unchanged
     assert len(data.x_train) == 1000 and dataset_notes(data) == []
+
+
+@pytest.mark.parametrize("x_train,y_train,problem", [
+    (np.zeros((4, 2), np.float32), np.array(["cat", "dog", "cat", "dog"]), "y_train holds text values (<U3)"),
+    (np.zeros((4, 2), np.complex64), np.arange(4) % 2, "x_train holds complex values (complex64)"),
+    (np.float32(1.0), np.arange(4) % 2, "x_train holds a single value"),
+])
+def test_npz_arrays_that_are_not_real_numbers(tmp_path, x_train, y_train, problem):
+    # Found by the fuzz test: text labels and a 0-d array were tracebacks, complex inputs
+    # silently lost their imaginary part.
+    code, output = npz_run(tmp_path, x_train=x_train, y_train=y_train)
+    assert (code, output) == (2, f"Error: {tmp_path / 'mine.npz'}: {problem}; dlcli needs an array of real "
+                                 "numbers, one row per sample. Convert it with numpy (e.g. .astype('float32'), or "
+                                 "class names to numbers) first.\n")
+
+
+def test_npz_inputs_of_one_number_per_sample_are_one_feature(tmp_path):
+    # Found by the fuzz test: a 1-D x_train failed in the engine with an IndexError.
+    x = np.linspace(-1, 1, 12).astype(np.float32)
+    code, output = npz_run(tmp_path, "-q", x_train=x, y_train=(x > 0).astype(np.int64))
+    assert code == 0, output
+    data = load_dataset(DataConfig(dataset="npz", path=str(tmp_path / "mine.npz")), seed=0)
+    assert data.info.input_shape == (1,) and data.x_train.shape == (12, 1)
+
+
+def test_splits_whose_samples_differ_in_shape():
+    # Found by the fuzz test: a test split of another shape reached the model (a matmul error).
+    x, y = torch.zeros(4, 3), torch.tensor([0, 1, 0, 1])
+    assert check_message(dataset("binary", 2, x, y, x_test=torch.zeros(2, 3, 2), y_test=y[:2])) == (
+        "The test split's inputs have shape [3, 2] per sample, but the training split's have [3].")
+    assert check_message(dataset("binary", 2, x, y, x_test=x[:2], y_test=torch.zeros(2, 2, dtype=torch.long))) == (
+        "The test split's labels have shape [2] per sample, but the training split's have [].")
+
+
+def test_an_empty_split_of_float_targets_keeps_its_width():
+    # Found by the fuzz test: an empty multilabel or regression test split failed to reshape.
+    from dlcli.losses import prepare_targets
+
+    assert prepare_targets(torch.zeros(0, 3), "mse", "regression").shape == (0, 3)
+    assert prepare_targets(torch.zeros(0), "mse", "regression").shape == (0, 1)
+    assert prepare_targets(torch.ones(5), "mse", "regression").shape == (5, 1)

@@ -30,9 +30,15 @@ def _read(config: DataConfig) -> dict[str, np.ndarray]:
             f"{path} lacks {', '.join(missing)}; it holds {', '.join(arrays) or 'no arrays'}.",
             hint="Save it with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).",
         )
-    for key in ("x_train", "x_test"):
-        if key in arrays and arrays[key].ndim == 1:  # one number per sample: a single feature
-            arrays[key] = arrays[key].reshape(-1, 1)
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        a = arrays.get(key)
+        if a is not None and (a.ndim == 0 or a.dtype.kind not in "biuf"):  # complex, text, dates, records
+            kind = {"U": "text", "S": "byte-string", "c": "complex", "M": "date", "m": "time-span"}.get(a.dtype.kind)
+            what = "a single value" if a.ndim == 0 else f"{kind or 'non-numeric'} values ({a.dtype})"
+            raise DataError(f"{path}: {key} holds {what}; dlcli needs an array of real numbers, one row per sample.",
+                            hint="Convert it with numpy (e.g. .astype('float32'), or class names to numbers) first.")
+        if a is not None and a.ndim == 1 and key.startswith("x"):  # one number per sample: a single feature
+            arrays[key] = a.reshape(-1, 1)
     if len(arrays["x_train"]) != len(arrays["y_train"]):
         raise DataError(f"{path}: x_train has {len(arrays['x_train'])} rows but y_train {len(arrays['y_train'])}.")
     return arrays

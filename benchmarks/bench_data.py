@@ -68,8 +68,7 @@ def write_numeric_csv(path: Path, rows: int, cols: int, seed: int = 0) -> Path:
 
 def bench_csv(workdir: Path, rows: int, cols: int, reps: int, engines: list[str]) -> dict:
     from dlcli.config import DataConfig
-    from dlcli.data import load_dataset
-    from dlcli.data import tabular
+    from dlcli.data import load_dataset, tabular
 
     path = write_numeric_csv(workdir / f"numeric_{rows}x{cols}.csv", rows, cols)
     size_mb = path.stat().st_size / 2**20

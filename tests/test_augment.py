@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from dlcli.config import AugmentConfig
-from dlcli.data.augment import _shift_exact, affine_batch, augment_batch, batch_generator, check_augmentation, make_augmenter
+from dlcli.data.augment import (
+    _shift_exact,
+    affine_batch,
+    augment_batch,
+    batch_generator,
+    check_augmentation,
+    make_augmenter,
+)
 from dlcli.engine import Batches, Trainer
 from dlcli.errors import ConfigError
 

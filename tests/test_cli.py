@@ -13,12 +13,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import dlcli
+from conftest import synthetic_config, write_config
 from dlcli.cli import app
 from dlcli.config import config_to_dict, load_config
 from dlcli.rundir import read_metrics
 from dlcli.training import train
-
-from conftest import synthetic_config, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -103,7 +102,9 @@ def test_train_writes_a_complete_run_folder(tmp_path, tiny_config):
     again = invoke("train", run / "config.yaml", "--runs-dir", runs)
     assert again.exit_code == 0, again.output
     first, second = sorted(runs.iterdir())
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
     assert strip(read_metrics(first / "metrics.csv")[1]) == strip(read_metrics(second / "metrics.csv")[1])
     assert (second / "config.yaml").read_text() == (first / "config.yaml").read_text()
 
@@ -167,7 +168,7 @@ def test_summary_of_the_mnist_cnn():
 def test_summary_json_and_verbose():
     result = invoke("summary", ROOT / "configs/imdb_binary.yaml", "--json")
     data = json.loads(result.output)
-    assert data["total_params"] == 160_305 and [l["params"] for l in data["layers"]] == [160_016, 272, 17]
+    assert data["total_params"] == 160_305 and [layer["params"] for layer in data["layers"]] == [160_016, 272, 17]
     verbose = invoke("summary", ROOT / "configs/mnist_cnn.yaml", "--verbose")
     assert "3x3" in verbose.output and "Mult-Adds" in verbose.output and "valid" in verbose.output
 

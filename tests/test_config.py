@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import synthetic_config, write_config
 from dlcli.config import (
     CnnModel,
     Conv2DLayer,
@@ -14,8 +15,6 @@ from dlcli.config import (
     load_config,
 )
 from dlcli.errors import ConfigError
-
-from conftest import synthetic_config, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,9 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from dlcli.cli import app
-
 from conftest import synthetic_config
+from dlcli.cli import app
 
 runner = CliRunner()
 EXAMPLES = int(os.environ.get("DLCLI_FUZZ_EXAMPLES", "0"))  # 0: each test's small default

@@ -3,13 +3,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_idx_dataset, make_imdb_npz, write_idx
 from dlcli.config import DataConfig, SyntheticConfig
 from dlcli.data import dataset_info, load_dataset
 from dlcli.data.imdb import keras_sequences, multi_hot
 from dlcli.data.vision import read_idx
 from dlcli.errors import DataError
-
-from conftest import make_idx_dataset, make_imdb_npz, write_idx
 
 
 def test_read_idx_gzip_and_raw(tmp_path):

@@ -9,13 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import write_config
 from dlcli.cli import app
 from dlcli.config import DataConfig
 from dlcli.data import DataInfo, Dataset, load_dataset
 from dlcli.data.checks import check_dataset, dataset_notes
 from dlcli.errors import DataError
-
-from conftest import write_config
 
 runner = CliRunner()
 

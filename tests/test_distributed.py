@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import synthetic_config, write_config
 from dlcli.checkpoint import load_checkpoint
 from dlcli.rundir import read_metrics
-
-from conftest import synthetic_config, write_config
 
 HELPERS = Path(__file__).parent / "helpers"
 

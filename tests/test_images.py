@@ -9,14 +9,13 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import write_config
 from dlcli.cli import app
 from dlcli.config import DataConfig
 from dlcli.data import dataset_info, load_dataset
 from dlcli.data.folders import natural_key
 from dlcli.data.images import check_memory, decode_files, decode_image, load_images
 from dlcli.errors import DataError
-
-from conftest import write_config
 
 runner = CliRunner()
 

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import make_idx_dataset, synthetic_config, write_config
 from dlcli.cli import app
 from dlcli.plots import plot_metric
 from dlcli.rundir import read_metrics
-
-from conftest import make_idx_dataset, synthetic_config, write_config
 
 runner = CliRunner()
 

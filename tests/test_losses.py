@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from dlcli.errors import ConfigError
-from dlcli.metrics import infer_mode
 from dlcli.losses import check_last_layer, loss_spec, make_objective, prepare_targets
+from dlcli.metrics import infer_mode
 
 
 def test_softmax_with_binary_crossentropy_on_labels_is_rejected():

@@ -119,8 +119,10 @@ import sys  # noqa: E402
 
 from typer.testing import CliRunner  # noqa: E402
 
+from conftest import make_imdb_npz, synthetic_config, write_config  # noqa: E402
 from dlcli.cli import app  # noqa: E402
 from dlcli.config import (  # noqa: E402
+    AvgPool1DLayer,
     BatchNormLayer,
     Conv1DLayer,
     EmbeddingLayer,
@@ -130,13 +132,10 @@ from dlcli.config import (  # noqa: E402
     LayerNormLayer,
     LSTMLayer,
     MaxPool1DLayer,
-    AvgPool1DLayer,
     ReshapeLayer,
     ResidualLayer,
 )
 from dlcli.summary import summary_text  # noqa: E402
-
-from conftest import make_imdb_npz, synthetic_config, write_config  # noqa: E402
 
 runner = CliRunner()
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -95,7 +94,7 @@ def test_evaluate_uses_the_saved_statistics_not_a_refit(table_run, tmp_path):
     original = (tmp / "train.csv").read_text()
     try:  # the training file changes after training: its statistics must not be fitted again
         lines = original.splitlines()
-        (tmp / "train.csv").write_text("\n".join([lines[0]] + [l.replace(",", "0,", 1) for l in lines[1:]]) + "\n")
+        (tmp / "train.csv").write_text("\n".join([lines[0]] + [line.replace(",", "0,", 1) for line in lines[1:]]) + "\n")
         assert evaluate(run)["accuracy"] == before
     finally:
         (tmp / "train.csv").write_text(original)

@@ -13,12 +13,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import synthetic_config, write_config
+from dlcli.checkpoint import load_checkpoint
 from dlcli.cli import app
 from dlcli.errors import CheckpointError
-from dlcli.checkpoint import load_checkpoint
 from dlcli.rundir import atomic_write_text, create_run_dir, read_metrics
-
-from conftest import synthetic_config, write_config
 
 runner = CliRunner()
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dlcli.errors import CheckpointError, RunDirError
 from dlcli.checkpoint import load_checkpoint
+from dlcli.errors import CheckpointError, RunDirError
 from dlcli.rundir import LOCK_FILE, lock_run_dir, release_run_locks
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -110,9 +110,8 @@ def test_a_second_resume_of_a_busy_run_folder_exits_2_and_a_killed_one_resumes(t
 
     from typer.testing import CliRunner
 
-    from dlcli.cli import app
-
     from conftest import synthetic_config, write_config
+    from dlcli.cli import app
 
     runner = CliRunner()
     raw = synthetic_config(epochs=1, batch_size=16)

@@ -22,14 +22,13 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from conftest import synthetic_config, write_config
 from dlcli.cli import app
 from dlcli.config import load_config
 from dlcli.errors import ConfigError
 from dlcli.rundir import read_metrics
 from dlcli.sweep.space import Param, grid_points, parse_cli_param, parse_spec
 from dlcli.sweep.spec import SweepRequest, plan_sweep, read_spec
-
-from conftest import synthetic_config, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

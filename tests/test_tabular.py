@@ -8,6 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from conftest import write_config
 from dlcli.cli import app
 from dlcli.config import DataConfig
 from dlcli.data import dataset_info, load_dataset
@@ -15,8 +16,6 @@ from dlcli.data.preprocessing import info_from_state, preprocessing_files, state
 from dlcli.data.splits import stratified_order
 from dlcli.data.tabular import encode_table, read_table
 from dlcli.errors import DataError
-
-from conftest import write_config
 
 runner = CliRunner()
 

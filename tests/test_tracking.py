@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_config, write_config
 from typer.testing import CliRunner
 
 import dlcli
 import dlcli.engine
+from conftest import synthetic_config, write_config
 from dlcli.cli import app
 from dlcli.config import MlflowConfig, TrackingConfig, load_config
 from dlcli.rundir import read_metrics

@@ -8,9 +8,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from dlcli.cli import app
-
 from conftest import write_config
+from dlcli.cli import app
 
 runner = CliRunner()
 MODEL = {"preset": "mlp", "hidden": [4]}

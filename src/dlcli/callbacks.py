@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from .engine import Callback, Trainer
 from .checkpoint import model_weights, unwrap_model
+from .engine import Callback, Trainer
 from .metrics import infer_mode, is_improvement
 from .rundir import METRICS_FILE, update_run_json, write_metrics
 

@@ -708,7 +708,7 @@ def _yaml_where(source: str, mark: Any) -> str:
     return f"{source}, line {mark.line + 1}" if mark is not None else source
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _config_loader_class() -> type:
     """A SafeLoader that stops composing past MAX_YAML_DEPTH levels or MAX_YAML_VALUES nodes.
 
@@ -1034,7 +1034,7 @@ def _check_semantics(config: Config, ctx: _Context) -> None:
     _check_user_data(data, ctx)
 
 
-def _check_user_data(data: "DataConfig", ctx: _Context) -> None:
+def _check_user_data(data: DataConfig, ctx: _Context) -> None:
     """The options of users' csv files, image folders and text folders that fit together."""
     if data.dataset == "csv":
         if not data.path and not data.train_path:

@@ -63,7 +63,7 @@ class Batches:
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
-    def to_device(self) -> "Batches":
+    def to_device(self) -> Batches:
         """Move the whole tensors to the device once (when they fit), so batches need no copy."""
         self.x = self.x.to(self.device)
         self.y = self.y.to(self.device)
@@ -140,11 +140,11 @@ class Batches:
 class Callback:
     """Hooks in Keras's spirit; `trainer.stop_training = True` ends training after the epoch."""
 
-    def on_train_begin(self, trainer: "Trainer") -> None: ...
-    def on_epoch_begin(self, epoch: int, trainer: "Trainer") -> None: ...
-    def on_progress(self, trainer: "Trainer") -> None: ...  # a few times a second
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: "Trainer") -> None: ...
-    def on_train_end(self, trainer: "Trainer") -> None: ...
+    def on_train_begin(self, trainer: Trainer) -> None: ...
+    def on_epoch_begin(self, epoch: int, trainer: Trainer) -> None: ...
+    def on_progress(self, trainer: Trainer) -> None: ...  # a few times a second
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
 
 
 @dataclass
@@ -437,7 +437,7 @@ class GraphedStep:
     it as a fixed argument. With `record=False` the same step body runs eagerly every time.
     """
 
-    def __init__(self, trainer: "Trainer", batches: Batches, record: bool) -> None:
+    def __init__(self, trainer: Trainer, batches: Batches, record: bool) -> None:
         self.trainer = trainer
         self.batches = batches
         self.record = record

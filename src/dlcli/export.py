@@ -84,7 +84,7 @@ def input_spec(run: LoadedRun) -> InputSpec:
         ids = mode == "sequence"
         return InputSpec("int64" if ids else "float32", None, outside=(
             "Standardise the text (lowercase, <br /> removed, punctuation stripped), split on whitespace, map "
-            f"tokens through vocab.txt (line number = id; unknown tokens take the [UNK] id) and "
+            "tokens through vocab.txt (line number = id; unknown tokens take the [UNK] id) and "
             + (f"pad or cut to {state['sequence_length']} ids (padding {state['padding']}, truncating "
                f"{state['truncating']})." if ids else f"build the {mode} vector of {state['num_words']} entries.")))
     if dataset == "npz":

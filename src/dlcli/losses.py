@@ -8,7 +8,6 @@ Metrics are returned as on-device sums so the engine never syncs per step.
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from typing import Any, Callable
 

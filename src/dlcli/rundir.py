@@ -198,7 +198,7 @@ LOCK_FILE = ".lock"
 # the command ends; taking a folder this process already holds replaces the old handle (only
 # another process is refused), so several trainings run one after another in one process
 # (tests, notebooks) never lock themselves out.
-_held_locks: dict[str, "RunLock"] = {}
+_held_locks: dict[str, RunLock] = {}
 
 
 class RunLock:
@@ -219,7 +219,7 @@ class RunLock:
         if _held_locks.get(str(self.path)) is self:
             del _held_locks[str(self.path)]
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from . import __version__
-from .distributed import Distributed
 from .config import Config, config_to_dict, dump_config, load_config
+from .distributed import Distributed
 from .errors import ConfigError, DeviceError, RunDirError, TrainingDiverged, TrainingInterrupted
 from .losses import check_last_layer, loss_spec, output_layer, resolve_loss_name
 from .rundir import (
@@ -578,9 +578,8 @@ def train(
     extra_callbacks: Sequence = (),
 ) -> Outcome:
     """One run, start to finish: resolve, build, open the run folder, fit, finish."""
-    from .models.memory import check_fits
-
     from .data.augment import check_augmentation
+    from .models.memory import check_fits
     from .progress import LoadProgress
     from .tracking import require_tracking_packages
 

@@ -87,7 +87,7 @@ def handle_errors(fn: Callable) -> Callable:
             fail(exc.full_message(), exc.exit_code)
         except KeyboardInterrupt:
             _error_console().print("Interrupted.")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except MemoryError:
             fail("Out of memory. Use a smaller training.batch_size or data.max_train_samples.", 1)
         except RuntimeError as exc:  # PyTorch's allocators (CPU and CUDA) raise RuntimeErrors
@@ -141,14 +141,14 @@ def main() -> None:
     app(prog_name="dlcli")
 
 
-# Registering order is the order `dlcli --help` lists the commands in: train first.
+# Registering order is the order `dlcli --help` lists the commands in: train first, then the
+# commands that look inside runs, use them, and sweep (a sub-app that registers itself).
+# isort: off
 from . import train  # noqa: E402,F401
 from . import inspect  # noqa: E402,F401
 from . import use  # noqa: E402,F401
-
-# dlcli sweep: a sub-app of its own (run, worker, resume, summary, plot); it registers itself.
 from . import sweep  # noqa: E402,F401
-
+# isort: on
 
 if __name__ == "__main__":
     main()

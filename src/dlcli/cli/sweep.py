@@ -362,7 +362,7 @@ def resume(
     epoch in their own folder (or start again there if they had none); waiting trials run.
     The sweep ends with exactly its planned trials.
     """
-    from ..sweep.worker import SweepRun, RunOptions
+    from ..sweep.worker import RunOptions, SweepRun
 
     folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
     stale = SweepRun(folder, spec, study, url, RunOptions(gpus=[])).find_stale()

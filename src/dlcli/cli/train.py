@@ -98,7 +98,7 @@ def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool, 
                 f"Interrupted by {exc.signal_name}; the run folder keeps every complete epoch. "
                 f"Resume with: dlcli train --resume {run_dir}"
             )
-        raise typer.Exit(exc.exit_code)
+        raise typer.Exit(exc.exit_code) from None
     except DlcliError as exc:
         run_dir = getattr(exc, "run_dir", None)
         if run_dir is not None and dist.is_main:

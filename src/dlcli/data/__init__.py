@@ -76,8 +76,7 @@ DATASETS: Registry[DatasetSource] = Registry("dataset")
 
 
 def _register_builtin() -> None:
-    from . import imdb, npz, synthetic, vision  # noqa: F401  (they register themselves)
-    from . import images, tabular, text  # noqa: F401  (users' files)
+    from . import images, imdb, npz, synthetic, tabular, text, vision  # noqa: F401  (they register themselves)  # noqa: F401  (users' files)
 
 
 def dataset_info(config: DataConfig, seed: int = 0, preprocessing: Optional[dict] = None) -> DataInfo:

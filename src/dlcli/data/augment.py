@@ -19,7 +19,7 @@ from ..errors import ConfigError
 Transform = Callable[["torch.Tensor", int, int], "torch.Tensor"]  # noqa: F821  (x, epoch, batch) -> x
 
 
-def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> "torch.Generator":  # noqa: F821
+def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> torch.Generator:  # noqa: F821
     """A CPU generator for one batch, seeded from the four numbers that identify it."""
     import numpy as np
     import torch
@@ -28,7 +28,7 @@ def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> "torch.
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def augment_batch(x: "torch.Tensor", config: AugmentConfig, generator: "torch.Generator") -> "torch.Tensor":  # noqa: F821
+def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:  # noqa: F821
     """Augmented copy of a float batch N,C,H,W (values as the model sees them)."""
     import torch
 
@@ -54,7 +54,7 @@ def augment_batch(x: "torch.Tensor", config: AugmentConfig, generator: "torch.Ge
     return affine_batch(x, angle, ty, tx)
 
 
-def affine_batch(x: "torch.Tensor", angle: "torch.Tensor", ty: "torch.Tensor", tx: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
+def affine_batch(x: torch.Tensor, angle: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:  # noqa: F821
     """Each image rotated by angle[i] (radians) about its centre and moved by (ty[i], tx[i])
     pixels, bilinear, zeros outside; the per-image numbers may live on the CPU."""
     import torch
@@ -73,7 +73,7 @@ def affine_batch(x: "torch.Tensor", angle: "torch.Tensor", ty: "torch.Tensor", t
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _shift_exact(x: "torch.Tensor", dy: "torch.Tensor", dx: "torch.Tensor", pad: int) -> "torch.Tensor":  # noqa: F821
+def _shift_exact(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:  # noqa: F821
     """Pad with zeros and crop back: each image moved by whole pixels (dy, dx), no resampling."""
     import torch
     import torch.nn.functional as F

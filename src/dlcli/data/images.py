@@ -176,7 +176,7 @@ def load_images(
     *,
     workers: Optional[int] = None,
     progress: Optional[ProgressFn] = None,
-) -> tuple["torch.Tensor", list[tuple[int, str]]]:  # noqa: F821
+) -> tuple[torch.Tensor, list[tuple[int, str]]]:  # noqa: F821
     """Decode files as a saved state says: a uint8 tensor N,C,H,W of the files that could be
     read, in order, and (index into paths, problem) for each file that could not."""
     import torch

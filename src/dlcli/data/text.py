@@ -104,7 +104,7 @@ def _ids(state: dict, texts: Sequence[str]) -> list[list[int]]:
     return [[index.get(token, oov) for token in tokenize(text)] for text in texts]
 
 
-def encode_texts(state: dict, texts: Sequence[str]) -> "torch.Tensor":  # noqa: F821
+def encode_texts(state: dict, texts: Sequence[str]) -> torch.Tensor:  # noqa: F821
     """Model inputs for texts with a saved vocabulary: uint8 multi-hot, integer counts,
     float32 tf-idf (N, num_words), or int64 ids (N, sequence_length)."""
     import torch

@@ -36,7 +36,7 @@ class LayerRecord:
     mult_adds: int
     params: int = 0  # trainable parameters
     frozen: int = 0  # non-trainable: batch norm's running statistics (Keras counts them)
-    children: list["LayerRecord"] = field(default_factory=list)  # a residual block's layers
+    children: list[LayerRecord] = field(default_factory=list)  # a residual block's layers
     make: Optional[Callable[[], list]] = field(default=None, repr=False)
 
 

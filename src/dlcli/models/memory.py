@@ -10,7 +10,7 @@ activations and data come on top, so a model that passes can still be too large,
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 from ..devices import available_memory, human
 from ..errors import ResourceError, is_allocation_failure

@@ -14,8 +14,8 @@ from typing import Any, Optional, Sequence
 
 from ..plots import COLORS, _pyplot
 from ..rundir import atomic_write_bytes
-from .space import Param
 from .display import fmt_value
+from .space import Param
 
 LINESTYLES = {"completed": "-", "pruned": "--", "failed": ":", "interrupted": "-.", "killed": "-.", "running": "-."}
 
@@ -110,7 +110,7 @@ def plot_objective(space: list[Param], points: Sequence[tuple[dict[str, Any], st
         else:
             labels = [fmt_value(v) for v in param.values] if param.is_categorical else sorted({fmt_value(x) for x in xs_all})
 
-            def pos(x):
+            def pos(x, labels=labels):
                 text = fmt_value(x)
                 return labels.index(text) if text in labels else len(labels)
             ax.set_xticks(range(len(labels)), labels=labels, rotation=30 if max(map(len, labels)) > 6 else 0)

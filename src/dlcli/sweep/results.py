@@ -17,8 +17,18 @@ from typing import Any, Optional
 from ..errors import DlcliError
 from ..rundir import METRICS_FILE, atomic_write_text, read_json, read_metrics
 from .space import yaml_text
-from .spec import (BEST_FILE, SUMMARY_CSV, SWEEP_FILE, TRIAL_FILE, TRIALS_DIR, SweepSpec, best_value, best_yaml_text,
-                   process_alive, sweeps_root)
+from .spec import (
+    BEST_FILE,
+    SUMMARY_CSV,
+    SWEEP_FILE,
+    TRIAL_FILE,
+    TRIALS_DIR,
+    SweepSpec,
+    best_value,
+    best_yaml_text,
+    process_alive,
+    sweeps_root,
+)
 
 ORDER = {"completed": 0, "pruned": 1, "running": 2, "interrupted": 2, "killed": 2, "waiting": 3, "failed": 4}
 

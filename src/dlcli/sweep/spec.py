@@ -71,7 +71,7 @@ class SweepSpec:
         }
 
     @classmethod
-    def from_data(cls, data: dict[str, Any], where: str) -> "SweepSpec":
+    def from_data(cls, data: dict[str, Any], where: str) -> SweepSpec:
         try:
             return cls(
                 id=str(data["id"]), name=str(data["name"]), method=data["method"], trials=int(data["trials"]),

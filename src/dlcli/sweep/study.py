@@ -183,7 +183,7 @@ class Study:
     # -- creating and opening -------------------------------------------------------------
 
     @classmethod
-    def create(cls, spec: SweepSpec, url: str, points: list[dict[str, Any]]) -> "Study":
+    def create(cls, spec: SweepSpec, url: str, points: list[dict[str, Any]]) -> Study:
         """A new study holding the definition and every planned trial, enqueued."""
         optuna = _optuna()
         storage = make_storage(url)
@@ -200,7 +200,7 @@ class Study:
         return cls(study, spec)
 
     @classmethod
-    def open(cls, spec: SweepSpec, url: str, *, creator: bool = False, wait_ready_s: float = 60.0) -> "Study":
+    def open(cls, spec: SweepSpec, url: str, *, creator: bool = False, wait_ready_s: float = 60.0) -> Study:
         optuna = _optuna()
         storage = make_storage(url, must_exist=True)
         try:

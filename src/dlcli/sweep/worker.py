@@ -28,9 +28,27 @@ from typing import Any, Callable, Optional
 
 from ..config import dump_config
 from ..errors import DlcliError
-from ..rundir import CHECKPOINTS, CONFIG_FILE, METRICS_FILE, RUN_FILE, atomic_write_text, read_json, read_metrics, write_json
-from .spec import (TRIAL_FILE, TRIALS_DIR, SweepSpec, best_value, check_config, cpu_count, process_alive, trial_dir_name,
-                   unfit_trial_message)
+from ..rundir import (
+    CHECKPOINTS,
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_FILE,
+    atomic_write_text,
+    read_json,
+    read_metrics,
+    write_json,
+)
+from .spec import (
+    TRIAL_FILE,
+    TRIALS_DIR,
+    SweepSpec,
+    best_value,
+    check_config,
+    cpu_count,
+    process_alive,
+    trial_dir_name,
+    unfit_trial_message,
+)
 
 HEARTBEAT_S = 30.0  # a running trial's worker writes a heartbeat this often
 STALE_AFTER_S = 300.0  # a trial of another machine whose heartbeat is this old is considered dead
@@ -125,7 +143,7 @@ class SweepRun:
         self.storage_url = storage_url
         self.options = options
         self.views: dict[int, TrialView] = {}
-        self.events: "queue.Queue[tuple[str, TrialView]]" = queue.Queue()
+        self.events: queue.Queue[tuple[str, TrialView]] = queue.Queue()
         self.on_event = on_event
         self.lock = threading.Lock()
         self.summary_lock = threading.Lock()

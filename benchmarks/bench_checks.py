@@ -37,11 +37,24 @@ def median_seconds(fn, reps: int) -> float:
 
 def bench_data(scale: int, reps: int) -> None:
     cases = {
-        "imdb multi-hot float32": (torch.zeros(25_000 // scale, 10_000), torch.randint(0, 2, (25_000 // scale,)), "binary", 2),
-        "mnist uint8 images": (torch.zeros(60_000 // scale, 1, 28, 28, dtype=torch.uint8),
-                               torch.randint(0, 10, (60_000 // scale,)), "multiclass", 10),
-        "mnist float32 images": (torch.rand(60_000 // scale, 1, 28, 28), torch.randint(0, 10, (60_000 // scale,)),
-                                 "multiclass", 10),
+        "imdb multi-hot float32": (
+            torch.zeros(25_000 // scale, 10_000),
+            torch.randint(0, 2, (25_000 // scale,)),
+            "binary",
+            2,
+        ),
+        "mnist uint8 images": (
+            torch.zeros(60_000 // scale, 1, 28, 28, dtype=torch.uint8),
+            torch.randint(0, 10, (60_000 // scale,)),
+            "multiclass",
+            10,
+        ),
+        "mnist float32 images": (
+            torch.rand(60_000 // scale, 1, 28, 28),
+            torch.randint(0, 10, (60_000 // scale,)),
+            "multiclass",
+            10,
+        ),
     }
     print(f"{'data':24} {'MB':>8} {'check s':>9} {'x.sum() s':>10}")
     for name, (x, y, task, classes) in cases.items():

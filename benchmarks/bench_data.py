@@ -45,7 +45,7 @@ def alternate(pairs: dict, reps: int) -> dict[str, float]:
         pairs[name]()
     times: dict[str, list[float]] = {n: [] for n in names}
     for rep in range(reps):
-        order = names[rep % len(names):] + names[: rep % len(names)]
+        order = names[rep % len(names) :] + names[: rep % len(names)]
         for name in order:
             times[name].append(timed(pairs[name]))
     return {n: statistics.median(t) for n, t in times.items()}
@@ -84,6 +84,7 @@ def bench_csv(workdir: Path, rows: int, cols: int, reps: int, engines: list[str]
         def run():
             tabular._CACHE.clear()  # a fresh parse every time, not the cached table
             tabular.read_table(path, engine=engine)
+
         return run
 
     for engine in engines:
@@ -149,12 +150,16 @@ def bench_png(workdir: Path, count: int, reps: int, data_root: str | None, worke
     reference = pil_loop()
     decoded, errors = decode_files(paths, (28, 28), 1, workers=workers, parallel_from=1)
     assert not errors and np.array_equal(decoded, reference), "dlcli's decode differs from the PIL loop"
-    medians = alternate({
-        "PIL loop (one thread)": pil_loop,
-        f"dlcli decode_files (workers={workers or os.cpu_count()})": lambda: decode_files(
-            paths, (28, 28), 1, workers=workers, parallel_from=1),
-        "dlcli decode_files (workers=1)": lambda: decode_files(paths, (28, 28), 1, workers=1),
-    }, reps)
+    medians = alternate(
+        {
+            "PIL loop (one thread)": pil_loop,
+            f"dlcli decode_files (workers={workers or os.cpu_count()})": lambda: decode_files(
+                paths, (28, 28), 1, workers=workers, parallel_from=1
+            ),
+            "dlcli decode_files (workers=1)": lambda: decode_files(paths, (28, 28), 1, workers=1),
+        },
+        reps,
+    )
     print(f"\n{count:,} PNGs of 28x28 on {os.cpu_count()} CPUs, median of {reps}:")
     base = medians["PIL loop (one thread)"]
     for name, seconds in medians.items():
@@ -208,10 +213,13 @@ def bench_folder(workdir: Path, data_root: str, dataset: str, epochs: int, limit
     common = [f"training.epochs={epochs}", "device=auto"]
     if limit is not None:
         common.append(f"data.max_train_samples={limit}")
-    idx_config = load_config(ROOT / "configs/fashion_mnist_mlp.yaml",
-                             common + [f"data.dataset={dataset}", f"data.root={root}", "data.download=false"])
-    folder_config = load_config(ROOT / "configs/fashion_mnist_mlp.yaml",
-                                common + ["data.dataset=image_folder", f"data.root={folder}"])
+    idx_config = load_config(
+        ROOT / "configs/fashion_mnist_mlp.yaml",
+        common + [f"data.dataset={dataset}", f"data.root={root}", "data.download=false"],
+    )
+    folder_config = load_config(
+        ROOT / "configs/fashion_mnist_mlp.yaml", common + ["data.dataset=image_folder", f"data.root={folder}"]
+    )
     idx_data = load_dataset(idx_config.data, 0)
     folder_data = load_dataset(folder_config.data, 0)
 
@@ -224,16 +232,26 @@ def bench_folder(workdir: Path, data_root: str, dataset: str, epochs: int, limit
     results = {}
     with tempfile.TemporaryDirectory() as runs:
         for name, config in (("idx", idx_config), ("image_folder", folder_config)):
-            outcome = train(config, runs_dir=Path(runs), console=Console(file=io.StringIO()), quiet=True,
-                            draw_plots=False)
+            outcome = train(
+                config, runs_dir=Path(runs), console=Console(file=io.StringIO()), quiet=True, draw_plots=False
+            )
             results[name] = outcome.results
-            print(f"  {name:13s} test accuracy {outcome.results['test_accuracy']:.4f} "
-                  f"({outcome.results['test_samples']} test images, {epochs} epochs)")
+            print(
+                f"  {name:13s} test accuracy {outcome.results['test_accuracy']:.4f} "
+                f"({outcome.results['test_samples']} test images, {epochs} epochs)"
+            )
     difference = abs(results["idx"]["test_accuracy"] - results["image_folder"]["test_accuracy"])
     note = " (a --quick run trains too little for the target to apply)" if limit is not None else ""
     print(f"  difference {difference:.4f} (target: at most 0.01){note}")
-    return {"dataset": dataset, "epochs": epochs, "limit": limit, "same_train_pixels": same_train,
-            "same_test_pixels": same_test, "results": results, "difference": difference}
+    return {
+        "dataset": dataset,
+        "epochs": epochs,
+        "limit": limit,
+        "same_train_pixels": same_train,
+        "same_test_pixels": same_test,
+        "results": results,
+        "difference": difference,
+    }
 
 
 # ----------------------------------------------------------------------------- main

@@ -31,8 +31,10 @@ def train_cnn(data_root: str, runs: Path, max_train: int) -> Path:
     from dlcli.config import load_config
     from dlcli.training import train
 
-    config = load_config(ROOT / "configs/mnist_cnn.yaml", [f"data.root={data_root}", "training.epochs=1",
-                                                           f"data.max_train_samples={max_train}", "device=cpu"])
+    config = load_config(
+        ROOT / "configs/mnist_cnn.yaml",
+        [f"data.root={data_root}", "training.epochs=1", f"data.max_train_samples={max_train}", "device=cpu"],
+    )
     return train(config, runs_dir=runs, console=Console(file=io.StringIO()), quiet=True, draw_plots=False).run_dir
 
 
@@ -76,8 +78,10 @@ def main() -> None:
     options = PredictOptions()
     idx_s = statistics.median(timed(lambda: read_inputs(loaded, [str(idx)], options), reps))
     png_s = statistics.median(timed(lambda: read_inputs(loaded, [str(png_dir)], options), reps))
-    print(f"decoding: IDX file {idx_s:.3f} s (10,000 images in the file), {n} PNG files {png_s:.3f} s "
-          f"({n / png_s:,.0f} images/s)")
+    print(
+        f"decoding: IDX file {idx_s:.3f} s (10,000 images in the file), {n} PNG files {png_s:.3f} s "
+        f"({n / png_s:,.0f} images/s)"
+    )
 
     # -- the model pass: dlcli predict against a hand-written inference_mode loop ------------------
     inputs = read_inputs(loaded, [str(png_dir)], options)
@@ -88,7 +92,7 @@ def main() -> None:
         outs = []
         with torch.inference_mode():
             for i in range(0, len(x), 1024):
-                xb = x[i:i + 1024].float() * (1 / 255)
+                xb = x[i : i + 1024].float() * (1 / 255)
                 outs.append(torch.softmax(model(xb.contiguous(memory_format=torch.channels_last)), 1))
         return torch.cat(outs)
 
@@ -97,11 +101,13 @@ def main() -> None:
 
     ours, theirs = [], []
     for rep in range(reps):
-        for who in (("dlcli", "hand") if rep % 2 == 0 else ("hand", "dlcli")):
+        for who in ("dlcli", "hand") if rep % 2 == 0 else ("hand", "dlcli"):
             (ours if who == "dlcli" else theirs).extend(timed(dlcli_pass if who == "dlcli" else hand_loop, 1))
     m, t = statistics.median(ours), statistics.median(theirs)
-    print(f"predict model pass: dlcli {n / m:,.0f} images/s, hand-written inference_mode loop {n / t:,.0f} "
-          f"images/s: throughput ratio {t / m:.3f} (target >= 0.9)")
+    print(
+        f"predict model pass: dlcli {n / m:,.0f} images/s, hand-written inference_mode loop {n / t:,.0f} "
+        f"images/s: throughput ratio {t / m:.3f} (target >= 0.9)"
+    )
 
     # -- ONNX Runtime against eager ---------------------------------------------------------------
     import onnxruntime as ort
@@ -115,7 +121,7 @@ def main() -> None:
     x_np = x.numpy()
     for batch in (1, 256):
         count = min(len(x), 2000 if batch == 1 else len(x))
-        chunks = [x[i:i + batch] for i in range(0, count - count % batch, batch)]
+        chunks = [x[i : i + batch] for i in range(0, count - count % batch, batch)]
         np_chunks = [c.numpy() for c in chunks]
 
         def run_eager(chunks=chunks):
@@ -130,8 +136,10 @@ def main() -> None:
         e = statistics.median(timed(run_eager, reps))
         o = statistics.median(timed(run_ort, reps))
         done = len(chunks) * batch
-        print(f"batch {batch:>3}: eager PyTorch {done / e:,.0f} images/s, onnxruntime {done / o:,.0f} images/s "
-              f"(onnxruntime / eager {e / o:.2f}x)")
+        print(
+            f"batch {batch:>3}: eager PyTorch {done / e:,.0f} images/s, onnxruntime {done / o:,.0f} images/s "
+            f"(onnxruntime / eager {e / o:.2f}x)"
+        )
     del x_np
 
 

@@ -40,9 +40,14 @@ TARGET_S = 1.5
 
 def config(samples: int, epochs: int) -> dict:
     return {
-        "name": "bench", "seed": 0, "device": "cpu",
-        "data": {"dataset": "synthetic", "validation_split": 0.2,
-                 "synthetic": {"task": "multiclass", "shape": [20], "classes": 3, "samples": samples, "test_samples": 200}},
+        "name": "bench",
+        "seed": 0,
+        "device": "cpu",
+        "data": {
+            "dataset": "synthetic",
+            "validation_split": 0.2,
+            "synthetic": {"task": "multiclass", "shape": [20], "classes": 3, "samples": samples, "test_samples": 200},
+        },
         "model": {"preset": "mlp", "hidden": [32]},
         "loss": "sparse_categorical_crossentropy",
         "optimizer": {"name": "adam", "lr": 0.01},
@@ -82,21 +87,54 @@ def main() -> None:
         cfg.write_text(yaml.safe_dump(config(args.samples, args.epochs), sort_keys=False))
 
         def plain(rep: int) -> float:
-            return sum(run([*dlcli, "train", str(cfg), "--set", f"optimizer.lr={r}", "--quiet",
-                            "--runs-dir", str(work / f"plain-{rep}")], work, env) for r in rates)
+            return sum(
+                run(
+                    [
+                        *dlcli,
+                        "train",
+                        str(cfg),
+                        "--set",
+                        f"optimizer.lr={r}",
+                        "--quiet",
+                        "--runs-dir",
+                        str(work / f"plain-{rep}"),
+                    ],
+                    work,
+                    env,
+                )
+                for r in rates
+            )
 
         def sweep(rep: int, prune: bool) -> float:
             extra = ["--prune", "median", "--prune-startup-trials", str(args.trials)] if prune else []
-            return run([*dlcli, "sweep", str(cfg), "-p", f"optimizer.lr={grid}", "--workers", "1", *extra,
-                        "--runs-dir", str(work / f"sweep-{rep}-{int(prune)}")], work, env)
+            return run(
+                [
+                    *dlcli,
+                    "sweep",
+                    str(cfg),
+                    "-p",
+                    f"optimizer.lr={grid}",
+                    "--workers",
+                    "1",
+                    *extra,
+                    "--runs-dir",
+                    str(work / f"sweep-{rep}-{int(prune)}"),
+                ],
+                work,
+                env,
+            )
 
         def start(rep: int) -> float:
             return run([*dlcli, "sweep", str(cfg), "-p", f"optimizer.lr={grid}", "--dry-run"], work, env)
 
-        variants = [("plain", plain), ("sweep", lambda rep: sweep(rep, False)),
-                    ("sweep+pruning", lambda rep: sweep(rep, True)), ("start", start)]
+        variants = [
+            ("plain", plain),
+            ("sweep", lambda rep: sweep(rep, False)),
+            ("sweep+pruning", lambda rep: sweep(rep, True)),
+            ("start", start),
+        ]
         for rep in range(args.reps):
-            order = variants[rep % len(variants):] + variants[: rep % len(variants)]
+            order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
             for name, fn in order:
                 seconds = fn(rep)
                 results[name].append(seconds)
@@ -104,18 +142,28 @@ def main() -> None:
                 print(f"rep {rep + 1}: {name:<14} {seconds:7.2f} s {what}", flush=True)
     plain_s = statistics.median(results["plain"])
     start_s = statistics.median(results["start"])
-    report = {"trials": args.trials, "epochs": args.epochs, "samples": args.samples, "reps": args.reps,
-              "plain_total_s": round(plain_s, 3), "plain_per_trial_s": round(plain_s / args.trials, 3)}
+    report = {
+        "trials": args.trials,
+        "epochs": args.epochs,
+        "samples": args.samples,
+        "reps": args.reps,
+        "plain_total_s": round(plain_s, 3),
+        "plain_per_trial_s": round(plain_s / args.trials, 3),
+    }
     report["sweep_start_s"] = round(start_s, 3)
-    print(f"\nplain dlcli train: {plain_s / args.trials:.2f} s per trial (median of {args.reps}); "
-          f"the sweep's start alone (--dry-run): {start_s:.2f} s")
+    print(
+        f"\nplain dlcli train: {plain_s / args.trials:.2f} s per trial (median of {args.reps}); "
+        f"the sweep's start alone (--dry-run): {start_s:.2f} s"
+    )
     for name in ("sweep", "sweep+pruning"):
         total = statistics.median(results[name])
         overhead = (total - plain_s) / args.trials
         further = (total - plain_s - start_s) / args.trials
         verdict = "meets" if overhead <= TARGET_S else "MISSES"
-        print(f"{name:<14} {total / args.trials:.2f} s per trial: overhead {overhead:+.2f} s per trial with the start "
-              f"spread over {args.trials} trials ({verdict} the {TARGET_S} s target), {further:+.2f} s per further trial")
+        print(
+            f"{name:<14} {total / args.trials:.2f} s per trial: overhead {overhead:+.2f} s per trial with the start "
+            f"spread over {args.trials} trials ({verdict} the {TARGET_S} s target), {further:+.2f} s per further trial"
+        )
         report[f"{name}_total_s"] = round(total, 3)
         report[f"{name}_overhead_per_trial_s"] = round(overhead, 3)
         report[f"{name}_overhead_per_further_trial_s"] = round(further, 3)

@@ -93,7 +93,9 @@ def write_synthetic_imdb(path: Path, rng, reviews: int = 25_000) -> None:
     np.savez(path, **arrays)
 
 
-def hand_epochs(case: str, data_root: str | None, epochs: int, device: str, precision: str, max_train: int | None) -> list[float]:
+def hand_epochs(
+    case: str, data_root: str | None, epochs: int, device: str, precision: str, max_train: int | None
+) -> list[float]:
     spec = CASES[case]
     if spec["dataset"] == "imdb":
         x, y, xv, yv = load_imdb_sequences(data_root, 500, spec["val"], max_train)
@@ -161,8 +163,18 @@ def memory(case: str, args) -> dict:
     sets = ["--set", "training.epochs=1", "--set", f"device={args.device}", "--set", "data.download=false"]
     sets += ["--set", f"data.root={args.data}"]
     dl = peak_rss_mb([sys.executable, "-m", "dlcli", "train", spec["config"], "--runs-dir", runs, *sets])
-    plain_cmd = [sys.executable, str(HERE / "plain_loop.py"), "--case", case, "--epochs", "1", "--device", args.device,
-                 "--data", args.data]
+    plain_cmd = [
+        sys.executable,
+        str(HERE / "plain_loop.py"),
+        "--case",
+        case,
+        "--epochs",
+        "1",
+        "--device",
+        args.device,
+        "--data",
+        args.data,
+    ]
     plain = peak_rss_mb(plain_cmd)
     return {"case": case, "dlcli_mb": dl, "plain_mb": plain, "ratio": dl / plain}
 
@@ -197,17 +209,29 @@ def scaling(args) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", help="data.root holding mnist/ (Fashion-MNIST is found as dlcli finds it, e.g. "
-                        "Debian's package); default: ../shared/data if it exists, else synthetic IDX files")
-    parser.add_argument("--cases", default="mlp,cnn", help="comma list of: mlp, cnn, lstm (IMDB LSTM), resnet "
-                        "(ResNet-18 on Fashion-MNIST); the last two take minutes per epoch on a CPU")
+    parser.add_argument(
+        "--data",
+        help="data.root holding mnist/ (Fashion-MNIST is found as dlcli finds it, e.g. "
+        "Debian's package); default: ../shared/data if it exists, else synthetic IDX files",
+    )
+    parser.add_argument(
+        "--cases",
+        default="mlp,cnn",
+        help="comma list of: mlp, cnn, lstm (IMDB LSTM), resnet "
+        "(ResNet-18 on Fashion-MNIST); the last two take minutes per epoch on a CPU",
+    )
     parser.add_argument("--reps", type=int, default=4, help="repetitions, alternating which runs first")
     parser.add_argument("--epochs", type=int, default=2, help="epochs per run; the first of each run is not timed")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--max-train", type=int, default=None, help="train on the first N samples only")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config override for dlcli's runs only, e.g. training.cuda_graph=true (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for dlcli's runs only, e.g. training.cuda_graph=true (repeatable)",
+    )
     parser.add_argument("--skip", default="", help="comma list of parts to skip: speed,memory,startup,scaling")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
@@ -219,40 +243,53 @@ def main() -> None:
     skip = set(filter(None, args.skip.split(",")))
     report: dict = {
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
         "device": args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""),
         "data": "synthetic IDX files of the same shapes" if synthetic else args.data,
         "precision": args.precision,
         "dlcli_overrides": args.set,
     }
-    print(f"machine: {report['machine']}\ndevice: {report['device']}  data: {report['data']}  precision: {args.precision}"
-          + (f"  dlcli --set {' '.join(args.set)}" if args.set else ""))
+    print(
+        f"machine: {report['machine']}\ndevice: {report['device']}  data: {report['data']}  precision: {args.precision}"
+        + (f"  dlcli --set {' '.join(args.set)}" if args.set else "")
+    )
     if "speed" not in skip:
         report["speed"] = []
         for case in args.cases.split(","):
             r = compare(case, args)
             report["speed"].append(r)
-            print(f"speed  {case}: dlcli {r['dlcli_s']:.3f} s/epoch, hand-written {r['hand_s']:.3f} s/epoch, "
-                  f"ratio {r['ratio']:.3f}", flush=True)
+            print(
+                f"speed  {case}: dlcli {r['dlcli_s']:.3f} s/epoch, hand-written {r['hand_s']:.3f} s/epoch, "
+                f"ratio {r['ratio']:.3f}",
+                flush=True,
+            )
     if "memory" not in skip:
         report["memory"] = []
         for case in args.cases.split(","):
             r = memory(case, args)
             report["memory"].append(r)
-            print(f"memory {case}: dlcli train {r['dlcli_mb']:.0f} MB, plain loop {r['plain_mb']:.0f} MB, "
-                  f"ratio {r['ratio']:.3f}", flush=True)
+            print(
+                f"memory {case}: dlcli train {r['dlcli_mb']:.0f} MB, plain loop {r['plain_mb']:.0f} MB, "
+                f"ratio {r['ratio']:.3f}",
+                flush=True,
+            )
     if "startup" not in skip:
         report["startup"] = startup(args)
-        print(f"startup: dlcli --help {report['startup']['help_s']:.3f} s, "
-              f"dlcli summary configs/mnist_cnn.yaml {report['startup']['summary_s']:.3f} s", flush=True)
+        print(
+            f"startup: dlcli --help {report['startup']['help_s']:.3f} s, "
+            f"dlcli summary configs/mnist_cnn.yaml {report['startup']['summary_s']:.3f} s",
+            flush=True,
+        )
     if "scaling" not in skip:
         report["scaling"] = scaling(args)
         for row in report["scaling"]:
             n = row["samples"]
-            print(f"scaling mlp {n:>6} samples: dlcli {row['seconds_per_epoch']:.3f} s/epoch "
-                  f"({row['seconds_per_epoch'] / n * 1e6:.1f} us/sample), hand-written "
-                  f"{row['hand_seconds_per_epoch']:.3f} s/epoch ({row['hand_seconds_per_epoch'] / n * 1e6:.1f} us/sample)",
-                  flush=True)
+            print(
+                f"scaling mlp {n:>6} samples: dlcli {row['seconds_per_epoch']:.3f} s/epoch "
+                f"({row['seconds_per_epoch'] / n * 1e6:.1f} us/sample), hand-written "
+                f"{row['hand_seconds_per_epoch']:.3f} s/epoch ({row['hand_seconds_per_epoch'] / n * 1e6:.1f} us/sample)",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
 

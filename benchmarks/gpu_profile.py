@@ -1,6 +1,6 @@
 """Where a CNN training step's time goes on a GPU: launch latency, and a profile of 50 steps.
 
-    python benchmarks/gpu_profile.py --data DATA_ROOT
+python benchmarks/gpu_profile.py --data DATA_ROOT
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def main() -> None:
 
     def steps(n):
         for i in range(n):
-            xb = x[i * 128:(i + 1) * 128].float().div_(255)
-            yb = y[i * 128:(i + 1) * 128]
+            xb = x[i * 128 : (i + 1) * 128].float().div_(255)
+            yb = y[i * 128 : (i + 1) * 128]
             out = model(xb)
             loss = F.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
@@ -54,7 +54,9 @@ def main() -> None:
         steps(50)
         torch.cuda.synchronize()
         print(f"{label}: {1e3 * (time.perf_counter() - started) / 50:.2f} ms per step (batch 128)")
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]) as prof:
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    ) as prof:
         steps(50)
         torch.cuda.synchronize()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=40))

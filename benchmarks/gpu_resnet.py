@@ -48,9 +48,17 @@ def base_config(args) -> dict:
         "name": "resnet18_32px",
         "seed": 0,
         "device": args.device,
-        "data": {"dataset": "synthetic",
-                 "synthetic": {"task": "multiclass", "shape": [3, 32, 32], "classes": 10, "samples": args.samples,
-                               "test_samples": 0, "noise": 1.0}},
+        "data": {
+            "dataset": "synthetic",
+            "synthetic": {
+                "task": "multiclass",
+                "shape": [3, 32, 32],
+                "classes": 10,
+                "samples": args.samples,
+                "test_samples": 0,
+                "noise": 1.0,
+            },
+        },
         "model": {"torchvision": "resnet18"},
         "loss": "sparse_categorical_crossentropy",
         "optimizer": {"name": "adam"},
@@ -117,8 +125,9 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
-    print(f"ResNet-18, 3x32x32, batch {args.batch}, {args.samples} samples, {name}, torch {torch.__version__}",
-          flush=True)
+    print(
+        f"ResNet-18, 3x32x32, batch {args.batch}, {args.samples} samples, {name}, torch {torch.__version__}", flush=True
+    )
     rows = []
     x, y = synthetic_tensors(args)
     for variant in filter(None, args.hand.split(",")):
@@ -139,12 +148,16 @@ def main() -> None:
         print(f"bf16 speed-up in dlcli: {by['dlcli', 'fp32'] / by['dlcli', 'bf16']:.2f}x (goal: at least 1.3x)")
     if ("dlcli", "fp32_cl") in by and ("dlcli", "bf16_cl") in by:
         print(f"bf16 speed-up, channels-last: {by['dlcli', 'fp32_cl'] / by['dlcli', 'bf16_cl']:.2f}x")
-    best = {who: min((r for r in rows if r["who"] == who), key=lambda r: r["seconds"], default=None)
-            for who in ("dlcli", "hand")}
+    best = {
+        who: min((r for r in rows if r["who"] == who), key=lambda r: r["seconds"], default=None)
+        for who in ("dlcli", "hand")
+    }
     if best["dlcli"] and best["hand"]:
-        print(f"best dlcli {best['dlcli']['variant']} {best['dlcli']['seconds']:.3f} s, best hand-written "
-              f"{best['hand']['variant']} {best['hand']['seconds']:.3f} s: ratio "
-              f"{best['dlcli']['seconds'] / best['hand']['seconds']:.3f} (goal: at most 1.0)")
+        print(
+            f"best dlcli {best['dlcli']['variant']} {best['dlcli']['seconds']:.3f} s, best hand-written "
+            f"{best['hand']['variant']} {best['hand']['seconds']:.3f} s: ratio "
+            f"{best['dlcli']['seconds'] / best['hand']['seconds']:.3f} (goal: at most 1.0)"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

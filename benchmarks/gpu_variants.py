@@ -32,20 +32,41 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for batch, precision, graph, compile_, layout in itertools.product(
-            map(int, args.batches.split(",")), args.precisions.split(","), args.graph.split(","),
-            args.compile.split(","), args.channels_last.split(",")):
+        map(int, args.batches.split(",")),
+        args.precisions.split(","),
+        args.graph.split(","),
+        args.compile.split(","),
+        args.channels_last.split(","),
+    ):
         if graph == "true" and compile_ != "false":
             continue  # dlcli refuses the combination
-        extra = [f"training.batch_size={batch}", f"training.precision={precision}", f"training.cuda_graph={graph}",
-                 f"training.compile={compile_}", f"training.channels_last={layout}"]
+        extra = [
+            f"training.batch_size={batch}",
+            f"training.precision={precision}",
+            f"training.cuda_graph={graph}",
+            f"training.compile={compile_}",
+            f"training.channels_last={layout}",
+        ]
         if args.max_train:
             extra.append(f"data.max_train_samples={args.max_train}")
         times = dlcli_epochs("cnn", args.data, args.epochs, args.device, extra)
         seconds = statistics.median(times[1:] or times)
-        rows.append({"batch": batch, "precision": precision, "cuda_graph": graph, "compile": compile_,
-                     "channels_last": layout, "seconds": seconds, "all": times})
-        print(f"cnn batch {batch:5d} {precision} cuda_graph={graph:5s} compile={compile_:15s} "
-              f"channels_last={layout:5s}: {seconds:.3f} s/epoch", flush=True)
+        rows.append(
+            {
+                "batch": batch,
+                "precision": precision,
+                "cuda_graph": graph,
+                "compile": compile_,
+                "channels_last": layout,
+                "seconds": seconds,
+                "all": times,
+            }
+        )
+        print(
+            f"cnn batch {batch:5d} {precision} cuda_graph={graph:5s} compile={compile_:15s} "
+            f"channels_last={layout:5s}: {seconds:.3f} s/epoch",
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

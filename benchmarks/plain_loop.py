@@ -29,7 +29,7 @@ FOLDERS = {
 def read_idx(path: Path) -> np.ndarray:
     raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
     ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()
 
 
@@ -96,11 +96,19 @@ def make_model(case: str) -> nn.Module:
         model.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         return model
     if case == "mlp":
-        return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        return nn.Sequential(
+            nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)
+        )
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Dropout(0.5), nn.Linear(1600, 10),
+        nn.Conv2d(1, 32, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Linear(1600, 10),
     )
 
 
@@ -131,7 +139,7 @@ def hand_written_epoch(model, optimizer, x, y, batch_size, generator, x_val=None
 
     losses, corrects, sizes = [], [], []
     for start in range(0, len(x), batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         xb, yb = x[idx], y[idx]
         if copy:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
@@ -157,8 +165,8 @@ def hand_written_epoch(model, optimizer, x, y, batch_size, generator, x_val=None
         with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             val_loss, val_correct = 0.0, 0
             for start in range(0, len(x_val), max(batch_size, 512)):
-                xb = prepare(x_val[start:start + max(batch_size, 512)].to(device))
-                yb = y_val[start:start + max(batch_size, 512)].to(device)
+                xb = prepare(x_val[start : start + max(batch_size, 512)].to(device))
+                yb = y_val[start : start + max(batch_size, 512)].to(device)
                 out = model(xb).float()
                 val_loss += float(loss_fn(out, yb)) * len(yb)
                 val_correct += int(count_correct(out, yb))
@@ -173,8 +181,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    dataset, batch, val = {"mlp": ("fashion_mnist", 32, 0.0), "cnn": ("mnist", 128, 0.1),
-                           "lstm": ("imdb", 128, 0.2), "resnet": ("fashion_mnist", 128, 0.1)}[args.case]
+    dataset, batch, val = {
+        "mlp": ("fashion_mnist", 32, 0.0),
+        "cnn": ("mnist", 128, 0.1),
+        "lstm": ("imdb", 128, 0.2),
+        "resnet": ("fashion_mnist", 128, 0.1),
+    }[args.case]
     if dataset == "imdb":
         x, y, xv, yv = load_imdb_sequences(args.data, 500, val)
     else:

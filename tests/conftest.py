@@ -31,7 +31,7 @@ def make_idx_dataset(folder: Path, n_train: int = 120, n_test: int = 40, compres
         labels = rng.integers(0, 10, n).astype(np.uint8)
         images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
         for i, k in enumerate(labels):
-            images[i, 2 * k + 4: 2 * k + 7, 4:24] = 250
+            images[i, 2 * k + 4 : 2 * k + 7, 4:24] = 250
         write_idx(folder / f"{split}-images-idx3-ubyte", images, compress)
         write_idx(folder / f"{split}-labels-idx1-ubyte", labels, compress)
     return folder

@@ -45,8 +45,12 @@ def test_crop_with_padding_moves_each_image_by_whole_pixels_with_zeros():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     moves = []
     for i in range(16):
-        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
-                   if torch.equal(out[i], padded[i, :, 2 - dy:8 - dy, 2 - dx:8 - dx])]
+        matches = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(out[i], padded[i, :, 2 - dy : 8 - dy, 2 - dx : 8 - dx])
+        ]
         assert len(matches) == 1
         moves.append(matches[0])
     assert len(set(moves)) > 3
@@ -67,7 +71,8 @@ def test_checks_name_the_fix():
         check_augmentation(AugmentConfig(horizontal_flip=True), (20,))
     assert info.value.full_message() == (
         "data.augment: augmentation moves image pixels, and this data's samples have shape (20,), not channels x "
-        "height x width. Remove data.augment for this data.")
+        "height x width. Remove data.augment for this data."
+    )
     with pytest.raises(ConfigError, match="cannot be combined"):
         check_augmentation(AugmentConfig(shift=0.1), (1, 8, 8), cuda_graph=True)
     check_augmentation(AugmentConfig(), (20,))
@@ -75,8 +80,9 @@ def test_checks_name_the_fix():
 
 def _trainer(model):
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    return Trainer(model, optimizer, torch.nn.functional.cross_entropy,
-                   lambda out, y: (out.argmax(1) == y).sum()), optimizer
+    return Trainer(
+        model, optimizer, torch.nn.functional.cross_entropy, lambda out, y: (out.argmax(1) == y).sum()
+    ), optimizer
 
 
 def test_a_resumed_run_draws_the_same_augmentation(monkeypatch):
@@ -87,8 +93,15 @@ def test_a_resumed_run_draws_the_same_augmentation(monkeypatch):
 
     def batches(generator):
         transform = make_augmenter(config, seed=0)
-        return Batches(x, y, 8, shuffle=True, generator=generator, input_scale=1 / 255,
-                       transform=lambda xb, e, b: (seen.append((e, b)), transform(xb, e, b))[1])
+        return Batches(
+            x,
+            y,
+            8,
+            shuffle=True,
+            generator=generator,
+            input_scale=1 / 255,
+            transform=lambda xb, e, b: (seen.append((e, b)), transform(xb, e, b))[1],
+        )
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 3))
@@ -123,5 +136,7 @@ def test_augmentation_on_the_gpu_matches_the_cpu():
     gpu = augment_batch(x.cuda(), config, batch_generator(0, 1, 2))
     assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-5)
     exact = AugmentConfig(horizontal_flip=True, crop_padding=2)
-    assert torch.equal(augment_batch(x.cuda(), exact, batch_generator(0, 1, 2)).cpu(),
-                       augment_batch(x, exact, batch_generator(0, 1, 2)))
+    assert torch.equal(
+        augment_batch(x.cuda(), exact, batch_generator(0, 1, 2)).cpu(),
+        augment_batch(x, exact, batch_generator(0, 1, 2)),
+    )

@@ -33,8 +33,13 @@ def test_bf16_on_a_native_cpu_trains_keeps_fp32_checkpoints_and_resumes_in_fp32(
     config = load_config(tiny_config, ["training.precision=bf16", "training.epochs=2", "device=cpu"])
     outcome = train(config, runs_dir=tmp_path / "runs", console=console, quiet=True, draw_plots=False)
     assert outcome.status == "completed" and len(outcome.history) == 2
-    fp32 = train(load_config(tiny_config, ["training.epochs=2", "device=cpu"]), runs_dir=tmp_path / "runs",
-                 console=console, quiet=True, draw_plots=False)
+    fp32 = train(
+        load_config(tiny_config, ["training.epochs=2", "device=cpu"]),
+        runs_dir=tmp_path / "runs",
+        console=console,
+        quiet=True,
+        draw_plots=False,
+    )
     # bf16 really ran: its losses differ from fp32's by rounding, but not by more than bf16's precision.
     for bf, fp in zip(outcome.history, fp32.history):
         assert bf["loss"] != fp["loss"]
@@ -42,6 +47,7 @@ def test_bf16_on_a_native_cpu_trains_keeps_fp32_checkpoints_and_resumes_in_fp32(
     state = load_checkpoint(outcome.run_dir / "checkpoints" / "last.pt")
     assert {t.dtype for t in state["model"].values()} == {torch.float32}
     longer = load_config(outcome.run_dir / "config.yaml", ["training.precision=fp32", "training.epochs=3"])
-    resumed = train(longer, runs_dir=tmp_path / "runs", console=console, quiet=True, draw_plots=False,
-                    resume_dir=outcome.run_dir)
+    resumed = train(
+        longer, runs_dir=tmp_path / "runs", console=console, quiet=True, draw_plots=False, resume_dir=outcome.run_dir
+    )
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]

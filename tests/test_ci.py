@@ -21,15 +21,18 @@ def run_ci(tmp_path: Path, *, ci: bool, apt_get: bool, data_status: int, test_st
     os.symlink(shutil.which("dirname"), bin_dir / "dirname")
     log = tmp_path / "make.log"
     make = bin_dir / "make"
-    make.write_text(f'#!{BASH}\necho "$1" >> "{log}"\n'
-                    f'[ "$1" = data ] && exit {data_status}\n[ "$1" = test ] && exit {test_status}\nexit 0\n')
+    make.write_text(
+        f'#!{BASH}\necho "$1" >> "{log}"\n'
+        f'[ "$1" = data ] && exit {data_status}\n[ "$1" = test ] && exit {test_status}\nexit 0\n'
+    )
     make.chmod(0o755)
     if apt_get:
         (bin_dir / "apt-get").write_text(f"#!{BASH}\nexit 0\n")
         (bin_dir / "apt-get").chmod(0o755)
     env = {"PATH": str(bin_dir), "HOME": str(tmp_path), **({"CI": "true"} if ci else {})}
-    proc = subprocess.run([BASH, str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=30,
-                          check=False)
+    proc = subprocess.run(
+        [BASH, str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
     return proc, log.read_text().split() if log.exists() else []
 
 

@@ -52,8 +52,16 @@ def outputs_on_the_test_split(run: Path, weights: dict):
 
 def check_run_folder(run: Path, epochs: int, expected_config, command: list[str] | None = None) -> None:
     names = {p.name for p in run.iterdir()}
-    assert {"config.yaml", "run.json", "summary.txt", "metrics.csv", "checkpoints", "results.json",
-            "loss.png", "accuracy.png"} <= names
+    assert {
+        "config.yaml",
+        "run.json",
+        "summary.txt",
+        "metrics.csv",
+        "checkpoints",
+        "results.json",
+        "loss.png",
+        "accuracy.png",
+    } <= names
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["id"] == run.name
     assert info["epochs_completed"] == epochs and info["seed"] == 0 and info["device"] == "cpu"
@@ -102,6 +110,7 @@ def test_train_writes_a_complete_run_folder(tmp_path, tiny_config):
     again = invoke("train", run / "config.yaml", "--runs-dir", runs)
     assert again.exit_code == 0, again.output
     first, second = sorted(runs.iterdir())
+
     def strip(rows):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
@@ -112,8 +121,9 @@ def test_train_writes_a_complete_run_folder(tmp_path, tiny_config):
 def test_train_as_a_real_subprocess_with_piped_output(tmp_path, tiny_config):
     env = {**os.environ, "COLUMNS": "200"}
     args = ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs")]
-    proc = subprocess.run([sys.executable, "-m", "dlcli", *args], capture_output=True, text=True, cwd=tmp_path, env=env,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlcli", *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert "\x1b" not in proc.stdout and "\r" not in proc.stdout  # no control characters in a pipe
@@ -134,7 +144,9 @@ def test_live_display_on_a_terminal(tmp_path, tiny_config):
 
 def test_quiet_prints_only_the_result(tmp_path, tiny_config):
     # training.monitor picks the metric that best.pt and the printed best value follow.
-    result = invoke("train", tiny_config, "--runs-dir", tmp_path / "runs", "--quiet", "--set", "training.monitor=val_accuracy")
+    result = invoke(
+        "train", tiny_config, "--runs-dir", tmp_path / "runs", "--quiet", "--set", "training.monitor=val_accuracy"
+    )
     assert result.exit_code == 0
     run = last_run(tmp_path / "runs")
     results = json.loads((run / "results.json").read_text())
@@ -142,14 +154,18 @@ def test_quiet_prints_only_the_result(tmp_path, tiny_config):
     assert results["best"] == {"monitor": "val_accuracy", "value": best_row["val_accuracy"], "epoch": best_row["epoch"]}
     assert torch.load(run / "checkpoints" / "best.pt", weights_only=True)["epoch"] == best_row["epoch"]
     assert result.output.splitlines() == [
-        (f"test_loss: {results['test_loss']:.4f}  test_accuracy: {results['test_accuracy']:.4f}  "
-         f"best val_accuracy: {best_row['val_accuracy']:.4f} (epoch {best_row['epoch']})"),
+        (
+            f"test_loss: {results['test_loss']:.4f}  test_accuracy: {results['test_accuracy']:.4f}  "
+            f"best val_accuracy: {best_row['val_accuracy']:.4f} (epoch {best_row['epoch']})"
+        ),
         f"Run folder: {run}",
     ]
 
 
 def test_print_config_shows_overrides_and_exits(tmp_path, tiny_config):
-    result = invoke("train", tiny_config, "--print-config", "--set", "training.epochs=7", "--runs-dir", tmp_path / "runs")
+    result = invoke(
+        "train", tiny_config, "--print-config", "--set", "training.epochs=7", "--runs-dir", tmp_path / "runs"
+    )
     assert result.exit_code == 0
     assert yaml.safe_load(result.output) == config_to_dict(load_config(tiny_config, ["training.epochs=7"]))
     assert yaml.safe_load(result.output)["training"]["epochs"] == 7
@@ -160,8 +176,18 @@ def test_summary_of_the_mnist_cnn():
     result = invoke("summary", ROOT / "configs/mnist_cnn.yaml")
     assert result.exit_code == 0, result.output
     out = result.output
-    for text in ("(None, 26, 26, 32)", "(None, 13, 13, 32)", "(None, 11, 11, 64)", "(None, 5, 5, 64)",
-                 "(None, 1600)", "(None, 10)", "320", "18,496", "16,010", "Total params: 34,826"):
+    for text in (
+        "(None, 26, 26, 32)",
+        "(None, 13, 13, 32)",
+        "(None, 11, 11, 64)",
+        "(None, 5, 5, 64)",
+        "(None, 1600)",
+        "(None, 10)",
+        "320",
+        "18,496",
+        "16,010",
+        "Total params: 34,826",
+    ):
         assert text in out, text
 
 
@@ -183,9 +209,23 @@ def test_summary_json_and_verbose():
         (["train", "CONFIG", "--set", "data.dataset=mnits"], "Did you mean 'mnist'"),
         (["train", "CONFIG", "--set", "loss=binary_crossentropy"], "binary_crossentropy does not fit"),
         (["train", "CONFIG", "--set", "loss=mse_loss"], "unknown loss 'mse_loss'"),
-        (["train", "CONFIG", "--set", "model={layers: [{conv2d: {filters: 2, kernel_size: 3}}]}"], "needs an image input"),
-        (["train", "CONFIG", "--set", "data.dataset=mnist", "--set", "data.root=nowhere", "--set", "data.download=false"],
-         "Cannot find the mnist files"),
+        (
+            ["train", "CONFIG", "--set", "model={layers: [{conv2d: {filters: 2, kernel_size: 3}}]}"],
+            "needs an image input",
+        ),
+        (
+            [
+                "train",
+                "CONFIG",
+                "--set",
+                "data.dataset=mnist",
+                "--set",
+                "data.root=nowhere",
+                "--set",
+                "data.download=false",
+            ],
+            "Cannot find the mnist files",
+        ),
         (["train", "CONFIG", "--set", "optimizer.momentum=0.9"], "does not apply to adam"),
         (["train", "CONFIG", "--set", "training.early_stopping.monitor=val_acc"], "Did you mean 'val_accuracy'"),
     ],
@@ -203,8 +243,18 @@ def test_bad_input_is_one_clear_error(tmp_path, tiny_config, args, words):
     [
         ("binary", "binary_crossentropy", {"preset": "binary", "hidden": [8]}, "accuracy"),
         ("multilabel", "binary_crossentropy", {"preset": "mlp", "hidden": [8]}, "accuracy"),
-        ("regression", "mse", {"layers": [{"dense": {"units": 8, "activation": "tanh"}}, {"dense": {"units": 3}}]}, "mae"),
-        ("multiclass", "categorical_crossentropy", {"preset": "cnn", "filters": [8], "kernel_size": 3, "dropout": 0.0}, "accuracy"),
+        (
+            "regression",
+            "mse",
+            {"layers": [{"dense": {"units": 8, "activation": "tanh"}}, {"dense": {"units": 3}}]},
+            "mae",
+        ),
+        (
+            "multiclass",
+            "categorical_crossentropy",
+            {"preset": "cnn", "filters": [8], "kernel_size": 3, "dropout": 0.0},
+            "accuracy",
+        ),
     ],
 )
 def test_the_four_problem_types_train_end_to_end(tmp_path, task, loss, model, metric):

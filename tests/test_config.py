@@ -39,7 +39,9 @@ def test_course_configs_load():
 
 
 def test_overrides_parse_yaml_scalars(tiny_config):
-    cfg = load_config(tiny_config, ["training.epochs=1", "optimizer.lr=1e-3", "training.shuffle=false", "model.hidden=[4, 5]"])
+    cfg = load_config(
+        tiny_config, ["training.epochs=1", "optimizer.lr=1e-3", "training.shuffle=false", "model.hidden=[4, 5]"]
+    )
     assert cfg.training.epochs == 1
     assert cfg.optimizer.lr == pytest.approx(0.001)
     assert cfg.training.shuffle is False
@@ -184,8 +186,16 @@ def test_float_written_without_dot_is_accepted(tmp_path):
 def test_config_to_dict_layers_round_trip():
     cfg = load_config(ROOT / "configs/mnist_cnn.yaml")
     layers = config_to_dict(cfg)["model"]["layers"]
-    assert layers[0] == {"conv2d": {"filters": 32, "kernel_size": 3, "strides": 1, "padding": "valid",
-                                    "activation": "relu", "use_bias": True}}
+    assert layers[0] == {
+        "conv2d": {
+            "filters": 32,
+            "kernel_size": 3,
+            "strides": 1,
+            "padding": "valid",
+            "activation": "relu",
+            "use_bias": True,
+        }
+    }
     assert layers[4] == {"flatten": {}}
 
 
@@ -193,8 +203,10 @@ def test_dumped_config_writes_every_field():
     """A run's config.yaml is the fully resolved config: every field of every section, layer,
     schedule and early-stopping block is written out, so that a change of a default later
     cannot change what an old run means."""
-    cfg = load_config(ROOT / "configs/mnist_cnn.yaml", [
-        "training.schedule={name: step}", "training.early_stopping={monitor: val_loss}"])
+    cfg = load_config(
+        ROOT / "configs/mnist_cnn.yaml",
+        ["training.schedule={name: step}", "training.early_stopping={monitor: val_loss}"],
+    )
     missing = []
 
     def walk(node, value, path):
@@ -235,23 +247,27 @@ def test_a_key_given_twice_names_both_lines(tmp_path):
     )
     nested = BASE_YAML + "training: {epochs: 1, batch_size: 8, epochs: 2}\n"
     assert yaml_error(tmp_path, nested).startswith(
-        f"{tmp_path / 'c.yaml'}, line 4: the key 'epochs' is given twice on line 4 of the same mapping;")
+        f"{tmp_path / 'c.yaml'}, line 4: the key 'epochs' is given twice on line 4 of the same mapping;"
+    )
 
 
 def test_a_key_given_twice_in_a_set_value(tiny_config):
     with pytest.raises(ConfigError) as info:
         load_config(tiny_config, ["training={epochs: 1, epochs: 2}"])
     assert info.value.full_message().startswith(
-        "--set 'training={epochs: 1, epochs: 2}', line 1: the key 'epochs' is given twice on line 1")
+        "--set 'training={epochs: 1, epochs: 2}', line 1: the key 'epochs' is given twice on line 1"
+    )
 
 
 def test_merge_keys_and_reused_anchors_still_load(tmp_path):
     path = tmp_path / "c.yaml"
     # A merged key overridden by the mapping's own is YAML's intent, not a duplicate; an anchor
     # used twice is fine while the expansion stays small.
-    path.write_text("name: t\n"
-                    "model:\n  <<: {preset: mlp, hidden: &h [8, 8], dropout: 0.1}\n  dropout: 0.2\n"
-                    "data: {dataset: synthetic, synthetic: {shape: *h}}\n")
+    path.write_text(
+        "name: t\n"
+        "model:\n  <<: {preset: mlp, hidden: &h [8, 8], dropout: 0.1}\n  dropout: 0.2\n"
+        "data: {dataset: synthetic, synthetic: {shape: *h}}\n"
+    )
     config = load_config(path)
     assert config.model == MlpModel(hidden=(8, 8), dropout=0.2)
     assert config.data.synthetic.shape == (8, 8)
@@ -290,7 +306,8 @@ def test_a_deep_alias_chain_and_a_deep_file_are_refused(tmp_path):
     )
     blocks = BASE_YAML + "".join(" " * i + f"k{i}:\n" for i in range(100))
     assert yaml_error(tmp_path, blocks).startswith(
-        f"{tmp_path / 'c.yaml'}, line 35: the config is nested more than 32 levels deep.")
+        f"{tmp_path / 'c.yaml'}, line 35: the config is nested more than 32 levels deep."
+    )
 
 
 def test_an_alias_inside_its_own_anchor_is_refused(tmp_path):

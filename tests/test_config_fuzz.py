@@ -44,8 +44,14 @@ def base_config() -> dict:
     raw = synthetic_config(epochs=1, batch_size=8)
     raw["data"]["download"] = False
     raw["data"]["synthetic"].update(samples=40, test_samples=10)
-    raw["model"] = {"layers": [{"flatten": {}}, {"dense": {"units": 4, "activation": "relu"}},
-                               {"dropout": {"rate": 0.1}}, {"dense": {"units": 3, "activation": "softmax"}}]}
+    raw["model"] = {
+        "layers": [
+            {"flatten": {}},
+            {"dense": {"units": 4, "activation": "relu"}},
+            {"dropout": {"rate": 0.1}},
+            {"dense": {"units": 3, "activation": "softmax"}},
+        ]
+    }
     return raw
 
 
@@ -67,8 +73,27 @@ VALUES = st.one_of(
     st.integers(-3, 6),
     st.floats(allow_nan=True, allow_infinity=True, width=32),
     st.text(max_size=6),
-    st.sampled_from(["relu", "softmax", "sigmoid", "mnist", "adam", "sgd", "rmsprop", "mse", "same", "auto",
-                     "binary_crossentropy", "multilabel", "regression", "cnn", "mlp", "conv2d", "val_loss"]),
+    st.sampled_from(
+        [
+            "relu",
+            "softmax",
+            "sigmoid",
+            "mnist",
+            "adam",
+            "sgd",
+            "rmsprop",
+            "mse",
+            "same",
+            "auto",
+            "binary_crossentropy",
+            "multilabel",
+            "regression",
+            "cnn",
+            "mlp",
+            "conv2d",
+            "val_loss",
+        ]
+    ),
     st.lists(st.integers(-1, 5), max_size=3),
     st.dictionaries(st.sampled_from(["units", "rate", "name", "x"]), st.integers(-1, 5), max_size=2),
 )
@@ -132,10 +157,28 @@ TASKS = {  # labels of each task: dtypes, shape per sample, value range
     "regression": (["float32", "float64"], (2,), (-3, 3)),
 }
 # What can be wrong with a file; each case has none, one or two of them.
-DEFECTS = ["no rows", "nan input", "inf input", "nan label", "negative label", "label out of range",
-           "test x only", "test y shorter", "test other shape", "test labels other shape", "empty test",
-           "missing array", "1-D x", "tiny split", "huge split", "labels 0 to 300", "flat label column",
-           "complex input", "text labels", "scalar array"]
+DEFECTS = [
+    "no rows",
+    "nan input",
+    "inf input",
+    "nan label",
+    "negative label",
+    "label out of range",
+    "test x only",
+    "test y shorter",
+    "test other shape",
+    "test labels other shape",
+    "empty test",
+    "missing array",
+    "1-D x",
+    "tiny split",
+    "huge split",
+    "labels 0 to 300",
+    "flat label column",
+    "complex input",
+    "text labels",
+    "scalar array",
+]
 
 
 @st.composite
@@ -180,9 +223,13 @@ def npz_cases(draw):
     y_train = draw(arrays(rows, label_shape, y_dtype, low, high))
     if "1-D x" in defects:
         x_train = x_train.reshape(rows, int(np.prod(sample_shape)))[:, 0]
-    for defect, value, target in (("nan input", np.nan, "x"), ("inf input", -np.inf, "x"),
-                                  ("nan label", np.nan, "y"), ("negative label", -1, "y"),
-                                  ("label out of range", high + 1 if task != "regression" else np.inf, "y")):
+    for defect, value, target in (
+        ("nan input", np.nan, "x"),
+        ("inf input", -np.inf, "x"),
+        ("nan label", np.nan, "y"),
+        ("negative label", -1, "y"),
+        ("label out of range", high + 1 if task != "regression" else np.inf, "y"),
+    ):
         if defect in defects:
             if target == "x":
                 x_train = poke(draw, x_train, value)
@@ -206,9 +253,13 @@ def npz_cases(draw):
     if "scalar array" in defects:
         content[draw(st.sampled_from(sorted(content)))] = np.float32(1.0)
     split = {"tiny split": 1e-20, "huge split": 0.95}.get(
-        next((d for d in defects if d.endswith("split")), ""), draw(st.sampled_from([0.0, 0.0, 0.25])))
-    describe = (f"{task} with {defects or 'no defect'}: "
-                + ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in content.items()) + f", split {split}")
+        next((d for d in defects if d.endswith("split")), ""), draw(st.sampled_from([0.0, 0.0, 0.25]))
+    )
+    describe = (
+        f"{task} with {defects or 'no defect'}: "
+        + ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in content.items())
+        + f", split {split}"
+    )
 
     def write(folder: Path) -> dict:
         path = folder / "data.npz"
@@ -219,24 +270,35 @@ def npz_cases(draw):
 
 
 DATA_CASES = {"npz": npz_cases()}  # "csv": csv_cases(), "image_folder": image_cases() once they land
-MODELS = st.sampled_from([  # a CNN where the data has no image shape is a clean error too
-    {"preset": "mlp", "hidden": [4]},
-    {"preset": "mlp", "hidden": [4]},
-    {"preset": "mlp", "hidden": []},
-    {"preset": "cnn", "filters": [2], "kernel_size": 1, "pool_size": 1},
-])
-LOSSES = st.sampled_from(["auto"] * 6 + ["mse", "binary_crossentropy", "sparse_categorical_crossentropy",
-                                         "categorical_crossentropy"])
+MODELS = st.sampled_from(
+    [  # a CNN where the data has no image shape is a clean error too
+        {"preset": "mlp", "hidden": [4]},
+        {"preset": "mlp", "hidden": [4]},
+        {"preset": "mlp", "hidden": []},
+        {"preset": "cnn", "filters": [2], "kernel_size": 1, "pool_size": 1},
+    ]
+)
+LOSSES = st.sampled_from(
+    ["auto"] * 6 + ["mse", "binary_crossentropy", "sparse_categorical_crossentropy", "categorical_crossentropy"]
+)
 
 
-@settings(max_examples=examples(25), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(st.one_of(*DATA_CASES.values()), MODELS, LOSSES)
 def test_any_data_file_is_a_run_or_a_clean_error(case, model, loss):
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        config = {"name": "fuzz", "seed": 0, "device": "cpu", "data": case.write(folder), "model": model,
-                  "loss": loss, "training": {"epochs": 1, "batch_size": 4}}
+        config = {
+            "name": "fuzz",
+            "seed": 0,
+            "device": "cpu",
+            "data": case.write(folder),
+            "model": model,
+            "loss": loss,
+            "training": {"epochs": 1, "batch_size": 4},
+        }
         path = folder / "c.yaml"
         path.write_text(yaml.safe_dump(config))
         train_and_check(path, folder / "runs")

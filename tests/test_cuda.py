@@ -80,8 +80,15 @@ def test_data_goes_to_the_gpu_once():
     from dlcli.engine import Batches
 
     x = torch.randint(0, 255, (100, 1, 4, 4), dtype=torch.uint8)
-    batches = Batches(x, torch.arange(100), 10, shuffle=True, generator=torch.Generator().manual_seed(0),
-                      input_scale=1 / 255, device="cuda").to_device()
+    batches = Batches(
+        x,
+        torch.arange(100),
+        10,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        input_scale=1 / 255,
+        device="cuda",
+    ).to_device()
     assert batches.x.device.type == "cuda"
     xb, yb, _ = next(iter(batches))
     assert xb.device.type == "cuda" and xb.dtype == torch.float32 and yb.device.type == "cuda"
@@ -89,13 +96,16 @@ def test_data_goes_to_the_gpu_once():
 
 @pytest.mark.cuda
 @needs_cuda
-@pytest.mark.parametrize("options", [
-    [],
-    ["training.precision=bf16"],
-    ["optimizer={name: sgd, lr: 0.05, momentum: 0.9}"],
-    ["optimizer={name: rmsprop}"],
-    ["model={preset: cnn, filters: [4], kernel_size: 3, dropout: 0.3}", "data.synthetic.shape=[1, 8, 8]"],
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        [],
+        ["training.precision=bf16"],
+        ["optimizer={name: sgd, lr: 0.05, momentum: 0.9}"],
+        ["optimizer={name: rmsprop}"],
+        ["model={preset: cnn, filters: [4], kernel_size: 3, dropout: 0.3}", "data.synthetic.shape=[1, 8, 8]"],
+    ],
+)
 def test_cuda_graph_training(tmp_path, tiny_config, options):
     """Whole recorded steps with each optimizer kind, bf16 and a CNN with dropout; the run's
     checkpoint then resumes on the CPU without recording (its optimizer options are its own)."""
@@ -116,8 +126,12 @@ def test_cuda_graph_replays_what_the_eager_loop_computes(tmp_path, tiny_config):
     """No dropout: recorded and eager training agree to float rounding, across a learning-rate
     change (the step is recorded again) and an odd-sized last batch every epoch (eager). A
     stale learning rate, added-up gradients or wrong batches would differ by far more."""
-    common = ["device=cuda", "training.epochs=4", "training.batch_size=24",
-              "training.schedule={name: step, step_size: 2, gamma: 0.5}"]
+    common = [
+        "device=cuda",
+        "training.epochs=4",
+        "training.batch_size=24",
+        "training.schedule={name: step, step_size: 2, gamma: 0.5}",
+    ]
     runs = {}
     for graph in ("false", "true"):
         config = load_config(tiny_config, [*common, f"training.cuda_graph={graph}"])

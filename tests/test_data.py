@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 import torch
@@ -59,27 +58,33 @@ def test_validation_split_takes_the_last_fraction(idx_root):
     assert torch.equal(split.x_train, full.x_train[:90])
 
 
-@pytest.mark.parametrize("n,split,held_out", [
-    (10, 0.25, 3),    # 10 * 0.75 = 7.5 trains 7: int(n * split) or round() would hold out 2
-    (120, 0.33, 40),  # 120 * 0.67 = 80.4 trains 80: int(n * split) would hold out 39
-    (100, 0.07, 7),   # 100 * 0.07 is 7.000000000000001 in floats: ceil() would hold out 8
-    (60000, 0.1, 6000),  # the course's MNIST CNN: 54,000 left, 422 steps of 128
-])
+@pytest.mark.parametrize(
+    "n,split,held_out",
+    [
+        (10, 0.25, 3),  # 10 * 0.75 = 7.5 trains 7: int(n * split) or round() would hold out 2
+        (120, 0.33, 40),  # 120 * 0.67 = 80.4 trains 80: int(n * split) would hold out 39
+        (100, 0.07, 7),  # 100 * 0.07 is 7.000000000000001 in floats: ceil() would hold out 8
+        (60000, 0.1, 6000),  # the course's MNIST CNN: 54,000 left, 422 steps of 128
+    ],
+)
 def test_validation_split_rounds_as_keras_does(n, split, held_out):
     """Keras trains on the first int(n * (1 - split)) samples and validates on the rest."""
     from dlcli.data import DataInfo, Dataset, split_validation
 
     data = Dataset(DataInfo((1,), "multiclass", 2), x_train=torch.arange(n), y_train=torch.arange(n) % 2)
     out = split_validation(data, DataConfig(dataset="synthetic", validation_split=split))
-    assert torch.equal(out.x_val, torch.arange(n - held_out, n)) and torch.equal(out.x_train, torch.arange(n - held_out))
+    assert torch.equal(out.x_val, torch.arange(n - held_out, n)) and torch.equal(
+        out.x_train, torch.arange(n - held_out)
+    )
     assert torch.equal(out.y_val, torch.arange(n - held_out, n) % 2)
 
 
 def test_max_train_samples_keeps_the_first_samples_before_the_split():
     synthetic = SyntheticConfig(task="multiclass", shape=(2,), classes=3, samples=50, test_samples=10)
     full = load_dataset(DataConfig(dataset="synthetic", synthetic=synthetic), seed=0)
-    cut = load_dataset(DataConfig(dataset="synthetic", synthetic=synthetic, max_train_samples=20, validation_split=0.25),
-                       seed=0)
+    cut = load_dataset(
+        DataConfig(dataset="synthetic", synthetic=synthetic, max_train_samples=20, validation_split=0.25), seed=0
+    )
     assert torch.equal(cut.x_train, full.x_train[:15]) and torch.equal(cut.x_val, full.x_train[15:20])
     assert torch.equal(cut.y_train, full.y_train[:15]) and torch.equal(cut.x_test, full.x_test)  # test split whole
 
@@ -151,7 +156,9 @@ def test_imdb_missing_offline(tmp_path):
 
 @pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel", "regression"])
 def test_synthetic_tasks_are_seeded(task):
-    cfg = DataConfig(dataset="synthetic", synthetic=SyntheticConfig(task=task, shape=(2, 3), classes=4, samples=50, test_samples=10))
+    cfg = DataConfig(
+        dataset="synthetic", synthetic=SyntheticConfig(task=task, shape=(2, 3), classes=4, samples=50, test_samples=10)
+    )
     a, b = load_dataset(cfg, seed=3), load_dataset(cfg, seed=3)
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_train, b.y_train)
     assert a.x_train.shape == (50, 2, 3) and len(a.x_test) == 10
@@ -165,8 +172,13 @@ def test_synthetic_tasks_are_seeded(task):
 
 def test_npz_dataset_infers_the_task(tmp_path):
     path = tmp_path / "mine.npz"
-    np.savez(path, x_train=np.random.rand(30, 4).astype(np.float32), y_train=np.arange(30) % 3,
-             x_test=np.random.rand(6, 4).astype(np.float32), y_test=np.arange(6) % 3)
+    np.savez(
+        path,
+        x_train=np.random.rand(30, 4).astype(np.float32),
+        y_train=np.arange(30) % 3,
+        x_test=np.random.rand(6, 4).astype(np.float32),
+        y_test=np.arange(6) % 3,
+    )
     data = load_dataset(DataConfig(dataset="npz", path=str(path)), seed=0)
     assert data.info.task == "multiclass" and data.info.num_classes == 3 and data.info.input_shape == (4,)
     np.savez(path, x_train=np.random.rand(30, 4), y_train=np.random.rand(30, 2))
@@ -230,15 +242,22 @@ def test_pad_sequences_follows_keras_for_every_padding_and_truncating():
 
 def test_imdb_sequence_mode_gives_int64_ids_and_the_vocabulary(tmp_path):
     make_imdb_npz(tmp_path / "imdb" / "imdb.npz")
-    cfg = DataConfig(dataset="imdb", root=str(tmp_path), num_words=20, output_mode="sequence", sequence_length=40,
-                     padding="post", truncating="post")
+    cfg = DataConfig(
+        dataset="imdb",
+        root=str(tmp_path),
+        num_words=20,
+        output_mode="sequence",
+        sequence_length=40,
+        padding="post",
+        truncating="post",
+    )
     info = dataset_info(cfg)
     assert info.input_shape == (40,) and info.vocab_size == 20 and info.task == "binary"
     data = load_dataset(cfg, seed=0)
     sequences, _, test_sequences, _ = keras_sequences(tmp_path / "imdb" / "imdb.npz", 20)
     assert data.x_train.dtype == torch.int64 and data.x_train.shape == (60, 40) and data.input_scale is None
     first = sequences[0]  # padded at the end: the review, then zeros (reviews are shorter than 40)
-    assert data.x_train[0, :len(first)].tolist() == first.tolist() and data.x_train[0, len(first):].eq(0).all()
+    assert data.x_train[0, : len(first)].tolist() == first.tolist() and data.x_train[0, len(first) :].eq(0).all()
     assert int(data.x_train.max()) < 20 and data.x_test.shape == (30, 40)
     assert DataConfig(dataset="imdb").output_mode == "multi_hot"  # the course's model stays the default
 
@@ -254,8 +273,8 @@ def test_word_ids_reach_the_model_as_int64():
     from dlcli.engine import Batches
 
     ids = torch.tensor([[0, 3, 9], [1, 2, 2]])
-    (xb, yb, n), = list(Batches(ids, torch.tensor([0, 1]), 2, input_scale=None))
+    ((xb, yb, n),) = list(Batches(ids, torch.tensor([0, 1]), 2, input_scale=None))
     assert xb.dtype == torch.int64 and torch.equal(xb, ids) and n == 2
     images = torch.tensor([[0, 255]], dtype=torch.uint8)
-    (xb, _, _), = list(Batches(images, torch.tensor([0]), 1, input_scale=1 / 255))
+    ((xb, _, _),) = list(Batches(images, torch.tensor([0]), 1, input_scale=1 / 255))
     assert xb.dtype == torch.float32 and xb.tolist() == [[0.0, 1.0]]

@@ -67,8 +67,21 @@ def test_batch_size_must_divide_by_the_processes(tmp_path):
 def test_a_failing_rank_ends_every_rank(tmp_path):
     config = dp_config(tmp_path)
     started = time.perf_counter()
-    result = run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                  HELPERS / "fail_on_rank.py", "train", config, "--runs-dir", "runs"], tmp_path, timeout=180)
+    result = run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            HELPERS / "fail_on_rank.py",
+            "train",
+            config,
+            "--runs-dir",
+            "runs",
+        ],
+        tmp_path,
+        timeout=180,
+    )
     assert result.returncode != 0
     assert time.perf_counter() - started < 150
     assert "simulated failure on rank 1" in result.stderr

@@ -22,8 +22,9 @@ def make_trainer(callbacks=(), control=None, loss_fn=None, lr=0.05):
     def correct(out, y):
         return (out.detach().argmax(1) == y).sum()
 
-    return Trainer(model, optimizer, loss_fn or torch.nn.functional.cross_entropy, correct,
-                   callbacks=callbacks, control=control)
+    return Trainer(
+        model, optimizer, loss_fn or torch.nn.functional.cross_entropy, correct, callbacks=callbacks, control=control
+    )
 
 
 def test_batches_cover_every_sample_once_and_reshuffle():
@@ -41,7 +42,7 @@ def test_batches_cover_every_sample_once_and_reshuffle():
 
 def test_uint8_inputs_are_scaled_per_batch():
     x = torch.tensor([[0, 255], [51, 102]], dtype=torch.uint8)
-    (xb, _, _), = Batches(x, torch.tensor([0, 1]), 2, input_scale=1 / 255)
+    ((xb, _, _),) = Batches(x, torch.tensor([0, 1]), 2, input_scale=1 / 255)
     assert xb.dtype == torch.float32
     assert torch.allclose(xb, torch.tensor([[0.0, 1.0], [0.2, 0.4]]))
     assert x.dtype == torch.uint8  # the stored data is untouched
@@ -51,17 +52,25 @@ def test_ranks_split_each_global_batch():
     x = torch.arange(10).float().unsqueeze(1)
     shares = []
     for rank in range(2):
-        b = Batches(x, torch.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(5), rank=rank, world_size=2)
+        b = Batches(
+            x, torch.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(5), rank=rank, world_size=2
+        )
         shares.append([yb.tolist() for _, yb, _ in b])
-    single = [yb.tolist() for _, yb, _ in Batches(x, torch.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(5))]
+    single = [
+        yb.tolist()
+        for _, yb, _ in Batches(x, torch.arange(10), 4, shuffle=True, generator=torch.Generator().manual_seed(5))
+    ]
     assert [a + b for a, b in zip(*shares)] == single
 
 
 def test_fit_learns_and_logs_every_epoch():
     x, y = blobs()
     trainer = make_trainer()
-    history = trainer.fit(Batches(x[:200], y[:200], 32, shuffle=True, generator=torch.Generator().manual_seed(0)),
-                          Batches(x[200:], y[200:], 64), epochs=4)
+    history = trainer.fit(
+        Batches(x[:200], y[:200], 32, shuffle=True, generator=torch.Generator().manual_seed(0)),
+        Batches(x[200:], y[200:], 64),
+        epochs=4,
+    )
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"}
     assert history[-1]["val_accuracy"] > 0.9 and history[-1]["loss"] < history[0]["loss"]
@@ -129,11 +138,14 @@ def test_early_stopping_without_a_best_epoch_restores_nothing():
     assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
 
 
-@pytest.mark.parametrize("monitor,values,stopped", [
-    ("val_loss", [1.0, 0.95, 0.80], 2),          # 0.05 better is not better by min_delta 0.1
-    ("val_accuracy", [0.50, 0.55, 0.70], 2),
-    ("val_loss", [1.0, 0.85, 0.70], 0),          # better by more than 0.1 each epoch: never stops
-])
+@pytest.mark.parametrize(
+    "monitor,values,stopped",
+    [
+        ("val_loss", [1.0, 0.95, 0.80], 2),  # 0.05 better is not better by min_delta 0.1
+        ("val_accuracy", [0.50, 0.55, 0.70], 2),
+        ("val_loss", [1.0, 0.85, 0.70], 0),  # better by more than 0.1 each epoch: never stops
+    ],
+)
 def test_early_stopping_counts_only_improvements_larger_than_min_delta(monitor, values, stopped):
     early = EarlyStopping(monitor, patience=1, min_delta=0.1)
     trainer = make_trainer()
@@ -166,8 +178,9 @@ def test_graphed_step_trains_exactly_like_the_eager_loop():
         trainer.cuda_graph = graphed
         trainer.schedule = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=2, gamma=0.5)
         trainer.schedule.step = lambda logs, s=trainer.schedule: type(s).step(s)
-        train = Batches(x[:200], y[:200], 32, shuffle=True, generator=torch.Generator().manual_seed(3),
-                        input_scale=1 / 255)  # 6 full batches and one of 8 per epoch
+        train = Batches(
+            x[:200], y[:200], 32, shuffle=True, generator=torch.Generator().manual_seed(3), input_scale=1 / 255
+        )  # 6 full batches and one of 8 per epoch
         history = trainer.fit(train, Batches(x[200:], y[200:], 64, input_scale=1 / 255), epochs=5)
         results.append((history, [p.detach().clone() for p in trainer.model.parameters()], trainer))
     (eager_history, eager_weights, _), (graph_history, graph_weights, trainer) = results
@@ -203,17 +216,21 @@ def test_a_cuda_graph_run_is_assembled_like_an_eager_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(dlcli.engine, "GraphedStep", CountingGraphedStep)
     monkeypatch.setattr(dlcli.training, "check_device_options", lambda config, device: None)
-    config_file = write_config(tmp_path / "c.yaml", synthetic_config(
-        epochs=4, batch_size=24, schedule={"name": "step", "step_size": 2, "gamma": 0.5}))
+    config_file = write_config(
+        tmp_path / "c.yaml",
+        synthetic_config(epochs=4, batch_size=24, schedule={"name": "step", "step_size": 2, "gamma": 0.5}),
+    )
     outcomes = {}
     for graph in ("false", "true"):
         config = load_config(config_file, [f"training.cuda_graph={graph}"])
-        outcomes[graph] = dlcli.training.train(config, runs_dir=tmp_path / graph, console=Console(file=io.StringIO()),
-                                               draw_plots=False)
+        outcomes[graph] = dlcli.training.train(
+            config, runs_dir=tmp_path / graph, console=Console(file=io.StringIO()), draw_plots=False
+        )
     assert len(made) == 1 and made[0].recordings == 2 and not made[0].record
     eager, graphed = outcomes["false"], outcomes["true"]
-    assert [{k: v for k, v in h.items() if k != "seconds"} for h in graphed.history] == \
-        [{k: v for k, v in h.items() if k != "seconds"} for h in eager.history]
+    assert [{k: v for k, v in h.items() if k != "seconds"} for h in graphed.history] == [
+        {k: v for k, v in h.items() if k != "seconds"} for h in eager.history
+    ]
     assert graphed.results == eager.results
     weights = [torch.load(o.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"] for o in (eager, graphed)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -16,17 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config,metric,target,test_samples", [
-    ("iris_mlp", "test_accuracy", 0.93, 30),
-    ("wine_mlp", "test_accuracy", 0.95, 36),
-    ("breast_cancer_binary", "test_accuracy", 0.95, 114),
-    ("diabetes_regression", "test_mae", 50.0, 89),
-])
+@pytest.mark.parametrize(
+    "config,metric,target,test_samples",
+    [
+        ("iris_mlp", "test_accuracy", 0.93, 30),
+        ("wine_mlp", "test_accuracy", 0.95, 36),
+        ("breast_cancer_binary", "test_accuracy", 0.95, 114),
+        ("diabetes_regression", "test_mae", 50.0, 89),
+    ],
+)
 def test_example_table_reaches_its_target(tmp_path, monkeypatch, config, metric, target, test_samples):
     monkeypatch.chdir(ROOT)  # the configs name their files relative to the checkout, as a user runs them
     cfg = load_config(ROOT / "configs" / f"{config}.yaml", ["device=cpu"])
-    outcome = train(cfg, runs_dir=tmp_path / "runs", console=Console(file=io.StringIO()), quiet=True,
-                    draw_plots=False)
+    outcome = train(cfg, runs_dir=tmp_path / "runs", console=Console(file=io.StringIO()), quiet=True, draw_plots=False)
     results = outcome.results
     assert results["test_samples"] == test_samples
     if metric == "test_mae":

@@ -48,7 +48,14 @@ def folder_config(root: Path, **options) -> DataConfig:
 
 
 def test_natural_order():
-    assert sorted(["cat", "10", "2", "img10", "img2", "Dog"], key=natural_key) == ["2", "10", "cat", "Dog", "img2", "img10"]
+    assert sorted(["cat", "10", "2", "img10", "img2", "Dog"], key=natural_key) == [
+        "2",
+        "10",
+        "cat",
+        "Dog",
+        "img2",
+        "img10",
+    ]
 
 
 def test_classes_in_natural_order_every_format_and_mode(tmp_path):
@@ -126,11 +133,16 @@ def test_a_truncated_jpeg_is_an_error_naming_the_file_or_is_skipped(tmp_path):
         load_dataset(folder_config(root, test_split=0.0), seed=0)
     assert info.value.full_message() == (
         f"Cannot read the image {bad}: the file is truncated (Truncated File Read). Replace or delete the file, or "
-        "set data.on_bad_file: skip to leave unreadable files out.")
+        "set data.on_bad_file: skip to leave unreadable files out."
+    )
     data = load_dataset(folder_config(root, test_split=0.0, on_bad_file="skip"), seed=0)
     assert len(data.x_train) == 8 and data.preprocessing["split"]["skipped_files"] == 1
-    assert data.notes == ((f"Skipped 1 unreadable image file (data.on_bad_file: skip): {bad} (the file is truncated "
-                           "(Truncated File Read))."),)
+    assert data.notes == (
+        (
+            f"Skipped 1 unreadable image file (data.on_bad_file: skip): {bad} (the file is truncated "
+            "(Truncated File Read))."
+        ),
+    )
 
 
 def test_an_empty_class_folder_is_an_error(tmp_path):
@@ -141,7 +153,8 @@ def test_an_empty_class_folder_is_an_error(tmp_path):
         load_dataset(folder_config(root), seed=0)
     assert info.value.full_message() == (
         f"The class folder {root / 'c'} holds no images (PNG, JPEG, BMP, GIF or WebP). Add files to it, remove it, "
-        "or list the classes to use in data.class_names.")
+        "or list the classes to use in data.class_names."
+    )
     data = load_dataset(folder_config(root, class_names=("b", "a"), test_split=0.0), seed=0)
     assert data.info.class_names == ("b", "a") and data.x_train[data.y_train == 0, 0, 0, 0].min() >= 140
 
@@ -151,10 +164,12 @@ def test_too_many_pixels_are_refused_before_decoding(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset(folder_config(root, image_size=(100_000, 100_000), channels=3), seed=0)
     message = info.value.full_message()
-    assert message.startswith("The 8 images would need 223.5 GiB of memory as uint8 tensors (3x100000x100000 "
-                              "each), more than 80% of the ")
-    assert message.endswith(" available. Use a smaller data.image_size, data.channels: 1, or fewer images "
-                            "(data.max_train_samples).")
+    assert message.startswith(
+        "The 8 images would need 223.5 GiB of memory as uint8 tensors (3x100000x100000 each), more than 80% of the "
+    )
+    assert message.endswith(
+        " available. Use a smaller data.image_size, data.channels: 1, or fewer images (data.max_train_samples)."
+    )
     assert check_memory(10, 1, (28, 28), available=10**9) == 7840
 
 
@@ -163,8 +178,9 @@ def test_parallel_decoding_equals_decoding_in_this_process(tmp_path):
     paths.insert(7, truncated_jpeg(tmp_path / "bad.jpg"))
     calls = []
     serial, serial_errors = decode_files(paths, (3, 5), 1, workers=1)
-    parallel, parallel_errors = decode_files(paths, (3, 5), 1, workers=2, parallel_from=1,
-                                             progress=lambda *a: calls.append(a))
+    parallel, parallel_errors = decode_files(
+        paths, (3, 5), 1, workers=2, parallel_from=1, progress=lambda *a: calls.append(a)
+    )
     assert np.array_equal(serial, parallel) and serial_errors == parallel_errors
     assert [i for i, _ in parallel_errors] == [7]
     assert calls[0] == ("Decoding images", 0, 41) and calls[-1] == ("Decoding images", 41, 41)
@@ -186,8 +202,10 @@ def test_load_images_applies_a_saved_state_and_reports_bad_files(tmp_path):
 def test_summary_reads_only_the_first_image(tmp_path):
     root = two_class_folder(tmp_path / "images")
     truncated_jpeg(root / "b" / "zz.jpg")  # would fail if every image were decoded
-    config = write_config(tmp_path / "c.yaml", {
-        "data": {"dataset": "image_folder", "root": str(root)}, "model": {"preset": "mlp", "hidden": [4]}})
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"data": {"dataset": "image_folder", "root": str(root)}, "model": {"preset": "mlp", "hidden": [4]}},
+    )
     result = runner.invoke(app, ["summary", str(config), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["total_params"] == 24 * 4 + 4 + 4 + 1
@@ -198,7 +216,8 @@ def test_a_missing_root_says_what_layout_is_expected(tmp_path):
         dataset_info(folder_config(tmp_path / "nowhere"), seed=0)
     assert info.value.full_message() == (
         f"data.root: {str(tmp_path / 'nowhere')!r} does not exist. Point data.root at a folder of class folders "
-        "(root/<class>/<files>) of images (PNG, JPEG, BMP, GIF or WebP).")
+        "(root/<class>/<files>) of images (PNG, JPEG, BMP, GIF or WebP)."
+    )
 
 
 def test_load_progress_draws_a_bar_on_a_terminal_and_one_line_elsewhere():

@@ -49,9 +49,17 @@ def drawn_figures(monkeypatch):
     real_savefig = Figure.savefig
 
     def recording_savefig(self, *args, **kwargs):
-        figures.append({line.get_label(): ([int(x) for x in line.get_xdata()], [float(y) for y in line.get_ydata()],
-                                           line.get_marker(), line.get_linestyle())
-                        for line in self.axes[0].get_lines()})
+        figures.append(
+            {
+                line.get_label(): (
+                    [int(x) for x in line.get_xdata()],
+                    [float(y) for y in line.get_ydata()],
+                    line.get_marker(),
+                    line.get_linestyle(),
+                )
+                for line in self.axes[0].get_lines()
+            }
+        )
         return real_savefig(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "savefig", recording_savefig)
@@ -151,7 +159,7 @@ def test_runs_marks_a_killed_run(two_runs, tmp_path):
     killed = root / "20261127-000000-killed"
     shutil.copytree(two_runs[0], killed)
     info = json.loads((killed / "run.json").read_text())
-    info.update(status="running", pid=2 ** 22 + 12345)  # no such process
+    info.update(status="running", pid=2**22 + 12345)  # no such process
     (killed / "run.json").write_text(json.dumps(info))
     (listed,) = json.loads(invoke("runs", "--dir", root, "--json").output)
     assert listed["status"] == "killed"
@@ -202,12 +210,16 @@ def test_evaluate_recomputes_the_test_metrics(two_runs):
 def test_evaluate_uses_the_dataset_class_names(tmp_path):
     root = tmp_path / "data"
     make_idx_dataset(root / "fashion_mnist", n_train=100, n_test=30)
-    config = write_config(tmp_path / "f.yaml", {
-        "name": "fm", "device": "cpu",
-        "data": {"dataset": "fashion_mnist", "root": str(root), "download": False},
-        "model": {"preset": "mlp", "hidden": [8]},
-        "training": {"epochs": 1, "batch_size": 20},
-    })
+    config = write_config(
+        tmp_path / "f.yaml",
+        {
+            "name": "fm",
+            "device": "cpu",
+            "data": {"dataset": "fashion_mnist", "root": str(root), "download": False},
+            "model": {"preset": "mlp", "hidden": [8]},
+            "training": {"epochs": 1, "batch_size": 20},
+        },
+    )
     assert invoke("train", config, "--runs-dir", tmp_path / "runs", "-q").exit_code == 0
     (run,) = (tmp_path / "runs").iterdir()
     data = json.loads(invoke("evaluate", run, "--json").output)

@@ -161,18 +161,42 @@ def test_sequence_layers_count_shape_and_run_as_planned():
         DenseLayer(units=3, activation="softmax"),  # 8*3+3 = 27
     ]
     plan, model = analytic_and_built(specs, (20,), vocab=50, absorb=("softmax",))
-    assert [r.output_shape for r in plan.layers] == [(20, 6), (20, 8), (10, 8), (9, 8), (9, 8), (9, 5), (9, 5), (8,), (3,)]
+    assert [r.output_shape for r in plan.layers] == [
+        (20, 6),
+        (20, 8),
+        (10, 8),
+        (9, 8),
+        (9, 8),
+        (9, 5),
+        (9, 5),
+        (8,),
+        (3,),
+    ]
     assert [r.params + r.frozen for r in plan.layers] == [300, 152, 0, 0, 32, 225, 10, 352, 27]
     assert [r.type_name for r in plan.layers] == [
-        "Embedding", "Conv1D", "MaxPooling1D", "AveragePooling1D", "BatchNormalization", "GRU",
-        "LayerNormalization", "Bidirectional(LSTM)", "Dense"]
+        "Embedding",
+        "Conv1D",
+        "MaxPooling1D",
+        "AveragePooling1D",
+        "BatchNormalization",
+        "GRU",
+        "LayerNormalization",
+        "Bidirectional(LSTM)",
+        "Dense",
+    ]
     assert plan.total_params == 1098 and plan.trainable_params == 1082
     assert model(torch.randint(0, 50, (4, 20))).shape == (4, 3)
 
 
 def test_global_pooling_and_reshape_by_rank():
-    specs = [GlobalMaxPoolLayer(), ReshapeLayer(target_shape=(2, -1)), GlobalAvgPoolLayer(),
-             ReshapeLayer(target_shape=(1, 1, 3)), Conv2DLayer(filters=2, kernel_size=1), FlattenLayer()]
+    specs = [
+        GlobalMaxPoolLayer(),
+        ReshapeLayer(target_shape=(2, -1)),
+        GlobalAvgPoolLayer(),
+        ReshapeLayer(target_shape=(1, 1, 3)),
+        Conv2DLayer(filters=2, kernel_size=1),
+        FlattenLayer(),
+    ]
     plan, model = analytic_and_built(specs, (6, 5, 5))
     assert [r.output_shape for r in plan.layers] == [(6,), (2, 3), (3,), (3, 1, 1), (2, 1, 1), (2,)]
     assert [r.type_name for r in plan.layers][:3] == ["GlobalMaxPooling2D", "Reshape", "GlobalAveragePooling1D"]
@@ -199,8 +223,9 @@ def test_lstm_returns_the_last_state_without_copying_and_bidirectional_as_keras(
 
 
 def test_keras_initialization_of_the_new_layers():
-    _, model = analytic_and_built([EmbeddingLayer(output_dim=8, mask_zero=True), LSTMLayer(units=6),
-                                   DenseLayer(units=1)], (10,), vocab=100)
+    _, model = analytic_and_built(
+        [EmbeddingLayer(output_dim=8, mask_zero=True), LSTMLayer(units=6), DenseLayer(units=1)], (10,), vocab=100
+    )
     embedding, lstm = model[0], model[1]
     assert embedding.weight.abs().max() <= 0.05 and torch.equal(embedding.weight[0], torch.zeros(8))
     assert torch.equal(lstm.bias_ih_l0[6:12], torch.ones(6))  # forget gate, Keras's unit_forget_bias
@@ -246,10 +271,18 @@ def test_residual_adds_the_input_or_its_projection():
 
 
 def test_a_residual_model_summary_is_pinned():
-    specs = (Conv2DLayer(filters=4, kernel_size=3, padding="same", activation="relu"),
-             ResidualLayer(layers=(Conv2DLayer(filters=8, kernel_size=3, strides=2, padding="same", activation="relu"),
-                                   BatchNormLayer()), activation="relu"),
-             GlobalAvgPoolLayer(), DenseLayer(units=10, activation="softmax"))
+    specs = (
+        Conv2DLayer(filters=4, kernel_size=3, padding="same", activation="relu"),
+        ResidualLayer(
+            layers=(
+                Conv2DLayer(filters=8, kernel_size=3, strides=2, padding="same", activation="relu"),
+                BatchNormLayer(),
+            ),
+            activation="relu",
+        ),
+        GlobalAvgPoolLayer(),
+        DenseLayer(units=10, activation="softmax"),
+    )
     text = summary_text(plan_model(specs, (1, 28, 28), ("softmax",)))
     assert text.splitlines()[4:] == [
         "│ conv2d (Conv2D)                          │ (None, 28, 28, 4) │      40 │",
@@ -288,11 +321,13 @@ def test_imdb_sequence_configs_plan_from_the_vocabulary():
 
 
 def test_summary_of_presets_and_layer_lists_imports_no_torch():
-    code = ("import sys; from dlcli.cli import app\n"
-            "for name in ('mnist_cnn', 'imdb_lstm', 'mnist_lenet5', 'imdb_binary'):\n"
-            "    try: app(['summary', f'configs/{name}.yaml'])\n"
-            "    except SystemExit as e: assert not e.code, e.code\n"
-            "print('torch loaded:', 'torch' in sys.modules)")
+    code = (
+        "import sys; from dlcli.cli import app\n"
+        "for name in ('mnist_cnn', 'imdb_lstm', 'mnist_lenet5', 'imdb_binary'):\n"
+        "    try: app(['summary', f'configs/{name}.yaml'])\n"
+        "    except SystemExit as e: assert not e.code, e.code\n"
+        "print('torch loaded:', 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip().endswith("torch loaded: False") and out.count("Total params") == 4
 
@@ -304,8 +339,18 @@ def test_torchvision_resnet18_adapted_to_grayscale_and_ten_classes():
     plan, model = built("fashion_mnist_resnet")
     mp = plan.model_plan
     assert mp.trainable_params == 11_175_370 and mp.total_params - mp.trainable_params == 9_600
-    assert [r.name for r in mp.layers] == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
-                                           "avgpool", "fc"]
+    assert [r.name for r in mp.layers] == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+        "fc",
+    ]
     assert [r.output_shape for r in mp.layers][3:8] == [(64, 7, 7), (64, 7, 7), (128, 4, 4), (256, 2, 2), (512, 1, 1)]
     assert parameter_counts(model) == [(r.params, r.frozen) for r in mp.layers]
     assert model.conv1.in_channels == 1 and model.conv1.kernel_size == (7, 7) and model.fc.out_features == 10
@@ -334,7 +379,9 @@ def test_weights_file_of_torchvision_layout_is_loaded_then_adapted(tmp_path):
     assert torch.equal(model.features[3].squeeze.weight, original.features[3].squeeze.weight)
     assert model.classifier[1].out_channels == 10  # the data's classes, a new layer
     torch.save(model.state_dict(), tmp_path / "adapted.pt")  # the adapted layout loads as it is
-    again = build_model(plan_experiment(load_config(tv_config(tmp_path, "squeezenet1_1", tmp_path / "adapted.pt"))).model_plan)
+    again = build_model(
+        plan_experiment(load_config(tv_config(tmp_path, "squeezenet1_1", tmp_path / "adapted.pt"))).model_plan
+    )
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
@@ -352,7 +399,9 @@ def test_bad_torchvision_name_and_weights_are_errors(tmp_path):
     assert "'resnet19' is not a classification model of torchvision" in result.output
     assert "Did you mean 'resnet18'" in result.output
     torch.save(torchvision.models.squeezenet1_0().state_dict(), tmp_path / "other.pt")
-    result = invoke("train", tv_config(tmp_path, "squeezenet1_1", tmp_path / "other.pt"), "--runs-dir", tmp_path / "runs")
+    result = invoke(
+        "train", tv_config(tmp_path, "squeezenet1_1", tmp_path / "other.pt"), "--runs-dir", tmp_path / "runs"
+    )
     assert result.exit_code == 2
     assert "does not hold the weights of torchvision's squeezenet1_1" in result.output
     assert "of another shape (e.g. features.0.weight [96, 3, 7, 7] (needs [64, 3, 3, 3])" in result.output
@@ -375,8 +424,15 @@ def layers_config(tmp_path, layers, **data):
 def imdb_config(tmp_path, layers, **data):
     make_imdb_npz(tmp_path / "imdb" / "imdb.npz")
     raw = synthetic_config(epochs=1)
-    raw["data"] = {"dataset": "imdb", "root": str(tmp_path), "download": False, "num_words": 50,
-                   "output_mode": "sequence", "sequence_length": 12, **data}
+    raw["data"] = {
+        "dataset": "imdb",
+        "root": str(tmp_path),
+        "download": False,
+        "num_words": 50,
+        "output_mode": "sequence",
+        "sequence_length": 12,
+        **data,
+    }
     raw["model"] = {"layers": layers}
     raw["loss"] = "binary_crossentropy"
     return write_config(tmp_path / "imdb.yaml", raw)
@@ -395,25 +451,39 @@ def test_lstm_after_flatten_says_it_needs_a_sequence(tmp_path):
     config = imdb_config(tmp_path, [{"embedding": {"output_dim": 4}}, "flatten", {"lstm": {"units": 3}}, OUT])
     message = error_of(config)
     line = next(i for i, text in enumerate(config.read_text().splitlines(), 1) if "lstm:" in text)
-    assert (f"{config}, line {line}: model layer 3 (lstm) needs a sequence input of shape steps x features "
-            "(a rank-3 batch: batch, steps, features), but its input has shape 48 (flat, after flatten). "
-            "Remove the flatten before it") in message
+    assert (
+        f"{config}, line {line}: model layer 3 (lstm) needs a sequence input of shape steps x features "
+        "(a rank-3 batch: batch, steps, features), but its input has shape 48 (flat, after flatten). "
+        "Remove the flatten before it"
+    ) in message
 
 
 def test_embedding_on_float_inputs(tmp_path):
-    message = error_of(layers_config(tmp_path, [{"embedding": {"output_dim": 4, "input_dim": 10}}, "flatten",
-                                                {"dense": {"units": 3}}]))
-    assert ("model layer 1 (embedding) needs integer word ids, but this data gives float features of shape 8. "
-            "Use integer word ids: data.output_mode: sequence") in message
+    message = error_of(
+        layers_config(tmp_path, [{"embedding": {"output_dim": 4, "input_dim": 10}}, "flatten", {"dense": {"units": 3}}])
+    )
+    assert (
+        "model layer 1 (embedding) needs integer word ids, but this data gives float features of shape 8. "
+        "Use integer word ids: data.output_mode: sequence"
+    ) in message
     message = error_of(imdb_config(tmp_path, [{"embedding": {"output_dim": 4}}, {"embedding": {"output_dim": 4}}, OUT]))
     assert "model layer 2 (embedding_1) needs integer word ids, but its input is the float output" in message
     message = error_of(imdb_config(tmp_path, [{"dense": {"units": 4}}, OUT]))
-    assert "model layer 1 (dense) gets the data's integer word ids (shape 12), which only an embedding can read" in message
+    assert (
+        "model layer 1 (dense) gets the data's integer word ids (shape 12), which only an embedding can read" in message
+    )
 
 
 def test_return_sequences_before_dense(tmp_path):
-    config = imdb_config(tmp_path, [{"embedding": {"output_dim": 4}}, {"gru": {"units": 3, "return_sequences": True}},
-                                    {"dropout": {"rate": 0.1}}, OUT])
+    config = imdb_config(
+        tmp_path,
+        [
+            {"embedding": {"output_dim": 4}},
+            {"gru": {"units": 3, "return_sequences": True}},
+            {"dropout": {"rate": 0.1}},
+            OUT,
+        ],
+    )
     message = error_of(config)
     assert "model layer 4 (dense) needs a flat input, but its input has shape 12x3 (a sequence, after gru)" in message
     assert "set return_sequences: false on the last recurrent layer" in message
@@ -423,11 +493,14 @@ def test_residual_that_cannot_be_projected(tmp_path):
     block = {"residual": {"layers": [{"conv2d": {"filters": 4, "kernel_size": 3, "padding": 2}}]}}
     raw_layers = [block, "flatten", {"dense": {"units": 3}}]
     message = error_of(layers_config(tmp_path, raw_layers), "data.synthetic.shape=[1, 6, 6]")
-    assert ("model layer 1 (residual): its layers turn 6x6x1 into 8x8x4, which cannot be added to the block's "
-            "input: no 1x1 projection with one stride maps its pixels (6 -> 8 x 6 -> 8)") in message
+    assert (
+        "model layer 1 (residual): its layers turn 6x6x1 into 8x8x4, which cannot be added to the block's "
+        "input: no 1x1 projection with one stride maps its pixels (6 -> 8 x 6 -> 8)"
+    ) in message
     block = {"residual": {"layers": ["flatten", {"dense": {"units": 4}}]}}
-    message = error_of(layers_config(tmp_path, [block, "flatten", {"dense": {"units": 3}}]),
-                       "data.synthetic.shape=[1, 6, 6]")
+    message = error_of(
+        layers_config(tmp_path, [block, "flatten", {"dense": {"units": 3}}]), "data.synthetic.shape=[1, 6, 6]"
+    )
     assert "a 1x1 projection keeps the rank (3 dimensions here, 1 after)" in message
 
 
@@ -449,13 +522,15 @@ def test_sequence_length_of_zero(tmp_path):
 
 
 def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path):
-    config = layers_config(tmp_path, ["flatten", {"dense": {"units": 10 ** 10}}, {"dense": {"units": 3}}])
+    config = layers_config(tmp_path, ["flatten", {"dense": {"units": 10**10}}, {"dense": {"units": 3}}])
     result = invoke("train", config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 1, result.output
     message = " ".join(result.output.split())
-    assert message.startswith("Error: The model needs about 1.7 TB of memory to train: 120,000,000,003 parameters "
-                              "take 447.0 GB as float32, their gradients 447.0 GB and adam's two moment estimates "
-                              "894.1 GB; this machine has ")
+    assert message.startswith(
+        "Error: The model needs about 1.7 TB of memory to train: 120,000,000,003 parameters "
+        "take 447.0 GB as float32, their gradients 447.0 GB and adam's two moment estimates "
+        "894.1 GB; this machine has "
+    )
     assert "this machine has" in message and "available (of" in message
     assert not (tmp_path / "runs").exists()  # refused before the run folder
     summary = invoke("summary", config)  # the plan alone still shows it
@@ -472,39 +547,49 @@ def test_allocation_failure_becomes_a_clear_error(capsys):
     from dlcli.models.memory import allocation_guard
 
     plan = plan_model((DenseLayer(units=3),), (4,))
-    with pytest.raises(ResourceError, match=r"Out of memory while building the model on cpu \(15 parameters take "
-                       r"60 B as float32; .* available\): \[enforce fail .*can't allocate memory"):
+    with pytest.raises(
+        ResourceError,
+        match=r"Out of memory while building the model on cpu \(15 parameters take "
+        r"60 B as float32; .* available\): \[enforce fail .*can't allocate memory",
+    ):
         with allocation_guard(plan):
-            torch.empty(10 ** 14)
+            torch.empty(10**14)
     with pytest.raises(RuntimeError, match="something else"):
         with allocation_guard(plan):
             raise RuntimeError("something else")
 
     @handle_errors
     def command():
-        torch.empty(10 ** 14)
+        torch.empty(10**14)
 
     with pytest.raises(typer.Exit) as exit_info:
         command()
     assert exit_info.value.exit_code == 1
     err = capsys.readouterr().err
-    assert err.startswith("Error: Out of memory ([enforce fail") and "you tried to allocate 400000000000000 bytes" in err
+    assert (
+        err.startswith("Error: Out of memory ([enforce fail") and "you tried to allocate 400000000000000 bytes" in err
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
 
 
 def test_an_lstm_trains_on_imdb_sequences_and_evaluates(tmp_path):
-    config = imdb_config(tmp_path, [{"embedding": {"output_dim": 8, "mask_zero": True}},
-                                    {"lstm": {"units": 8, "bidirectional": True}}, OUT], validation_split=0.2)
+    config = imdb_config(
+        tmp_path,
+        [{"embedding": {"output_dim": 8, "mask_zero": True}}, {"lstm": {"units": 8, "bidirectional": True}}, OUT],
+        validation_split=0.2,
+    )
     runs = tmp_path / "runs"
     result = invoke("train", config, "--runs-dir", runs, "-q", "--set", "training.epochs=2")
     assert result.exit_code == 0, result.output
     (run,) = runs.iterdir()
     rows = (run / "summary.txt").read_text().splitlines()[4:7]
-    assert rows == ["│ embedding (Embedding)      │ (None, 12, 8) │     400 │",
-                    "│ lstm (Bidirectional(LSTM)) │ (None, 16)    │   1,152 │",  # 2 * (4*8*(8+8) + 2*4*8)
-                    "│ dense (Dense)              │ (None, 1)     │      17 │"]
+    assert rows == [
+        "│ embedding (Embedding)      │ (None, 12, 8) │     400 │",
+        "│ lstm (Bidirectional(LSTM)) │ (None, 16)    │   1,152 │",  # 2 * (4*8*(8+8) + 2*4*8)
+        "│ dense (Dense)              │ (None, 1)     │      17 │",
+    ]
     results = json.loads((run / "results.json").read_text())
     evaluated = invoke("evaluate", run, "--checkpoint", "last", "--json")
     assert evaluated.exit_code == 0, evaluated.output
@@ -537,30 +622,58 @@ ACTIVATIONS_ST = st.sampled_from(["linear", "relu", "tanh", "sigmoid"])
 PADDING_ST = st.sampled_from(["valid", "same", 0, 1])
 SIMPLE_LAYERS = st.one_of(
     st.builds(DenseLayer, units=st.integers(1, 4), activation=ACTIVATIONS_ST),
-    st.builds(Conv2DLayer, filters=st.integers(1, 3), kernel_size=st.integers(1, 3), strides=st.integers(1, 2),
-              padding=PADDING_ST, activation=ACTIVATIONS_ST),
+    st.builds(
+        Conv2DLayer,
+        filters=st.integers(1, 3),
+        kernel_size=st.integers(1, 3),
+        strides=st.integers(1, 2),
+        padding=PADDING_ST,
+        activation=ACTIVATIONS_ST,
+    ),
     st.builds(MaxPool2DLayer, pool_size=st.integers(1, 2), strides=st.sampled_from([None, 1, 2])),
     st.builds(AvgPool2DLayer, pool_size=st.integers(1, 2)),
-    st.builds(Conv1DLayer, filters=st.integers(1, 3), kernel_size=st.integers(1, 3), strides=st.integers(1, 2),
-              padding=PADDING_ST, activation=ACTIVATIONS_ST),
+    st.builds(
+        Conv1DLayer,
+        filters=st.integers(1, 3),
+        kernel_size=st.integers(1, 3),
+        strides=st.integers(1, 2),
+        padding=PADDING_ST,
+        activation=ACTIVATIONS_ST,
+    ),
     st.builds(MaxPool1DLayer, pool_size=st.integers(1, 2)),
     st.builds(AvgPool1DLayer, pool_size=st.integers(1, 2), strides=st.sampled_from([None, 1])),
-    st.just(GlobalAvgPoolLayer()), st.just(GlobalMaxPoolLayer()), st.just(FlattenLayer()),
-    st.builds(DropoutLayer, rate=st.just(0.1)), st.builds(_Act, activation=ACTIVATIONS_ST),
+    st.just(GlobalAvgPoolLayer()),
+    st.just(GlobalMaxPoolLayer()),
+    st.just(FlattenLayer()),
+    st.builds(DropoutLayer, rate=st.just(0.1)),
+    st.builds(_Act, activation=ACTIVATIONS_ST),
     st.builds(LSTMLayer, units=st.integers(1, 3), bidirectional=st.booleans(), return_sequences=st.booleans()),
-    st.builds(GRULayer, units=st.integers(1, 3), bidirectional=st.booleans(), return_sequences=st.booleans(),
-              dropout=st.sampled_from([0.0, 0.2])),
-    st.just(BatchNormLayer()), st.just(LayerNormLayer()),
+    st.builds(
+        GRULayer,
+        units=st.integers(1, 3),
+        bidirectional=st.booleans(),
+        return_sequences=st.booleans(),
+        dropout=st.sampled_from([0.0, 0.2]),
+    ),
+    st.just(BatchNormLayer()),
+    st.just(LayerNormLayer()),
     st.builds(ReshapeLayer, target_shape=st.sampled_from([(-1,), (-1, 1), (1, -1), (2, -1), (-1, 1, 1), (0, 2)])),
 )
-LAYERS_ST = st.one_of(SIMPLE_LAYERS, st.builds(ResidualLayer, layers=st.lists(SIMPLE_LAYERS, min_size=1, max_size=2)
-                                                .map(tuple), activation=ACTIVATIONS_ST))
+LAYERS_ST = st.one_of(
+    SIMPLE_LAYERS,
+    st.builds(
+        ResidualLayer, layers=st.lists(SIMPLE_LAYERS, min_size=1, max_size=2).map(tuple), activation=ACTIVATIONS_ST
+    ),
+)
 INPUTS_ST = st.sampled_from([((6,), None), ((5, 4), None), ((2, 6, 6), None), ((7,), 10)])
 
 
 # DLCLI_FUZZ_EXAMPLES=3000 for a long run by hand
-@settings(max_examples=int(os.environ.get("DLCLI_FUZZ_EXAMPLES", "150")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("DLCLI_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(INPUTS_ST, st.lists(LAYERS_ST, min_size=1, max_size=4))
 def test_any_layer_list_is_a_clean_error_or_a_model_that_runs_as_planned(inputs, layers):
     shape, vocab = inputs
@@ -580,5 +693,8 @@ def test_any_layer_list_is_a_clean_error_or_a_model_that_runs_as_planned(inputs,
             x = model[start:end](x) if end > start else x
             out = tuple(x.shape[1:])
             # sequences may be channels-first at run time; the plan holds (steps, channels)
-            assert out == record.output_shape or (len(out) == 2 and out[::-1] == record.output_shape), \
-                (record.name, out, record.output_shape)
+            assert out == record.output_shape or (len(out) == 2 and out[::-1] == record.output_shape), (
+                record.name,
+                out,
+                record.output_shape,
+            )

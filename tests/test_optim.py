@@ -13,14 +13,23 @@ def params():
 @pytest.mark.parametrize(
     "config,cls,expected",
     [
-        (OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, nesterov=True), torch.optim.SGD,
-         {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+        (
+            OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, nesterov=True),
+            torch.optim.SGD,
+            {"lr": 0.1, "momentum": 0.9, "nesterov": True},
+        ),
         (OptimizerConfig(name="adam"), torch.optim.Adam, {"lr": 0.001, "eps": 1e-7, "betas": (0.9, 0.999)}),
-        (OptimizerConfig(name="adamw", weight_decay=0.1, beta_1=0.8), torch.optim.AdamW,
-         {"weight_decay": 0.1, "betas": (0.8, 0.999)}),
+        (
+            OptimizerConfig(name="adamw", weight_decay=0.1, beta_1=0.8),
+            torch.optim.AdamW,
+            {"weight_decay": 0.1, "betas": (0.8, 0.999)},
+        ),
         (OptimizerConfig(name="rmsprop"), torch.optim.RMSprop, {"lr": 0.001, "alpha": 0.9, "eps": 1e-7}),
-        (OptimizerConfig(name="rmsprop", rho=0.5, centered=True, momentum=0.1), torch.optim.RMSprop,
-         {"alpha": 0.5, "centered": True, "momentum": 0.1}),
+        (
+            OptimizerConfig(name="rmsprop", rho=0.5, centered=True, momentum=0.1),
+            torch.optim.RMSprop,
+            {"alpha": 0.5, "centered": True, "momentum": 0.1},
+        ),
     ],
 )
 def test_optimizers_take_keras_defaults_and_options(config, cls, expected):

@@ -49,10 +49,16 @@ def mnist_run(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("mnist")
     make_idx_dataset(tmp / "data" / "mnist", n_train=200, n_test=60)
-    config = {"name": "digits", "seed": 0, "device": "cpu",
-              "data": {"dataset": "mnist", "root": str(tmp / "data"), "download": False},
-              "model": {"preset": "cnn", "filters": [4], "dropout": 0.0}, "loss": "sparse_categorical_crossentropy",
-              "optimizer": {"name": "adam", "lr": 0.01}, "training": {"epochs": 1, "batch_size": 32}}
+    config = {
+        "name": "digits",
+        "seed": 0,
+        "device": "cpu",
+        "data": {"dataset": "mnist", "root": str(tmp / "data"), "download": False},
+        "model": {"preset": "cnn", "filters": [4], "dropout": 0.0},
+        "loss": "sparse_categorical_crossentropy",
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "training": {"epochs": 1, "batch_size": 32},
+    }
     return tmp, train_run(tmp, config)
 
 
@@ -91,17 +97,22 @@ def test_predict_converts_any_photo_and_marks_bad_files(mnist_run, tmp_path):
     tmp, run = mnist_run
     images = read_idx(tmp / "data" / "mnist" / "t10k-images-idx3-ubyte.gz")
     # A dark-on-light RGB photo at another size: grayscale, resize and --invert make it MNIST-like.
-    Image.fromarray(255 - images[0]).convert("RGB").resize((84, 84), Image.NEAREST).save(tmp_path / "photo.jpg", quality=95)
+    Image.fromarray(255 - images[0]).convert("RGB").resize((84, 84), Image.NEAREST).save(
+        tmp_path / "photo.jpg", quality=95
+    )
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     result = invoke("predict", run, tmp_path / "photo.jpg", tmp_path / "broken.png")
     assert result.exit_code == 2
     assert f"Error: {tmp_path / 'broken.png'} cannot be decoded as an image" in result.output
     assert "--skip-bad" in result.output and "Traceback" not in result.output
-    rows, err = predicted_rows(run, tmp_path / "photo.jpg", tmp_path / "broken.png", "--skip-bad", "--invert",
-                               "--top-k", "3")
+    rows, err = predicted_rows(
+        run, tmp_path / "photo.jpg", tmp_path / "broken.png", "--skip-bad", "--invert", "--top-k", "3"
+    )
     assert [r["input"] for r in rows] == [str(tmp_path / "photo.jpg"), str(tmp_path / "broken.png")]
     assert rows[0]["error"] == "" and rows[0]["top1"] == rows[0]["predicted"]
-    assert float(rows[0]["top1_probability"]) >= float(rows[0]["top2_probability"]) >= float(rows[0]["top3_probability"])
+    assert (
+        float(rows[0]["top1_probability"]) >= float(rows[0]["top2_probability"]) >= float(rows[0]["top3_probability"])
+    )
     assert rows[1]["predicted"] == "" and "cannot be decoded" in rows[1]["error"]
     assert "1 of 2 inputs could not be read" in err
 
@@ -116,11 +127,14 @@ def test_predict_json_lines_and_out_file(mnist_run, tmp_path):
     assert isinstance(lines[0]["correct"], bool)
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--top-k", "11"], "--top-k 11 is more than this run's 10 classes"),
-    (["--out", "."], "is a folder"),
-    (["--checkpoint", "middle"], "--checkpoint must be best or last"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--top-k", "11"], "--top-k 11 is more than this run's 10 classes"),
+        (["--out", "."], "is a folder"),
+        (["--checkpoint", "middle"], "--checkpoint must be best or last"),
+    ],
+)
 def test_predict_bad_options(mnist_run, args, words):
     tmp, run = mnist_run
     result = invoke("predict", run, tmp / "data" / "mnist" / "t10k-images-idx3-ubyte.gz", *args)
@@ -182,18 +196,24 @@ def test_export_refuses_a_folder_and_a_mismatch(mnist_run, tmp_path):
 def test_predict_imdb_from_keras_npz_reproduces_evaluate_and_reads_text(tmp_path):
     root = tmp_path / "data"
     make_imdb_npz(root / "imdb.npz")
-    config = {"name": "reviews", "seed": 0, "device": "cpu",
-              "data": {"dataset": "imdb", "root": str(root), "num_words": 50, "download": False},
-              "model": {"preset": "binary", "hidden": [8]}, "optimizer": {"name": "rmsprop", "lr": 0.01},
-              "training": {"epochs": 2, "batch_size": 16}}
+    config = {
+        "name": "reviews",
+        "seed": 0,
+        "device": "cpu",
+        "data": {"dataset": "imdb", "root": str(root), "num_words": 50, "download": False},
+        "model": {"preset": "binary", "hidden": [8]},
+        "optimizer": {"name": "rmsprop", "lr": 0.01},
+        "training": {"epochs": 2, "batch_size": 16},
+    }
     run = train_run(tmp_path, config)
     rows, _ = predicted_rows(run, root / "imdb.npz")
     assert len(rows) == 30
     assert sum(r["correct"] == "true" for r in rows) / 30 == pytest.approx(evaluated_accuracy(run), abs=1e-12)
     # New text through Keras's word index: ranks + 3, start 1, unknown or too rare 2.
     (root / "imdb_word_index.json").write_text(json.dumps({"great": 2, "film": 4, "the": 1, "rare": 60}))
-    assert encode_review("The film<br />was GREAT, rare!", {"great": 2, "film": 4, "the": 1, "rare": 60}, 50).tolist() \
-        == [1, 4, 7, 2, 5, 2]
+    assert encode_review(
+        "The film<br />was GREAT, rare!", {"great": 2, "film": 4, "the": 1, "rare": 60}, 50
+    ).tolist() == [1, 4, 7, 2, 5, 2]
     (tmp_path / "reviews" / "pos").mkdir(parents=True)
     (tmp_path / "reviews" / "pos" / "a.txt").write_text("A great film.")
     (tmp_path / "reviews" / "neg").mkdir(parents=True)

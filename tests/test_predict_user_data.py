@@ -24,9 +24,18 @@ def invoke(*args):
 
 
 def train(tmp_path: Path, data: dict, *, epochs: int = 3, model=MLP, name="own") -> Path:
-    config = write_config(tmp_path / f"{name}.yaml", {"name": name, "seed": 0, "device": "cpu", "data": data,
-                                                      "model": model, "optimizer": {"name": "adam", "lr": 0.02},
-                                                      "training": {"epochs": epochs, "batch_size": 8}})
+    config = write_config(
+        tmp_path / f"{name}.yaml",
+        {
+            "name": name,
+            "seed": 0,
+            "device": "cpu",
+            "data": data,
+            "model": model,
+            "optimizer": {"name": "adam", "lr": 0.02},
+            "training": {"epochs": epochs, "batch_size": 8},
+        },
+    )
     result = invoke("train", config, "--runs-dir", tmp_path / "runs", "-q")
     assert result.exit_code == 0, result.output
     return Path(result.output.strip().splitlines()[-1].split("Run folder: ")[1])
@@ -65,8 +74,16 @@ def table_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("table")
     write_table(tmp / "train.csv", 120, 0)
     write_table(tmp / "test.csv", 40, 1)
-    run = train(tmp, {"dataset": "csv", "train_path": str(tmp / "train.csv"), "test_path": str(tmp / "test.csv"),
-                      "target": "label", "validation_split": 0.2})
+    run = train(
+        tmp,
+        {
+            "dataset": "csv",
+            "train_path": str(tmp / "train.csv"),
+            "test_path": str(tmp / "test.csv"),
+            "target": "label",
+            "validation_split": 0.2,
+        },
+    )
     return tmp, run
 
 
@@ -94,7 +111,9 @@ def test_evaluate_uses_the_saved_statistics_not_a_refit(table_run, tmp_path):
     original = (tmp / "train.csv").read_text()
     try:  # the training file changes after training: its statistics must not be fitted again
         lines = original.splitlines()
-        (tmp / "train.csv").write_text("\n".join([lines[0]] + [line.replace(",", "0,", 1) for line in lines[1:]]) + "\n")
+        (tmp / "train.csv").write_text(
+            "\n".join([lines[0]] + [line.replace(",", "0,", 1) for line in lines[1:]]) + "\n"
+        )
         assert evaluate(run)["accuracy"] == before
     finally:
         (tmp / "train.csv").write_text(original)
@@ -162,16 +181,20 @@ def image_folder(root: Path, per_class: int, seed: int) -> Path:
 def test_image_folder_predict_on_its_test_folder_reproduces_evaluate(tmp_path):
     image_folder(tmp_path / "pics" / "train", 8, 0)
     image_folder(tmp_path / "pics" / "test", 4, 1)
-    run = train(tmp_path, {"dataset": "image_folder", "root": str(tmp_path / "pics"), "image_size": [8, 8],
-                           "channels": 1})
+    run = train(
+        tmp_path, {"dataset": "image_folder", "root": str(tmp_path / "pics"), "image_size": [8, 8], "channels": 1}
+    )
     assert (run / "classes.txt").read_text() == "2\n10\ncat\n"  # natural order
     rows, _ = predict(run, tmp_path / "pics" / "test")
     assert len(rows) == 12 and {r["true"] for r in rows} == {"2", "10", "cat"}
     assert accuracy(rows) == pytest.approx(evaluate(run)["accuracy"], abs=1e-12)
     result = invoke("export", run, "--format", "pt2", "--out", tmp_path / "m.pt2")
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "export.json").read_text())["input"] == \
-        {"name": "x", "shape": ["batch", 1, 8, 8], "dtype": "uint8"}
+    assert json.loads((tmp_path / "export.json").read_text())["input"] == {
+        "name": "x",
+        "shape": ["batch", 1, 8, 8],
+        "dtype": "uint8",
+    }
 
 
 def test_text_folder_predict_on_its_test_folder_reproduces_evaluate(tmp_path):
@@ -181,8 +204,12 @@ def test_text_folder_predict_on_its_test_folder_reproduces_evaluate(tmp_path):
             folder.mkdir(parents=True)
             for i in range(n):
                 (folder / f"{i}.txt").write_text(f"{words.split()[i % 3]} film {i}")
-    run = train(tmp_path, {"dataset": "text_folder", "root": str(tmp_path / "texts"), "num_words": 20},
-                model={"preset": "binary", "hidden": [4]}, epochs=5)
+    run = train(
+        tmp_path,
+        {"dataset": "text_folder", "root": str(tmp_path / "texts"), "num_words": 20},
+        model={"preset": "binary", "hidden": [4]},
+        epochs=5,
+    )
     assert "good" in (run / "vocab.txt").read_text().split()
     rows, _ = predict(run, tmp_path / "texts" / "test")
     assert len(rows) == 10

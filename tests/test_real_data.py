@@ -19,8 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
     reason=f"real Fashion-MNIST is absent ({DEBIAN_FASHION}; `apt-get install dataset-fashion-mnist` provides it)",
 )
 def test_fashion_mnist_mlp_one_epoch_reaches_80_percent(tmp_path):
-    config = load_config(ROOT / "configs/fashion_mnist_mlp.yaml",
-                         ["training.epochs=1", f"data.root={tmp_path}", "data.download=false", "device=cpu"])
+    config = load_config(
+        ROOT / "configs/fashion_mnist_mlp.yaml",
+        ["training.epochs=1", f"data.root={tmp_path}", "data.download=false", "device=cpu"],
+    )
     outcome = train(config, runs_dir=tmp_path / "runs", console=Console(file=io.StringIO()), draw_plots=False)
     assert outcome.results["test_samples"] == 10_000
     assert outcome.results["test_accuracy"] >= 0.80

@@ -24,16 +24,25 @@ runner = CliRunner()
 
 def slow_config(tmp_path: Path, epochs: int = 6) -> Path:
     # A schedule and early stopping too, so that resuming must restore their state as well.
-    raw = synthetic_config(epochs=epochs, batch_size=8, schedule={"name": "step", "step_size": 2, "gamma": 0.5},
-                           early_stopping={"monitor": "val_loss", "patience": 20})
+    raw = synthetic_config(
+        epochs=epochs,
+        batch_size=8,
+        schedule={"name": "step", "step_size": 2, "gamma": 0.5},
+        early_stopping={"monitor": "val_loss", "patience": 20},
+    )
     raw["data"]["synthetic"].update(samples=3000, shape=[32])
     raw["model"] = {"preset": "mlp", "hidden": [64, 64], "dropout": 0.2}  # dropout: the global RNG matters
     return write_config(tmp_path / "slow.yaml", raw)
 
 
 def start(args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "dlcli", "train", *map(str, args)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlcli", "train", *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_rows(run_parent: Path, rows: int, timeout: float = 60) -> Path:
@@ -72,8 +81,13 @@ def test_signal_stops_cleanly_and_says_how_to_resume(tmp_path, sig, code):
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     config = slow_config(tmp_path, epochs=5)
-    reference = subprocess.run([sys.executable, "-m", "dlcli", "train", str(config), "--runs-dir", "ref", "-q"],
-                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(
+        [sys.executable, "-m", "dlcli", "train", str(config), "--runs-dir", "ref", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert reference.returncode == 0, reference.stderr
     (ref_run,) = (tmp_path / "ref").iterdir()
 
@@ -83,8 +97,13 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
     assert json.loads((run / "run.json").read_text())["status"] == "running"  # what a kill leaves
-    resumed = subprocess.run([sys.executable, "-m", "dlcli", "train", "--resume", str(run), "-q"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dlcli", "train", "--resume", str(run), "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
 
     _, ref_rows = read_metrics(ref_run / "metrics.csv")
@@ -163,7 +182,9 @@ def test_resume_errors(tmp_path, tiny_config):
 def test_resume_with_a_different_model_or_a_damaged_checkpoint(tmp_path, tiny_config):
     runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs")])
     (run,) = (tmp_path / "runs").iterdir()
-    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=4", "--set", "model.hidden=[7]"])
+    result = runner.invoke(
+        app, ["train", "--resume", str(run), "--set", "training.epochs=4", "--set", "model.hidden=[7]"]
+    )
     assert result.exit_code == 2 and "different model" in result.output
     (run / "checkpoints" / "last.pt").write_bytes(b"garbage")
     result = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=4"])
@@ -252,8 +273,11 @@ def test_early_stopping_in_a_run_restores_the_best_epoch(tmp_path):
     assert best["epoch"] < rows[-1]["epoch"] < 40  # stopped early, after epochs worse than the best
     results = json.loads((run / "results.json").read_text())
     assert results["best"]["early_stopping"] == {
-        "monitor": "val_loss", "best": best["val_loss"], "best_epoch": best["epoch"],
-        "stopped_epoch": rows[-1]["epoch"], "restored_best_weights": True,
+        "monitor": "val_loss",
+        "best": best["val_loss"],
+        "best_epoch": best["epoch"],
+        "stopped_epoch": rows[-1]["epoch"],
+        "restored_best_weights": True,
     }
     assert results["checkpoint"] == f"best weights (epoch {best['epoch']})"
     best_weights = load_checkpoint(run / "checkpoints" / "best.pt")
@@ -272,8 +296,12 @@ def deterministic_mode_restored():
     """Deterministic mode (and the cuBLAS setting it needs) is process-wide: start the test
     without it and put back what was there afterwards, also when the test fails, so that it
     never leaks into later tests."""
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark, os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
     torch.use_deterministic_algorithms(False)
     os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     try:
@@ -288,8 +316,9 @@ def deterministic_mode_restored():
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
 
 
-def test_deterministic_flag_turns_on_deterministic_algorithms(tmp_path, tiny_config, monkeypatch,
-                                                              deterministic_mode_restored):
+def test_deterministic_flag_turns_on_deterministic_algorithms(
+    tmp_path, tiny_config, monkeypatch, deterministic_mode_restored
+):
     from dlcli.engine import Trainer
 
     seen = []  # whether deterministic algorithms were on while each run trained
@@ -301,29 +330,67 @@ def test_deterministic_flag_turns_on_deterministic_algorithms(tmp_path, tiny_con
 
     monkeypatch.setattr(Trainer, "fit", recording_fit)
     for flag in ("false", "true"):
-        result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "-q",
-                                     "--set", "training.epochs=1", "--set", f"training.deterministic={flag}"])
+        result = runner.invoke(
+            app,
+            [
+                "train",
+                str(tiny_config),
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "-q",
+                "--set",
+                "training.epochs=1",
+                "--set",
+                f"training.deterministic={flag}",
+            ],
+        )
         assert result.exit_code == 0, result.output
     assert seen == [False, True]
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # what cuBLAS needs to be deterministic on a GPU
 
 
 def test_device_options_are_checked_on_the_cpu(tmp_path, tiny_config):
-    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"),
-                                 "--set", "training.precision=bf16"])
+    result = runner.invoke(
+        app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "training.precision=bf16"]
+    )
     assert result.exit_code == 2 and "bf16" in result.output and "fp32" in result.output
     if not torch.cuda.is_available():
-        result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "device=cuda"])
+        result = runner.invoke(
+            app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "device=cuda"]
+        )
         assert result.exit_code == 2 and "no CUDA GPU" in result.output and "device: cpu" in result.output
-    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"),
-                                 "--set", "training.cuda_graph=true"])
+    result = runner.invoke(
+        app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "training.cuda_graph=true"]
+    )
     assert result.exit_code == 2 and "CUDA graphs need a CUDA GPU" in result.output
     assert "training.cuda_graph: false" in result.output
-    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"),
-                                 "--set", "training.cuda_graph=true", "--set", "training.compile=reduce-overhead"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(tiny_config),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            "training.cuda_graph=true",
+            "--set",
+            "training.compile=reduce-overhead",
+        ],
+    )
     assert result.exit_code == 2 and "cannot be combined" in result.output and "Traceback" not in result.output
-    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--nproc", "2",
-                                 "--set", "training.cuda_graph=true"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(tiny_config),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--nproc",
+            "2",
+            "--set",
+            "training.cuda_graph=true",
+        ],
+    )
     assert result.exit_code == 2 and "works in one process, and this run has 2" in result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
@@ -362,8 +429,9 @@ def test_a_run_stopped_in_its_first_epoch_resumes_from_the_start(tmp_path, tiny_
 
     control = RunControl(signal="SIGINT")  # as if Ctrl-C came during the very first step
     with pytest.raises(TrainingInterrupted) as info:
-        train(load_config(tiny_config), runs_dir=tmp_path / "runs", console=Console(file=io.StringIO()),
-              control=control)
+        train(
+            load_config(tiny_config), runs_dir=tmp_path / "runs", console=Console(file=io.StringIO()), control=control
+        )
     run = info.value.run_dir
     assert not (run / "checkpoints" / "last.pt").exists()
     result = runner.invoke(app, ["train", "--resume", str(run), "-q"])
@@ -390,9 +458,14 @@ def test_out_of_memory_while_training_is_exit_1_and_a_failed_run(tmp_path):
     raw["data"] = {"dataset": "synthetic", "synthetic": {"shape": [1, 2, 2], "samples": 8, "test_samples": 0}}
     raw["loss"] = "auto"
     # Few parameters, but the first forward pass needs 16 channels of 200,002 x 200,002 pixels.
-    raw["model"] = {"layers": [{"conv2d": {"filters": 16, "kernel_size": 1, "padding": 100000}},
-                               {"avgpool2d": {"pool_size": 200002}}, {"flatten": {}},
-                               {"dense": {"units": 3, "activation": "softmax"}}]}
+    raw["model"] = {
+        "layers": [
+            {"conv2d": {"filters": 16, "kernel_size": 1, "padding": 100000}},
+            {"avgpool2d": {"pool_size": 200002}},
+            {"flatten": {}},
+            {"dense": {"units": 3, "activation": "softmax"}},
+        ]
+    }
     config = write_config(tmp_path / "oom.yaml", raw)
     result = runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
     (run,) = (tmp_path / "runs").iterdir()
@@ -400,7 +473,8 @@ def test_out_of_memory_while_training_is_exit_1_and_a_failed_run(tmp_path):
     assert result.output.endswith(
         f"Error: Out of memory: this machine could not allocate 9.3 TiB while training (run folder: {run}). Use a "
         "smaller training.batch_size, a smaller model or data.max_train_samples; the run folder keeps every "
-        "complete epoch.\n")
+        "complete epoch.\n"
+    )
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "failed" and "can't allocate memory" in info["error"]
 
@@ -408,9 +482,12 @@ def test_out_of_memory_while_training_is_exit_1_and_a_failed_run(tmp_path):
 def test_cuda_out_of_memory_message():
     from dlcli.cli.train import out_of_memory_message
 
-    error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity "
-                                   "of 79.11 GiB of which 3.12 GiB is free.")
+    error = torch.OutOfMemoryError(
+        "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity "
+        "of 79.11 GiB of which 3.12 GiB is free."
+    )
     assert out_of_memory_message(error, "cuda", None) == (
         "Out of memory: the GPU could not allocate 20.00 GiB while training. Use a smaller training.batch_size, "
-        "a smaller model or data.max_train_samples; the run folder keeps every complete epoch.")
+        "a smaller model or data.max_train_samples; the run folder keeps every complete epoch."
+    )
     assert out_of_memory_message(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "cpu", None) is None

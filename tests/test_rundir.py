@@ -96,8 +96,10 @@ def test_a_checkpoint_holding_code_is_refused_without_pytorchs_advice(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     message = info.value.full_message()
-    assert message.startswith(f"Checkpoint {path} is damaged or not a dlcli checkpoint (it holds more than "
-                              "tensors and plain data: Unsupported global: GLOBAL pathlib")
+    assert message.startswith(
+        f"Checkpoint {path} is damaged or not a dlcli checkpoint (it holds more than "
+        "tensors and plain data: Unsupported global: GLOBAL pathlib"
+    )
     assert "weights_only" not in message  # PyTorch's text advises turning the safety off
     path.write_bytes(b"not a pickle at all")
     with pytest.raises(CheckpointError) as info:
@@ -129,7 +131,8 @@ def test_a_second_resume_of_a_busy_run_folder_exits_2_and_a_killed_one_resumes(t
         assert busy.output == (
             f"Error: The run folder {run} is in use: process {proc.pid} is training in it, and two processes "
             "would overwrite each other's checkpoints and metrics. Wait until it finishes (or stop it), then "
-            "resume; `dlcli runs` shows its status.\n")
+            "resume; `dlcli runs` shows its status.\n"
+        )
         assert json.loads((run / "run.json").read_text())["status"] == "running"  # untouched
     finally:
         proc.kill()

@@ -55,10 +55,16 @@ def sweep_dirs(runs: Path) -> list[Path]:
 
 
 def test_space_syntax():
-    assert parse_cli_param("optimizer.lr=[0.0001,0.001,0.01]") == Param("optimizer.lr", "grid", values=(0.0001, 0.001, 0.01))
-    assert parse_cli_param("optimizer.lr=loguniform(1e-5,1e-1)") == Param("optimizer.lr", "loguniform", low=1e-5, high=0.1, log=True)
+    assert parse_cli_param("optimizer.lr=[0.0001,0.001,0.01]") == Param(
+        "optimizer.lr", "grid", values=(0.0001, 0.001, 0.01)
+    )
+    assert parse_cli_param("optimizer.lr=loguniform(1e-5,1e-1)") == Param(
+        "optimizer.lr", "loguniform", low=1e-5, high=0.1, log=True
+    )
     assert parse_cli_param("model.dropout=uniform(0,0.5)") == Param("model.dropout", "uniform", low=0.0, high=0.5)
-    assert parse_cli_param("training.batch_size=int(16,256,log)") == Param("training.batch_size", "int", low=16, high=256, log=True)
+    assert parse_cli_param("training.batch_size=int(16,256,log)") == Param(
+        "training.batch_size", "int", low=16, high=256, log=True
+    )
     assert parse_cli_param("training.epochs=int(1, 3)") == Param("training.epochs", "int", low=1, high=3)
     hidden = parse_cli_param("model.hidden=choice([64],[128,64])")
     assert hidden == Param("model.hidden", "choice", values=([64], [128, 64]))
@@ -72,18 +78,36 @@ def test_space_syntax():
     assert (low, high) == (8.0, 64.0) and not inside.is_integer() and 8 < inside < 64
 
 
-@pytest.mark.parametrize("text, message", [
-    ("optimizer.lr", "-p 'optimizer.lr': expected KEY=SPEC."),
-    ("optimizer.lr=0.1", "-p optimizer.lr=0.1: a single value is not a search space."),
-    ("optimizer.lr=[]", "-p optimizer.lr=[]: the list is empty; give at least one value."),
-    ("optimizer.lr=[0.1,0.1]", "-p optimizer.lr=[0.1,0.1]: the value 0.1 is listed twice."),
-    ("optimizer.lr=logunif(1,2)", "-p optimizer.lr=logunif(1,2): unknown function 'logunif'; valid are: loguniform, uniform, int, choice."),
-    ("optimizer.lr=loguniform(0,1)", "-p optimizer.lr=loguniform(0,1): loguniform(...) needs a lower bound above 0, found 0.0."),
-    ("optimizer.lr=uniform(1,1)", "-p optimizer.lr=uniform(1,1): the lower bound 1.0 must be below the upper bound 1.0."),
-    ("training.batch_size=int(8,64,lg)", "-p training.batch_size=int(8,64,lg): the third argument of int(...) can only be `log`, found 'lg'."),
-    ("training.batch_size=int(8.5,64)", "-p training.batch_size=int(8.5,64): the lower bound of int(...) must be a whole number, found 8.5."),
-    ("model.hidden=choice()", "-p model.hidden=choice(): choice(...) needs at least one value."),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("optimizer.lr", "-p 'optimizer.lr': expected KEY=SPEC."),
+        ("optimizer.lr=0.1", "-p optimizer.lr=0.1: a single value is not a search space."),
+        ("optimizer.lr=[]", "-p optimizer.lr=[]: the list is empty; give at least one value."),
+        ("optimizer.lr=[0.1,0.1]", "-p optimizer.lr=[0.1,0.1]: the value 0.1 is listed twice."),
+        (
+            "optimizer.lr=logunif(1,2)",
+            "-p optimizer.lr=logunif(1,2): unknown function 'logunif'; valid are: loguniform, uniform, int, choice.",
+        ),
+        (
+            "optimizer.lr=loguniform(0,1)",
+            "-p optimizer.lr=loguniform(0,1): loguniform(...) needs a lower bound above 0, found 0.0.",
+        ),
+        (
+            "optimizer.lr=uniform(1,1)",
+            "-p optimizer.lr=uniform(1,1): the lower bound 1.0 must be below the upper bound 1.0.",
+        ),
+        (
+            "training.batch_size=int(8,64,lg)",
+            "-p training.batch_size=int(8,64,lg): the third argument of int(...) can only be `log`, found 'lg'.",
+        ),
+        (
+            "training.batch_size=int(8.5,64)",
+            "-p training.batch_size=int(8.5,64): the lower bound of int(...) must be a whole number, found 8.5.",
+        ),
+        ("model.hidden=choice()", "-p model.hidden=choice(): choice(...) needs at least one value."),
+    ],
+)
 def test_space_syntax_errors(text, message):
     with pytest.raises(ConfigError) as info:
         parse_cli_param(text)
@@ -93,16 +117,23 @@ def test_space_syntax_errors(text, message):
 def test_grid_points_are_the_product_of_the_lists_in_order():
     space = [Param("a", "grid", values=(1, 2)), Param("b", "grid", values=("x", "y", "z"))]
     points = grid_points(space)
-    assert points == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 1, "b": "z"},
-                      {"a": 2, "b": "x"}, {"a": 2, "b": "y"}, {"a": 2, "b": "z"}]
+    assert points == [
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 1, "b": "z"},
+        {"a": 2, "b": "x"},
+        {"a": 2, "b": "y"},
+        {"a": 2, "b": "z"},
+    ]
 
 
 # -- checks before the first trial ----------------------------------------------------------
 
 
 def request(config: Path, *params: str, **options) -> SweepRequest:
-    return SweepRequest(config=config, overrides=options.pop("overrides", []),
-                        params=[parse_cli_param(p) for p in params], **options)
+    return SweepRequest(
+        config=config, overrides=options.pop("overrides", []), params=[parse_cli_param(p) for p in params], **options
+    )
 
 
 def test_every_key_and_value_is_checked_with_the_messages_of_set(tiny_config):
@@ -112,13 +143,15 @@ def test_every_key_and_value_is_checked_with_the_messages_of_set(tiny_config):
     with pytest.raises(ConfigError) as by_sweep:
         plan_sweep(request(tiny_config, "model.hiden=[[8],[16]]"))
     assert by_set.value.message.startswith("--set model.hiden: unknown key 'hiden' in model")
-    assert by_sweep.value.message == "-p model.hiden=[[8], [16]] (value [8]): " + by_set.value.message[len("--set "):]
+    assert by_sweep.value.message == "-p model.hiden=[[8], [16]] (value [8]): " + by_set.value.message[len("--set ") :]
     assert by_sweep.value.hint == by_set.value.hint == "Did you mean 'hidden'?"
     # A range whose end does not fit.
     with pytest.raises(ConfigError) as info:
         plan_sweep(request(tiny_config, "optimizer.lr=uniform(-1,1)", trials=3))
-    assert info.value.message == ("-p optimizer.lr=uniform(-1.0, 1.0) (value -1.0): optimizer.lr: must be greater than "
-                                  "0.0, found -1.0 (learning rate).")
+    assert info.value.message == (
+        "-p optimizer.lr=uniform(-1.0, 1.0) (value -1.0): optimizer.lr: must be greater than "
+        "0.0, found -1.0 (learning rate)."
+    )
     with pytest.raises(ConfigError) as info:
         plan_sweep(request(tiny_config, "model.dropout=uniform(0,1)", trials=3))
     assert "(value 1.0): model.dropout: must be at least 0.0 and less than 1.0, found 1.0" in info.value.message
@@ -147,13 +180,21 @@ def test_method_trials_and_objective(tiny_config):
         plan_sweep(request(tiny_config, "optimizer.lr=[0.01,0.1]", trials=3))
     with pytest.raises(ConfigError) as info:
         plan_sweep(request(tiny_config, "optimizer.lr=[0.01,0.1]", metric="val_acc"))
-    assert info.value.message == "--metric 'val_acc' is not a logged metric; logged are: loss, accuracy, val_loss, val_accuracy."
+    assert (
+        info.value.message
+        == "--metric 'val_acc' is not a logged metric; logged are: loss, accuracy, val_loss, val_accuracy."
+    )
 
 
 def test_sweep_section_in_the_config_file(tmp_path):
     raw = synthetic_config()
-    raw["sweep"] = {"method": "random", "trials": 4, "metric": "val_accuracy", "seed": 7,
-                    "params": {"optimizer.lr": "loguniform(1e-4, 1e-1)", "model.hidden": [[8], [16]]}}
+    raw["sweep"] = {
+        "method": "random",
+        "trials": 4,
+        "metric": "val_accuracy",
+        "seed": 7,
+        "params": {"optimizer.lr": "loguniform(1e-4, 1e-1)", "model.hidden": [[8], [16]]},
+    }
     path = write_config(tmp_path / "with_sweep.yaml", raw)
     spec = plan_sweep(request(path))
     assert (spec.method, spec.trials, spec.metric, spec.direction, spec.seed) == ("random", 4, "val_accuracy", "max", 7)
@@ -179,8 +220,11 @@ def make_study(tmp_path: Path, tiny_config: Path, *params: str, **options):
     spec = plan_sweep(request(tiny_config, *params, **options))
     folder = create_sweep_dir(tmp_path / "runs", spec.name, "s1")
     spec.id = folder.name
-    points = ([{k: encode_choice(v) for k, v in p.items()} for p in grid_points(spec.space)][: spec.trials]
-              if spec.method == "grid" else [{} for _ in range(spec.trials)])
+    points = (
+        [{k: encode_choice(v) for k, v in p.items()} for p in grid_points(spec.space)][: spec.trials]
+        if spec.method == "grid"
+        else [{} for _ in range(spec.trials)]
+    )
     return folder, spec, Study.create(spec, spec.storage_url(folder), points)
 
 
@@ -214,18 +258,37 @@ def test_summary_csv_and_best_yaml_from_the_study(tmp_path, tiny_config):
     for status, value in outcomes:
         trial_id = study.claim_waiting()
         study.suggest(trial_id, spec.space)
-        study.set_attrs(trial_id, status=status, best_value=value, best_epoch=2, epochs=2, seconds=1.5,
-                        error="boom" if status == "failed" else None)
+        study.set_attrs(
+            trial_id,
+            status=status,
+            best_value=value,
+            best_epoch=2,
+            epochs=2,
+            seconds=1.5,
+            error="boom" if status == "failed" else None,
+        )
         study.finish(trial_id, status, value)
     rows = sort_rows(rows_from_study(folder, spec, study.trials()), spec.direction)
     assert [(r.number, r.status, r.value, r.params) for r in rows] == [
-        (1, "completed", 0.9, {"model.hidden": [16]}), (0, "completed", 0.7, {"model.hidden": [8]}),
-        (2, "failed", None, {"model.hidden": [4, 4]})]
+        (1, "completed", 0.9, {"model.hidden": [16]}),
+        (0, "completed", 0.7, {"model.hidden": [8]}),
+        (2, "failed", None, {"model.hidden": [4, 4]}),
+    ]
     best = write_summaries(folder, spec, rows)
     assert best.number == 1
     with open(folder / "summary.csv") as fh:
         table = list(csv.reader(fh))
-    assert table[0] == ["trial", "status", "val_accuracy", "best_epoch", "epochs", "seconds", "model.hidden", "folder", "error"]
+    assert table[0] == [
+        "trial",
+        "status",
+        "val_accuracy",
+        "best_epoch",
+        "epochs",
+        "seconds",
+        "model.hidden",
+        "folder",
+        "error",
+    ]
     assert table[1][:7] == ["1", "completed", "0.9", "2", "2", "1.5", "[16]"] and table[3][-1] == "boom"
     best_config = load_config(folder / "best.yaml")
     assert best_config.model.hidden == (16,) and best_config == load_config(tiny_config, ["model.hidden=[16]"])
@@ -258,10 +321,12 @@ def test_stale_trials_are_those_whose_worker_is_gone(tmp_path, tiny_config):
 
     folder, spec, study = make_study(tmp_path, tiny_config, "optimizer.lr=[0.001,0.002,0.003,0.004,0.005]")
     here, now = socket.gethostname(), time.time()
-    owners = [dict(host=here, worker_pid=_dead_pid(), heartbeat=now),  # killed on this machine
-              dict(host=here, worker_pid=os.getpid(), heartbeat=now),  # alive: this very process
-              dict(host="elsewhere", worker_pid=1, heartbeat=now - STALE_AFTER_S - 1),  # silent too long
-              dict(host="elsewhere", worker_pid=1, heartbeat=now)]  # another machine, alive
+    owners = [
+        dict(host=here, worker_pid=_dead_pid(), heartbeat=now),  # killed on this machine
+        dict(host=here, worker_pid=os.getpid(), heartbeat=now),  # alive: this very process
+        dict(host="elsewhere", worker_pid=1, heartbeat=now - STALE_AFTER_S - 1),  # silent too long
+        dict(host="elsewhere", worker_pid=1, heartbeat=now),
+    ]  # another machine, alive
     ids = []
     for attrs in owners:
         trial_id = study.claim_waiting()
@@ -298,7 +363,9 @@ def test_plain_display_lines(tmp_path, tiny_config):
     display.event("started", view)
     view.status, view.value, view.best_epoch, view.epochs_done, view.finished = "completed", 0.51234, 2, 2, 112.0
     display.event("finished", view)
-    failed = TrialView(1, 1, {"optimizer.lr": 0.1}, tmp_path, status="failed", started=100.0, finished=103.0, error="boom")
+    failed = TrialView(
+        1, 1, {"optimizer.lr": 0.1}, tmp_path, status="failed", started=100.0, finished=103.0, error="boom"
+    )
     display.event("finished", failed)
     assert out.getvalue().splitlines() == [
         "Trial 0 started: lr=0.01",
@@ -321,8 +388,20 @@ def test_grid_sweep_with_a_failing_point(tmp_path, tiny_config, trial_env):
     runs = tmp_path / "runs"
     # max_train_samples=1 leaves no sample to train on once validation is held out: that trial
     # fails with dlcli's message, and the sweep goes on.
-    result = invoke("sweep", tiny_config, "-p", "data.max_train_samples=[1,150]", "--set", "training.epochs=1",
-                    "--workers", "2", "--runs-dir", runs, "--id", "grid")
+    result = invoke(
+        "sweep",
+        tiny_config,
+        "-p",
+        "data.max_train_samples=[1,150]",
+        "--set",
+        "training.epochs=1",
+        "--workers",
+        "2",
+        "--runs-dir",
+        runs,
+        "--id",
+        "grid",
+    )
     assert result.exit_code == 0, result.output
     folder = runs / "sweeps" / "grid"
     assert sorted(p.name for p in (folder / "trials").iterdir()) == ["0000-tiny", "0001-tiny"]
@@ -331,8 +410,12 @@ def test_grid_sweep_with_a_failing_point(tmp_path, tiny_config, trial_env):
     good = folder / "trials" / "0001-tiny"
     info = json.loads((good / "run.json").read_text())
     assert info["status"] == "completed" and info["resumed_from_epoch"] is None
-    assert info["sweep"] == {"id": "grid", "trial": 1, "params": {"data.max_train_samples": 150},
-                             "folder": str(folder.resolve())}
+    assert info["sweep"] == {
+        "id": "grid",
+        "trial": 1,
+        "params": {"data.max_train_samples": 150},
+        "folder": str(folder.resolve()),
+    }
     _, rows = read_metrics(good / "metrics.csv")
     with open(folder / "summary.csv") as fh:
         summary = list(csv.DictReader(fh))
@@ -340,8 +423,15 @@ def test_grid_sweep_with_a_failing_point(tmp_path, tiny_config, trial_env):
     assert float(summary[0]["val_loss"]) == rows[0]["val_loss"]
     assert "data.validation_split: holding out 1 of 1 training samples leaves none to train on" in summary[1]["error"]
     assert load_config(folder / "best.yaml") == load_config(good / "config.yaml")
-    assert {p.name for p in folder.iterdir()} >= {"sweep.yaml", "study.journal", "summary.csv", "best.yaml",
-                                                   "objective.png", "curves-loss.png", "curves-accuracy.png"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "sweep.yaml",
+        "study.journal",
+        "summary.csv",
+        "best.yaml",
+        "objective.png",
+        "curves-loss.png",
+        "curves-accuracy.png",
+    }
     assert read_spec(folder).trials == 2
     # The trial is an ordinary run folder: dlcli's other commands work on it.
     assert invoke("evaluate", good).exit_code == 0
@@ -360,8 +450,21 @@ def test_grid_sweep_with_a_failing_point(tmp_path, tiny_config, trial_env):
 
 def test_median_pruning_stops_a_hopeless_trial_and_keeps_its_folder(tmp_path, tiny_config, trial_env):
     runs = tmp_path / "runs"
-    result = invoke("sweep", tiny_config, "-p", "optimizer.lr=[0.05,0.000001]", "--prune", "median",
-                    "--prune-startup-trials", "1", "--runs-dir", runs, "--id", "pr", "--fail-fast")
+    result = invoke(
+        "sweep",
+        tiny_config,
+        "-p",
+        "optimizer.lr=[0.05,0.000001]",
+        "--prune",
+        "median",
+        "--prune-startup-trials",
+        "1",
+        "--runs-dir",
+        runs,
+        "--id",
+        "pr",
+        "--fail-fast",
+    )
     assert result.exit_code == 0, result.output
     pruned = runs / "sweeps" / "pr" / "trials" / "0001-tiny"
     info = json.loads((pruned / "run.json").read_text())
@@ -393,8 +496,21 @@ def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tm
     runs = tmp_path / "runs"
     folder = runs / "sweeps" / "k"
     trials = [folder / "trials" / f"000{i}-tiny" for i in range(2)]
-    cmd = [sys.executable, "-m", "dlcli", "sweep", str(config), "-p", "optimizer.lr=[0.01,0.02]", "--workers", "2",
-           "--runs-dir", str(runs), "--id", "k"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dlcli",
+        "sweep",
+        str(config),
+        "-p",
+        "optimizer.lr=[0.01,0.02]",
+        "--workers",
+        "2",
+        "--runs-dir",
+        str(runs),
+        "--id",
+        "k",
+    ]
     # 1. Ctrl-C: trials stop at the end of a step, keep their complete epochs, exit 130.
     sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(lambda: all(_epochs_done(t) >= 1 for t in trials))
@@ -405,8 +521,12 @@ def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tm
     for t in trials:
         assert json.loads((t / "run.json").read_text())["status"] == "interrupted"
     # 2. Resume, then SIGKILL the sweep and its trial processes mid-way.
-    sweep = subprocess.Popen([sys.executable, "-m", "dlcli", "sweep", "resume", "k", "--runs-dir", str(runs),
-                              "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "dlcli", "sweep", "resume", "k", "--runs-dir", str(runs), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _wait_for(lambda: all("Resuming" in (t / "output.log").read_text() for t in trials))
     pids = [json.loads((t / "run.json").read_text())["pid"] for t in trials]
     sweep.kill()
@@ -471,34 +591,82 @@ def postgres_url():
         as_user = ["runuser", "-u", "postgres", "--"]
     data, port = base / "data", _free_port()
     try:
-        subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
-                       check=True, capture_output=True, timeout=120)
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
-                        "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        subprocess.run(
+            [
+                *as_user,
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-l",
+                str(base / "log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {port} -k {base} -c listen_addresses=127.0.0.1",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(base, ignore_errors=True)
         pytest.skip(f"could not start a PostgreSQL cluster: {getattr(exc, 'stderr', b'') or exc}")
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(base, ignore_errors=True)
 
 
 def test_two_worker_processes_on_postgresql_run_each_grid_point_once(tmp_path, tiny_config, trial_env, postgres_url):
     runs_a, runs_b = tmp_path / "a" / "runs", tmp_path / "b" / "runs"  # two "machines": no shared folder
-    first = subprocess.Popen([sys.executable, "-m", "dlcli", "sweep", str(tiny_config), "-p", "optimizer.lr=[0.01,0.02,0.03,0.04]",
-                              "--set", "training.epochs=1", "--storage", postgres_url, "--id", "pg", "--runs-dir", str(runs_a)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dlcli",
+            "sweep",
+            str(tiny_config),
+            "-p",
+            "optimizer.lr=[0.01,0.02,0.03,0.04]",
+            "--set",
+            "training.epochs=1",
+            "--storage",
+            postgres_url,
+            "--id",
+            "pg",
+            "--runs-dir",
+            str(runs_a),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert first.stdout.readline().startswith("Sweep pg: grid over optimizer.lr, 4 trials")  # the study exists now
-    second = subprocess.run([sys.executable, "-m", "dlcli", "sweep", "worker", "pg", "--storage", postgres_url,
-                             "--runs-dir", str(runs_b)], capture_output=True, text=True, timeout=600)
+    second = subprocess.run(
+        [sys.executable, "-m", "dlcli", "sweep", "worker", "pg", "--storage", postgres_url, "--runs-dir", str(runs_b)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = first.stdout.read()
     first.wait(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, out + second.stdout + second.stderr
-    summary = json.loads(invoke("sweep", "summary", "pg", "--storage", postgres_url, "--runs-dir", runs_b, "--json").output)
+    summary = json.loads(
+        invoke("sweep", "summary", "pg", "--storage", postgres_url, "--runs-dir", runs_b, "--json").output
+    )
     assert summary["sweep"]["counts"] == {"completed": 4}
     assert sorted(t["params"]["optimizer.lr"] for t in summary["trials"]) == [0.01, 0.02, 0.03, 0.04]
     ran_a = {p.name for p in (runs_a / "sweeps" / "pg" / "trials").iterdir()}

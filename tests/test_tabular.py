@@ -49,17 +49,38 @@ def test_columns_are_typed_scaled_and_one_hot_from_the_training_split(tmp_path):
     data = load_dataset(csv_config(path, target="label", test_split=0.2), seed=0)
     state = data.preprocessing
     assert [(s["name"], s["type"]) for s in state["features"]] == [
-        ("height", "numeric"), ("color", "categorical"), ("member", "boolean"), ("score", "numeric")]
+        ("height", "numeric"),
+        ("color", "categorical"),
+        ("member", "boolean"),
+        ("score", "numeric"),
+    ]
     assert state["task"] == "binary" and state["class_names"] == ["cat", "dog"]
-    assert state["input_names"] == ["height", "color=blue", "color=green", "color=red", "color=<unknown>",
-                                    "member", "score"]
-    assert state["split"] == {"seed": 0, "file_rows": 10, "dropped_rows": 0, "train": 8, "val": 0, "test": 2,
-                              "stratified": True, "test_file": None}
+    assert state["input_names"] == [
+        "height",
+        "color=blue",
+        "color=green",
+        "color=red",
+        "color=<unknown>",
+        "member",
+        "score",
+    ]
+    assert state["split"] == {
+        "seed": 0,
+        "file_rows": 10,
+        "dropped_rows": 0,
+        "train": 8,
+        "val": 0,
+        "test": 2,
+        "stratified": True,
+        "test_file": None,
+    }
     # The mean and std are the training rows' only (population std, as scikit-learn's StandardScaler).
     train_rows = data.x_train.shape[0]
     assert train_rows == 8 and data.x_test.shape == (2, 7)
     heights = set(range(1, 11))
-    test_heights = {round(float(h)) for h in data.x_test[:, 0] * state["features"][0]["std"] + state["features"][0]["mean"]}
+    test_heights = {
+        round(float(h)) for h in data.x_test[:, 0] * state["features"][0]["std"] + state["features"][0]["mean"]
+    }
     train_heights = sorted(heights - test_heights)
     assert state["features"][0]["mean"] == pytest.approx(np.mean(train_heights))
     assert state["features"][0]["std"] == pytest.approx(np.std(train_heights))
@@ -83,8 +104,11 @@ def test_an_unseen_category_in_the_test_file_takes_the_unknown_slot(tmp_path):
 
 
 def test_bom_and_quoted_commas(tmp_path):
-    path = write(tmp_path / "bom.csv", '\ufeffname,size,label\n"Smith, J.",1,a\n"Doe, A.",2,b\n"Smith, J.",3,a\n'
-                 '"Roe, B.",4,b\n', "utf-8")
+    path = write(
+        tmp_path / "bom.csv",
+        '\ufeffname,size,label\n"Smith, J.",1,a\n"Doe, A.",2,b\n"Smith, J.",3,a\n"Roe, B.",4,b\n',
+        "utf-8",
+    )
     table = read_table(path)
     assert table.header == ["name", "size", "label"]  # no \ufeff glued to the first name
     data = load_dataset(csv_config(path, target="label", test_split=0.0), seed=0)
@@ -145,7 +169,8 @@ def test_missing_cells_are_an_error_naming_file_line_and_column(tmp_path):
         load_dataset(csv_config(path, target="label"), seed=0)
     assert info.value.full_message() == (
         f"{path}, line 3, column 'b': the cell is empty (or a missing-value marker such as NA); 2 cells are missing "
-        "in all. Fill it in, or set data.missing to mean (fill with the training mean), zero, or drop_rows.")
+        "in all. Fill it in, or set data.missing to mean (fill with the training mean), zero, or drop_rows."
+    )
 
 
 def test_missing_cells_filled_with_the_training_mean_or_zero_or_dropped(tmp_path):
@@ -170,7 +195,8 @@ def test_a_missing_target_cannot_be_filled(tmp_path):
         load_dataset(csv_config(path, target="label", missing="mean"), seed=0)
     assert info.value.full_message() == (
         f"{path}, line 3, column 'label': the target is missing, and a target cannot be filled in. Fill it in, or "
-        "set data.missing: drop_rows to leave such rows out.")
+        "set data.missing: drop_rows to leave such rows out."
+    )
 
 
 def test_a_ragged_row_is_an_error(tmp_path):
@@ -179,7 +205,8 @@ def test_a_ragged_row_is_an_error(tmp_path):
         load_dataset(csv_config(path, target="label"), seed=0)
     assert info.value.full_message() == (
         f"{path}, line 3: 4 fields, but the header has 3 columns. Every row needs 3 fields; a field that contains "
-        "',' must be in double quotes.")
+        "',' must be in double quotes."
+    )
 
 
 def test_text_in_a_numeric_column_is_an_error(tmp_path):
@@ -188,7 +215,8 @@ def test_text_in_a_numeric_column_is_an_error(tmp_path):
         load_dataset(csv_config(path, target="label", test_split=0.0), seed=0)
     assert info.value.full_message() == (
         f"{path}, line 4, column 'b': 'six' is not a number, but 'b' is a numeric column. Correct the cell, mark it "
-        "missing (leave it empty), or set data.column_types: {b: categorical}.")
+        "missing (leave it empty), or set data.column_types: {b: categorical}."
+    )
 
 
 def test_a_label_never_seen_in_training_is_an_error(tmp_path):
@@ -198,7 +226,8 @@ def test_a_label_never_seen_in_training_is_an_error(tmp_path):
         load_dataset(DataConfig(dataset="csv", train_path=str(train), test_path=str(test), target="label"), seed=0)
     assert info.value.full_message() == (
         f"{test}, line 3, column 'label': the label 'r' is not one of the classes seen in training: p, q. "
-        "Correct the label, or train with data that has this class.")
+        "Correct the label, or train with data that has this class."
+    )
 
 
 def test_a_file_that_is_not_utf8_is_an_error(tmp_path):
@@ -208,7 +237,8 @@ def test_a_file_that_is_not_utf8_is_an_error(tmp_path):
         load_dataset(csv_config(path, target="label"), seed=0)
     assert info.value.full_message() == (
         f"{path}, line 2: the file is not UTF-8 text (byte 0xe9 at offset 13). Save it as UTF-8 (in a spreadsheet: "
-        "'CSV UTF-8'), then train again.")
+        "'CSV UTF-8'), then train again."
+    )
 
 
 def test_an_unknown_target_column_names_the_columns(tmp_path):
@@ -217,17 +247,21 @@ def test_an_unknown_target_column_names_the_columns(tmp_path):
         load_dataset(csv_config(path, target="lable"), seed=0)
     assert info.value.full_message() == (
         f"data.target: {path} has no column 'lable'; its columns are: height, color, member, score, label. "
-        "Did you mean 'label'?")
+        "Did you mean 'label'?"
+    )
 
 
-@pytest.mark.parametrize("target,text,task,classes,names", [
-    ("y", "x,y\n1,0\n2,1\n3,2\n4,0\n5,1\n6,2\n", "multiclass", 3, ("0", "1", "2")),
-    ("y", "x,y\n1,10\n2,2\n3,10\n4,2\n", "binary", 2, ("2", "10")),
-    ("y", "x,y\n1,0.5\n2,1.25\n3,2.5\n4,0.1\n", "regression", 1, None),
-    ("y", "x,y\n1,yes\n2,no\n3,yes\n4,no\n", "binary", 2, ("no", "yes")),
-    (["p", "q"], "x,p,q\n1,0,1\n2,1,1\n3,0,0\n4,1,0\n", "multilabel", 2, ("p", "q")),
-    (["p", "q"], "x,p,q\n1,0.5,1\n2,1,3\n3,0,0\n4,1,0\n", "regression", 2, None),
-])
+@pytest.mark.parametrize(
+    "target,text,task,classes,names",
+    [
+        ("y", "x,y\n1,0\n2,1\n3,2\n4,0\n5,1\n6,2\n", "multiclass", 3, ("0", "1", "2")),
+        ("y", "x,y\n1,10\n2,2\n3,10\n4,2\n", "binary", 2, ("2", "10")),
+        ("y", "x,y\n1,0.5\n2,1.25\n3,2.5\n4,0.1\n", "regression", 1, None),
+        ("y", "x,y\n1,yes\n2,no\n3,yes\n4,no\n", "binary", 2, ("no", "yes")),
+        (["p", "q"], "x,p,q\n1,0,1\n2,1,1\n3,0,0\n4,1,0\n", "multilabel", 2, ("p", "q")),
+        (["p", "q"], "x,p,q\n1,0.5,1\n2,1,3\n3,0,0\n4,1,0\n", "regression", 2, None),
+    ],
+)
 def test_the_task_is_inferred_from_the_target(tmp_path, target, text, task, classes, names):
     path = write(tmp_path / "t.csv", text)
     info = dataset_info(csv_config(path, target=target if isinstance(target, str) else tuple(target)), seed=0)
@@ -245,8 +279,9 @@ def test_twenty_one_integer_values_are_a_regression_target_and_task_overrides(tm
 
 def test_column_type_overrides_keep_codes_as_text_and_ignore_columns(tmp_path):
     path = write(tmp_path / "z.csv", "id,zip,v,label\n1,02134,1.5,a\n2,10001,2.5,b\n3,02134,3.5,a\n4,94105,4.5,b\n")
-    data = load_dataset(csv_config(path, target="label", test_split=0.0,
-                                   column_types={"zip": "categorical", "id": "ignore"}), seed=0)
+    data = load_dataset(
+        csv_config(path, target="label", test_split=0.0, column_types={"zip": "categorical", "id": "ignore"}), seed=0
+    )
     specs = data.preprocessing["features"]
     assert [s["name"] for s in specs] == ["zip", "v"]
     assert specs[0]["categories"] == ["02134", "10001", "94105"]
@@ -261,7 +296,9 @@ def test_a_saved_state_is_applied_not_fitted_again(tmp_path):
     state["features"][0]["mean"] = 100.0
     state["features"][0]["std"] = 2.0
     again = load_dataset(cfg, seed=0, preprocessing=state)
-    heights = fitted.x_train[:, 0] * fitted.preprocessing["features"][0]["std"] + fitted.preprocessing["features"][0]["mean"]
+    heights = (
+        fitted.x_train[:, 0] * fitted.preprocessing["features"][0]["std"] + fitted.preprocessing["features"][0]["mean"]
+    )
     assert torch.allclose(again.x_train[:, 0], (heights - 100.0) / 2.0, atol=1e-5)
     assert again.preprocessing is state
     # the info needs no file at all with a state
@@ -273,8 +310,10 @@ def test_encode_table_from_rows_equals_the_file(tmp_path):
     path = write(tmp_path / "t.csv", MIXED)
     state = load_dataset(csv_config(path, target="label", test_split=0.0), seed=0).preprocessing
     x_file, _ = encode_table(state, path)
-    rows = [{"height": 3.0, "color": "red", "member": "yes", "score": 30},
-            {"height": 4, "color": "teal", "member": False, "score": "40"}]
+    rows = [
+        {"height": 3.0, "color": "red", "member": "yes", "score": 30},
+        {"height": 4, "color": "teal", "member": False, "score": "40"},
+    ]
     x_rows, y_rows = encode_table(state, rows)
     assert y_rows is None and torch.equal(x_rows[0], x_file[2])
     assert x_rows[1, 1:5].tolist() == [0.0, 0.0, 0.0, 1.0] and x_rows[1, 5].item() == 0.0
@@ -295,8 +334,10 @@ def test_preprocessing_files_are_readable(tmp_path):
 
 def test_summary_of_a_csv_config(tmp_path):
     path = write(tmp_path / "t.csv", MIXED)
-    config = write_config(tmp_path / "c.yaml", {
-        "data": {"dataset": "csv", "path": str(path), "target": "label"}, "model": {"preset": "mlp", "hidden": [4]}})
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"data": {"dataset": "csv", "path": str(path), "target": "label"}, "model": {"preset": "mlp", "hidden": [4]}},
+    )
     result = runner.invoke(app, ["summary", str(config), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
@@ -310,18 +351,25 @@ def test_a_saved_state_of_another_kind_or_a_newer_version_is_refused(tmp_path):
         load_dataset(cfg, seed=0, preprocessing={"kind": "text_folder", "version": 1})
     assert kind.value.full_message() == (
         "The saved preprocessing is for text_folder data, but data.dataset is csv. Use the config the run was "
-        "trained with.")
+        "trained with."
+    )
     with pytest.raises(DataError) as newer:
         dataset_info(cfg, seed=0, preprocessing={"kind": "csv", "version": 99})
     assert newer.value.full_message() == (
-        "The saved preprocessing has version 99, newer than this dlcli understands (1). Upgrade dlcli to use this run.")
+        "The saved preprocessing has version 99, newer than this dlcli understands (1). Upgrade dlcli to use this run."
+    )
 
 
 def test_minmax_and_no_scaling(tmp_path):
     path = write(tmp_path / "t.csv", "a,label\n2,p\n4,q\n6,p\n10,q\n")
     minmax = load_dataset(csv_config(path, target="label", test_split=0.0, normalize="minmax"), seed=0)
-    assert minmax.preprocessing["features"][0] == {"name": "a", "type": "numeric", "fill": None, "min": 2.0,
-                                                    "max": 10.0}
+    assert minmax.preprocessing["features"][0] == {
+        "name": "a",
+        "type": "numeric",
+        "fill": None,
+        "min": 2.0,
+        "max": 10.0,
+    }
     assert sorted(minmax.x_train[:, 0].tolist()) == [0.0, 0.25, 0.5, 1.0]
     raw = load_dataset(csv_config(path, target="label", test_split=0.0, normalize="none"), seed=0)
     assert sorted(raw.x_train[:, 0].tolist()) == [2.0, 4.0, 6.0, 10.0]

@@ -54,8 +54,10 @@ def test_multi_hot_with_an_out_of_vocabulary_slot(tmp_path):
     assert data.x_train.dtype == torch.uint8 and data.x_train.shape == (6, 6)
     x = encode_texts(state, ["great great movie", "an unseen word", ""])
     assert x.tolist() == [[0, 0, 1, 0, 0, 1], [1, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]
-    assert preprocessing_files(state) == {"classes.txt": "neg\npos\n",
-                                          "vocab.txt": "[UNK]\nbad\ngreat\nit\nloved\nmovie\n"}
+    assert preprocessing_files(state) == {
+        "classes.txt": "neg\npos\n",
+        "vocab.txt": "[UNK]\nbad\ngreat\nit\nloved\nmovie\n",
+    }
 
 
 def test_count_tf_idf_and_sequence_outputs(tmp_path):
@@ -93,11 +95,13 @@ def test_a_file_that_is_not_utf8_is_an_error_or_skipped(tmp_path):
         load_dataset(text_config(root), seed=0)
     assert info.value.full_message() == (
         f"Cannot read the text file {bad}: not UTF-8 text (byte 0xe9 at offset 3). Save it as UTF-8, delete it, "
-        "or set data.on_bad_file: skip to leave unreadable files out.")
+        "or set data.on_bad_file: skip to leave unreadable files out."
+    )
     data = load_dataset(text_config(root, on_bad_file="skip"), seed=0)
     assert len(data.x_train) == 6
-    assert data.notes == ((f"Skipped 1 unreadable text file (data.on_bad_file: skip): {bad} (not UTF-8 text "
-                           "(byte 0xe9 at offset 3))."),)
+    assert data.notes == (
+        (f"Skipped 1 unreadable text file (data.on_bad_file: skip): {bad} (not UTF-8 text (byte 0xe9 at offset 3))."),
+    )
 
 
 def test_aclimdb_layout_with_an_unlabelled_folder_left_out(tmp_path):
@@ -112,4 +116,5 @@ def test_aclimdb_layout_with_an_unlabelled_folder_left_out(tmp_path):
         dataset_info(DataConfig(dataset="text_folder", root=str(root), class_names=("neg", "postive")), seed=0)
     assert missing.value.full_message() == (
         f"data.class_names: {root / 'train'} has no class folder 'postive'; it has: neg, pos, unsup. "
-        "Did you mean 'pos'?")
+        "Did you mean 'pos'?"
+    )

@@ -39,8 +39,16 @@ pytest.importorskip("mlflow", reason="the tracking extra is not installed: pip i
 
 runner = CliRunner()
 STEPS_PER_EPOCH = 10  # synthetic_config: 200 samples, 20% held out, batch 16
-FOLDER_FILES = {"config.yaml", "run.json", "summary.txt", "metrics.csv", "checkpoints", "results.json",
-                "loss.png", "accuracy.png"}
+FOLDER_FILES = {
+    "config.yaml",
+    "run.json",
+    "summary.txt",
+    "metrics.csv",
+    "checkpoints",
+    "results.json",
+    "loss.png",
+    "accuracy.png",
+}
 
 
 def train(*args):
@@ -90,8 +98,10 @@ def test_tracking_section_defaults_overrides_and_errors(tmp_path):
     config = load_config(path)
     assert config.tracking == TrackingConfig(tensorboard=False, mlflow=None)
     config = load_config(path, ["tracking.tensorboard=true", "tracking.mlflow.uri=sqlite:///x.db"])
-    assert config.tracking == TrackingConfig(tensorboard=True, mlflow=MlflowConfig(
-        uri="sqlite:///x.db", experiment=None, log_checkpoints=False, timeout=10, retries=2))
+    assert config.tracking == TrackingConfig(
+        tensorboard=True,
+        mlflow=MlflowConfig(uri="sqlite:///x.db", experiment=None, log_checkpoints=False, timeout=10, retries=2),
+    )
     with pytest.raises(dlcli.errors.ConfigError, match=r"unknown key 'tensorbord' in tracking.*'tensorboard'"):
         load_config(path, ["tracking.tensorbord=true"])
     with pytest.raises(dlcli.errors.ConfigError, match=r"tracking.mlflow.timeout: must be at least 1, found 0"):
@@ -109,8 +119,10 @@ def test_config_flattens_to_params_without_the_tracking_section(tmp_path):
     assert flat["model.layers.1.flatten"] == {}
     assert flat["data.synthetic.shape"] == [8]
     assert flat["optimizer.lr"] == 0.01
-    assert [param_text(flat[k]) for k in ("model.layers.1.flatten", "data.synthetic.shape", "optimizer.momentum",
-                                          "training.shuffle")] == ["{}", "[8]", "null", "true"]
+    assert [
+        param_text(flat[k])
+        for k in ("model.layers.1.flatten", "data.synthetic.shape", "optimizer.momentum", "training.shuffle")
+    ] == ["{}", "[8]", "null", "true"]
 
 
 def test_only_rank_zero_tracks(tmp_path):
@@ -140,15 +152,22 @@ def _python_without(tmp_path: Path, package: str) -> tuple[list[str], dict]:
     return [sys.executable, "-S"], env
 
 
-@pytest.mark.parametrize("section,package", [({"tensorboard": True}, "tensorboard"),
-                                             ({"mlflow": {"uri": "sqlite:///m.db"}}, "mlflow")])
+@pytest.mark.parametrize(
+    "section,package", [({"tensorboard": True}, "tensorboard"), ({"mlflow": {"uri": "sqlite:///m.db"}}, "mlflow")]
+)
 def test_tracking_without_its_package_is_a_clear_error(tmp_path, section, package):
     python, env = _python_without(tmp_path, package)
     probe = subprocess.run([*python, "-c", f"import {package}"], env=env, capture_output=True, text=True)
     assert probe.returncode == 1 and "ModuleNotFoundError" in probe.stderr
     config = config_file(tmp_path, **section)
-    result = subprocess.run([*python, "-m", "dlcli", "train", str(config), "--runs-dir", str(tmp_path / "runs")],
-                            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [*python, "-m", "dlcli", "train", str(config), "--runs-dir", str(tmp_path / "runs")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"the {package} package is not installed" in result.stderr
@@ -176,9 +195,13 @@ def _check_epoch_scalars(tb: Path, rows: list[dict]) -> None:
     epochs = [r["epoch"] for r in rows]
     assert sorted(k for k in train if k.startswith("epoch_")) == ["epoch_accuracy", "epoch_learning_rate", "epoch_loss"]
     assert sorted(val) == ["epoch_accuracy", "epoch_loss"]
-    for scalars, tag, column in ((train, "epoch_loss", "loss"), (train, "epoch_accuracy", "accuracy"),
-                                 (train, "epoch_learning_rate", "lr"), (val, "epoch_loss", "val_loss"),
-                                 (val, "epoch_accuracy", "val_accuracy")):
+    for scalars, tag, column in (
+        (train, "epoch_loss", "loss"),
+        (train, "epoch_accuracy", "accuracy"),
+        (train, "epoch_learning_rate", "lr"),
+        (val, "epoch_loss", "val_loss"),
+        (val, "epoch_accuracy", "val_accuracy"),
+    ):
         assert scalars[tag] == [(e, _f32(r[column])) for e, r in zip(epochs, rows)], tag
 
 
@@ -281,11 +304,26 @@ class MlflowServer:
         command = [str(mlflow_cli)] if mlflow_cli.exists() else [sys.executable, "-m", "mlflow"]
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         self.proc = subprocess.Popen(
-            [*command, "server", "--backend-store-uri", self.backend_uri,
-             "--artifacts-destination", str(self.folder / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=self.folder, env=env, stdout=subprocess.DEVNULL, stderr=self.log,
-            start_new_session=True)  # its own process group: stop() ends the workers it starts too
+            [
+                *command,
+                "server",
+                "--backend-store-uri",
+                self.backend_uri,
+                "--artifacts-destination",
+                str(self.folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=self.folder,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            start_new_session=True,
+        )  # its own process group: stop() ends the workers it starts too
         deadline = time.time() + 240
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -322,8 +360,10 @@ class MlflowServer:
 
 @pytest.fixture(scope="module")
 def _server(tmp_path_factory, mlflow_template_db):
-    if shutil.which("mlflow", path=str(Path(sys.executable).parent)) is None and \
-            subprocess.run([sys.executable, "-m", "mlflow", "--version"], capture_output=True).returncode != 0:
+    if (
+        shutil.which("mlflow", path=str(Path(sys.executable).parent)) is None
+        and subprocess.run([sys.executable, "-m", "mlflow", "--version"], capture_output=True).returncode != 0
+    ):
         pytest.skip("the mlflow command is not available")
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), mlflow_template_db)
     yield server
@@ -360,8 +400,14 @@ def _check_mlflow_run(client, run: Path, *, checkpoints: bool) -> None:
     assert mlrun.info.run_name == run.name
     assert mlrun.data.params == {k: param_text(v) for k, v in flatten_config(config).items()}
     tags = mlrun.data.tags
-    expected_tags = {"dlcli.version": dlcli.__version__, "dlcli.run_id": run.name, "dlcli.dataset": "synthetic",
-                     "dlcli.device": "cpu", "dlcli.world_size": "1", "dlcli.run_dir": str(run.resolve())}
+    expected_tags = {
+        "dlcli.version": dlcli.__version__,
+        "dlcli.run_id": run.name,
+        "dlcli.dataset": "synthetic",
+        "dlcli.device": "cpu",
+        "dlcli.world_size": "1",
+        "dlcli.run_dir": str(run.resolve()),
+    }
     assert {k: tags.get(k) for k in expected_tags} == expected_tags
     assert "mlflow.parentRunId" not in tags
     assert client.get_experiment(mlrun.info.experiment_id).name == (config.tracking.mlflow.experiment or config.name)
@@ -374,19 +420,26 @@ def _check_mlflow_run(client, run: Path, *, checkpoints: bool) -> None:
         assert history == [(r["epoch"], r[column]) for r in rows], column  # each epoch once, exactly
     results = json.loads((run / "results.json").read_text())
     for key in ("test_loss", "test_accuracy"):
-        assert [(m.step, m.value) for m in client.get_metric_history(mlrun.info.run_id, key)] == \
-            [(rows[-1]["epoch"], results[key])]
+        assert [(m.step, m.value) for m in client.get_metric_history(mlrun.info.run_id, key)] == [
+            (rows[-1]["epoch"], results[key])
+        ]
 
     listed = {a.path for a in client.list_artifacts(mlrun.info.run_id)}
     expected = {"config.yaml", "run.json", "summary.txt", "metrics.csv", "results.json", "loss.png", "accuracy.png"}
     assert listed == expected | ({"checkpoints"} if checkpoints else set())
     if checkpoints:
-        assert {a.path for a in client.list_artifacts(mlrun.info.run_id, "checkpoints")} == \
-            {"checkpoints/last.pt", "checkpoints/best.pt"}
+        assert {a.path for a in client.list_artifacts(mlrun.info.run_id, "checkpoints")} == {
+            "checkpoints/last.pt",
+            "checkpoints/best.pt",
+        }
     from mlflow.artifacts import download_artifacts
 
-    copy = download_artifacts(run_id=mlrun.info.run_id, artifact_path="metrics.csv",
-                              dst_path=str(run.parent.parent / "downloaded"), tracking_uri=client.tracking_uri)
+    copy = download_artifacts(
+        run_id=mlrun.info.run_id,
+        artifact_path="metrics.csv",
+        dst_path=str(run.parent.parent / "downloaded"),
+        tracking_uri=client.tracking_uri,
+    )
     assert Path(copy).read_bytes() == (run / "metrics.csv").read_bytes()
 
 
@@ -429,8 +482,16 @@ def test_tracking_turned_on_at_a_resumption_gets_the_earlier_epochs(tmp_path, sq
     result = train(config_file(tmp_path), "--runs-dir", tmp_path / "runs", "--set", "training.epochs=2")
     assert result.exit_code == 0, result.output
     run = the_run(tmp_path / "runs")
-    result = train("--resume", run, "--set", "training.epochs=3", "--set", "tracking.tensorboard=true",
-                   "--set", f"tracking.mlflow.uri={sqlite_uri}")
+    result = train(
+        "--resume",
+        run,
+        "--set",
+        "training.epochs=3",
+        "--set",
+        "tracking.tensorboard=true",
+        "--set",
+        f"tracking.mlflow.uri={sqlite_uri}",
+    )
     assert result.exit_code == 0, result.output
     _, rows = read_metrics(run / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1, 2, 3]
@@ -447,8 +508,11 @@ def test_failed_run_is_failed_in_mlflow(tmp_path, sqlite_uri):
     run = the_run(tmp_path / "runs")
     mlrun = _client(sqlite_uri).get_run(_tracked_run_id(run))
     assert mlrun.info.status == "FAILED"
-    assert {a.path for a in _client(sqlite_uri).list_artifacts(mlrun.info.run_id)} == \
-        {"config.yaml", "run.json", "summary.txt"}  # what the run folder had when it failed
+    assert {a.path for a in _client(sqlite_uri).list_artifacts(mlrun.info.run_id)} == {
+        "config.yaml",
+        "run.json",
+        "summary.txt",
+    }  # what the run folder had when it failed
 
 
 def test_sweep_trial_is_a_child_of_the_parent_run(tmp_path, sqlite_uri, monkeypatch):
@@ -480,8 +544,9 @@ def test_sweep_trial_is_a_child_of_the_parent_run(tmp_path, sqlite_uri, monkeypa
 # ----------------------------------------------------------------------------- resuming
 
 
-def test_interrupted_run_resumes_into_the_same_curves_and_mlflow_run(tmp_path, sqlite_uri, report_every_step,
-                                                                      monkeypatch):
+def test_interrupted_run_resumes_into_the_same_curves_and_mlflow_run(
+    tmp_path, sqlite_uri, report_every_step, monkeypatch
+):
     from dlcli.tracking.tensorboard_tracker import TensorBoardTracker
 
     original = TensorBoardTracker.on_progress
@@ -513,8 +578,9 @@ def test_interrupted_run_resumes_into_the_same_curves_and_mlflow_run(tmp_path, s
     _, rows = read_metrics(run / "metrics.csv")
 
     _check_epoch_scalars(run / "tensorboard", rows)  # each epoch once
-    assert [s for s, _ in _scalars(run / "tensorboard" / "train")["batch_loss"]] == \
-        list(range(1, 4 * STEPS_PER_EPOCH + 1))  # each step once
+    assert [s for s, _ in _scalars(run / "tensorboard" / "train")["batch_loss"]] == list(
+        range(1, 4 * STEPS_PER_EPOCH + 1)
+    )  # each step once
     assert _tracked_run_id(run) == run_id
     experiment = client.get_run(run_id).info.experiment_id
     assert [r.info.run_id for r in client.search_runs([experiment])] == [run_id]  # one MLflow run
@@ -527,8 +593,14 @@ def test_killed_process_resumes_into_one_mlflow_run(tmp_path, sqlite_uri):
     raw["model"] = {"preset": "mlp", "hidden": [64, 64]}
     raw["tracking"] = {"mlflow": {"uri": sqlite_uri}}
     config = write_config(tmp_path / "slow.yaml", raw)
-    proc = subprocess.Popen([sys.executable, "-m", "dlcli", "train", str(config), "--runs-dir", "runs", "-q"],
-                            cwd=tmp_path, env=dlcli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dlcli", "train", str(config), "--runs-dir", "runs", "-q"],
+        cwd=tmp_path,
+        env=dlcli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         metrics = list((tmp_path / "runs").glob("*/metrics.csv"))
@@ -543,8 +615,14 @@ def test_killed_process_resumes_into_one_mlflow_run(tmp_path, sqlite_uri):
     client = _client(sqlite_uri)
     run_id = _tracked_run_id(run)
     assert client.get_run(run_id).info.status == "RUNNING"  # what a kill leaves
-    resumed = subprocess.run([sys.executable, "-m", "dlcli", "train", "--resume", str(run), "-q"],
-                             cwd=tmp_path, env=dlcli_env(), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dlcli", "train", "--resume", str(run), "-q"],
+        cwd=tmp_path,
+        env=dlcli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "Warning" not in resumed.stdout + resumed.stderr
     experiment = client.get_run(run_id).info.experiment_id
@@ -578,9 +656,10 @@ def test_unreachable_server_at_start_gives_one_warning(tmp_path, monkeypatch, si
     assert warnings_in(result.output) == [
         f"Warning: MLflow logging stopped for this run (cannot reach {uri}: {expected}). "
         "Training continues; the run folder keeps everything."
-        if kind == "refused" else
-        f"Warning: MLflow logging stopped for this run ({uri} {expected}). "
-        "Training continues; the run folder keeps everything."]
+        if kind == "refused"
+        else f"Warning: MLflow logging stopped for this run ({uri} {expected}). "
+        "Training continues; the run folder keeps everything."
+    ]
     run = the_run(tmp_path / "runs")
     check_folder_complete(run, 3)
     assert not (run / "tracking.json").exists()
@@ -604,8 +683,9 @@ def test_server_stopped_mid_run_gives_one_warning(tmp_path, mlflow_server, monke
     assert result.exit_code == 0, result.output
     (line,) = warnings_in(result.output)
     print(line)  # shown by pytest -rP
-    assert line.startswith("Warning: MLflow logging stopped for this run (") and \
-        line.endswith("Training continues; the run folder keeps everything.")
+    assert line.startswith("Warning: MLflow logging stopped for this run (") and line.endswith(
+        "Training continues; the run folder keeps everything."
+    )
     run = the_run(tmp_path / "runs")
     check_folder_complete(run, 3)
     # The store itself shows what reached it before the server went away.
@@ -623,8 +703,21 @@ def test_a_sweep_is_a_parent_run_and_its_trials_are_children(tmp_path, sqlite_ur
     monkeypatch.setenv(PARENT_RUN_ENV, "")  # so that the sweep's own setting is undone after the test
     monkeypatch.delenv(PARENT_RUN_ENV)
     config = config_file(tmp_path, mlflow={"uri": sqlite_uri})
-    result = runner.invoke(app, ["sweep", str(config), "-p", "optimizer.lr=[0.01,0.1]", "--set", "training.epochs=1",
-                                 "--runs-dir", str(tmp_path / "runs"), "--id", "lr"])
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            str(config),
+            "-p",
+            "optimizer.lr=[0.01,0.1]",
+            "--set",
+            "training.epochs=1",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--id",
+            "lr",
+        ],
+    )
     assert result.exit_code == 0, result.output
     parent_id = json.loads((tmp_path / "runs" / "sweeps" / "lr" / "mlflow_parent.json").read_text())["run_id"]
     client = _client(sqlite_uri)

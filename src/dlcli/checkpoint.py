@@ -90,7 +90,9 @@ class TrainingState:
 
         from .optim import load_optimizer_state
 
-        check_signature(state, self.model, path, hint="Resume with the config the run was started with, or start a new run.")
+        check_signature(
+            state, self.model, path, hint="Resume with the config the run was started with, or start a new run."
+        )
         unwrap_model(self.model).load_state_dict(state["model"])
         load_optimizer_state(self.optimizer, state["optimizer"])
         if self.schedule is not None and state.get("schedule") is not None:
@@ -120,8 +122,9 @@ def load_checkpoint(path: Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist.",
-                              hint="The run may have stopped before its first epoch ended.")
+        raise CheckpointError(
+            f"Checkpoint {path} does not exist.", hint="The run may have stopped before its first epoch ended."
+        )
     try:
         with warnings.catch_warnings():
             # PyTorch warns at length about files it cannot read as weights; our message says it once.
@@ -129,14 +132,19 @@ def load_checkpoint(path: Path) -> dict:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several kinds for damaged files
         first = load_failure_reason(exc)
-        raise CheckpointError(f"Checkpoint {path} is damaged or not a dlcli checkpoint ({first}).",
-                              hint="Use the other checkpoint (--checkpoint best|last) or start a new run.") from None
+        raise CheckpointError(
+            f"Checkpoint {path} is damaged or not a dlcli checkpoint ({first}).",
+            hint="Use the other checkpoint (--checkpoint best|last) or start a new run.",
+        ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} is not a dlcli checkpoint (it has no model weights).")
     version = state.get("format", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written in checkpoint format {version}, newer than this dlcli "
-                              f"reads (format {FORMAT_VERSION}).", hint="Upgrade dlcli to load it.")
+        raise CheckpointError(
+            f"{path} was written in checkpoint format {version}, newer than this dlcli "
+            f"reads (format {FORMAT_VERSION}).",
+            hint="Upgrade dlcli to load it.",
+        )
     return state
 
 
@@ -206,6 +214,14 @@ class Checkpointer(Callback):
         state["best"] = {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch}
         save_checkpoint(self.folder / LAST, state)
         if improved:
-            save_checkpoint(self.folder / BEST, {
-                "format": FORMAT_VERSION, "model": state["model"], "epoch": epoch, "signature": state["signature"],
-                "best": state["best"], "preprocessing": state["preprocessing"]})
+            save_checkpoint(
+                self.folder / BEST,
+                {
+                    "format": FORMAT_VERSION,
+                    "model": state["model"],
+                    "epoch": epoch,
+                    "signature": state["signature"],
+                    "best": state["best"],
+                    "preprocessing": state["preprocessing"],
+                },
+            )

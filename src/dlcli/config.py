@@ -158,8 +158,9 @@ class GRULayer:
 @dataclass(frozen=True)
 class BatchNormLayer:
     kind: ClassVar[str] = "batchnorm"
-    momentum: float = _opt(0.99, help="Keras's momentum of the running statistics (PyTorch's is 1 - this)",
-                           ge=0.0, lt=1.0)
+    momentum: float = _opt(
+        0.99, help="Keras's momentum of the running statistics (PyTorch's is 1 - this)", ge=0.0, lt=1.0
+    )
     epsilon: float = _opt(0.001, help="added to the variance for stability", gt=0.0)
 
 
@@ -172,28 +173,64 @@ class LayerNormLayer:
 @dataclass(frozen=True)
 class ReshapeLayer:
     kind: ClassVar[str] = "reshape"
-    target_shape: tuple[int, ...] = _opt(help="shape of one sample as the summary shows it (one entry may be -1)",
-                                         ge=-1, min_items=1)
+    target_shape: tuple[int, ...] = _opt(
+        help="shape of one sample as the summary shows it (one entry may be -1)", ge=-1, min_items=1
+    )
 
 
 @dataclass(frozen=True)
 class ResidualLayer:
     kind: ClassVar[str] = "residual"
-    layers: tuple[LayerSpec, ...] = _opt(help="the block's layers; their output is added to the block's input",
-                                           min_items=1)
+    layers: tuple[LayerSpec, ...] = _opt(
+        help="the block's layers; their output is added to the block's input", min_items=1
+    )
     activation: Activation = _opt("linear", help="activation after the addition")
 
 
 LayerSpec = Union[
-    DenseLayer, Conv2DLayer, MaxPool2DLayer, AvgPool2DLayer, FlattenLayer, DropoutLayer, ActivationLayer,
-    EmbeddingLayer, Conv1DLayer, MaxPool1DLayer, AvgPool1DLayer, GlobalAvgPoolLayer, GlobalMaxPoolLayer,
-    LSTMLayer, GRULayer, BatchNormLayer, LayerNormLayer, ReshapeLayer, ResidualLayer,
+    DenseLayer,
+    Conv2DLayer,
+    MaxPool2DLayer,
+    AvgPool2DLayer,
+    FlattenLayer,
+    DropoutLayer,
+    ActivationLayer,
+    EmbeddingLayer,
+    Conv1DLayer,
+    MaxPool1DLayer,
+    AvgPool1DLayer,
+    GlobalAvgPoolLayer,
+    GlobalMaxPoolLayer,
+    LSTMLayer,
+    GRULayer,
+    BatchNormLayer,
+    LayerNormLayer,
+    ReshapeLayer,
+    ResidualLayer,
 ]
 LAYER_TYPES: dict[str, type] = {
     cls.kind: cls
-    for cls in (DenseLayer, Conv2DLayer, MaxPool2DLayer, AvgPool2DLayer, FlattenLayer, DropoutLayer, ActivationLayer,
-                EmbeddingLayer, Conv1DLayer, MaxPool1DLayer, AvgPool1DLayer, GlobalAvgPoolLayer, GlobalMaxPoolLayer,
-                LSTMLayer, GRULayer, BatchNormLayer, LayerNormLayer, ReshapeLayer, ResidualLayer)
+    for cls in (
+        DenseLayer,
+        Conv2DLayer,
+        MaxPool2DLayer,
+        AvgPool2DLayer,
+        FlattenLayer,
+        DropoutLayer,
+        ActivationLayer,
+        EmbeddingLayer,
+        Conv1DLayer,
+        MaxPool1DLayer,
+        AvgPool1DLayer,
+        GlobalAvgPoolLayer,
+        GlobalMaxPoolLayer,
+        LSTMLayer,
+        GRULayer,
+        BatchNormLayer,
+        LayerNormLayer,
+        ReshapeLayer,
+        ResidualLayer,
+    )
 }
 
 # ----------------------------------------------------------------------------- model
@@ -306,7 +343,9 @@ class DataConfig:
     validation_from: Literal["start", "end"] = _opt("end", help="hold out from the start or end")
     max_train_samples: Optional[int] = _opt(None, help="use only the first N training samples", ge=1)
     num_words: int = _opt(10000, help="IMDB vocabulary size (multi-hot width)", ge=4)
-    output_mode: Literal["multi_hot", "count", "tf_idf", "sequence"] = _opt("multi_hot", help="text: multi_hot, count, tf_idf or sequence (integer ids)")
+    output_mode: Literal["multi_hot", "count", "tf_idf", "sequence"] = _opt(
+        "multi_hot", help="text: multi_hot, count, tf_idf or sequence (integer ids)"
+    )
     sequence_length: int = _opt(200, help="sequence mode: ids per sample after padding/truncating", ge=1)
     padding: Literal["pre", "post"] = _opt("pre", help="sequence mode: pad at the start (pre, as Keras) or end")
     truncating: Literal["pre", "post"] = _opt("pre", help="sequence mode: cut from the start (pre, as Keras) or end")
@@ -314,31 +353,45 @@ class DataConfig:
     train_path: Optional[str] = _opt(None, help="csv: the training file, with test_path (instead of path)")
     test_path: Optional[str] = _opt(None, help="csv: a separate test file")
     target: Union[str, tuple[str, ...], None] = _opt(
-        None, help="csv: the target column, or a list of columns (multilabel or several regression outputs)")
+        None, help="csv: the target column, or a list of columns (multilabel or several regression outputs)"
+    )
     features: Optional[tuple[str, ...]] = _opt(None, help="csv: the input columns (default: every other column)")
     column_types: Optional[dict[str, ColumnType]] = _opt(
-        None, help="csv: per-column type overrides: numeric, categorical, boolean or ignore")
+        None, help="csv: per-column type overrides: numeric, categorical, boolean or ignore"
+    )
     task: Literal["auto", "multiclass", "binary", "multilabel", "regression"] = _opt(
-        "auto", help="csv: the task (auto: inferred from the target)")
+        "auto", help="csv: the task (auto: inferred from the target)"
+    )
     normalize: Literal["standard", "minmax", "none"] = _opt(
-        "standard", help="csv: numeric columns scaled with the training split's mean/std (standard) or min/max")
+        "standard", help="csv: numeric columns scaled with the training split's mean/std (standard) or min/max"
+    )
     missing: Literal["error", "mean", "zero", "drop_rows"] = _opt(
-        "error", help="csv: empty cells are an error, or filled with the training mean or zero, or their rows dropped")
+        "error", help="csv: empty cells are an error, or filled with the training mean or zero, or their rows dropped"
+    )
     delimiter: Optional[str] = _opt(None, help="csv: the field separator (default: found in the header: , ; tab or |)")
     test_split: Optional[float] = _opt(
-        None, help="users' files without a test file or folder: fraction held out for testing (default 0.2)",
-        ge=0.0, lt=1.0)
+        None,
+        help="users' files without a test file or folder: fraction held out for testing (default 0.2)",
+        ge=0.0,
+        lt=1.0,
+    )
     image_size: Optional[tuple[int, ...]] = _opt(
-        None, help="image_folder: [height, width] every image is resized to (default: the first image's size)", ge=1)
+        None, help="image_folder: [height, width] every image is resized to (default: the first image's size)", ge=1
+    )
     channels: Optional[Literal[1, 3]] = _opt(
-        None, help="image_folder: 1 (grayscale) or 3 (RGB); default: from the first image")
+        None, help="image_folder: 1 (grayscale) or 3 (RGB); default: from the first image"
+    )
     class_names: Optional[tuple[str, ...]] = _opt(
-        None, help="image_folder, text_folder: the class folders to use, in this order (default: all, natural order)")
+        None, help="image_folder, text_folder: the class folders to use, in this order (default: all, natural order)"
+    )
     on_bad_file: Literal["error", "skip"] = _opt(
-        "error", help="image_folder, text_folder: an unreadable file is an error, or skipped and counted")
+        "error", help="image_folder, text_folder: an unreadable file is an error, or skipped and counted"
+    )
     workers: Optional[int] = _opt(None, help="image_folder: decoding processes (default: one per CPU core)", ge=1)
-    augment: AugmentConfig = field(default_factory=AugmentConfig,
-                                   metadata={"help": "random image augmentation of training batches (off by default)"})
+    augment: AugmentConfig = field(
+        default_factory=AugmentConfig,
+        metadata={"help": "random image augmentation of training batches (off by default)"},
+    )
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig, metadata={"help": "synthetic data"})
 
 
@@ -386,7 +439,9 @@ class TrainingConfig:
     epochs: int = _opt(10, help="passes over the training set", ge=1)
     batch_size: int = _opt(32, help="samples per step (the global batch under torchrun)", ge=1)
     shuffle: bool = _opt(True, help="reshuffle the training set every epoch")
-    precision: Literal["fp32", "bf16"] = _opt("fp32", help="bf16 autocast: on a GPU that supports it, or a CPU with native bf16 (dlcli info)")
+    precision: Literal["fp32", "bf16"] = _opt(
+        "fp32", help="bf16 autocast: on a GPU that supports it, or a CPU with native bf16 (dlcli info)"
+    )
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = _opt(
         False, help="torch.compile the model: true (default mode) or a mode; reduce-overhead adds CUDA graphs"
     )
@@ -408,8 +463,9 @@ class TrainingConfig:
 @dataclass(frozen=True)
 class MlflowConfig:
     uri: Optional[str] = _opt(
-        None, help="tracking URI: a folder, sqlite:///file.db or http://host:port "
-        "(default: $MLFLOW_TRACKING_URI, else MLflow's own default, sqlite:///mlflow.db)"
+        None,
+        help="tracking URI: a folder, sqlite:///file.db or http://host:port "
+        "(default: $MLFLOW_TRACKING_URI, else MLflow's own default, sqlite:///mlflow.db)",
     )
     experiment: Optional[str] = _opt(None, help="experiment name, created when missing (default: the config's name)")
     log_checkpoints: bool = _opt(False, help="also upload checkpoints/ as artifacts at the end of the run")
@@ -433,8 +489,9 @@ class Config:
     loss: str = _opt("auto", help="the loss (auto picks one from the data)")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "the optimizer"})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "the training loop"})
-    tracking: TrackingConfig = field(default_factory=TrackingConfig,
-                                     metadata={"help": "TensorBoard and MLflow logging"})
+    tracking: TrackingConfig = field(
+        default_factory=TrackingConfig, metadata={"help": "TensorBoard and MLflow logging"}
+    )
 
 
 # Top-level keys first in the dumped YAML, in the order a person reads them.
@@ -505,8 +562,12 @@ def _type_name(tp: Any) -> str:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         literals = [v for a in args if typing.get_origin(a) is Literal for v in typing.get_args(a)]
         if bool in args and len(args) == 2 and literals:  # e.g. true, false or 'auto'
-            return "true, false, " + ", ".join(repr(v) for v in literals[:-1]) + (", " if len(literals) > 1 else "") \
+            return (
+                "true, false, "
+                + ", ".join(repr(v) for v in literals[:-1])
+                + (", " if len(literals) > 1 else "")
                 + f"or {literals[-1]!r}"
+            )
         return " or ".join(_type_name(a) for a in args)
     if dataclasses.is_dataclass(tp):
         return "a mapping"
@@ -629,8 +690,10 @@ def _build(cls: type, raw: Any, path: tuple, ctx: _Context) -> Any:
             value = _coerce(hints[f.name], raw[f.name], path + (f.name,), ctx)
             if isinstance(value, tuple):
                 if len(value) < f.metadata.get("min_items", 0):
-                    raise ctx.error(path + (f.name,), f"needs at least {f.metadata['min_items']} item(s), found none "
-                                    f"({f.metadata.get('help', '')}).")
+                    raise ctx.error(
+                        path + (f.name,),
+                        f"needs at least {f.metadata['min_items']} item(s), found none ({f.metadata.get('help', '')}).",
+                    )
                 for i, item in enumerate(value):
                     _check_limits(f, item, path + (f.name, i), ctx)
             else:
@@ -971,7 +1034,9 @@ def read_config_file(path: str | Path) -> tuple[dict, dict[tuple, int]]:
     return raw, _line_map(node)
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), raw: dict | None = None) -> Config:
+def load_config(
+    path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), raw: dict | None = None
+) -> Config:
     """Read, override and validate an experiment; every problem is a ConfigError."""
     lines: dict[tuple, int] = {}
     if raw is None:
@@ -1038,22 +1103,33 @@ def _check_user_data(data: DataConfig, ctx: _Context) -> None:
     """The options of users' csv files, image folders and text folders that fit together."""
     if data.dataset == "csv":
         if not data.path and not data.train_path:
-            raise ctx.error(("data", "path"), "the csv dataset needs `path:` (one file) or `train_path:` "
-                            "(with an optional `test_path:`).", hint="For example `path: examples/tabular/iris.csv`.")
+            raise ctx.error(
+                ("data", "path"),
+                "the csv dataset needs `path:` (one file) or `train_path:` (with an optional `test_path:`).",
+                hint="For example `path: examples/tabular/iris.csv`.",
+            )
         if data.path and (data.train_path or data.test_path):
             key = "train_path" if data.train_path else "test_path"
-            raise ctx.error(("data", key), "give either `path:` (one file, split by dlcli) or `train_path:` and "
-                            "`test_path:`, not both.")
+            raise ctx.error(
+                ("data", key),
+                "give either `path:` (one file, split by dlcli) or `train_path:` and `test_path:`, not both.",
+            )
         if data.test_path and not data.train_path:
             raise ctx.error(("data", "test_path"), "`test_path:` goes with `train_path:` (the training file).")
         if data.target is None:
-            raise ctx.error(("data", "target"), "the csv dataset needs `target:`, the column to predict.",
-                            hint="For example `target: species`, or a list of columns for several outputs.")
+            raise ctx.error(
+                ("data", "target"),
+                "the csv dataset needs `target:`, the column to predict.",
+                hint="For example `target: species`, or a list of columns for several outputs.",
+            )
         if data.test_path and data.test_split:
             raise ctx.error(("data", "test_split"), "give test_path or test_split, not both.")
     if data.image_size is not None and len(data.image_size) != 2:
-        raise ctx.error(("data", "image_size"), f"expected [height, width], found {len(data.image_size)} number(s).",
-                        hint="For example `image_size: [64, 64]`.")
+        raise ctx.error(
+            ("data", "image_size"),
+            f"expected [height, width], found {len(data.image_size)} number(s).",
+            hint="For example `image_size: [64, 64]`.",
+        )
 
 
 # ----------------------------------------------------------------------------- dumping

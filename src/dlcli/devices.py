@@ -34,15 +34,24 @@ def device_report() -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "torch": torch.__version__,
-        "cpu": {"threads": torch.get_num_threads(), "cores": os.cpu_count(), "capability": cpu_capability(),
-                "bf16_native": cpu_bf16_native()},
+        "cpu": {
+            "threads": torch.get_num_threads(),
+            "cores": os.cpu_count(),
+            "capability": cpu_capability(),
+            "bf16_native": cpu_bf16_native(),
+        },
         "cuda": [],
     }
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             with torch.cuda.device(index):
-                report["cuda"].append({"device": f"cuda:{index}", "name": torch.cuda.get_device_name(index),
-                                       "bf16": bool(torch.cuda.is_bf16_supported())})
+                report["cuda"].append(
+                    {
+                        "device": f"cuda:{index}",
+                        "name": torch.cuda.get_device_name(index),
+                        "bf16": bool(torch.cuda.is_bf16_supported()),
+                    }
+                )
     return report
 
 

@@ -114,7 +114,9 @@ def launch(nproc: int, argv: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     except Exception as exc:  # ChildFailedError: the failing rank has printed its own message
-        print(f"Error: data-parallel training failed ({type(exc).__name__}); see the rank's message above.",
-              file=sys.stderr)
+        print(
+            f"Error: data-parallel training failed ({type(exc).__name__}); see the rank's message above.",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -96,7 +96,7 @@ class Batches:
         if order is None:
             order = torch.arange(self.n, device=self.x.device)
         for start in range(0, self.n, self.batch_size):
-            yield order[start:start + self.batch_size]
+            yield order[start : start + self.batch_size]
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The converted inputs and the targets of the samples `idx`, on the device."""
@@ -113,7 +113,7 @@ class Batches:
         order = self._order()
         for start in range(0, self.n, bs):
             if order is not None:
-                idx = order[start:start + bs]
+                idx = order[start : start + bs]
                 global_n = len(idx)
                 if self.world_size > 1:
                     if global_n < self.world_size:
@@ -128,7 +128,7 @@ class Batches:
                     if len(bounds) == 0:
                         continue
                     lo = int(bounds[0])
-                    xb, yb = x[lo:lo + len(bounds)], y[lo:lo + len(bounds)]
+                    xb, yb = x[lo : lo + len(bounds)], y[lo : lo + len(bounds)]
                 else:
                     xb, yb = x[start:end], y[start:end]
             xb, yb = self._on_device(xb, yb)
@@ -340,8 +340,9 @@ class Trainer:
             self._reduce_pending()
         except TrainingDiverged as exc:
             diverged = exc
-        flags = self.all_reduce(torch.tensor([1.0 if self.control.signal else 0.0, 1.0 if diverged else 0.0],
-                                             dtype=torch.float64))
+        flags = self.all_reduce(
+            torch.tensor([1.0 if self.control.signal else 0.0, 1.0 if diverged else 0.0], dtype=torch.float64)
+        )
         if flags[1] > 0:
             raise diverged or TrainingDiverged(self.epoch, self.running.step, float("nan"))
         if flags[0] > 0:
@@ -387,7 +388,9 @@ class Trainer:
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
-    def fit(self, train: Batches, val: Optional[Batches] = None, epochs: int = 1, start_epoch: int = 0) -> list[dict[str, float]]:
+    def fit(
+        self, train: Batches, val: Optional[Batches] = None, epochs: int = 1, start_epoch: int = 0
+    ) -> list[dict[str, float]]:
         """Train epochs start_epoch+1 .. epochs; returns the history of per-epoch logs."""
         self.epochs = epochs
         self.stop_training = False
@@ -474,7 +477,7 @@ class GraphedStep:
         self.graph = None  # frees the previous recording's memory pool first
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self.side_stream):  # the warm-up's stream, whose library
-            self._body()                                         # handles and workspaces exist already
+            self._body()  # handles and workspaces exist already
         self.graph = graph
 
     def _eager(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

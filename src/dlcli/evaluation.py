@@ -32,8 +32,15 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
     objective = make_objective(run.plan.loss_name, info.task, info.num_classes)
     targets = prepare_targets(y, run.plan.loss_name, info.task)
     batches = Batches(x, targets, 1024, input_scale=data.input_scale, device=run.device)
-    trainer = Trainer(run.model, None, objective.loss_fn, objective.metric_sum, metric_name=objective.metric_name,
-                      metric_per_sample=objective.metric_per_sample, device=run.device)
+    trainer = Trainer(
+        run.model,
+        None,
+        objective.loss_fn,
+        objective.metric_sum,
+        metric_name=objective.metric_name,
+        metric_per_sample=objective.metric_per_sample,
+        device=run.device,
+    )
     result: dict[str, Any] = {
         "run": run_dir.name,
         "split": split,

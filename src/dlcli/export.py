@@ -46,51 +46,89 @@ def input_spec(run: LoadedRun) -> InputSpec:
     dataset = data.dataset
     shape = run.plan.info.input_shape
     if dataset in ("mnist", "fashion_mnist"):
-        return InputSpec("uint8", 1.0 / 255.0, outside=(
-            f"Decode the image, convert it to grayscale and resize it to {shape[1]}x{shape[2]}; pass the 0-255 gray "
-            "levels as uint8, white strokes on black as in MNIST (invert dark-on-light pictures)."))
+        return InputSpec(
+            "uint8",
+            1.0 / 255.0,
+            outside=(
+                f"Decode the image, convert it to grayscale and resize it to {shape[1]}x{shape[2]}; pass the 0-255 gray "
+                "levels as uint8, white strokes on black as in MNIST (invert dark-on-light pictures)."
+            ),
+        )
     if dataset == "imdb" and data.output_mode == "sequence":
-        return InputSpec("int64", None, outside=(
-            "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
-            "removed), map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or "
-            f"rank >= {data.num_words}), and pad or cut to {data.sequence_length} ids as keras pad_sequences does "
-            f"(padding {data.padding}, truncating {data.truncating}, 0 = padding)."))
+        return InputSpec(
+            "int64",
+            None,
+            outside=(
+                "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
+                "removed), map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or "
+                f"rank >= {data.num_words}), and pad or cut to {data.sequence_length} ids as keras pad_sequences does "
+                f"(padding {data.padding}, truncating {data.truncating}, 0 = padding)."
+            ),
+        )
     if dataset == "imdb":
-        return InputSpec("float32", None, outside=(
-            "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
-            "removed), map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or "
-            f"rank >= {data.num_words}) and set a 1 at every id that occurs: a multi-hot vector of {data.num_words}."))
+        return InputSpec(
+            "float32",
+            None,
+            outside=(
+                "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
+                "removed), map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or "
+                f"rank >= {data.num_words}) and set a 1 at every id that occurs: a multi-hot vector of {data.num_words}."
+            ),
+        )
     if dataset == "csv":
         from .data.tabular import standardisation
 
         state = run.preprocessing or {}
         shift, scale = standardisation(state)
         features = [{k: v for k, v in f.items() if k in ("name", "type", "categories")} for f in state["features"]]
-        return InputSpec("float32", scale, shift, outside=(
-            "One float32 row per sample, in the order of input_names: numeric columns as their raw values "
-            "(standardisation is inside the graph), booleans as 0 or 1, and each categorical column as a one-hot "
-            "block over its categories plus a last slot for values never seen in training."),
-            extra={"input_names": list(state["input_names"]), "features": features})
+        return InputSpec(
+            "float32",
+            scale,
+            shift,
+            outside=(
+                "One float32 row per sample, in the order of input_names: numeric columns as their raw values "
+                "(standardisation is inside the graph), booleans as 0 or 1, and each categorical column as a one-hot "
+                "block over its categories plus a last slot for values never seen in training."
+            ),
+            extra={"input_names": list(state["input_names"]), "features": features},
+        )
     if dataset == "image_folder":
         state = run.preprocessing or {}
         h, w = state["image_size"]
         mode = "grayscale" if state["channels"] == 1 else "RGB"
-        return InputSpec("uint8", 1.0 / 255.0, outside=(
-            f"Decode the image, apply its EXIF orientation, convert it to {mode} and resize it to {h}x{w} "
-            "(bilinear); pass the 0-255 values as uint8, channels first."))
+        return InputSpec(
+            "uint8",
+            1.0 / 255.0,
+            outside=(
+                f"Decode the image, apply its EXIF orientation, convert it to {mode} and resize it to {h}x{w} "
+                "(bilinear); pass the 0-255 values as uint8, channels first."
+            ),
+        )
     if dataset == "text_folder":
         state = run.preprocessing or {}
         mode = state["output_mode"]
         ids = mode == "sequence"
-        return InputSpec("int64" if ids else "float32", None, outside=(
-            "Standardise the text (lowercase, <br /> removed, punctuation stripped), split on whitespace, map "
-            "tokens through vocab.txt (line number = id; unknown tokens take the [UNK] id) and "
-            + (f"pad or cut to {state['sequence_length']} ids (padding {state['padding']}, truncating "
-               f"{state['truncating']})." if ids else f"build the {mode} vector of {state['num_words']} entries.")))
+        return InputSpec(
+            "int64" if ids else "float32",
+            None,
+            outside=(
+                "Standardise the text (lowercase, <br /> removed, punctuation stripped), split on whitespace, map "
+                "tokens through vocab.txt (line number = id; unknown tokens take the [UNK] id) and "
+                + (
+                    f"pad or cut to {state['sequence_length']} ids (padding {state['padding']}, truncating "
+                    f"{state['truncating']})."
+                    if ids
+                    else f"build the {mode} vector of {state['num_words']} entries."
+                )
+            ),
+        )
     if dataset == "npz":
         uint8 = _npz_dtype(Path(data.path)) == "uint8" if data.path else False
-        return InputSpec("uint8" if uint8 else "float32", 1.0 / 255.0 if uint8 else None,
-                         outside="Give arrays shaped and typed like the training file's x_train.")
+        return InputSpec(
+            "uint8" if uint8 else "float32",
+            1.0 / 255.0 if uint8 else None,
+            outside="Give arrays shaped and typed like the training file's x_train.",
+        )
     return InputSpec("float32", None, outside="Give float32 arrays shaped like the training data.")
 
 
@@ -174,13 +212,17 @@ def check_close(expected, actual, batch: int, fmt: str, tolerance: float = TOLER
 
     expected, actual = np.asarray(expected, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     if expected.shape != actual.shape:
-        raise ExportError(f"The exported {fmt} model returned shape {actual.shape} at batch {batch}, "
-                          f"but the eager model {expected.shape}.")
+        raise ExportError(
+            f"The exported {fmt} model returned shape {actual.shape} at batch {batch}, "
+            f"but the eager model {expected.shape}."
+        )
     diff = float(np.max(np.abs(expected - actual))) if expected.size else 0.0
     if not diff <= tolerance:
-        raise ExportError(f"The exported {fmt} model does not match the eager model: the largest difference at "
-                          f"batch {batch} is {diff:.3g} (allowed {tolerance:g}).",
-                          hint="The export was removed. Report it with the run's summary.txt; try the other format.")
+        raise ExportError(
+            f"The exported {fmt} model does not match the eager model: the largest difference at "
+            f"batch {batch} is {diff:.3g} (allowed {tolerance:g}).",
+            hint="The export was removed. Report it with the run's summary.txt; try the other format.",
+        )
     return diff
 
 
@@ -189,8 +231,10 @@ def export_run(run: LoadedRun, fmt: str, out: Optional[Path] = None, tolerance: 
     import torch
 
     if fmt not in FORMATS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.",
-                          hint="TorchScript is deprecated upstream; use onnx or pt2.")
+        raise ExportError(
+            f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.",
+            hint="TorchScript is deprecated upstream; use onnx or pt2.",
+        )
     path = Path(out) if out is not None else default_path(run, fmt)
     if path.is_dir():
         raise ExportError(f"--out {path} is a folder.", hint=f"Give a file path such as {path / f'model.{fmt}'}.")
@@ -206,9 +250,17 @@ def export_run(run: LoadedRun, fmt: str, out: Optional[Path] = None, tolerance: 
             warnings.simplefilter("ignore")
             if fmt == "onnx":
                 _require("onnxruntime", "onnxscript", "onnx")
-                torch.onnx.export(module, (example,), str(tmp), dynamo=True, input_names=["input"],
-                                  output_names=["output"], dynamic_shapes={"x": {0: dim}}, verbose=False,
-                                  external_data=False)  # one self-contained file
+                torch.onnx.export(
+                    module,
+                    (example,),
+                    str(tmp),
+                    dynamo=True,
+                    input_names=["input"],
+                    output_names=["output"],
+                    dynamic_shapes={"x": {0: dim}},
+                    verbose=False,
+                    external_data=False,
+                )  # one self-contained file
                 run_exported = _onnx_runner(tmp)
             else:
                 program = torch.export.export(module, (example,), dynamic_shapes={"x": {0: dim}})
@@ -225,8 +277,10 @@ def export_run(run: LoadedRun, fmt: str, out: Optional[Path] = None, tolerance: 
         raise
     except Exception as exc:  # the exporters raise many kinds; the user needs one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ExportError(f"Exporting the model as {fmt} failed: {type(exc).__name__}: {first}",
-                          hint="Try the other format (--format onnx|pt2).") from None
+        raise ExportError(
+            f"Exporting the model as {fmt} failed: {type(exc).__name__}: {first}",
+            hint="Try the other format (--format onnx|pt2).",
+        ) from None
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".data")):
             if leftover.exists():
@@ -239,8 +293,10 @@ def _require(*modules: str) -> None:
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ExportError(f"ONNX export needs {', '.join(missing)}, which is not installed.",
-                          hint='Install it with: pip install "dlcli[export]" (or: pip install onnx onnxscript onnxruntime).')
+        raise ExportError(
+            f"ONNX export needs {', '.join(missing)}, which is not installed.",
+            hint='Install it with: pip install "dlcli[export]" (or: pip install onnx onnxscript onnxruntime).',
+        )
 
 
 def _onnx_runner(path: Path):
@@ -276,17 +332,28 @@ def _sidecar(run: LoadedRun, fmt: str, path: Path, spec: InputSpec, differences:
         "dlcli": __version__,
         "torch": torch.__version__,
         "task": info.task,
-        "input": {"name": "input" if fmt == "onnx" else "x", "shape": ["batch", *info.input_shape], "dtype": spec.dtype},
-        "output": {"name": "output", "shape": ["batch", 1 if info.task == "binary" else info.num_classes],
-                   "meaning": outputs},
+        "input": {
+            "name": "input" if fmt == "onnx" else "x",
+            "shape": ["batch", *info.input_shape],
+            "dtype": spec.dtype,
+        },
+        "output": {
+            "name": "output",
+            "shape": ["batch", 1 if info.task == "binary" else info.num_classes],
+            "meaning": outputs,
+        },
         "class_names": names,
-        "inside_the_graph": "cast to float32" + (", input scaling" if spec.scale is not None else "")
-                            + (", standardisation" if spec.shift is not None else "")
-                            + (", final activation" if run.plan.model_plan.absorbed_activation else ""),
+        "inside_the_graph": "cast to float32"
+        + (", input scaling" if spec.scale is not None else "")
+        + (", standardisation" if spec.shift is not None else "")
+        + (", final activation" if run.plan.model_plan.absorbed_activation else ""),
         "preprocessing_outside_the_graph": spec.outside,
         **spec.extra,
-        "verified": {"against": "the eager PyTorch model", "tolerance": TOLERANCE,
-                     "max_abs_difference": {str(b): d for b, d in differences.items()}},
+        "verified": {
+            "against": "the eager PyTorch model",
+            "tolerance": TOLERANCE,
+            "max_abs_difference": {str(b): d for b, d in differences.items()},
+        },
     }
     write_json(path.parent / SIDECAR, sidecar)
     return sidecar

@@ -37,7 +37,10 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: Optional[str] = No
     from .checkpoint import check_signature, checkpoint_path, load_checkpoint, unwrap_model
 
     if checkpoint not in ("best", "last"):
-        raise CheckpointError(f"--checkpoint must be best or last, not {checkpoint!r}.", hint="Use --checkpoint best or --checkpoint last.")
+        raise CheckpointError(
+            f"--checkpoint must be best or last, not {checkpoint!r}.",
+            hint="Use --checkpoint best or --checkpoint last.",
+        )
     config = load_run_config(run_dir)
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)
@@ -48,8 +51,12 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: Optional[str] = No
         target = resolve_device(device)
     else:
         target = torch.device("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
-    model = build_network(plan, target, config.training.channels_last, initial_weights=False)  # the layout it trained in
-    check_signature(state, model, path, hint="The config may have been edited after training; restore it or train again.")
+    model = build_network(
+        plan, target, config.training.channels_last, initial_weights=False
+    )  # the layout it trained in
+    check_signature(
+        state, model, path, hint="The config may have been edited after training; restore it or train again."
+    )
     unwrap_model(model).load_state_dict(state["model"])
     model.eval()
     return LoadedRun(run_dir, config, plan, model, target, checkpoint, state.get("epoch"), preprocessing)

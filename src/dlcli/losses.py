@@ -49,8 +49,13 @@ def _mae():
 
 LOSSES: Registry[LossSpec] = Registry("loss", "losses")
 # One-hot and integer targets give the same cross-entropy: integer labels are used for both.
-LOSSES.add("categorical_crossentropy", LossSpec(("multiclass", "binary"), ("softmax", "linear"), ("softmax",), _cross_entropy))
-LOSSES.add("sparse_categorical_crossentropy", LossSpec(("multiclass", "binary"), ("softmax", "linear"), ("softmax",), _cross_entropy))
+LOSSES.add(
+    "categorical_crossentropy", LossSpec(("multiclass", "binary"), ("softmax", "linear"), ("softmax",), _cross_entropy)
+)
+LOSSES.add(
+    "sparse_categorical_crossentropy",
+    LossSpec(("multiclass", "binary"), ("softmax", "linear"), ("softmax",), _cross_entropy),
+)
 LOSSES.add("binary_crossentropy", LossSpec(("binary", "multilabel"), ("sigmoid", "linear"), ("sigmoid",), _bce))
 LOSSES.add("mse", LossSpec(("regression",), ("linear", "relu", "tanh", "sigmoid"), (), _mse))
 LOSSES.add("mae", LossSpec(("regression",), ("linear", "relu", "tanh", "sigmoid"), (), _mae))
@@ -147,11 +152,13 @@ def make_objective(loss_name: str, task: str, num_classes: int) -> Objective:
     spec = LOSSES.get(loss_name)
     loss_fn = spec.make()
     if task in ("multiclass",) or (task == "binary" and loss_name != "binary_crossentropy"):
+
         def correct(out, y):
             return (out.detach().argmax(1) == y).sum()
 
         return Objective(loss_fn, "accuracy", correct, 1)
     if task in ("binary", "multilabel"):
+
         def correct_bits(out, y):
             return ((out.detach() > 0) == (y > 0.5)).sum()
 
@@ -175,4 +182,3 @@ def prepare_targets(y, loss_name: str, task: str):
         return y.to(torch.int64)
     y = y.to(torch.float32)
     return y.reshape(len(y), math.prod(y.shape[1:]))  # not -1: an empty split has no size to infer
-

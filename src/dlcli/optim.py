@@ -25,7 +25,9 @@ def _sgd(params, lr, momentum, nesterov, weight_decay):
     import torch
 
     if nesterov and not momentum:
-        raise ConfigError("optimizer.nesterov: Nesterov momentum needs optimizer.momentum > 0.", key="optimizer.nesterov")
+        raise ConfigError(
+            "optimizer.nesterov: Nesterov momentum needs optimizer.momentum > 0.", key="optimizer.nesterov"
+        )
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
@@ -51,11 +53,17 @@ def _rmsprop(params, lr, rho, eps, momentum, centered, weight_decay):
 
 OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer")
 OPTIMIZERS.add("sgd", OptimizerSpec({"lr": 0.01, "momentum": 0.0, "nesterov": False, "weight_decay": 0.0}, _sgd))
-OPTIMIZERS.add("adam", OptimizerSpec({"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "eps": 1e-7, "weight_decay": 0.0}, _adam))
-OPTIMIZERS.add("adamw", OptimizerSpec({"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "eps": 1e-7, "weight_decay": 0.004}, _adamw))
+OPTIMIZERS.add(
+    "adam", OptimizerSpec({"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "eps": 1e-7, "weight_decay": 0.0}, _adam)
+)
+OPTIMIZERS.add(
+    "adamw", OptimizerSpec({"lr": 0.001, "beta_1": 0.9, "beta_2": 0.999, "eps": 1e-7, "weight_decay": 0.004}, _adamw)
+)
 OPTIMIZERS.add(
     "rmsprop",
-    OptimizerSpec({"lr": 0.001, "rho": 0.9, "eps": 1e-7, "momentum": 0.0, "centered": False, "weight_decay": 0.0}, _rmsprop),
+    OptimizerSpec(
+        {"lr": 0.001, "rho": 0.9, "eps": 1e-7, "momentum": 0.0, "centered": False, "weight_decay": 0.0}, _rmsprop
+    ),
 )
 
 

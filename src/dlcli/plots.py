@@ -43,16 +43,30 @@ def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: P
                 continue
             xs = [e for e, v in zip(epochs, values) if v is not None]
             ys = [v for v in values if v is not None]
-            ax.plot(xs, ys, style, color=color, label=f"{prefix}{label} {metric.replace('_', ' ')}",
-                    markersize=4 if style == "o" else None, alpha=0.8 if style == "o" else 1.0)
+            ax.plot(
+                xs,
+                ys,
+                style,
+                color=color,
+                label=f"{prefix}{label} {metric.replace('_', ' ')}",
+                markersize=4 if style == "o" else None,
+                alpha=0.8 if style == "o" else 1.0,
+            )
             series[column] = ys
         watched = f"val_{metric}" if f"val_{metric}" in series else metric
         if watched in series:
             values = [r.get(watched) for r in rows]
             best = best_index(values, metric)
             if best is not None:
-                ax.plot([epochs[best]], [values[best]], marker="*", markersize=14, color=color, linestyle="none",
-                        label=f"{prefix}best {watched} (epoch {epochs[best]})")
+                ax.plot(
+                    [epochs[best]],
+                    [values[best]],
+                    marker="*",
+                    markersize=14,
+                    color=color,
+                    linestyle="none",
+                    label=f"{prefix}best {watched} (epoch {epochs[best]})",
+                )
         drawn[name] = series
     if not drawn or not any(drawn.values()):
         plt.close(fig)
@@ -84,7 +98,9 @@ def plot_run(run_dir: Path, metrics: Optional[Sequence[str]] = None, out_dir: Op
     return plot_runs([(Path(run_dir).name, columns, rows)], metrics, out_dir or Path(run_dir))
 
 
-def plot_runs(runs: Sequence[tuple[str, list[str], list[dict]]], metrics: Optional[Sequence[str]], out_dir: Path) -> list[Path]:
+def plot_runs(
+    runs: Sequence[tuple[str, list[str], list[dict]]], metrics: Optional[Sequence[str]], out_dir: Path
+) -> list[Path]:
     if not metrics:
         metrics = default_metrics(runs[0][1])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,8 +136,9 @@ def plot_confusion(matrix: list[list[int]], class_names: Sequence[str], out_path
     peak = max(max(row) for row in matrix) or 1
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if count > peak / 2 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=8, color="white" if count > peak / 2 else "black"
+            )
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

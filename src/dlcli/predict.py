@@ -51,17 +51,23 @@ READERS: Registry[Reader] = Registry("input reader")
 def read_inputs(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
     """Read INPUT... (and --text / `-`) as the run's data takes them."""
     if not inputs and options.text is None:
-        raise DataError("No input was given to predict on.",
-                        hint="Name files or folders (or --text \"...\" / - for standard input for text runs).")
+        raise DataError(
+            "No input was given to predict on.",
+            hint='Name files or folders (or --text "..." / - for standard input for text runs).',
+        )
     dataset = run.config.data.dataset
     reader = READERS.get(dataset, key="data.dataset") if dataset in READERS.names() else None
     if reader is None:
-        raise DataError(f"dlcli predict does not know how to read inputs for data.dataset: {dataset}.",
-                        hint=f"It reads inputs for: {', '.join(READERS.names())}.")
+        raise DataError(
+            f"dlcli predict does not know how to read inputs for data.dataset: {dataset}.",
+            hint=f"It reads inputs for: {', '.join(READERS.names())}.",
+        )
     read = reader(run, inputs, options)
     if not read.names:
-        raise DataError(f"The inputs ({', '.join(inputs) or '--text'}) hold nothing to predict on.",
-                        hint="Check the paths: folders are searched for the files the run's data takes.")
+        raise DataError(
+            f"The inputs ({', '.join(inputs) or '--text'}) hold nothing to predict on.",
+            hint="Check the paths: folders are searched for the files the run's data takes.",
+        )
     return read
 
 
@@ -93,8 +99,13 @@ def predict_inputs(run: LoadedRun, inputs: Inputs, batch_size: int = 1024) -> Pr
     if info.task == "binary":
         p1 = torch.sigmoid(outputs[:, 0]) if logits else outputs[:, 0]
         predicted = (outputs[:, 0] > 0).long() if logits else (p1 > 0.5).long()
-        return Predictions("binary", names[:2] if len(names) >= 2 else ["0", "1"], torch.stack([1 - p1, p1], 1),
-                           predicted, inputs.labels)
+        return Predictions(
+            "binary",
+            names[:2] if len(names) >= 2 else ["0", "1"],
+            torch.stack([1 - p1, p1], 1),
+            predicted,
+            inputs.labels,
+        )
     if info.task == "multiclass":
         probs = torch.softmax(outputs, 1) if logits else outputs
         return Predictions("multiclass", names, probs, outputs.argmax(1), inputs.labels)
@@ -110,13 +121,20 @@ def prediction_rows(inputs: Inputs, preds: Predictions, top_k: Optional[int] = N
     names = preds.class_names
     k = len(names)
     if top_k is not None and preds.task in ("multiclass", "binary") and not 1 <= top_k <= k:
-        raise DataError(f"--top-k {top_k} is more than this run's {k} classes." if top_k > k
-                        else f"--top-k must be at least 1, not {top_k}.", hint=f"Use --top-k between 1 and {k}.")
+        raise DataError(
+            f"--top-k {top_k} is more than this run's {k} classes."
+            if top_k > k
+            else f"--top-k must be at least 1, not {top_k}.",
+            hint=f"Use --top-k between 1 and {k}.",
+        )
     columns = ["input"]
     if preds.task in ("multiclass", "binary"):
         columns += ["predicted", "probability"]
-        columns += [f"top{i}{part}" for i in range(1, top_k + 1) for part in ("", "_probability")] if top_k \
+        columns += (
+            [f"top{i}{part}" for i in range(1, top_k + 1) for part in ("", "_probability")]
+            if top_k
             else [f"p_{n}" for n in names]
+        )
     elif preds.task == "multilabel":
         columns += ["predicted"] + [f"p_{n}" for n in names]
     else:
@@ -124,7 +142,9 @@ def prediction_rows(inputs: Inputs, preds: Predictions, top_k: Optional[int] = N
     has_labels = preds.labels is not None
     labeled = (lambda r: True) if not isinstance(preds.labels, list) else (lambda r: preds.labels[r] is not None)
     if has_labels:
-        columns += ["true", "correct"] if preds.task != "regression" else [f"true_{n}" for n in names] if k > 1 else ["true"]
+        columns += (
+            ["true", "correct"] if preds.task != "regression" else [f"true_{n}" for n in names] if k > 1 else ["true"]
+        )
     if inputs.errors:
         columns.append("error")
 
@@ -176,7 +196,9 @@ def accuracy(rows: list[dict]) -> Optional[float]:
 
 
 def mean_absolute_error(rows: list[dict], columns: list[str]) -> Optional[float]:
-    pairs = [(c[5:] if c.startswith("true_") else "predicted", c) for c in columns if c == "true" or c.startswith("true_")]
+    pairs = [
+        (c[5:] if c.startswith("true_") else "predicted", c) for c in columns if c == "true" or c.startswith("true_")
+    ]
     errors = [abs(r[p] - r[t]) for r in rows if "error" not in r for p, t in pairs if t in r]
     return sum(errors) / len(errors) if errors else None
 
@@ -191,8 +213,13 @@ def expand_paths(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in suffixes
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
         elif path.is_file():
             found.append(path)
         else:
@@ -223,15 +250,18 @@ def decode_image(path: Path, size: tuple[int, int], channels: int, invert: bool 
                 image = image.resize((size[1], size[0]), Image.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path} cannot be decoded as an image ({exc}).",
-                        hint="Remove or replace the file, or pass --skip-bad to mark it and go on.") from None
+        raise DataError(
+            f"{path} cannot be decoded as an image ({exc}).",
+            hint="Remove or replace the file, or pass --skip-bad to mark it and go on.",
+        ) from None
     if invert:
         array = 255 - array
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-def read_image_inputs(paths: list[Path], class_names: list[str], size: tuple[int, int], channels: int,
-                      options: PredictOptions) -> Inputs:
+def read_image_inputs(
+    paths: list[Path], class_names: list[str], size: tuple[int, int], channels: int, options: PredictOptions
+) -> Inputs:
     import numpy as np
     import torch
 
@@ -297,15 +327,20 @@ def _arrays_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -
             with np.load(path, allow_pickle=False) as f:
                 key = "x" if "x" in f else "x_test" if "x_test" in f else None
                 if key is None:
-                    raise DataError(f"{path} has no array named x (or x_test); it has {', '.join(f.files) or 'none'}.",
-                                    hint="Save the inputs with numpy.savez(path, x=inputs).")
+                    raise DataError(
+                        f"{path} has no array named x (or x_test); it has {', '.join(f.files) or 'none'}.",
+                        hint="Save the inputs with numpy.savez(path, x=inputs).",
+                    )
                 x = f[key]
                 y = f["y" if key == "x" else "y_test"] if ("y" if key == "x" else "y_test") in f else None
         except (OSError, ValueError) as exc:
             raise DataError(f"Cannot read {path} as an .npz file: {exc}.") from None
         if tuple(x.shape[1:]) != tuple(info.input_shape):
-            raise DataError(f"{path}: {key} has samples of shape {tuple(x.shape[1:])}, but this run's model takes "
-                            f"{tuple(info.input_shape)}.", hint="Give arrays shaped like the training data.")
+            raise DataError(
+                f"{path}: {key} has samples of shape {tuple(x.shape[1:])}, but this run's model takes "
+                f"{tuple(info.input_shape)}.",
+                hint="Give arrays shaped like the training data.",
+            )
         xs.append(x)
         ys.append(y)
         names += [f"{path.name}[{i}]" for i in range(len(x))]
@@ -355,9 +390,11 @@ def _saved_state(run: LoadedRun, kind: str) -> dict:
     from .data.preprocessing import check_state
 
     if run.preprocessing is None:
-        raise DataError(f"{run.run_dir} has no saved preprocessing (preprocessing.json), which {kind} runs need to "
-                        "read new inputs as they were trained on.",
-                        hint="Restore the run folder's preprocessing.json; dlcli never fits it again.")
+        raise DataError(
+            f"{run.run_dir} has no saved preprocessing (preprocessing.json), which {kind} runs need to "
+            "read new inputs as they were trained on.",
+            hint="Restore the run folder's preprocessing.json; dlcli never fits it again.",
+        )
     return check_state(run.preprocessing, kind)
 
 
@@ -378,8 +415,10 @@ def _table_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) ->
         names += [f"{path.name}:{table.line(int(r))}" for r in rows]
         for column, values in unseen_categories(state, table).items():
             shown = ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
-            notes.append(f"{path.name}: column {column!r} has values never seen in training ({shown}); "
-                         "they take the column's unknown slot, as in training.")
+            notes.append(
+                f"{path.name}: column {column!r} has values never seen in training ({shown}); "
+                "they take the column's unknown slot, as in training."
+            )
     if not xs:
         return Inputs([], None)
     labels = torch.cat(ys) if all(y is not None for y in ys) else None
@@ -434,8 +473,9 @@ def read_texts_given(inputs: list[str], options: PredictOptions, class_names: li
             try:
                 texts.append(path.read_text(encoding="utf-8"))
             except UnicodeDecodeError as exc:
-                raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).",
-                                hint="Convert it to UTF-8.") from None
+                raise DataError(
+                    f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).", hint="Convert it to UTF-8."
+                ) from None
             names.append(str(path))
             labels.append(label_from_folder(path, class_names))
     return texts, names, labels

@@ -109,8 +109,10 @@ def create_run_dir(runs_root: Path, name: str) -> Path:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
-            raise RunDirError(f"The run folder {path} is not writable: {exc.strerror or exc}.",
-                              hint="Choose a writable folder with --runs-dir PATH.") from None
+            raise RunDirError(
+                f"The run folder {path} is not writable: {exc.strerror or exc}.",
+                hint="Choose a writable folder with --runs-dir PATH.",
+            ) from None
         return path
     raise RunDirError(f"Could not find a free run folder name under {runs_root}.")
 
@@ -123,11 +125,15 @@ def resolve_run(ref: str | Path, runs_root: Path) -> Path:
         if "/" not in text and "\\" not in text and text not in (".", ".."):
             path = Path(runs_root) / text
     if not path.is_dir():
-        raise RunDirError(f"{str(ref)!r} is not a run folder (no such folder).",
-                          hint="Give a path such as runs/<id>; `dlcli runs` lists them.")
+        raise RunDirError(
+            f"{str(ref)!r} is not a run folder (no such folder).",
+            hint="Give a path such as runs/<id>; `dlcli runs` lists them.",
+        )
     if not (path / RUN_FILE).is_file() and not (path / CONFIG_FILE).is_file():
-        raise RunDirError(f"{str(ref)!r} is not a run folder: it has neither run.json nor config.yaml.",
-                          hint="Give a folder that `dlcli train` created, such as runs/<id>.")
+        raise RunDirError(
+            f"{str(ref)!r} is not a run folder: it has neither run.json nor config.yaml.",
+            hint="Give a folder that `dlcli train` created, such as runs/<id>.",
+        )
     return path
 
 
@@ -240,8 +246,9 @@ def lock_run_dir(run_dir: Path) -> RunLock:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise RunDirError(f"Cannot open the lock file {path}: {exc.strerror or exc}.",
-                          hint="Check that the run folder is writable.") from None
+        raise RunDirError(
+            f"Cannot open the lock file {path}: {exc.strerror or exc}.", hint="Check that the run folder is writable."
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

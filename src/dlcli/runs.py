@@ -104,8 +104,11 @@ def list_runs(root: Path) -> list[RunRecord]:
     """Every run folder under root, newest first (ids begin with the start time)."""
     if not root.is_dir():
         return []
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-               and not (p.name == "sweeps" and not (p / RUN_FILE).exists())]  # sweeps are listed apart
+    folders = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not (p.name == "sweeps" and not (p / RUN_FILE).exists())
+    ]  # sweeps are listed apart
     return [read_run(p) for p in sorted(folders, key=lambda p: p.name, reverse=True)]
 
 

@@ -34,11 +34,19 @@ def _details(spec: Any) -> dict[str, Any]:
         kernel = f"{spec.kernel_size}x{spec.kernel_size}" if kind == "conv2d" else str(spec.kernel_size)
         return {"kernel": kernel, "stride": spec.strides, "padding": spec.padding, "activation": spec.activation}
     if kind in ("maxpool2d", "avgpool2d"):
-        return {"kernel": f"{spec.pool_size}x{spec.pool_size}", "stride": spec.strides or spec.pool_size,
-                "padding": "valid", "activation": None}
+        return {
+            "kernel": f"{spec.pool_size}x{spec.pool_size}",
+            "stride": spec.strides or spec.pool_size,
+            "padding": "valid",
+            "activation": None,
+        }
     if kind in ("maxpool1d", "avgpool1d"):
-        return {"kernel": str(spec.pool_size), "stride": spec.strides or spec.pool_size, "padding": "valid",
-                "activation": None}
+        return {
+            "kernel": str(spec.pool_size),
+            "stride": spec.strides or spec.pool_size,
+            "padding": "valid",
+            "activation": None,
+        }
     if kind == "dropout":
         return {"kernel": None, "stride": None, "padding": None, "activation": None, "rate": spec.rate}
     return {"kernel": None, "stride": None, "padding": None, "activation": getattr(spec, "activation", None)}
@@ -90,7 +98,7 @@ def summary_data(model, plan=None) -> dict[str, Any]:
 
 
 def summary_table(data: dict[str, Any], verbose: bool = False) -> Table:
-    title = f"Model: \"{data.get('name', 'model')}\""
+    title = f'Model: "{data.get("name", "model")}"'
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("Layer (type)", no_wrap=True)
     table.add_column("Output Shape", no_wrap=True)
@@ -99,14 +107,20 @@ def summary_table(data: dict[str, Any], verbose: bool = False) -> Table:
         for col in ("Activation", "Kernel", "Stride", "Padding"):
             table.add_column(col)
         table.add_column("Mult-Adds", justify="right")
+
     def add_rows(layers: list, depth: int) -> None:
         for layer in layers:
             shape = "(" + ", ".join("None" if d is None else str(d) for d in layer["output_shape"]) + ")"
             indent = "  " * depth + ("└ " if depth else "")
             row = [f"{indent}{layer['name']} ({layer['type']})", shape, f"{layer['params']:,}"]
             if verbose:
-                row += [str(layer["activation"] or ""), str(layer["kernel"] or ""), str(layer["stride"] or ""),
-                        str(layer["padding"] or ""), f"{layer['mult_adds']:,}"]
+                row += [
+                    str(layer["activation"] or ""),
+                    str(layer["kernel"] or ""),
+                    str(layer["stride"] or ""),
+                    str(layer["padding"] or ""),
+                    f"{layer['mult_adds']:,}",
+                ]
             table.add_row(*row)
             add_rows(layer.get("layers", []), depth + 1)
 

@@ -94,7 +94,9 @@ def resolve_device(name: str):
     index = int(name.split(":")[1]) if ":" in name else 0
     count = torch.cuda.device_count()
     if index >= count:
-        raise DeviceError(f"device: {name} does not exist; this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}.")
+        raise DeviceError(
+            f"device: {name} does not exist; this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}."
+        )
     return torch.device("cuda", index)
 
 
@@ -175,9 +177,16 @@ def check_monitors(config: Config, logged: list[str]) -> None:
     for key, name in watched:
         if name not in logged:
             hint = suggest(name, logged)
-            no_val = " There is no validation set: set data.validation_split to get val_ metrics." if name.startswith("val_") and "val_loss" not in logged else ""
-            raise ConfigError(f"{key}: {name!r} is not a logged metric; logged are: {', '.join(logged)}.{no_val}",
-                              hint=hint or None, key=key)
+            no_val = (
+                " There is no validation set: set data.validation_split to get val_ metrics."
+                if name.startswith("val_") and "val_loss" not in logged
+                else ""
+            )
+            raise ConfigError(
+                f"{key}: {name!r} is not a logged metric; logged are: {', '.join(logged)}.{no_val}",
+                hint=hint or None,
+                key=key,
+            )
 
 
 def check_world_size(config: Config, world_size: int) -> None:
@@ -285,8 +294,16 @@ class Experiment:
     def training_state(self) -> TrainingState:
         from .checkpoint import TrainingState
 
-        return TrainingState(self.model, self.optimizer, self.schedule, self.early, self.shuffle_gen, self.device,
-                             config_to_dict(self.config), getattr(self.data, "preprocessing", None))
+        return TrainingState(
+            self.model,
+            self.optimizer,
+            self.schedule,
+            self.early,
+            self.shuffle_gen,
+            self.device,
+            config_to_dict(self.config),
+            getattr(self.data, "preprocessing", None),
+        )
 
     def batches(self, dist: Distributed):
         """Training, validation and test batches (the last two None where the data has no such split)."""
@@ -299,10 +316,23 @@ class Experiment:
         eval_bs = max(bs, 512)
         common = dict(input_scale=data.input_scale, device=self.device, rank=dist.rank, world_size=dist.world_size)
         augment = make_augmenter(config.data.augment, config.seed, dist.rank)  # None unless asked for
-        train = Batches(data.x_train, prepare_targets(data.y_train, loss, task), bs, shuffle=config.training.shuffle,
-                        generator=self.shuffle_gen, transform=augment, **common)
-        val = Batches(data.x_val, prepare_targets(data.y_val, loss, task), eval_bs, **common) if data.has_validation else None
-        test = Batches(data.x_test, prepare_targets(data.y_test, loss, task), eval_bs, **common) if data.has_test else None
+        train = Batches(
+            data.x_train,
+            prepare_targets(data.y_train, loss, task),
+            bs,
+            shuffle=config.training.shuffle,
+            generator=self.shuffle_gen,
+            transform=augment,
+            **common,
+        )
+        val = (
+            Batches(data.x_val, prepare_targets(data.y_val, loss, task), eval_bs, **common)
+            if data.has_validation
+            else None
+        )
+        test = (
+            Batches(data.x_test, prepare_targets(data.y_test, loss, task), eval_bs, **common) if data.has_test else None
+        )
         device = self.device
         if device.type == "cuda" and _fits_on_device([data.x_train, data.x_val, data.x_test], device):
             for b in (train, val, test):
@@ -317,8 +347,15 @@ class Experiment:
         return train, val, test
 
 
-def build_experiment(config: Config, plan: Plan, device, dist: Distributed,
-                     preprocessing: Optional[dict] = None, resuming: bool = False, progress=None) -> Experiment:
+def build_experiment(
+    config: Config,
+    plan: Plan,
+    device,
+    dist: Distributed,
+    preprocessing: Optional[dict] = None,
+    resuming: bool = False,
+    progress=None,
+) -> Experiment:
     """Load the data and build the model, optimizer, schedule and early stopping of a run.
     `progress(description, done, total)` is told how a long data load goes."""
     import torch
@@ -336,8 +373,12 @@ def build_experiment(config: Config, plan: Plan, device, dist: Distributed,
     check_monitors(config, [c for c in columns if c not in ("epoch", "lr", "seconds")])
 
     model = build_network(plan, device, config.training.channels_last, initial_weights=not resuming)
-    optimizer = build_optimizer(config.optimizer, model.parameters(), device.type,
-                                capturable=config.training.cuda_graph and device.type == "cuda")
+    optimizer = build_optimizer(
+        config.optimizer,
+        model.parameters(),
+        device.type,
+        capturable=config.training.cuda_graph and device.type == "cuda",
+    )
     training = config.training
     schedule = LrSchedule(training.schedule, optimizer, training.epochs) if training.schedule else None
     early = None
@@ -345,8 +386,20 @@ def build_experiment(config: Config, plan: Plan, device, dist: Distributed,
         es = training.early_stopping
         early = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta)
     monitor = training.monitor if training.monitor != "auto" else ("val_loss" if data.has_validation else "loss")
-    return Experiment(config, plan, device, data, objective, columns, monitor, model, optimizer, schedule, early,
-                      torch.Generator().manual_seed(config.seed))
+    return Experiment(
+        config,
+        plan,
+        device,
+        data,
+        objective,
+        columns,
+        monitor,
+        model,
+        optimizer,
+        schedule,
+        early,
+        torch.Generator().manual_seed(config.seed),
+    )
 
 
 # -- phase 3: open the run folder ---------------------------------------------------------
@@ -366,14 +419,20 @@ class RunFolder:
     def finish(self, status: str, **extra: Any) -> None:
         """run.json's final status; then the trackers mirror it (after results.json and plots)."""
         finished = time.time()
-        update_run_json(self.path, status=status, finished_at=_iso(finished),
-                        duration_seconds=round(finished - self.started, 3), **extra)
+        update_run_json(
+            self.path,
+            status=status,
+            finished_at=_iso(finished),
+            duration_seconds=round(finished - self.started, 3),
+            **extra,
+        )
         for tracker in self.trackers:
             tracker.finish(status)
 
 
-def open_run_folder(exp: Experiment, runs_dir: Path, resume_dir: Optional[Path], dist: Distributed,
-                    command: Optional[list[str]]) -> RunFolder:
+def open_run_folder(
+    exp: Experiment, runs_dir: Path, resume_dir: Optional[Path], dist: Distributed, command: Optional[list[str]]
+) -> RunFolder:
     """Create the run folder (or restore a resumed one's state) and write what is known before training."""
     from .checkpoint import Resumed, resume_training
 
@@ -414,31 +473,43 @@ def _write_run_start(exp: Experiment, folder: RunFolder, dist: Distributed, comm
         for name, text in preprocessing_files(state).items():
             atomic_write_text(run_dir / name, text)
     previous = read_json(run_dir / RUN_FILE) if folder.is_resume and (run_dir / RUN_FILE).exists() else {}
-    write_json(run_dir / RUN_FILE, {
-        "id": run_dir.name,
-        "name": config.name,
-        "status": "running",
-        "created_at": previous.get("created_at", _iso(folder.started)),
-        "started_at": _iso(folder.started),
-        "finished_at": None,
-        "epochs": config.training.epochs,
-        "epochs_completed": folder.resumed.epoch,
-        "seed": config.seed,
-        "world_size": dist.world_size,
-        **environment_info(exp.device),
-        "command": command if command is not None else sys.argv,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "resumed_from_epoch": folder.resumed.epoch if folder.is_resume else None,
-        "monitor": exp.monitor,
-    })
+    write_json(
+        run_dir / RUN_FILE,
+        {
+            "id": run_dir.name,
+            "name": config.name,
+            "status": "running",
+            "created_at": previous.get("created_at", _iso(folder.started)),
+            "started_at": _iso(folder.started),
+            "finished_at": None,
+            "epochs": config.training.epochs,
+            "epochs_completed": folder.resumed.epoch,
+            "seed": config.seed,
+            "world_size": dist.world_size,
+            **environment_info(exp.device),
+            "command": command if command is not None else sys.argv,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "resumed_from_epoch": folder.resumed.epoch if folder.is_resume else None,
+            "monitor": exp.monitor,
+        },
+    )
 
 
 # -- phase 4: fit -------------------------------------------------------------------------
 
 
-def make_trainer(exp: Experiment, folder: RunFolder, dist: Distributed, *, console, control, live, quiet,
-                 extra_callbacks: Sequence = ()):
+def make_trainer(
+    exp: Experiment,
+    folder: RunFolder,
+    dist: Distributed,
+    *,
+    console,
+    control,
+    live,
+    quiet,
+    extra_callbacks: Sequence = (),
+):
     """The engine's Trainer with the run's callbacks: display, metrics.csv, early stopping,
     checkpoints, run.json, then any extra ones (sweeps, tracking). Returns (trainer, display, checkpointer)."""
     import torch
@@ -470,8 +541,14 @@ def make_trainer(exp: Experiment, folder: RunFolder, dist: Distributed, *, conso
         callbacks += [checkpointer, RunRecorder(folder.path)]
         # After the checkpointer: a dashboard never shows an epoch that last.pt lacks.
         folder.trackers = tracking_callbacks(
-            config, folder.path, resumed=folder.is_resume, world_rank=dist.rank, world_size=dist.world_size,
-            device=exp.device, warn=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True))
+            config,
+            folder.path,
+            resumed=folder.is_resume,
+            world_rank=dist.rank,
+            world_size=dist.world_size,
+            device=exp.device,
+            warn=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True),
+        )
         callbacks += folder.trackers
     elif exp.early is not None:
         callbacks.append(exp.early)  # every rank must stop at the same epoch
@@ -497,8 +574,9 @@ def make_trainer(exp: Experiment, folder: RunFolder, dist: Distributed, *, conso
     return trainer, display, checkpointer
 
 
-def run_fit(trainer, train_batches, val_batches, exp: Experiment, folder: RunFolder, dist: Distributed,
-            display) -> list[dict]:
+def run_fit(
+    trainer, train_batches, val_batches, exp: Experiment, folder: RunFolder, dist: Distributed, display
+) -> list[dict]:
     """The fit, and its three unhappy endings: interrupted, diverged, crashed (run.json says which)."""
     finish = folder.finish if dist.is_main else (lambda status, **extra: None)
     try:
@@ -530,8 +608,18 @@ def run_fit(trainer, train_batches, val_batches, exp: Experiment, folder: RunFol
 # -- phase 5: finish ----------------------------------------------------------------------
 
 
-def finish_run(trainer, test_batches, exp: Experiment, folder: RunFolder, history: list[dict], checkpointer,
-               dist: Distributed, *, console, draw_plots: bool) -> Outcome:
+def finish_run(
+    trainer,
+    test_batches,
+    exp: Experiment,
+    folder: RunFolder,
+    history: list[dict],
+    checkpointer,
+    dist: Distributed,
+    *,
+    console,
+    draw_plots: bool,
+) -> Outcome:
     """Evaluate on the test split with the final (or restored best) weights; write results, plots, run.json."""
     results: dict[str, Any] = {}
     if test_batches is not None:
@@ -539,17 +627,27 @@ def finish_run(trainer, test_batches, exp: Experiment, folder: RunFolder, histor
         results["test_samples"] = len(exp.data.x_test)
         if exp.plan.info.task == "multilabel":
             results["test_per_label_accuracy"] = _per_label_accuracy(exp.model, test_batches)
-    best = {"monitor": exp.monitor, "value": checkpointer.best if checkpointer else None,
-            "epoch": checkpointer.best_epoch if checkpointer else None}
+    best = {
+        "monitor": exp.monitor,
+        "value": checkpointer.best if checkpointer else None,
+        "epoch": checkpointer.best_epoch if checkpointer else None,
+    }
     early = exp.early
     if early is not None:
-        best["early_stopping"] = {"monitor": early.monitor, "best": early.best, "best_epoch": early.best_epoch,
-                                  "stopped_epoch": early.stopped_epoch or None,
-                                  "restored_best_weights": early.restored_best_weights}
+        best["early_stopping"] = {
+            "monitor": early.monitor,
+            "best": early.best,
+            "best_epoch": early.best_epoch,
+            "stopped_epoch": early.stopped_epoch or None,
+            "restored_best_weights": early.restored_best_weights,
+        }
     if dist.is_main:
         run_dir = folder.path
-        weights = (f"best weights (epoch {early.best_epoch})" if early is not None and early.restored_best_weights
-                   else "final weights")
+        weights = (
+            f"best weights (epoch {early.best_epoch})"
+            if early is not None and early.restored_best_weights
+            else "final weights"
+        )
         write_json(run_dir / RESULTS_FILE, {"checkpoint": weights, **results, "best": best})
         if draw_plots:
             from .plots import plot_run
@@ -558,8 +656,12 @@ def finish_run(trainer, test_batches, exp: Experiment, folder: RunFolder, histor
                 plot_run(run_dir)
             except Exception as exc:  # a plot must never cost a finished run its status
                 console.print(f"(plots not drawn: {exc})", highlight=False)
-        folder.finish("completed", epochs_completed=history[-1]["epoch"] if history else folder.resumed.epoch,
-                      best=best, results=results)
+        folder.finish(
+            "completed",
+            epochs_completed=history[-1]["epoch"] if history else folder.resumed.epoch,
+            best=best,
+            results=results,
+        )
     return Outcome(folder.path, "completed", history, results, best)
 
 
@@ -592,8 +694,9 @@ def train(
     device = choose_device(config, dist)
     check_fits(plan.model_plan, device, config.optimizer)  # before any data or weights are allocated
     progress = LoadProgress(console, live=live) if dist.is_main and not quiet else None
-    exp = build_experiment(config, plan, device, dist, preprocessing=saved, resuming=resume_dir is not None,
-                           progress=progress)
+    exp = build_experiment(
+        config, plan, device, dist, preprocessing=saved, resuming=resume_dir is not None, progress=progress
+    )
     if dist.is_main and not quiet:
         from .data.checks import dataset_notes
 
@@ -601,13 +704,15 @@ def train(
             console.print(note, highlight=False)
     folder = open_run_folder(exp, runs_dir, resume_dir, dist, command)
     train_batches, val_batches, test_batches = exp.batches(dist)
-    trainer, display, checkpointer = make_trainer(exp, folder, dist, console=console, control=control, live=live,
-                                                  quiet=quiet, extra_callbacks=extra_callbacks)
+    trainer, display, checkpointer = make_trainer(
+        exp, folder, dist, console=console, control=control, live=live, quiet=quiet, extra_callbacks=extra_callbacks
+    )
     if not quiet and dist.is_main and folder.resumed.epoch:
         console.print(f"Resuming {folder.path} after epoch {folder.resumed.epoch}.", highlight=False)
     history = run_fit(trainer, train_batches, val_batches, exp, folder, dist, display)
-    return finish_run(trainer, test_batches, exp, folder, history, checkpointer, dist, console=console,
-                      draw_plots=draw_plots)
+    return finish_run(
+        trainer, test_batches, exp, folder, history, checkpointer, dist, console=console, draw_plots=draw_plots
+    )
 
 
 def saved_preprocessing(run_dir: Path) -> Optional[dict]:
@@ -619,8 +724,10 @@ def saved_preprocessing(run_dir: Path) -> Optional[dict]:
     try:
         return read_json(path)
     except RunDirError as exc:
-        raise RunDirError(f"{path} is damaged: {exc.message}",
-                          hint="Restore it from a copy of the run folder; dlcli never fits the preprocessing again.") from None
+        raise RunDirError(
+            f"{path} is damaged: {exc.message}",
+            hint="Restore it from a copy of the run folder; dlcli never fits the preprocessing again.",
+        ) from None
 
 
 def _has_rows(metrics: Path) -> bool:

@@ -25,7 +25,12 @@ app = typer.Typer(
 RunsDir = Annotated[Path, typer.Option("--runs-dir", help="Folder that holds the run folders.")]
 SetOption = Annotated[
     Optional[list[str]],
-    typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a config key by dotted path, e.g. training.epochs=1 (repeatable)."),
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override a config key by dotted path, e.g. training.epochs=1 (repeatable).",
+    ),
 ]
 
 
@@ -70,8 +75,10 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_print_version, is_eager=True,
-                                                    help="Print dlcli's version and exit.")] = None,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print dlcli's version and exit."),
+    ] = None,
 ) -> None:
     """Train, inspect and compare deep-learning experiments described in YAML files."""
 
@@ -96,12 +103,18 @@ def handle_errors(fn: Callable) -> Callable:
             if not is_allocation_failure(exc):
                 raise
             first = str(exc).strip().splitlines()[0][:300]
-            fail(f"Out of memory ({first}). Use a smaller training.batch_size, a smaller model "
-                 "(dlcli summary shows its parameters) or data.max_train_samples.", 1)
+            fail(
+                f"Out of memory ({first}). Use a smaller training.batch_size, a smaller model "
+                "(dlcli summary shows its parameters) or data.max_train_samples.",
+                1,
+            )
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
-                fail(f"The disk is full ({exc.filename or 'writing the run folder'}). Free some space; "
-                     "files already written in the run folder are complete.", 1)
+                fail(
+                    f"The disk is full ({exc.filename or 'writing the run folder'}). Free some space; "
+                    "files already written in the run folder are complete.",
+                    1,
+                )
             raise
 
     return wrapper

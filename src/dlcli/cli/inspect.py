@@ -16,7 +16,10 @@ from . import RunsDir, SetOption, _load, _located, _stdout_console, app, fail, h
 def summary(
     config: Annotated[Path, typer.Argument(help="Experiment YAML file or run folder.", show_default=False)],
     set_: SetOption = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Add activation, kernel, stride, padding and multiply-adds per layer.")] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", "-v", help="Add activation, kernel, stride, padding and multiply-adds per layer."),
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the same data as JSON.")] = False,
 ) -> None:
     """Print the layer table of a model.
@@ -42,8 +45,16 @@ def summary(
 @handle_errors
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="One or more run folders.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs (default: the run folder; required for several runs).")] = None,
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="Column of metrics.csv to plot (repeatable; default: loss and the metric).")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Folder for the PNGs (default: the run folder; required for several runs)."),
+    ] = None,
+    metric: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--metric", "-m", help="Column of metrics.csv to plot (repeatable; default: loss and the metric)."
+        ),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Draw training and validation curves.
@@ -81,14 +92,22 @@ def _duration(seconds) -> str:
     return format_seconds(float(seconds))
 
 
-STATUS_STYLE = {"completed": "green", "running": "cyan", "interrupted": "yellow", "failed": "red",
-                "killed": "red", "damaged": "bold red"}
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "cyan",
+    "interrupted": "yellow",
+    "failed": "red",
+    "killed": "red",
+    "damaged": "bold red",
+}
 
 
 @app.command("runs")
 @handle_errors
 def runs_command(
-    dir_: Annotated[Path, typer.Option("--dir", "--runs-dir", help="Folder that holds the run folders.")] = Path("runs"),
+    dir_: Annotated[Path, typer.Option("--dir", "--runs-dir", help="Folder that holds the run folders.")] = Path(
+        "runs"
+    ),
     json_: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
     """List the runs, newest first.
@@ -117,8 +136,16 @@ def runs_command(
         _print_sweeps(console, sweeps)
         return
     table = Table(title=f"Runs in {dir_}/", title_justify="left")
-    for col, justify in (("id", "left"), ("name", "left"), ("status", "left"), ("epochs", "right"),
-                         ("best val", "right"), ("at epoch", "right"), ("test", "right"), ("duration", "right")):
+    for col, justify in (
+        ("id", "left"),
+        ("name", "left"),
+        ("status", "left"),
+        ("epochs", "right"),
+        ("best val", "right"),
+        ("at epoch", "right"),
+        ("test", "right"),
+        ("duration", "right"),
+    ):
         table.add_column(col, justify=justify, no_wrap=col == "id")
     for r in records:
         status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
@@ -126,8 +153,16 @@ def runs_command(
             status.append(f" ({r.problem})", style="dim")
         test_key = f"test_{r.metric}" if r.metric else None
         best = f"{r.best_name}: {_fmt(r.best_value)}" if r.best_value is not None else "-"
-        table.add_row(r.id, r.name or "-", status, f"{r.epochs_done}/{r.epochs if r.epochs else '?'}", best,
-                      _fmt(r.best_epoch), _fmt(r.test.get(test_key)) if test_key else "-", _duration(r.duration_seconds))
+        table.add_row(
+            r.id,
+            r.name or "-",
+            status,
+            f"{r.epochs_done}/{r.epochs if r.epochs else '?'}",
+            best,
+            _fmt(r.best_epoch),
+            _fmt(r.test.get(test_key)) if test_key else "-",
+            _duration(r.duration_seconds),
+        )
     console.print(table)
     _print_sweeps(console, sweeps)
 
@@ -146,28 +181,45 @@ def _print_sweeps(console, sweeps) -> None:
             continue
         best = sw.best()
         finished = sum(1 for t in sw.trials if t.status in ("completed", "pruned", "failed"))
-        title = (f"Sweep {sw.path}/: {sw.method} over {', '.join(sw.space)}; {finished}/{sw.planned} trials finished"
-                 + (f"; best {sw.metric} {fmt_value(best.value)} (trial {best.number})" if best else ""))
+        title = f"Sweep {sw.path}/: {sw.method} over {', '.join(sw.space)}; {finished}/{sw.planned} trials finished" + (
+            f"; best {sw.metric} {fmt_value(best.value)} (trial {best.number})" if best else ""
+        )
         table = Table(title=title, title_justify="left")
-        for col, justify in (("trial", "right"), ("status", "left"), ("params", "left"), ("epochs", "right"),
-                             (f"best {sw.metric}", "right"), ("at epoch", "right"), ("test", "right"),
-                             ("duration", "right")):
+        for col, justify in (
+            ("trial", "right"),
+            ("status", "left"),
+            ("params", "left"),
+            ("epochs", "right"),
+            (f"best {sw.metric}", "right"),
+            ("at epoch", "right"),
+            ("test", "right"),
+            ("duration", "right"),
+        ):
             table.add_column(col, justify=justify, no_wrap=col == "params")
         for t in sw.trials:
             status = Text(t.status, style={**STATUS_STYLE, "pruned": "magenta"}.get(t.status, ""))
             if t.problem:
                 status.append(f" ({t.problem})", style="dim")
             test_key = f"test_{t.metric}" if t.metric else None
-            table.add_row(str(t.number), status, params_label(t.params), f"{t.epochs_done}/{t.epochs or '?'}",
-                          _fmt(t.value), _fmt(t.best_epoch), _fmt(t.test.get(test_key)) if test_key else "-",
-                          _duration(t.duration_seconds))
+            table.add_row(
+                str(t.number),
+                status,
+                params_label(t.params),
+                f"{t.epochs_done}/{t.epochs or '?'}",
+                _fmt(t.value),
+                _fmt(t.best_epoch),
+                _fmt(t.test.get(test_key)) if test_key else "-",
+                _duration(t.duration_seconds),
+            )
         console.print(table)
 
 
 @app.command()
 @handle_errors
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Two or more run folders (or ids under --runs-dir).", show_default=False)],
+    runs: Annotated[
+        list[Path], typer.Argument(help="Two or more run folders (or ids under --runs-dir).", show_default=False)
+    ],
     runs_dir: RunsDir = Path("runs"),
     json_: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
@@ -202,8 +254,10 @@ def compare(
     table.add_row("epochs", *[str(r["epochs_done"]) for r in recs])
     for key in keys:
         table.add_row(f"final {key}", *[_fmt(r["final"].get(key)) for r in recs])
-    table.add_row("best " + (recs[0]["best_name"] or "metric"),
-                  *[f"{_fmt(r['best_value'])} (epoch {_fmt(r['best_epoch'])})" for r in recs])
+    table.add_row(
+        "best " + (recs[0]["best_name"] or "metric"),
+        *[f"{_fmt(r['best_value'])} (epoch {_fmt(r['best_epoch'])})" for r in recs],
+    )
     test_keys = []
     for r in recs:
         test_keys += [k for k in r["test"] if k not in test_keys and isinstance(r["test"][k], float)]
@@ -255,15 +309,21 @@ def evaluate(
     result = evaluate_run(folder, checkpoint, split)
     write_json(folder / f"evaluation-{split}-{checkpoint}.json", result)
     if "confusion" in result:
-        plot_confusion(result["confusion"], result["class_names"], folder / "confusion.png",
-                       f"{folder.name}: {split} split, {checkpoint} checkpoint (epoch {result['epoch']})")
+        plot_confusion(
+            result["confusion"],
+            result["class_names"],
+            folder / "confusion.png",
+            f"{folder.name}: {split} split, {checkpoint} checkpoint (epoch {result['epoch']})",
+        )
     if json_:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     console = _stdout_console(wide=True)
     metrics = "  ".join(f"{k}: {v:.4f}" for k, v in result.items() if isinstance(v, float))
-    console.print(f"{folder.name} - {checkpoint} checkpoint (epoch {result['epoch']}) on the {split} split "
-                  f"({result['samples']} samples): {metrics}")
+    console.print(
+        f"{folder.name} - {checkpoint} checkpoint (epoch {result['epoch']}) on the {split} split "
+        f"({result['samples']} samples): {metrics}"
+    )
     if "confusion" in result:
         names = result["class_names"]
         table = Table(title="Confusion matrix (rows: true class, columns: predicted)", title_justify="left")
@@ -298,8 +358,10 @@ def info(
     console = _stdout_console()
     cpu = report["cpu"]
     console.print(f"torch {report['torch']}")
-    console.print(f"CPU: {cpu['cores']} cores, {cpu['threads']} threads used, capability {cpu['capability']}, "
-                  f"bf16 native: {'yes' if cpu['bf16_native'] else 'no (training.precision: bf16 is refused)'}")
+    console.print(
+        f"CPU: {cpu['cores']} cores, {cpu['threads']} threads used, capability {cpu['capability']}, "
+        f"bf16 native: {'yes' if cpu['bf16_native'] else 'no (training.precision: bf16 is refused)'}"
+    )
     if not report["cuda"]:
         console.print("CUDA: no GPU visible")
     for gpu in report["cuda"]:

@@ -39,14 +39,31 @@ sweep_app = typer.Typer(
 )
 app.add_typer(sweep_app, name="sweep")
 
-SweepRef = Annotated[str, typer.Argument(metavar="SWEEP", help="Sweep folder (runs/sweeps/<id>) or its id.", show_default=False)]
-StorageOption = Annotated[Optional[str], typer.Option(
-    "--storage", metavar="URL",
-    help="Optuna storage: postgresql://user@host/db, mysql://..., sqlite:///file.db, or a journal file path "
-    "(default: study.journal in the sweep folder).")]
-WorkersOption = Annotated[int, typer.Option("--workers", "-w", min=1, help="Trials run at once on this machine, each its own process "
-                                            "(CPU threads shared out, one GPU each).")]
-MaxFailures = Annotated[Optional[int], typer.Option("--max-failures", min=1, help="Stop the sweep once this many trials have failed (default: never).")]
+SweepRef = Annotated[
+    str, typer.Argument(metavar="SWEEP", help="Sweep folder (runs/sweeps/<id>) or its id.", show_default=False)
+]
+StorageOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage: postgresql://user@host/db, mysql://..., sqlite:///file.db, or a journal file path "
+        "(default: study.journal in the sweep folder).",
+    ),
+]
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        "-w",
+        min=1,
+        help="Trials run at once on this machine, each its own process (CPU threads shared out, one GPU each).",
+    ),
+]
+MaxFailures = Annotated[
+    Optional[int],
+    typer.Option("--max-failures", min=1, help="Stop the sweep once this many trials have failed (default: never)."),
+]
 FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop the sweep at the first failed trial.")]
 
 
@@ -70,8 +87,9 @@ def _mlflow_parent(sweep_dir: Path, spec, console):
     record = sweep_dir / "mlflow_parent.json"
     parent = json.loads(record.read_text())["run_id"] if record.is_file() else None
     if parent is None:
-        parent = start_parent_run(tracking, f"sweep {spec.id}",
-                                  warn=lambda text: console.print(text, highlight=False, markup=False))
+        parent = start_parent_run(
+            tracking, f"sweep {spec.id}", warn=lambda text: console.print(text, highlight=False, markup=False)
+        )
         if parent is not None:
             from ..rundir import write_json
 
@@ -81,8 +99,16 @@ def _mlflow_parent(sweep_dir: Path, spec, console):
     return tracking, parent
 
 
-def _execute(sweep_dir: Path, spec, study, url: str, workers: int, max_failures: Optional[int], fail_fast: bool,
-             recover_stale: bool = False) -> None:
+def _execute(
+    sweep_dir: Path,
+    spec,
+    study,
+    url: str,
+    workers: int,
+    max_failures: Optional[int],
+    fail_fast: bool,
+    recover_stale: bool = False,
+) -> None:
     """Run trials until none is left (or a stop), then write summary.csv, best.yaml and plots."""
     from ..sweep.display import SweepDisplay
     from ..sweep.results import rows_from_study
@@ -91,7 +117,9 @@ def _execute(sweep_dir: Path, spec, study, url: str, workers: int, max_failures:
     console = _stdout_console()
     options = RunOptions(workers=workers, max_failures=max_failures, fail_fast=fail_fast, recover_stale=recover_stale)
     display = SweepDisplay(console, spec, sweep_dir)
-    display.start([r for r in rows_from_study(sweep_dir, spec, study.trials()) if r.status in ("completed", "pruned", "failed")])
+    display.start(
+        [r for r in rows_from_study(sweep_dir, spec, study.trials()) if r.status in ("completed", "pruned", "failed")]
+    )
     runner = SweepRun(sweep_dir, spec, study, url, options, on_event=display.event)
 
     def request_stop(signum, frame):
@@ -112,25 +140,40 @@ def _execute(sweep_dir: Path, spec, study, url: str, workers: int, max_failures:
 
         files = [sweep_dir / n for n in ("sweep.yaml", "summary.csv", "best.yaml")] + sorted(sweep_dir.glob("*.png"))
         status = "interrupted" if outcome.stopped == "interrupted" else "failed" if outcome.stopped else "completed"
-        finish_parent_run(tracking, parent, status, artifacts=[f for f in files if f.is_file()],
-                          warn=lambda text: console.print(text, highlight=False, markup=False))
+        finish_parent_run(
+            tracking,
+            parent,
+            status,
+            artifacts=[f for f in files if f.is_file()],
+            warn=lambda text: console.print(text, highlight=False, markup=False),
+        )
     counts = outcome.counts
     done = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
-    parts = ", ".join(f"{counts[s]} {s}" for s in ("completed", "pruned", "failed", "interrupted", "running", "waiting")
-                      if counts.get(s))
+    parts = ", ".join(
+        f"{counts[s]} {s}"
+        for s in ("completed", "pruned", "failed", "interrupted", "running", "waiting")
+        if counts.get(s)
+    )
     if not console.is_terminal or outcome.stopped is None:
         _print_table(_stdout_console(wide=True), spec, rows, limit=10)
     if outcome.stopped == "interrupted":
-        _error_console().print(f"Interrupted by {outcome.signal_name}: {done} of {outcome.planned} trials done ({parts}). "
-                               f"Running trials keep every complete epoch. Resume with: dlcli sweep resume {sweep_dir}")
+        _error_console().print(
+            f"Interrupted by {outcome.signal_name}: {done} of {outcome.planned} trials done ({parts}). "
+            f"Running trials keep every complete epoch. Resume with: dlcli sweep resume {sweep_dir}"
+        )
         raise typer.Exit(143 if outcome.signal_name == "SIGTERM" else 130)
     if outcome.stopped:
-        fail(f"The sweep stopped: {outcome.stopped}. {done} of {outcome.planned} trials done ({parts}). "
-             f"Fix the cause, then continue with: dlcli sweep resume {sweep_dir}", 1)
+        fail(
+            f"The sweep stopped: {outcome.stopped}. {done} of {outcome.planned} trials done ({parts}). "
+            f"Fix the cause, then continue with: dlcli sweep resume {sweep_dir}",
+            1,
+        )
     if done < outcome.planned:
-        console.print(f"This worker is done: {done} of {outcome.planned} trials finished ({parts}); the rest are "
-                      f"running elsewhere, or were left by a killed process (continue those with "
-                      f"dlcli sweep resume {sweep_dir}).")
+        console.print(
+            f"This worker is done: {done} of {outcome.planned} trials finished ({parts}); the rest are "
+            f"running elsewhere, or were left by a killed process (continue those with "
+            f"dlcli sweep resume {sweep_dir})."
+        )
     else:
         console.print(f"Sweep finished: {outcome.planned} trials ({parts}).")
     _print_best(console, sweep_dir, spec, rows)
@@ -159,10 +202,17 @@ def _print_best(console, sweep_dir: Path, spec, rows: list) -> None:
     if best is None:
         console.print("No trial completed, so there is no best config.")
         return
-    console.print(f"Best: trial {best.number} ({params_label(best.params, width=200)}): {spec.metric} "
-                  f"{fmt_value(best.value)} at epoch {best.best_epoch}", highlight=False, soft_wrap=True)
-    console.print(f"Best config: {sweep_dir / BEST_FILE} (train it with: dlcli train {sweep_dir / BEST_FILE})",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"Best: trial {best.number} ({params_label(best.params, width=200)}): {spec.metric} "
+        f"{fmt_value(best.value)} at epoch {best.best_epoch}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(
+        f"Best config: {sweep_dir / BEST_FILE} (train it with: dlcli train {sweep_dir / BEST_FILE})",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(f"Sweep folder: {sweep_dir}", highlight=False, soft_wrap=True)
 
 
@@ -191,10 +241,16 @@ def _print_table(console, spec, rows: list, limit: Optional[int] = None) -> None
     table.add_column("time", justify="right")
     table.add_column("error", max_width=70, no_wrap=True, overflow="ellipsis")
     for r in shown:
-        table.add_row(str(r.number), Text(r.status, style=STATUS_STYLE.get(r.status, "")), fmt_value(r.value),
-                      fmt_value(r.best_epoch), fmt_value(r.epochs), *[fmt_value(r.params.get(k)) for k, _ in keys],
-                      format_seconds(r.seconds) if r.seconds is not None else "-",
-                      r.error or "")
+        table.add_row(
+            str(r.number),
+            Text(r.status, style=STATUS_STYLE.get(r.status, "")),
+            fmt_value(r.value),
+            fmt_value(r.best_epoch),
+            fmt_value(r.epochs),
+            *[fmt_value(r.params.get(k)) for k, _ in keys],
+            format_seconds(r.seconds) if r.seconds is not None else "-",
+            r.error or "",
+        )
     console.print(table)
 
 
@@ -204,34 +260,81 @@ def _print_table(console, spec, rows: list, limit: Optional[int] = None) -> None
 @sweep_app.command("run")
 @handle_errors
 def run(
-    config: Annotated[Path, typer.Argument(help="Experiment YAML file (may hold a `sweep:` section).", show_default=False)],
-    param: Annotated[Optional[list[str]], typer.Option(
-        "--param", "-p", metavar="KEY=SPEC",
-        help="A searched key: KEY=[a,b,...] (grid axis), or KEY=loguniform(lo,hi), uniform(lo,hi), int(lo,hi), "
-        "int(lo,hi,log), choice(a,b,...) (repeatable).")] = None,
+    config: Annotated[
+        Path, typer.Argument(help="Experiment YAML file (may hold a `sweep:` section).", show_default=False)
+    ],
+    param: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="KEY=SPEC",
+            help="A searched key: KEY=[a,b,...] (grid axis), or KEY=loguniform(lo,hi), uniform(lo,hi), int(lo,hi), "
+            "int(lo,hi,log), choice(a,b,...) (repeatable).",
+        ),
+    ] = None,
     set_: SetOption = None,
-    method: Annotated[Optional[str], typer.Option("--method", help="grid (the product of all lists), random or tpe "
-                                                  "(default: grid when every parameter is a list, else tpe).")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", "-n", min=1, help="Trials to run (default for a grid: all its points).")] = None,
-    metric: Annotated[Optional[str], typer.Option("--metric", help="Objective: a metrics.csv column; a trial's value is "
-                                                  "its best epoch's (default: the run's monitor).")] = None,
-    direction: Annotated[Optional[str], typer.Option("--direction", help="max, min or auto (from the metric's name).")] = None,
-    prune: Annotated[Optional[str], typer.Option("--prune", help="median, hyperband or none (default: none for a grid, "
-                                                 "median for a search).")] = None,
-    prune_startup_trials: Annotated[Optional[int], typer.Option("--prune-startup-trials", min=0, help="Median pruning starts once "
-                                                                "this many trials have finished (default 5).")] = None,
-    prune_warmup_epochs: Annotated[Optional[int], typer.Option("--prune-warmup-epochs", min=0, help="Epochs every trial runs "
-                                                               "before it may be pruned (default 0).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", min=0, help="Seed of the search (default: the config's seed).")] = None,
+    method: Annotated[
+        Optional[str],
+        typer.Option(
+            "--method",
+            help="grid (the product of all lists), random or tpe "
+            "(default: grid when every parameter is a list, else tpe).",
+        ),
+    ] = None,
+    trials: Annotated[
+        Optional[int], typer.Option("--trials", "-n", min=1, help="Trials to run (default for a grid: all its points).")
+    ] = None,
+    metric: Annotated[
+        Optional[str],
+        typer.Option(
+            "--metric",
+            help="Objective: a metrics.csv column; a trial's value is its best epoch's (default: the run's monitor).",
+        ),
+    ] = None,
+    direction: Annotated[
+        Optional[str], typer.Option("--direction", help="max, min or auto (from the metric's name).")
+    ] = None,
+    prune: Annotated[
+        Optional[str],
+        typer.Option("--prune", help="median, hyperband or none (default: none for a grid, median for a search)."),
+    ] = None,
+    prune_startup_trials: Annotated[
+        Optional[int],
+        typer.Option(
+            "--prune-startup-trials",
+            min=0,
+            help="Median pruning starts once this many trials have finished (default 5).",
+        ),
+    ] = None,
+    prune_warmup_epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            "--prune-warmup-epochs", min=0, help="Epochs every trial runs before it may be pruned (default 0)."
+        ),
+    ] = None,
+    seed: Annotated[
+        Optional[int], typer.Option("--seed", min=0, help="Seed of the search (default: the config's seed).")
+    ] = None,
     workers: WorkersOption = 1,
     storage: StorageOption = None,
-    sweep_id: Annotated[Optional[str], typer.Option("--id", help="The sweep's id (default: <date>-<time>-<name>); "
-                                                    "other machines join it by this name.")] = None,
+    sweep_id: Annotated[
+        Optional[str],
+        typer.Option(
+            "--id", help="The sweep's id (default: <date>-<time>-<name>); other machines join it by this name."
+        ),
+    ] = None,
     max_failures: MaxFailures = None,
     fail_fast: FailFast = False,
     runs_dir: RunsDir = Path("runs"),
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the config, space and objective, print the plan "
-                                          "(every grid point) and stop; nothing is written.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check the config, space and objective, print the plan "
+            "(every grid point) and stop; nothing is written.",
+        ),
+    ] = False,
 ) -> None:
     """Start a sweep: a grid or a search over config keys, each trial its own `dlcli train`.
 
@@ -247,10 +350,20 @@ def run(
 
     if sweep_id is not None:
         check_sweep_id(sweep_id)
-    request = SweepRequest(config=config, overrides=list(set_ or ()), params=[parse_cli_param(p) for p in param or ()],
-                           method=method, trials=trials, metric=metric, direction=direction, prune=prune,
-                           prune_startup_trials=prune_startup_trials, prune_warmup_epochs=prune_warmup_epochs,
-                           seed=seed, sweep_id=sweep_id)
+    request = SweepRequest(
+        config=config,
+        overrides=list(set_ or ()),
+        params=[parse_cli_param(p) for p in param or ()],
+        method=method,
+        trials=trials,
+        metric=metric,
+        direction=direction,
+        prune=prune,
+        prune_startup_trials=prune_startup_trials,
+        prune_warmup_epochs=prune_warmup_epochs,
+        seed=seed,
+        sweep_id=sweep_id,
+    )
     spec = plan_sweep(request)
     if dry_run:
         _print_plan(spec)
@@ -273,12 +386,19 @@ def run(
     write_spec(sweep_dir, spec)
     console = _stdout_console()
     over = ", ".join(p.key for p in spec.space)
-    console.print(f"Sweep {spec.id}: {spec.method} over {over}, {spec.trials} trials, {spec.metric} ({spec.direction}), "
-                  f"pruning: {spec.prune}, {workers} worker(s) here; storage: {redact(url)}", highlight=False, soft_wrap=True)
+    console.print(
+        f"Sweep {spec.id}: {spec.method} over {over}, {spec.trials} trials, {spec.metric} ({spec.direction}), "
+        f"pruning: {spec.prune}, {workers} worker(s) here; storage: {redact(url)}",
+        highlight=False,
+        soft_wrap=True,
+    )
     console.print(f"Sweep folder: {sweep_dir}  (definition in {SWEEP_FILE})", highlight=False, soft_wrap=True)
     if is_url(url):
-        console.print(f"Join from another machine: dlcli sweep worker {spec.id} --storage '{redact(url)}'",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"Join from another machine: dlcli sweep worker {spec.id} --storage '{redact(url)}'",
+            highlight=False,
+            soft_wrap=True,
+        )
     _execute(sweep_dir, spec, study, url, workers, max_failures, fail_fast)
 
 
@@ -286,14 +406,21 @@ def _print_plan(spec) -> None:
     from ..sweep.space import grid_points, yaml_text
 
     console = _stdout_console()
-    console.print(f"Plan: {spec.method}, {spec.trials} trials of {spec.name}; objective: best-epoch {spec.metric} "
-                  f"({spec.direction}); pruning: {spec.prune}; seed {spec.seed}", highlight=False, soft_wrap=True)
+    console.print(
+        f"Plan: {spec.method}, {spec.trials} trials of {spec.name}; objective: best-epoch {spec.metric} "
+        f"({spec.direction}); pruning: {spec.prune}; seed {spec.seed}",
+        highlight=False,
+        soft_wrap=True,
+    )
     for p in spec.space:
         console.print(f"  {p.key} = {p.spec_text()}", highlight=False, soft_wrap=True)
     if spec.method == "grid":
         for number, point in enumerate(grid_points(spec.space)[: spec.trials]):
-            console.print(f"  trial {number}: " + ", ".join(f"{k}={yaml_text(v)}" for k, v in point.items()),
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"  trial {number}: " + ", ".join(f"{k}={yaml_text(v)}" for k, v in point.items()),
+                highlight=False,
+                soft_wrap=True,
+            )
     console.print("Every key and value fits the config. Nothing was written (--dry-run).")
 
 
@@ -341,8 +468,11 @@ def worker(
     definition is then read from the storage and trials go to runs/sweeps/<id>/ here.
     """
     folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
-    _stdout_console().print(f"Joining sweep {spec.id} ({spec.method}, {study.planned()} trials) with {workers} worker(s)",
-                            highlight=False, soft_wrap=True)
+    _stdout_console().print(
+        f"Joining sweep {spec.id} ({spec.method}, {study.planned()} trials) with {workers} worker(s)",
+        highlight=False,
+        soft_wrap=True,
+    )
     _execute(folder, spec, study, url, workers, max_failures, fail_fast)
 
 
@@ -370,15 +500,21 @@ def resume(
     console = _stdout_console()
     if not stale and not waiting:
         running = sum(1 for t in study.trials() if t.state == "running")
-        console.print(f"Nothing to resume in {folder}: "
-                      + (f"{running} trial(s) are running in live processes." if running else "every trial has finished."),
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"Nothing to resume in {folder}: "
+            + (f"{running} trial(s) are running in live processes." if running else "every trial has finished."),
+            highlight=False,
+            soft_wrap=True,
+        )
         rows = _finish_files(folder, spec, study, console)
         _print_table(console, spec, rows, limit=10)
         _print_best(console, folder, spec, rows)
         return
-    console.print(f"Resuming sweep {spec.id}: {len(stale)} trial(s) to continue, {waiting} waiting, "
-                  f"{workers} worker(s)", highlight=False, soft_wrap=True)
+    console.print(
+        f"Resuming sweep {spec.id}: {len(stale)} trial(s) to continue, {waiting} waiting, {workers} worker(s)",
+        highlight=False,
+        soft_wrap=True,
+    )
     _execute(folder, spec, study, url, workers, max_failures, fail_fast, recover_stale=True)
 
 
@@ -409,9 +545,18 @@ def summary(
         for r in rows:
             counts[r.status] = counts.get(r.status, 0) + 1
         data: dict[str, Any] = {
-            "sweep": {"id": spec.id, "folder": str(folder), "method": spec.method, "metric": spec.metric,
-                      "direction": spec.direction, "prune": spec.prune, "planned": study.planned(), "counts": counts,
-                      "params": {p.key: p.spec_text() for p in spec.space}, "storage": redact(url)},
+            "sweep": {
+                "id": spec.id,
+                "folder": str(folder),
+                "method": spec.method,
+                "metric": spec.metric,
+                "direction": spec.direction,
+                "prune": spec.prune,
+                "planned": study.planned(),
+                "counts": counts,
+                "params": {p.key: p.spec_text() for p in spec.space},
+                "storage": redact(url),
+            },
             "best": None if best is None else {**best.to_dict(), "config": str(folder / BEST_FILE)},
             "trials": [r.to_dict() for r in sort_rows(rows, spec.direction)],
         }
@@ -426,9 +571,17 @@ def summary(
 @handle_errors
 def plot(
     sweep: SweepRef,
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help="metrics.csv column whose curves to overlay "
-                                                        "(repeatable; default: loss and the metric).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs (default: the sweep folder).")] = None,
+    metric: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--metric",
+            "-m",
+            help="metrics.csv column whose curves to overlay (repeatable; default: loss and the metric).",
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Folder for the PNGs (default: the sweep folder).")
+    ] = None,
     storage: StorageOption = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:

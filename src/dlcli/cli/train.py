@@ -15,14 +15,32 @@ from . import RunsDir, SetOption, _error_console, _load, _located, _stdout_conso
 @app.command()
 @handle_errors
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="Experiment YAML file (or a run folder's config.yaml).", show_default=False)] = None,
+    config: Annotated[
+        Optional[Path], typer.Argument(help="Experiment YAML file (or a run folder's config.yaml).", show_default=False)
+    ] = None,
     set_: SetOption = None,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config and exit.")] = False,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder from its last complete epoch.")] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option("--resume", help="Continue the run in this folder from its last complete epoch.")
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result.")] = False,
-    nproc: Annotated[int, typer.Option("--nproc", help="Train data-parallel with N processes on this machine (via torch's elastic launcher).", min=1)] = 1,
-    sweep_trial: Annotated[Optional[Path], typer.Option("--sweep-trial", hidden=True, help="(dlcli sweep's own use) Train in exactly this prepared trial folder, continuing it if it holds a checkpoint, and report to its sweep.")] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            help="Train data-parallel with N processes on this machine (via torch's elastic launcher).",
+            min=1,
+        ),
+    ] = 1,
+    sweep_trial: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--sweep-trial",
+            hidden=True,
+            help="(dlcli sweep's own use) Train in exactly this prepared trial folder, continuing it if it holds a checkpoint, and report to its sweep.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model from an experiment file.
 
@@ -32,8 +50,10 @@ def train(
     from ..config import dump_config
 
     if (config is None) == (resume is None):
-        fail("give either a CONFIG file or --resume RUN_FOLDER (not both, not neither). "
-             "For example: dlcli train configs/mnist_cnn.yaml")
+        fail(
+            "give either a CONFIG file or --resume RUN_FOLDER (not both, not neither). "
+            "For example: dlcli train configs/mnist_cnn.yaml"
+        )
     if sweep_trial is not None:  # a trial of `dlcli sweep`, in the folder the sweep prepared
         from ..sweep.trial import trial_run
 
@@ -67,7 +87,9 @@ def train(
         _run_training(cfg, runs_dir, resume_dir, quiet)
 
 
-def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool, extra_callbacks: tuple | list = ()) -> None:
+def _run_training(
+    cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool, extra_callbacks: tuple | list = ()
+) -> None:
     from ..distributed import distributed_from_env
     from ..engine import RunControl
     from ..errors import DlcliError, TrainingInterrupted
@@ -85,8 +107,17 @@ def _run_training(cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool, 
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        outcome = run_train(cfg, runs_dir=runs_dir, console=console, resume_dir=resume_dir, control=control,
-                            quiet=quiet, command=sys.argv, dist=dist, extra_callbacks=extra_callbacks)
+        outcome = run_train(
+            cfg,
+            runs_dir=runs_dir,
+            console=console,
+            resume_dir=resume_dir,
+            control=control,
+            quiet=quiet,
+            command=sys.argv,
+            dist=dist,
+            extra_callbacks=extra_callbacks,
+        )
         dist.close(wait_for_others=True)
     except TrainingInterrupted as exc:
         run_dir = getattr(exc, "run_dir", None)
@@ -166,9 +197,11 @@ def out_of_memory_message(exc: BaseException, device: str, run_dir: Optional[Pat
         except Exception:  # a run folder that cannot be updated must not hide the message
             pass
         folder = f" (run folder: {run_dir})"
-    return (f"Out of memory: {where} could not allocate{amount or ' what training needed'} "
-            f"while training{folder}. Use a smaller training.batch_size, a smaller model or "
-            "data.max_train_samples; the run folder keeps every complete epoch.")
+    return (
+        f"Out of memory: {where} could not allocate{amount or ' what training needed'} "
+        f"while training{folder}. Use a smaller training.batch_size, a smaller model or "
+        "data.max_train_samples; the run folder keeps every complete epoch."
+    )
 
 
 def _bytes_text(n: int) -> str:

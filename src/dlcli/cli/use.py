@@ -17,18 +17,29 @@ Checkpoint = Annotated[str, typer.Option("--checkpoint", "-c", help="best or las
 @handle_errors
 def predict(
     run: Annotated[str, typer.Argument(help="Run folder or id.", show_default=False)],
-    inputs: Annotated[Optional[list[str]], typer.Argument(
-        help="Files or folders as the run's data takes them (images, .csv, .txt, .npz, IDX); - reads text from standard input.",
-        show_default=False)] = None,
+    inputs: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Files or folders as the run's data takes them (images, .csv, .txt, .npz, IDX); - reads text from standard input.",
+            show_default=False,
+        ),
+    ] = None,
     checkpoint: Checkpoint = "best",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the predictions here instead of standard output.")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Write the predictions here instead of standard output.")
+    ] = None,
     top_k: Annotated[Optional[int], typer.Option("--top-k", help="Only the K most probable classes per input.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Inputs per forward pass.", min=1)] = 1024,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: the run's).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="JSON lines instead of CSV.")] = False,
     text: Annotated[Optional[str], typer.Option("--text", help="Text runs: predict on this text.")] = None,
-    invert: Annotated[bool, typer.Option("--invert", help="Images: invert gray levels (dark strokes on white -> MNIST's white on black).")] = False,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Mark unreadable inputs in an error column and go on.")] = False,
+    invert: Annotated[
+        bool,
+        typer.Option("--invert", help="Images: invert gray levels (dark strokes on white -> MNIST's white on black)."),
+    ] = False,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Mark unreadable inputs in an error column and go on.")
+    ] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Predict with a trained run on new inputs.
@@ -108,7 +119,9 @@ def _json_lines(rows: list[dict]) -> str:
 def export(
     run: Annotated[str, typer.Argument(help="Run folder or id.", show_default=False)],
     format_: Annotated[str, typer.Option("--format", "-f", help="onnx or pt2 (torch.export).")] = "onnx",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="The model file (default: RUN/export/FORMAT/model.FORMAT).")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="The model file (default: RUN/export/FORMAT/model.FORMAT).")
+    ] = None,
     checkpoint: Checkpoint = "best",
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
@@ -136,5 +149,7 @@ def export(
     console = _stdout_console()
     path = Path(out) if out is not None else folder / "export" / format_ / f"model.{format_}"
     console.print(f"Exported {folder.name} ({checkpoint} checkpoint, epoch {sidecar['epoch']}) as {format_}: {path}")
-    console.print(f"Verified at batch sizes 1 and 3: largest difference from the eager model {worst:.2g}. "
-                  f"Input {sidecar['input']['dtype']} {sidecar['input']['shape']}; see {path.parent / 'export.json'}.")
+    console.print(
+        f"Verified at batch sizes 1 and 3: largest difference from the eager model {worst:.2g}. "
+        f"Input {sidecar['input']['dtype']} {sidecar['input']['shape']}; see {path.parent / 'export.json'}."
+    )

@@ -65,10 +65,13 @@ def affine_batch(x: torch.Tensor, angle: torch.Tensor, ty: torch.Tensor, tx: tor
     # rotation is corrected for the aspect ratio so that it is a true rotation in pixels.
     angle, ty, tx = (t.to(torch.float64) for t in (angle, ty, tx))
     cos, sin = torch.cos(angle), torch.sin(angle)
-    theta = torch.stack([
-        torch.stack([cos, -sin * h / w, -2 * tx / w], dim=1),
-        torch.stack([sin * w / h, cos, -2 * ty / h], dim=1),
-    ], dim=1).to(device=x.device, dtype=x.dtype)
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin * h / w, -2 * tx / w], dim=1),
+            torch.stack([sin * w / h, cos, -2 * ty / h], dim=1),
+        ],
+        dim=1,
+    ).to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

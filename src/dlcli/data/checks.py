@@ -36,8 +36,10 @@ def check_dataset(data: Dataset, config: DataConfig) -> Dataset:
         )
     for split, x, y in _splits(data):
         if y is not None and len(x) != len(y):
-            raise DataError(f"The {split} split has {_count(len(x), 'input')} but {_count(len(y), 'label')}; "
-                            "they must pair up row by row.")
+            raise DataError(
+                f"The {split} split has {_count(len(x), 'input')} but {_count(len(y), 'label')}; "
+                "they must pair up row by row."
+            )
         for what, a, train in (("inputs", x, data.x_train), ("labels", y, data.y_train)):
             if a is not None and train is not None and tuple(a.shape[1:]) != tuple(train.shape[1:]):
                 raise DataError(
@@ -119,7 +121,7 @@ def _check_inputs(split: str, x: Any) -> None:
         return  # one reduction: a NaN or an infinity anywhere makes the sum non-finite
     rows = max(1, _SEARCH_ELEMENTS // max(1, x[0].numel()))
     for start in range(0, len(x), rows):
-        bad = ~torch.isfinite(x[start:start + rows])
+        bad = ~torch.isfinite(x[start : start + rows])
         if bool(bad.any()):  # else the sum only overflowed: large but finite values are fine
             row, position = _first_bad(bad)
             value = x[start + row][position] if position else x[start + row]
@@ -155,10 +157,14 @@ def _check_labels(split: str, y: Any, task: str, num_classes: int) -> None:
     else:  # binary, multilabel
         bad = (y != 0) & (y != 1)
         need = f"a {task} task needs labels 0 or 1"
-        hint = ("Map the two classes to 0 and 1." if task == "binary"
-                else "Each label column must hold 1 where the label applies and 0 where it does not.")
+        hint = (
+            "Map the two classes to 0 and 1."
+            if task == "binary"
+            else "Each label column must hold 1 where the label applies and 0 where it does not."
+        )
     if bool(bad.any()):
         row, position = _first_bad(bad)
         value = y[row][position] if position else y[row]
-        raise DataError(f"The label at {_where(split, row, position, 'column')} is {_value_text(value)}; {need}.",
-                        hint=hint)
+        raise DataError(
+            f"The label at {_where(split, row, position, 'column')} is {_value_text(value)}; {need}.", hint=hint
+        )

@@ -94,7 +94,7 @@ def decode_files(
     out = np.empty((n, channels, size[0], size[1]), dtype=np.uint8)
     errors: list[tuple[int, str]] = []
     names = [str(p) for p in paths]
-    chunks = [(s, names[s:s + CHUNK_FILES]) for s in range(0, n, CHUNK_FILES)]
+    chunks = [(s, names[s : s + CHUNK_FILES]) for s in range(0, n, CHUNK_FILES)]
     workers = workers or min(os.cpu_count() or 1, 32)
     done = 0
     if progress:
@@ -105,7 +105,7 @@ def decode_files(
                 futures = [pool.submit(_decode_chunk, s, chunk, size, channels) for s, chunk in chunks]
                 for future in as_completed(futures):
                     start, array, failed = future.result()
-                    out[start:start + len(array)] = array
+                    out[start : start + len(array)] = array
                     errors += failed
                     done += len(array)
                     if progress:
@@ -115,7 +115,7 @@ def decode_files(
             errors, done = [], 0
     for start, chunk in chunks:
         _, array, failed = _decode_chunk(start, chunk, size, channels)
-        out[start:start + len(array)] = array
+        out[start : start + len(array)] = array
         errors += failed
         done += len(array)
         if progress:
@@ -165,8 +165,10 @@ def image_properties(path: Path) -> tuple[tuple[int, int], int]:
             upright = ImageOps.exif_transpose(image)
             size = (upright.height, upright.width)
     except Exception as exc:
-        raise DataError(f"Cannot read {path}, the first image, to find the image size: {_problem(exc)}.",
-                        hint="Replace the file, or set data.image_size and data.channels.") from None
+        raise DataError(
+            f"Cannot read {path}, the first image, to find the image size: {_problem(exc)}.",
+            hint="Replace the file, or set data.image_size and data.channels.",
+        ) from None
     return size, 1 if mode in GRAY_MODES else 3
 
 
@@ -195,8 +197,9 @@ def load_images(
 def info_from_state(state: dict) -> DataInfo:
     h, w = state["image_size"]
     names = tuple(state["class_names"])
-    return DataInfo(input_shape=(state["channels"], h, w), task=folder_task(names), num_classes=len(names),
-                    class_names=names)
+    return DataInfo(
+        input_shape=(state["channels"], h, w), task=folder_task(names), num_classes=len(names), class_names=names
+    )
 
 
 def folder_task(class_names: Sequence[str]) -> str:
@@ -231,8 +234,10 @@ def check_split_options(config: DataConfig, layout) -> None:
             hint="Remove validation_split/validation_size to use the folder.",
         )
     if layout.has_test and config.test_split:
-        raise DataError(f"{layout.root} has a test folder, and data.test_split asks to hold out another test set.",
-                        hint="Remove data.test_split to use the folder.")
+        raise DataError(
+            f"{layout.root} has a test folder, and data.test_split asks to hold out another test set.",
+            hint="Remove data.test_split to use the folder.",
+        )
 
 
 def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
@@ -255,8 +260,9 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
         size, channels = _properties(config, layout)
     train_items = layout.files["train"]
     labels = np.array([c for _, c in train_items], dtype=np.int64)
-    split = split_samples(len(train_items), labels, config, seed, has_test=layout.has_test,
-                          has_val=layout.has_val, what="images")
+    split = split_samples(
+        len(train_items), labels, config, seed, has_test=layout.has_test, has_val=layout.has_val, what="images"
+    )
     parts = {
         "train": [train_items[i] for i in split.train],
         "val": layout.files["val"] if layout.has_val else [train_items[i] for i in split.val],
@@ -277,11 +283,15 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
             )
         keep[[i for i, _ in errors]] = False
         shown = "; ".join(f"{items[i][0]} ({p})" for i, p in errors[:3])
-        notes.append(f"Skipped {len(errors)} unreadable image file{'s' if len(errors) != 1 else ''} "
-                     f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}.")
+        notes.append(
+            f"Skipped {len(errors)} unreadable image file{'s' if len(errors) != 1 else ''} "
+            f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}."
+        )
     if layout.ignored:
-        notes.append(f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} "
-                     "that are not images.")
+        notes.append(
+            f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} "
+            "that are not images."
+        )
     if state is None:
         state = {
             "kind": "image_folder",
@@ -291,9 +301,14 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
             "channels": int(channels),
             "resize": "bilinear",
             "scale": 1 / 255,
-            "split": {"seed": seed, "files": len(train_items), **split.counts(),
-                      "val_folder": layout.has_val, "test_folder": layout.has_test,
-                      "skipped_files": len(errors)},
+            "split": {
+                "seed": seed,
+                "files": len(train_items),
+                **split.counts(),
+                "val_folder": layout.has_val,
+                "test_folder": layout.has_test,
+                "skipped_files": len(errors),
+            },
         }
         if layout.has_val:
             state["split"]["val"] = len(parts["val"])
@@ -317,8 +332,18 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
     x_test, y_test = part(2)
     if x_train is None or len(x_train) == 0:
         raise DataError(f"{layout.root}: no training images are left to train on.")
-    return Dataset(info=info_from_state(state), x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-                   x_test=x_test, y_test=y_test, input_scale=1.0 / 255.0, preprocessing=state, notes=tuple(notes))
+    return Dataset(
+        info=info_from_state(state),
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        input_scale=1.0 / 255.0,
+        preprocessing=state,
+        notes=tuple(notes),
+    )
 
 
 DATASETS.add("image_folder", DatasetSource(info=_info, load=_load, fits_preprocessing=True))

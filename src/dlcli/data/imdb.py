@@ -135,8 +135,13 @@ def _find_or_download(config: DataConfig) -> Path:
 
 def _info(config: DataConfig) -> DataInfo:
     if config.output_mode == "sequence":
-        return DataInfo(input_shape=(config.sequence_length,), task="binary", num_classes=2,
-                        class_names=CLASS_NAMES, vocab_size=config.num_words)
+        return DataInfo(
+            input_shape=(config.sequence_length,),
+            task="binary",
+            num_classes=2,
+            class_names=CLASS_NAMES,
+            vocab_size=config.num_words,
+        )
     if config.output_mode != "multi_hot":
         raise ConfigError(
             f"data.output_mode: the imdb dataset comes as multi_hot vectors or word-id sequences, not {config.output_mode}.",

@@ -35,8 +35,10 @@ def _read(config: DataConfig) -> dict[str, np.ndarray]:
         if a is not None and (a.ndim == 0 or a.dtype.kind not in "biuf"):  # complex, text, dates, records
             kind = {"U": "text", "S": "byte-string", "c": "complex", "M": "date", "m": "time-span"}.get(a.dtype.kind)
             what = "a single value" if a.ndim == 0 else f"{kind or 'non-numeric'} values ({a.dtype})"
-            raise DataError(f"{path}: {key} holds {what}; dlcli needs an array of real numbers, one row per sample.",
-                            hint="Convert it with numpy (e.g. .astype('float32'), or class names to numbers) first.")
+            raise DataError(
+                f"{path}: {key} holds {what}; dlcli needs an array of real numbers, one row per sample.",
+                hint="Convert it with numpy (e.g. .astype('float32'), or class names to numbers) first.",
+            )
         if a is not None and a.ndim == 1 and key.startswith("x"):  # one number per sample: a single feature
             arrays[key] = a.reshape(-1, 1)
     if len(arrays["x_train"]) != len(arrays["y_train"]):

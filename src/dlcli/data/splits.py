@@ -87,7 +87,7 @@ def split_samples(
             hint="Use a smaller data.test_split, validation_split or validation_size, or more data.",
         )
     order = stratified_order(labels, n, seed)
-    train = order[n_test + n_val:]
+    train = order[n_test + n_val :]
     if config.max_train_samples is not None:
         train = train[: config.max_train_samples]
-    return Split(train=train, val=order[n_test:n_test + n_val], test=order[:n_test], stratified=labels is not None)
+    return Split(train=train, val=order[n_test : n_test + n_val], test=order[:n_test], stratified=labels is not None)

@@ -14,8 +14,9 @@ def _info(config: DataConfig) -> DataInfo:
     if s.task == "multiclass" and classes < 2:
         from ..errors import ConfigError
 
-        raise ConfigError("data.synthetic.classes: a multiclass task needs at least 2 classes.",
-                          key="data.synthetic.classes")
+        raise ConfigError(
+            "data.synthetic.classes: a multiclass task needs at least 2 classes.", key="data.synthetic.classes"
+        )
     return DataInfo(input_shape=tuple(s.shape), task=s.task, num_classes=classes)
 
 

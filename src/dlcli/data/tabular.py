@@ -181,8 +181,9 @@ def _read_header(path: Path, delimiter: Optional[str]) -> tuple[list[str], str]:
     seen: set[str] = set()
     for name in header:
         if name in seen:
-            raise DataError(f"{path}, line 1: the header names the column {name!r} twice.",
-                            hint="Column names must be unique.")
+            raise DataError(
+                f"{path}, line 1: the header names the column {name!r} twice.", hint="Column names must be unique."
+            )
         seen.add(name)
     return header, delimiter
 
@@ -236,16 +237,23 @@ def _read_pyarrow(path: Path, header: list[str], delimiter: str, text_columns: f
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: pa.string() for name in as_text},
-                null_values=[], strings_can_be_null=False, quoted_strings_can_be_null=False,
-                true_values=[], false_values=[], timestamp_parsers=[],
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                true_values=[],
+                false_values=[],
+                timestamp_parsers=[],
             ),
         )
 
     try:
         as_text = set(text_columns)
         table = read(as_text)
-        other = [f.name for f in table.schema if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
-                                                      or pa.types.is_string(f.type))]
+        other = [
+            f.name
+            for f in table.schema
+            if not (pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_string(f.type))
+        ]
         if other:  # dates, times, invalid UTF-8: read those columns as text
             table = read(as_text | set(other))
             if any(not pa.types.is_string(table.schema.field(n).type) for n in other):
@@ -266,8 +274,16 @@ def _read_numpy(path: Path, header: list[str], delimiter: str, text_columns: fro
     if text_columns:
         return None
     try:
-        matrix = np.loadtxt(path, delimiter=delimiter, skiprows=1, comments=None, quotechar='"',
-                            dtype=np.float64, ndmin=2, encoding="utf-8-sig")
+        matrix = np.loadtxt(
+            path,
+            delimiter=delimiter,
+            skiprows=1,
+            comments=None,
+            quotechar='"',
+            dtype=np.float64,
+            ndmin=2,
+            encoding="utf-8-sig",
+        )
     except (ValueError, UnicodeDecodeError):
         return None
     if matrix.shape[0] and matrix.shape[1] != len(header):
@@ -329,7 +345,9 @@ def _row_lines(path: Path, delimiter: str) -> np.ndarray:
     return np.asarray(lines, dtype=np.int64)
 
 
-def table_from_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], text_columns: Iterable[str] = ()) -> RawTable:
+def table_from_rows(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], text_columns: Iterable[str] = ()
+) -> RawTable:
     """A table from in-memory rows (dicts of column -> value), as `dlcli predict` gets them."""
     texts = set(text_columns)
     raw: dict[str, RawColumn] = {}
@@ -337,11 +355,20 @@ def table_from_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], t
         cells = []
         for i, row in enumerate(rows):
             if name not in row:
-                raise DataError(f"Row {i + 1} has no value for the column {name!r}.",
-                                hint="Every row needs every input column the model was trained on.")
+                raise DataError(
+                    f"Row {i + 1} has no value for the column {name!r}.",
+                    hint="Every row needs every input column the model was trained on.",
+                )
             value = row[name]
-            cells.append("" if value is None else value if isinstance(value, str) else repr(value)
-                         if isinstance(value, float) else str(value))
+            cells.append(
+                ""
+                if value is None
+                else value
+                if isinstance(value, str)
+                else repr(value)
+                if isinstance(value, float)
+                else str(value)
+            )
         raw[name] = _column_from_texts(cells, name in texts)
     return RawTable("the rows given", list(columns), raw, len(rows))
 
@@ -382,8 +409,10 @@ def _feature_names(config: DataConfig, table: RawTable, targets: list[str]) -> l
         features = [c for c in table.header if c not in targets]
     features = [f for f in features if overrides.get(f) != "ignore"]
     if not features:
-        raise DataError(f"{table.source}: no input columns are left besides the target.",
-                        hint="List the inputs in data.features, or drop `ignore` from data.column_types.")
+        raise DataError(
+            f"{table.source}: no input columns are left besides the target.",
+            hint="List the inputs in data.features, or drop `ignore` from data.column_types.",
+        )
     return features
 
 
@@ -498,8 +527,10 @@ def _infer_task(table: RawTable, targets: list[str], rows: np.ndarray, task: str
             if not all_01:
                 name = next(n for n in targets if any(_bool_value(table.columns[n], r) is None for r in rows))
                 row = next(int(r) for r in rows if _bool_value(table.columns[name], r) is None)
-                raise DataError(f"{table.where(row, name)}: {table.columns[name].text(row)!r} is not 0/1 (or true/"
-                                f"false), but multilabel targets must be.")
+                raise DataError(
+                    f"{table.where(row, name)}: {table.columns[name].text(row)!r} is not 0/1 (or true/"
+                    f"false), but multilabel targets must be."
+                )
             return "multilabel", list(targets)
         for name in targets:
             bad = _not_numbers(table, name, rows)
@@ -510,19 +541,26 @@ def _infer_task(table: RawTable, targets: list[str], rows: np.ndarray, task: str
     column = table.columns[name]
     bad = _not_numbers(table, name, rows)
     values = column.values[rows]
-    if task == "regression" or (task == "auto" and not len(bad) and not (
-            np.all(values == np.round(values)) and len(np.unique(values)) <= MAX_INTEGER_CLASSES)):
+    if task == "regression" or (
+        task == "auto"
+        and not len(bad)
+        and not (np.all(values == np.round(values)) and len(np.unique(values)) <= MAX_INTEGER_CLASSES)
+    ):
         if len(bad):
             raise _text_in_numbers(table, name, int(bad[0]), "a regression target")
         return "regression", None
     names = _sort_labels((column.label(r) for r in rows), numeric=not len(bad))
     if len(names) < 2:
-        raise DataError(f"{table.source}: the target column {name!r} has a single value, {names[0]!r}; "
-                        "a classifier needs at least two classes.")
+        raise DataError(
+            f"{table.source}: the target column {name!r} has a single value, {names[0]!r}; "
+            "a classifier needs at least two classes."
+        )
     if task == "binary" and len(names) != 2:
-        raise DataError(f"data.task: binary needs two classes, and {name!r} has {len(names)}: "
-                        f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}.",
-                        hint="Use task: multiclass (or auto).")
+        raise DataError(
+            f"data.task: binary needs two classes, and {name!r} has {len(names)}: "
+            f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}.",
+            hint="Use task: multiclass (or auto).",
+        )
     if task == "auto":
         task = "binary" if len(names) == 2 else "multiclass"
     return task, names
@@ -539,8 +577,10 @@ def _fit_feature(table: RawTable, name: str, rows: np.ndarray, kind: str, config
         values = column.values[present]
         infinite = present[~np.isfinite(values)]
         if len(infinite):
-            raise DataError(f"{table.where(int(infinite[0]), name)}: {column.text(int(infinite[0]))!r} is not a "
-                            "finite number.", hint="Correct the cell or leave it empty (missing).")
+            raise DataError(
+                f"{table.where(int(infinite[0]), name)}: {column.text(int(infinite[0]))!r} is not a finite number.",
+                hint="Correct the cell or leave it empty (missing).",
+            )
         mean = float(values.mean()) if len(values) else 0.0
         spec["fill"] = {"mean": mean, "zero": 0.0}.get(config.missing)
         if config.normalize == "standard":
@@ -554,9 +594,11 @@ def _fit_feature(table: RawTable, name: str, rows: np.ndarray, kind: str, config
         bits = [_bool_value(column, int(r)) for r in present]
         if any(b is None for b in bits):
             row = int(present[[b is None for b in bits]][0])
-            raise DataError(f"{table.where(row, name)}: {column.text(row)!r} is not true/false (yes/no, 1/0), but "
-                            f"{name!r} is a boolean column.",
-                            hint=f"Correct the cell, or set data.column_types: {{{name}: categorical}}.")
+            raise DataError(
+                f"{table.where(row, name)}: {column.text(row)!r} is not true/false (yes/no, 1/0), but "
+                f"{name!r} is a boolean column.",
+                hint=f"Correct the cell, or set data.column_types: {{{name}: categorical}}.",
+            )
         spec["fill"] = {"mean": float(np.mean(bits)) if bits else 0.0, "zero": 0.0}.get(config.missing)
     else:
         spec["categories"] = sorted({column.text(int(r)) for r in present}, key=natural_key)
@@ -564,8 +606,13 @@ def _fit_feature(table: RawTable, name: str, rows: np.ndarray, kind: str, config
 
 
 def fit_state(
-    table: RawTable, features: list[str], targets: list[str], rows: np.ndarray, task: str,
-    class_names: Optional[list[str]], config: DataConfig,
+    table: RawTable,
+    features: list[str],
+    targets: list[str],
+    rows: np.ndarray,
+    task: str,
+    class_names: Optional[list[str]],
+    config: DataConfig,
 ) -> dict:
     """The preprocessing state fitted on the training rows `rows` of table."""
     overrides = config.column_types or {}
@@ -602,8 +649,12 @@ def table_text_columns(state: dict) -> list[str]:
 
 def describe_columns(state: dict) -> str:
     """columns.txt: what was fitted for each input column, one line each."""
-    lines = [(f"# {len(state['input_names'])} model inputs from {len(state['features'])} columns; "
-              f"normalize: {state['normalize']}, missing: {state['missing']}")]
+    lines = [
+        (
+            f"# {len(state['input_names'])} model inputs from {len(state['features'])} columns; "
+            f"normalize: {state['normalize']}, missing: {state['missing']}"
+        )
+    ]
     for spec in state["features"]:
         text = f"{spec['name']}: {spec['type']}"
         if "mean" in spec:
@@ -638,8 +689,10 @@ def _encode_features(state: dict, table: RawTable, rows: np.ndarray) -> np.ndarr
                 row = int(rows[bad][0])
                 if np.isnan(column.values[row]):
                     raise _text_in_numbers(table, name, row)
-                raise DataError(f"{table.where(row, name)}: {column.text(row)!r} is not a finite number.",
-                                hint="Correct the cell or leave it empty (missing).")
+                raise DataError(
+                    f"{table.where(row, name)}: {column.text(row)!r} is not a finite number.",
+                    hint="Correct the cell or leave it empty (missing).",
+                )
             if missing.any():
                 values[missing] = spec["fill"] if spec.get("fill") is not None else np.nan
             if "mean" in spec:
@@ -655,8 +708,10 @@ def _encode_features(state: dict, table: RawTable, rows: np.ndarray) -> np.ndarr
                     continue
                 bit = _bool_value(column, int(row))
                 if bit is None:
-                    raise DataError(f"{table.where(int(row), name)}: {column.text(int(row))!r} is not true/false "
-                                    f"(yes/no, 1/0), but {name!r} is a boolean column.")
+                    raise DataError(
+                        f"{table.where(int(row), name)}: {column.text(int(row))!r} is not true/false "
+                        f"(yes/no, 1/0), but {name!r} is a boolean column."
+                    )
                 x[i, at] = bit
             at += 1
         else:
@@ -665,7 +720,8 @@ def _encode_features(state: dict, table: RawTable, rows: np.ndarray) -> np.ndarr
             unknown = len(categories)
             slots = np.fromiter(
                 (unknown if missing[i] else index.get(column.text(int(row)), unknown) for i, row in enumerate(rows)),
-                dtype=np.int64, count=len(rows),
+                dtype=np.int64,
+                count=len(rows),
             )
             x[np.arange(len(rows)), at + slots] = 1.0
             at += unknown + 1
@@ -697,8 +753,10 @@ def _encode_target(state: dict, table: RawTable, rows: np.ndarray) -> np.ndarray
             for i, row in enumerate(rows):
                 bit = _bool_value(column, int(row))
                 if bit is None:
-                    raise DataError(f"{table.where(int(row), name)}: {column.text(int(row))!r} is not 0/1 (or true/"
-                                    "false), but multilabel targets must be.")
+                    raise DataError(
+                        f"{table.where(int(row), name)}: {column.text(int(row))!r} is not 0/1 (or true/"
+                        "false), but multilabel targets must be."
+                    )
                 y[i, j] = bit
         else:
             values = column.values[rows]
@@ -754,7 +812,9 @@ def encode_table(
 
 def unseen_categories(state: dict, source: Union[str, Path, RawTable]) -> dict[str, list[str]]:
     """Per categorical column, the values that training never saw (they take the unknown slot)."""
-    table = source if isinstance(source, RawTable) else read_table(source, state["delimiter"], table_text_columns(state))
+    table = (
+        source if isinstance(source, RawTable) else read_table(source, state["delimiter"], table_text_columns(state))
+    )
     unseen: dict[str, list[str]] = {}
     for spec in state["features"]:
         if spec["type"] != "categorical" or spec["name"] not in table.columns:
@@ -819,8 +879,11 @@ def _fit(config: DataConfig, seed: int, state: Optional[dict]) -> _Fitted:
         check_state(state, "csv")
     delimiter = state["delimiter"] if state is not None else _delimiter(config.delimiter)
     overrides = config.column_types or {}
-    forced = table_text_columns(state) if state is not None else [c for c, t in overrides.items()
-                                                              if t in ("categorical", "boolean")]
+    forced = (
+        table_text_columns(state)
+        if state is not None
+        else [c for c, t in overrides.items() if t in ("categorical", "boolean")]
+    )
     path = config.train_path or config.path
     table = read_table(path, delimiter, forced)
     if state is None:
@@ -842,8 +905,12 @@ def _fit(config: DataConfig, seed: int, state: Optional[dict]) -> _Fitted:
     if state is None:
         state = fit_state(table, features, targets, rows[split.train], task, class_names, config)
         state["split"] = {
-            "seed": seed, "file_rows": table.n_rows, "dropped_rows": table.n_rows - len(rows),
-            **split.counts(), "stratified": split.stratified, "test_file": config.test_path,
+            "seed": seed,
+            "file_rows": table.n_rows,
+            "dropped_rows": table.n_rows - len(rows),
+            **split.counts(),
+            "stratified": split.stratified,
+            "test_file": config.test_path,
         }
     else:
         saved = state.get("split", {})
@@ -870,7 +937,9 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
 
     def encode(indices: np.ndarray):
         used = rows[indices]
-        return torch.from_numpy(_encode_features(state, table, used)), torch.from_numpy(_encode_target(state, table, used))
+        return torch.from_numpy(_encode_features(state, table, used)), torch.from_numpy(
+            _encode_target(state, table, used)
+        )
 
     x_train, y_train = encode(split.train)
     x_val, y_val = encode(split.val) if len(split.val) else (None, None)
@@ -881,10 +950,23 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
     notes = ()
     dropped = state["split"]["dropped_rows"]
     if dropped:
-        notes = ((f"{table.source}: {dropped} row{'s' if dropped != 1 else ''} with missing cells left out "
-                 "(data.missing: drop_rows)."),)
-    return Dataset(info=info_from_state(state), x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-                   x_test=x_test, y_test=y_test, preprocessing=state, notes=notes)
+        notes = (
+            (
+                f"{table.source}: {dropped} row{'s' if dropped != 1 else ''} with missing cells left out "
+                "(data.missing: drop_rows)."
+            ),
+        )
+    return Dataset(
+        info=info_from_state(state),
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        preprocessing=state,
+        notes=notes,
+    )
 
 
 DATASETS.add("csv", DatasetSource(info=_info, load=_load, fits_preprocessing=True))

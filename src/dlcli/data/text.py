@@ -77,7 +77,9 @@ def reserved_tokens(output_mode: str) -> list[str]:
     return [PAD, OOV] if output_mode == "sequence" else [OOV]
 
 
-def fit_vocabulary(token_lists: Sequence[list[str]], num_words: int, output_mode: str) -> tuple[list[str], Optional[list[float]]]:
+def fit_vocabulary(
+    token_lists: Sequence[list[str]], num_words: int, output_mode: str
+) -> tuple[list[str], Optional[list[float]]]:
     """(vocabulary in index order, idf per index for tf_idf else None) from training texts."""
     counts: Counter = Counter()
     for tokens in token_lists:
@@ -92,7 +94,7 @@ def fit_vocabulary(token_lists: Sequence[list[str]], num_words: int, output_mode
         for tokens in token_lists:
             documents.update(set(tokens))
         n = len(token_lists)
-        weights = [math.log(1 + n / (1 + documents[token])) for token in vocabulary[len(reserved):]]
+        weights = [math.log(1 + n / (1 + documents[token])) for token in vocabulary[len(reserved) :]]
         oov = sum(weights) / len(weights) if weights else 0.0  # Keras: the OOV slot gets the mean idf
         idf = [oov] + weights
     return vocabulary, idf
@@ -122,9 +124,9 @@ def encode_texts(state: dict, texts: Sequence[str]) -> torch.Tensor:  # noqa: F8
             seq = seq[-length:] if state["truncating"] == "pre" else seq[:length]
             if seq:
                 if state["padding"] == "pre":
-                    out[r, length - len(seq):] = seq
+                    out[r, length - len(seq) :] = seq
                 else:
-                    out[r, :len(seq)] = seq
+                    out[r, : len(seq)] = seq
         return torch.from_numpy(out)
     if mode == "multi_hot":
         out = np.zeros((n, width), dtype=np.uint8)
@@ -144,8 +146,13 @@ def encode_texts(state: dict, texts: Sequence[str]) -> torch.Tensor:  # noqa: F8
 def info_from_state(state: dict) -> DataInfo:
     names = tuple(state["class_names"])
     width = state["sequence_length"] if state["output_mode"] == "sequence" else state["num_words"]
-    return DataInfo(input_shape=(width,), task=folder_task(names),
-                    num_classes=len(names), class_names=names, vocab_size=state["num_words"])
+    return DataInfo(
+        input_shape=(width,),
+        task=folder_task(names),
+        num_classes=len(names),
+        class_names=names,
+        vocab_size=state["num_words"],
+    )
 
 
 def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
@@ -154,8 +161,13 @@ def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
     layout = scan_class_folders(Path(config.root), TEXT_SUFFIXES, KIND_WORDS, config.class_names, list_files=False)
     names = layout.class_names
     width = config.sequence_length if config.output_mode == "sequence" else config.num_words
-    return DataInfo(input_shape=(width,), task=folder_task(names),
-                    num_classes=len(names), class_names=names, vocab_size=config.num_words)
+    return DataInfo(
+        input_shape=(width,),
+        task=folder_task(names),
+        num_classes=len(names),
+        class_names=names,
+        vocab_size=config.num_words,
+    )
 
 
 def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
@@ -174,8 +186,9 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
             hint="Use the folder the run was trained on.",
         )
     labels = np.array([c for _, c in train_items], dtype=np.int64)
-    split = split_samples(len(train_items), labels, config, seed, has_test=layout.has_test,
-                          has_val=layout.has_val, what="texts")
+    split = split_samples(
+        len(train_items), labels, config, seed, has_test=layout.has_test, has_val=layout.has_val, what="texts"
+    )
     parts = {
         "train": [train_items[i] for i in split.train],
         "val": layout.files["val"] if layout.has_val else [train_items[i] for i in split.val],
@@ -193,11 +206,15 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
                 hint="Save it as UTF-8, delete it, or set data.on_bad_file: skip to leave unreadable files out.",
             )
         shown = "; ".join(f"{items[i][0]} ({p})" for i, p in errors[:3])
-        notes.append(f"Skipped {len(errors)} unreadable text file{'s' if len(errors) != 1 else ''} "
-                     f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}.")
+        notes.append(
+            f"Skipped {len(errors)} unreadable text file{'s' if len(errors) != 1 else ''} "
+            f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}."
+        )
     if layout.ignored:
-        notes.append(f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} "
-                     "that are not .txt files.")
+        notes.append(
+            f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} "
+            "that are not .txt files."
+        )
     bounds = np.cumsum([0] + [len(parts[k]) for k in ("train", "val", "test")])
     if state is None:
         training = [tokenize(t) for t in texts[: bounds[1]] if t is not None]
@@ -215,8 +232,14 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
             "truncating": config.truncating,
             "vocabulary": vocabulary,
             "idf": idf,
-            "split": {"seed": seed, "files": len(train_items), **split.counts(),
-                      "val_folder": layout.has_val, "test_folder": layout.has_test, "skipped_files": len(errors)},
+            "split": {
+                "seed": seed,
+                "files": len(train_items),
+                **split.counts(),
+                "val_folder": layout.has_val,
+                "test_folder": layout.has_test,
+                "skipped_files": len(errors),
+            },
         }
         if layout.has_val:
             state["split"]["val"] = len(parts["val"])
@@ -237,8 +260,18 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
     if x_train is None or len(x_train) == 0:
         raise DataError(f"{layout.root}: no training texts are left to train on.")
     scale = None if state["output_mode"] in ("sequence", "tf_idf") else 1.0
-    return Dataset(info=info_from_state(state), x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-                   x_test=x_test, y_test=y_test, input_scale=scale, preprocessing=state, notes=tuple(notes))
+    return Dataset(
+        info=info_from_state(state),
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        input_scale=scale,
+        preprocessing=state,
+        notes=tuple(notes),
+    )
 
 
 DATASETS.add("text_folder", DatasetSource(info=_info, load=_load, fits_preprocessing=True))

@@ -13,8 +13,16 @@ from ..errors import DataError
 from . import DATASETS, DataInfo, Dataset, DatasetSource
 
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 IDX_FILES = {
@@ -104,12 +112,16 @@ def _load(dataset: str, config: DataConfig, seed: int) -> Dataset:
         files = find_idx_files(root, dataset)
     if files is None:
         looked = ", ".join(str(p) for p in candidate_folders(root, dataset))
-        tried = f" The download failed ({download_error})." if download_error else (
-            "" if config.download else " Downloading is off (data.download: false)."
+        tried = (
+            f" The download failed ({download_error})."
+            if download_error
+            else ("" if config.download else " Downloading is off (data.download: false).")
         )
-        fix = "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, " \
-              "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in one of those folders, or " \
-              "point data.root at the folder that has them (--set data.root=PATH)"
+        fix = (
+            "put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+            "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) in one of those folders, or "
+            "point data.root at the folder that has them (--set data.root=PATH)"
+        )
         if dataset == "fashion_mnist":
             fix += ", or on Debian run `apt-get install dataset-fashion-mnist`"
         raise DataError(f"Cannot find the {dataset} files; looked in: {looked}.{tried}", hint=f"To fix it, {fix}.")

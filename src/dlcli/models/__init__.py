@@ -19,8 +19,18 @@ from ..errors import ConfigError
 from .layers import LAYER_PLANNERS, Flow, Planned, shape_text, type_name
 from .presets import expand
 
-__all__ = ["LayerRecord", "ModelPlan", "plan_model", "build_model", "use_channels_last", "shape_text", "expand",
-           "parameter_counts", "keras_initialization", "plan_network"]
+__all__ = [
+    "LayerRecord",
+    "ModelPlan",
+    "plan_model",
+    "build_model",
+    "use_channels_last",
+    "shape_text",
+    "expand",
+    "parameter_counts",
+    "keras_initialization",
+    "plan_network",
+]
 
 # Layers that pass their input's story on (for hints such as "after flatten").
 _TRANSPARENT = ("dropout", "activation")
@@ -63,8 +73,9 @@ class ModelPlan:
         return sum(r.mult_adds for r in self.layers)
 
 
-def _plan_layers(specs: tuple, flow: Flow, counts: dict[str, int], where_prefix: str, key_prefix: str
-                 ) -> tuple[list[LayerRecord], Flow]:
+def _plan_layers(
+    specs: tuple, flow: Flow, counts: dict[str, int], where_prefix: str, key_prefix: str
+) -> tuple[list[LayerRecord], Flow]:
     records: list[LayerRecord] = []
     for index, spec in enumerate(specs):
         n = counts.get(spec.kind, 0)
@@ -87,19 +98,34 @@ def _plan_layers(specs: tuple, flow: Flow, counts: dict[str, int], where_prefix:
         except ConfigError as exc:
             exc.key = exc.key or key
             raise
-        records.append(LayerRecord(name, type_name(spec, flow.shape), spec, flow.shape, planned.output.shape,
-                                   planned.mult_adds, planned.params, planned.frozen, planned.children, planned.make))
+        records.append(
+            LayerRecord(
+                name,
+                type_name(spec, flow.shape),
+                spec,
+                flow.shape,
+                planned.output.shape,
+                planned.mult_adds,
+                planned.params,
+                planned.frozen,
+                planned.children,
+                planned.make,
+            )
+        )
         after = flow.after if spec.kind in _TRANSPARENT else spec
         flow = replace(planned.output, after=after)
     return records, flow
 
 
-def plan_model(specs: tuple, input_shape: tuple[int, ...], absorb: tuple[str, ...] = (),
-               vocab_size: Optional[int] = None) -> ModelPlan:
+def plan_model(
+    specs: tuple, input_shape: tuple[int, ...], absorb: tuple[str, ...] = (), vocab_size: Optional[int] = None
+) -> ModelPlan:
     """Plan the layers without building them; `absorb` lists final activations the loss applies
     itself; `vocab_size` says the inputs are integer word ids below it (sequence data)."""
     if not specs:
-        raise ConfigError("model.layers: the list is empty.", hint="Add at least one layer, e.g. `- dense: {units: 10}`.")
+        raise ConfigError(
+            "model.layers: the list is empty.", hint="Add at least one layer, e.g. `- dense: {units: 10}`."
+        )
     flow = Flow(tuple(input_shape), ids=vocab_size is not None, vocab_size=vocab_size)
     records, _ = _plan_layers(tuple(specs), flow, {}, "model ", "model.layers")
     output_activation = getattr(specs[-1], "activation", "linear")
@@ -124,16 +150,20 @@ def _plan_residual(spec: Any, flow: Flow, where: str, counts: dict[str, int], ke
     inner_flow = replace(flow, after=None)
     children, out = _plan_layers(spec.layers, inner_flow, counts, f"{where}, its ", f"{key}.residual.layers")
     src, dst = flow.shape, out.shape
-    cannot = (f"{where}: its layers turn {shape_text(src)} into {shape_text(dst)}, which cannot be added to the "
-              "block's input")
+    cannot = (
+        f"{where}: its layers turn {shape_text(src)} into {shape_text(dst)}, which cannot be added to the block's input"
+    )
     projection: Optional[LayerRecord] = None
     make_shortcut: Optional[Callable[[], list]] = None
     if src == dst and (len(src) != 2 or flow.channels_first == out.channels_first):
         pass  # identity shortcut
     elif len(src) != len(dst):
-        raise ConfigError(f"{cannot}: a 1x1 projection keeps the rank ({len(src)} dimensions here, {len(dst)} after).",
-                          hint="Keep flatten, global pooling and reshape outside the residual block.")
+        raise ConfigError(
+            f"{cannot}: a 1x1 projection keeps the rank ({len(src)} dimensions here, {len(dst)} after).",
+            hint="Keep flatten, global pooling and reshape outside the residual block.",
+        )
     elif src == dst:  # a sequence whose layout changed inside the block
+
         def make_shortcut() -> list:
             return [_transpose()]
     elif len(src) == 1:
@@ -157,8 +187,9 @@ def _plan_residual(spec: Any, flow: Flow, where: str, counts: dict[str, int], ke
         stride = next(s for s in strides if s is not None)
         if len(src) == 3:
             c_in, c_out, positions = src[0], dst[0], dst[1] * dst[2]
-            projection = LayerRecord("projection", "Conv2D", None, src, dst, positions * c_in * c_out,
-                                     c_in * c_out + c_out)
+            projection = LayerRecord(
+                "projection", "Conv2D", None, src, dst, positions * c_in * c_out, c_in * c_out + c_out
+            )
 
             def make_shortcut() -> list:
                 import torch.nn as nn
@@ -166,14 +197,14 @@ def _plan_residual(spec: Any, flow: Flow, where: str, counts: dict[str, int], ke
                 return [nn.Conv2d(c_in, c_out, 1, stride)]
         else:
             c_in, c_out, steps = src[1], dst[1], dst[0]
-            projection = LayerRecord("projection", "Conv1D", None, src, dst, steps * c_in * c_out,
-                                     c_in * c_out + c_out)
+            projection = LayerRecord("projection", "Conv1D", None, src, dst, steps * c_in * c_out, c_in * c_out + c_out)
 
             def make_shortcut() -> list:
                 import torch.nn as nn
 
                 back = [] if out.channels_first else [_transpose()]
                 return _to_channels_first(flow) + [nn.Conv1d(c_in, c_out, 1, stride)] + back
+
     if projection is not None:
         children = children + [projection]
 
@@ -189,8 +220,14 @@ def _plan_residual(spec: Any, flow: Flow, where: str, counts: dict[str, int], ke
             shortcut = parts[0] if len(parts) == 1 else nn.Sequential(*parts)
         return _with_activation([Residual(body, shortcut)], spec.activation)
 
-    return Planned(replace(out, after=None), make, sum(c.mult_adds for c in children),
-                   sum(c.params for c in children), sum(c.frozen for c in children), children)
+    return Planned(
+        replace(out, after=None),
+        make,
+        sum(c.mult_adds for c in children),
+        sum(c.params for c in children),
+        sum(c.frozen for c in children),
+        children,
+    )
 
 
 # ----------------------------------------------------------------------------- building
@@ -304,15 +341,18 @@ def keras_initialization(model) -> None:
                     nn.init.zeros_(param)
                     if isinstance(module, nn.LSTM) and name.startswith("bias_ih"):
                         with torch.no_grad():
-                            param[units:2 * units].fill_(1.0)  # gates i, f, g, o: Keras's unit_forget_bias
+                            param[units : 2 * units].fill_(1.0)  # gates i, f, g, o: Keras's unit_forget_bias
 
 
 def running_statistics(module) -> int:
     """Values of batch norm's running mean and variance in `module` itself (0 for other modules)."""
     import torch.nn as nn
 
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None \
-            and module.running_var is not None:
+    if (
+        isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and module.running_mean is not None
+        and module.running_var is not None
+    ):
         return int(module.running_mean.numel() + module.running_var.numel())
     return 0
 
@@ -336,14 +376,22 @@ def parameter_counts(model) -> list[tuple[int, int]]:
 
     if getattr(model, "layer_ranges", None) is None:  # a torchvision model: its top-level children
         parts = [getattr(model, r.name, None) for r in model.plan.layers]
-        return [(part.numel(), 0) if isinstance(part, nn.Parameter) else count([part] if part is not None else [])
-                for part in parts]
+        return [
+            (part.numel(), 0) if isinstance(part, nn.Parameter) else count([part] if part is not None else [])
+            for part in parts
+        ]
     mods = list(model)
     return [count(mods[a:b]) for a, b in model.layer_ranges]
 
 
-def plan_network(model_config: Any, input_shape: tuple[int, ...], output_units: int, output_activation: str,
-                 absorb: tuple[str, ...] = (), vocab_size: Optional[int] = None) -> ModelPlan:
+def plan_network(
+    model_config: Any,
+    input_shape: tuple[int, ...],
+    output_units: int,
+    output_activation: str,
+    absorb: tuple[str, ...] = (),
+    vocab_size: Optional[int] = None,
+) -> ModelPlan:
     """The plan of any model config: a preset or layer list (analytic, no torch), or a torchvision
     model (planned on the meta device). `output_*` size a preset's or torchvision model's last layer."""
     from ..config import TorchvisionModel

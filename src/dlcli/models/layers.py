@@ -141,8 +141,7 @@ def _to_steps_first(flow: Flow) -> list:
 def _need_image(shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ConfigError(
-            f"{where} needs an image input (height x width x channels), "
-            f"but its input has shape {shape_text(shape)}.",
+            f"{where} needs an image input (height x width x channels), but its input has shape {shape_text(shape)}.",
             hint="Image layers must come before flatten; for data of shape [N] use dense layers.",
         )
     return shape  # type: ignore[return-value]
@@ -156,8 +155,10 @@ def _need_sequence(flow: Flow, where: str, what: str) -> tuple[int, int]:
     if rank == 1 and flow.after is not None and flow.after.kind == "flatten":
         hint = "Remove the flatten before it: flatten turns the sequence into one vector."
     elif rank == 1:
-        hint = ("Start with an embedding (with data.output_mode: sequence), or reshape the features into "
-                "steps x channels, e.g. `- reshape: {target_shape: [-1, 1]}`.")
+        hint = (
+            "Start with an embedding (with data.output_mode: sequence), or reshape the features into "
+            "steps x channels, e.g. `- reshape: {target_shape: [-1, 1]}`."
+        )
     else:
         hint = "For images use conv2d and maxpool2d, or reshape them into steps x channels first."
     raise ConfigError(
@@ -186,9 +187,11 @@ def plan_dense(spec: DenseLayer, flow: Flow, where: str) -> Planned:
     if len(flow.shape) != 1:
         after = flow.after
         if after is not None and getattr(after, "return_sequences", False):
-            hint = (f"The {after.kind} before it returns every step (return_sequences: true): set "
-                    "return_sequences: false on the last recurrent layer, or add `- global_max_pool: {}` "
-                    "or `- flatten: {}` before the dense layer.")
+            hint = (
+                f"The {after.kind} before it returns every step (return_sequences: true): set "
+                "return_sequences: false on the last recurrent layer, or add `- global_max_pool: {}` "
+                "or `- flatten: {}` before the dense layer."
+            )
         elif len(flow.shape) == 2:
             hint = "Add `- global_max_pool: {}`, `- global_avg_pool: {}` or `- flatten: {}` before it."
         else:
@@ -222,10 +225,14 @@ def plan_conv2d(spec: Conv2DLayer, flow: Flow, where: str) -> Planned:
         import torch.nn as nn
 
         if top == bottom and left == right:
-            return _with_activation([nn.Conv2d(c, spec.filters, k, s, (top, left), bias=spec.use_bias)], spec.activation)
+            return _with_activation(
+                [nn.Conv2d(c, spec.filters, k, s, (top, left), bias=spec.use_bias)], spec.activation
+            )
         # asymmetric "same" padding at stride > 1, as Keras pads (more at the end)
-        return _with_activation([nn.ZeroPad2d((left, right, top, bottom)),
-                                 nn.Conv2d(c, spec.filters, k, s, 0, bias=spec.use_bias)], spec.activation)
+        return _with_activation(
+            [nn.ZeroPad2d((left, right, top, bottom)), nn.Conv2d(c, spec.filters, k, s, 0, bias=spec.use_bias)],
+            spec.activation,
+        )
 
     params = k * k * c * spec.filters + (spec.filters if spec.use_bias else 0)
     macs = ho * wo * k * k * c * spec.filters
@@ -285,8 +292,9 @@ def plan_dropout(spec: DropoutLayer, flow: Flow, where: str) -> Planned:
 def plan_activation(spec: ActivationLayer, flow: Flow, where: str) -> Planned:
     if spec.activation == "softmax" and len(flow.shape) == 2 and not flow.channels_first:
         # softmax runs over dim 1: make that the channels, as Keras's runs over the last axis
-        return Planned(replace(flow, channels_first=True), lambda: _to_channels_first(flow)
-                       + _with_activation([], spec.activation))
+        return Planned(
+            replace(flow, channels_first=True), lambda: _to_channels_first(flow) + _with_activation([], spec.activation)
+        )
     return Planned(flow, lambda: _with_activation([], spec.activation))
 
 
@@ -298,19 +306,24 @@ def plan_embedding(spec: EmbeddingLayer, flow: Flow, where: str) -> Planned:
     if not flow.ids:
         if flow.after is None:
             problem = f"this data gives float features of shape {shape_text(flow.shape)}"
-            hint = ("Use integer word ids: data.output_mode: sequence (IMDB, text folders); "
-                    "for float features use dense or conv layers instead.")
+            hint = (
+                "Use integer word ids: data.output_mode: sequence (IMDB, text folders); "
+                "for float features use dense or conv layers instead."
+            )
         else:
             problem = f"its input is the float output of the layer before it ({_described(flow)})"
             hint = "An embedding must be the first layer: it reads the data's word ids."
         raise ConfigError(f"{where} needs integer word ids, but {problem}.", hint=hint)
     if len(flow.shape) != 1:
-        raise ConfigError(f"{where} needs one sequence of word ids per sample, but its input has shape "
-                          f"{shape_text(flow.shape)}.")
+        raise ConfigError(
+            f"{where} needs one sequence of word ids per sample, but its input has shape {shape_text(flow.shape)}."
+        )
     input_dim = spec.input_dim or flow.vocab_size
     if input_dim is None:
-        raise ConfigError(f"{where} needs input_dim: the data does not say its vocabulary size.",
-                          hint="Set input_dim to the largest word id plus one.")
+        raise ConfigError(
+            f"{where} needs input_dim: the data does not say its vocabulary size.",
+            hint="Set input_dim to the largest word id plus one.",
+        )
     if flow.vocab_size is not None and input_dim < flow.vocab_size:
         raise ConfigError(
             f"{where}: input_dim {input_dim} is smaller than the data's vocabulary ({flow.vocab_size} ids, "
@@ -491,8 +504,10 @@ def plan_reshape(spec: ReshapeLayer, flow: Flow, where: str) -> Planned:
     known = math.prod(d for d in target if d != -1)
     if -1 in target:
         if total % known:
-            raise ConfigError(f"{where}: its input of shape {shape_text(flow.shape)} has {total} values, which do not "
-                              f"divide into target_shape {target}.")
+            raise ConfigError(
+                f"{where}: its input of shape {shape_text(flow.shape)} has {total} values, which do not "
+                f"divide into target_shape {target}."
+            )
         target[target.index(-1)] = total // known
     if math.prod(target) != total:
         raise ConfigError(
@@ -501,8 +516,10 @@ def plan_reshape(spec: ReshapeLayer, flow: Flow, where: str) -> Planned:
             hint="The product of target_shape must equal the input's size; one entry may be -1.",
         )
     if len(target) > 3:
-        raise ConfigError(f"{where}: target_shape {target} has {len(target)} dimensions; dlcli's layers take 1 "
-                          "(features), 2 (steps, channels) or 3 (height, width, channels).")
+        raise ConfigError(
+            f"{where}: target_shape {target} has {len(target)} dimensions; dlcli's layers take 1 "
+            "(features), 2 (steps, channels) or 3 (height, width, channels)."
+        )
     # target_shape is written as the summary shows shapes: images as height x width x channels
     shape = (target[2], target[0], target[1]) if len(target) == 3 else tuple(target)
 

@@ -23,8 +23,10 @@ from ..errors import ConfigError
 from ..registry import suggest
 
 # Models with auxiliary classifiers: those return several outputs in training; dlcli trains the main one.
-_NO_AUX = {"googlenet": {"aux_logits": False, "init_weights": True},
-           "inception_v3": {"aux_logits": False, "init_weights": True}}
+_NO_AUX = {
+    "googlenet": {"aux_logits": False, "init_weights": True},
+    "inception_v3": {"aux_logits": False, "init_weights": True},
+}
 _DEFAULT_CLASSES = 1000  # what torchvision's models are defined with (ImageNet)
 
 
@@ -70,9 +72,18 @@ def _replace_first_conv(model, in_channels: int, keep_weights: bool = False) -> 
     parent, attr, old = _first_conv(model)
     if old.in_channels == in_channels:
         return
-    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation,
-                    old.groups if old.groups == 1 else 1, bias=old.bias is not None, padding_mode=old.padding_mode,
-                    device=old.weight.device)
+    new = nn.Conv2d(
+        in_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        old.dilation,
+        old.groups if old.groups == 1 else 1,
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+        device=old.weight.device,
+    )
     if keep_weights:
         with torch.no_grad():
             weight = old.weight
@@ -105,8 +116,9 @@ def _replace_classifier(model, num_classes: int) -> None:
     if isinstance(old, nn.Linear):
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     else:
-        new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
-                        bias=old.bias is not None)
+        new = nn.Conv2d(
+            old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, bias=old.bias is not None
+        )
     setattr(parent, attr, new)
 
 
@@ -119,8 +131,9 @@ def adapted_model(name: str, in_channels: int, num_classes: int):
 # ----------------------------------------------------------------------------- planning
 
 
-def plan_torchvision(spec: Any, input_shape: tuple[int, ...], num_classes: int, output_activation: str,
-                     absorb: tuple[str, ...]):
+def plan_torchvision(
+    spec: Any, input_shape: tuple[int, ...], num_classes: int, output_activation: str, absorb: tuple[str, ...]
+):
     """The ModelPlan of a torchvision model: its top-level parts as rows, counted on the meta device."""
     import torch
 
@@ -142,7 +155,7 @@ def plan_torchvision(spec: Any, input_shape: tuple[int, ...], num_classes: int, 
             f"model.torchvision: {name!r} is not a classification model of torchvision "
             f"{_torchvision_version()}; there are {len(names)}, e.g. resnet18, resnet50, vgg16_bn, "
             "mobilenet_v3_small, efficientnet_b0, convnext_tiny.",
-            hint=close or "Run python -c \"import torchvision; print(torchvision.models.list_models())\" for the list.",
+            hint=close or 'Run python -c "import torchvision; print(torchvision.models.list_models())" for the list.',
             key="model.torchvision",
         )
     in_channels = input_shape[0]
@@ -167,6 +180,7 @@ def plan_torchvision(spec: Any, input_shape: tuple[int, ...], num_classes: int, 
             x, y = first_tensor(inputs), first_tensor(output)
             if x is not None and y is not None and child_name not in shapes:
                 shapes[child_name] = (tuple(x.shape[1:]), tuple(y.shape[1:]))
+
         return hook
 
     def macs_hook(child_name):
@@ -180,6 +194,7 @@ def plan_torchvision(spec: Any, input_shape: tuple[int, ...], num_classes: int, 
                 macs[child_name] = macs.get(child_name, 0) + per_sample * k * module.in_channels // module.groups
             elif isinstance(module, torch.nn.Linear):
                 macs[child_name] = macs.get(child_name, 0) + per_sample * module.in_features
+
         return hook
 
     children = list(model.named_children())
@@ -211,18 +226,26 @@ def plan_torchvision(spec: Any, input_shape: tuple[int, ...], num_classes: int, 
         trainable = sum(p.numel() for p in child.parameters() if p.requires_grad)
         frozen = sum(running_statistics(m) for m in child.modules())
         inp, out = shapes[child_name]
-        records.append(LayerRecord(child_name, type(child).__name__, None, inp, out, macs.get(child_name, 0),
-                                   trainable, frozen))
+        records.append(
+            LayerRecord(child_name, type(child).__name__, None, inp, out, macs.get(child_name, 0), trainable, frozen)
+        )
     final = tuple(output.shape[1:])
     if records and records[-1].output_shape != final:  # a torch.flatten in forward, after the last part
         records.append(LayerRecord("flatten", "Flatten", None, records[-1].output_shape, final, 0))
     unused = sum(p.numel() for n, c in children if n not in shapes for p in c.parameters())
     if unused:
-        raise ConfigError(f"model.torchvision: {name} has parts unused in its forward pass; dlcli cannot count it.",
-                          key="model.torchvision")
+        raise ConfigError(
+            f"model.torchvision: {name} has parts unused in its forward pass; dlcli cannot count it.",
+            key="model.torchvision",
+        )
     absorbed = output_activation in absorb and output_activation != "linear"
-    return ModelPlan(tuple(input_shape), records, output_activation, absorbed,
-                     TorchvisionPlan(name, spec.weights, in_channels, num_classes))
+    return ModelPlan(
+        tuple(input_shape),
+        records,
+        output_activation,
+        absorbed,
+        TorchvisionPlan(name, spec.weights, in_channels, num_classes),
+    )
 
 
 def _on_meta(name: str, in_channels: int, num_classes: int):
@@ -269,21 +292,28 @@ def _read_state_dict(path: Path) -> dict:
     import torch
 
     if not path.is_file():
-        raise ConfigError(f"model.weights: {str(path)!r} is not a file.",
-                          hint="Point weights at a state-dict file saved with torch.save(model.state_dict(), PATH).",
-                          key="model.weights")
+        raise ConfigError(
+            f"model.weights: {str(path)!r} is not a file.",
+            hint="Point weights at a state-dict file saved with torch.save(model.state_dict(), PATH).",
+            key="model.weights",
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and unpickling-policy errors all mean the same here
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"model.weights: cannot read {path} as a PyTorch state dict ({first[:200]}).",
-                          hint="Save it with torch.save(model.state_dict(), PATH); only tensors are loaded.",
-                          key="model.weights") from None
+        raise ConfigError(
+            f"model.weights: cannot read {path} as a PyTorch state dict ({first[:200]}).",
+            hint="Save it with torch.save(model.state_dict(), PATH); only tensors are loaded.",
+            key="model.weights",
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a dlcli checkpoint
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"model.weights: {path} is not a state dict (a mapping of parameter names to tensors).",
-                          hint="Save it with torch.save(model.state_dict(), PATH).", key="model.weights")
+        raise ConfigError(
+            f"model.weights: {path} is not a state dict (a mapping of parameter names to tensors).",
+            hint="Save it with torch.save(model.state_dict(), PATH).",
+            key="model.weights",
+        )
     return state
 
 
@@ -292,8 +322,11 @@ def _mismatch(model, state: dict) -> list[str]:
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shaped = [f"{k} {list(state[k].shape)} (needs {list(own[k].shape)})" for k in own
-              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    shaped = [
+        f"{k} {list(state[k].shape)} (needs {list(own[k].shape)})"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")

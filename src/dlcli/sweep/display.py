@@ -21,8 +21,15 @@ from ..rundir import METRICS_FILE, read_metrics
 from .space import params_label, yaml_text
 from .spec import SweepSpec, best_value
 
-STATUS_STYLE = {"completed": "green", "running": "cyan", "pruned": "magenta", "interrupted": "yellow",
-                "failed": "red", "killed": "red", "waiting": "dim"}
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "cyan",
+    "pruned": "magenta",
+    "interrupted": "yellow",
+    "failed": "red",
+    "killed": "red",
+    "waiting": "dim",
+}
 REFRESH_S = 0.5
 LIVE_ROWS = 30  # more trials than this: the running ones and the most recent others
 
@@ -60,8 +67,15 @@ class SweepDisplay:
     def start(self, known_rows: list) -> None:
         """Begin with what the study already holds (a resumed sweep's finished trials)."""
         for r in known_rows:
-            self.rows[r.number] = {"status": r.status, "params": r.params, "value": r.value, "best_epoch": r.best_epoch,
-                                   "epochs": r.epochs, "seconds": r.seconds, "error": r.error}
+            self.rows[r.number] = {
+                "status": r.status,
+                "params": r.params,
+                "value": r.value,
+                "best_epoch": r.best_epoch,
+                "epochs": r.epochs,
+                "seconds": r.seconds,
+                "error": r.error,
+            }
             self._note_best(r.number, r.status, r.value)
         if self.live_mode:
             from rich.live import Live
@@ -96,9 +110,18 @@ class SweepDisplay:
     def _event(self, kind: str, view: Any) -> None:
         self.views[view.number] = view
         row = self.rows.setdefault(view.number, {})
-        row.update({"status": view.status, "params": view.params, "value": view.value, "best_epoch": view.best_epoch,
-                    "epochs": view.epochs_done, "total": view.epochs, "error": view.error,
-                    "seconds": (view.finished or time.time()) - view.started})
+        row.update(
+            {
+                "status": view.status,
+                "params": view.params,
+                "value": view.value,
+                "best_epoch": view.best_epoch,
+                "epochs": view.epochs_done,
+                "total": view.epochs,
+                "error": view.error,
+                "seconds": (view.finished or time.time()) - view.started,
+            }
+        )
         if self.live_mode:
             self.refresh(force=True)
             return
@@ -111,16 +134,28 @@ class SweepDisplay:
         metric = self.spec.metric
         if view.status == "completed":
             best = self._note_best(view.number, view.status, view.value)
-            self.console.print(f"Trial {view.number} completed in {took}: {metric} {fmt_value(view.value)} "
-                               f"(epoch {view.best_epoch}){'  best so far' if best else ''}", highlight=False, soft_wrap=True)
+            self.console.print(
+                f"Trial {view.number} completed in {took}: {metric} {fmt_value(view.value)} "
+                f"(epoch {view.best_epoch}){'  best so far' if best else ''}",
+                highlight=False,
+                soft_wrap=True,
+            )
         elif view.status == "pruned":
-            self.console.print(f"Trial {view.number} pruned after epoch {view.epochs_done} ({took}): {metric} "
-                               f"{fmt_value(view.value)}", highlight=False, soft_wrap=True)
+            self.console.print(
+                f"Trial {view.number} pruned after epoch {view.epochs_done} ({took}): {metric} {fmt_value(view.value)}",
+                highlight=False,
+                soft_wrap=True,
+            )
         elif view.status == "interrupted":
-            self.console.print(f"Trial {view.number} interrupted after {took}; its folder keeps every complete epoch",
-                               highlight=False, soft_wrap=True)
+            self.console.print(
+                f"Trial {view.number} interrupted after {took}; its folder keeps every complete epoch",
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
-            self.console.print(f"Trial {view.number} failed after {took}: {view.error}", highlight=False, soft_wrap=True)
+            self.console.print(
+                f"Trial {view.number} failed after {took}: {view.error}", highlight=False, soft_wrap=True
+            )
 
     def refresh(self, force: bool = False) -> None:
         if self._live is None:
@@ -153,8 +188,9 @@ class SweepDisplay:
         for row in self.rows.values():
             counts[row.get("status", "?")] = counts.get(row.get("status", "?"), 0) + 1
         done = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
-        title = (f"Sweep {spec.id}: {spec.method}, {done}/{spec.trials} trials done"
-                 + "".join(f", {n} {s}" for s, n in sorted(counts.items()) if s not in ("completed",)))
+        title = f"Sweep {spec.id}: {spec.method}, {done}/{spec.trials} trials done" + "".join(
+            f", {n} {s}" for s, n in sorted(counts.items()) if s not in ("completed",)
+        )
         if self.best is not None:
             title += f"; best {spec.metric} {fmt_value(self.best[1])} (trial {self.best[0]})"
         table = Table(title=title, title_justify="left")
@@ -169,7 +205,7 @@ class SweepDisplay:
         numbers = sorted(self.rows)
         if len(numbers) > LIVE_ROWS:
             running = [n for n in numbers if self.rows[n].get("status") == "running"]
-            others = [n for n in numbers if n not in running][-(LIVE_ROWS - len(running)):]
+            others = [n for n in numbers if n not in running][-(LIVE_ROWS - len(running)) :]
             numbers = sorted(set(running) | set(others))
         for number in numbers:
             self._progress(number)
@@ -181,7 +217,12 @@ class SweepDisplay:
             value = fmt_value(row.get("value"))
             if row.get("best_epoch") is not None:
                 value += f" ({row['best_epoch']})"
-            table.add_row(str(number), Text(status, style=STATUS_STYLE.get(status, "")), *cells,
-                          f"{epochs if epochs is not None else '-'}{'/' + str(total) if total else ''}", value,
-                          format_seconds(row["seconds"]) if row.get("seconds") is not None else "-")
+            table.add_row(
+                str(number),
+                Text(status, style=STATUS_STYLE.get(status, "")),
+                *cells,
+                f"{epochs if epochs is not None else '-'}{'/' + str(total) if total else ''}",
+                value,
+                format_seconds(row["seconds"]) if row.get("seconds") is not None else "-",
+            )
         return table

@@ -56,8 +56,15 @@ def plot_curves(trials: Sequence[tuple[str, str, list[dict]]], metric: str, out_
                 continue
             xs, ys = zip(*points)
             values_seen += ys
-            ax.plot(xs, ys, LINESTYLES.get(status, "-"), marker="o", markersize=3, color=_color(i, len(trials)),
-                    label=label if ax is axes[0][0] else None)
+            ax.plot(
+                xs,
+                ys,
+                LINESTYLES.get(status, "-"),
+                marker="o",
+                markersize=3,
+                color=_color(i, len(trials)),
+                label=label if ax is axes[0][0] else None,
+            )
         if values_seen and "loss" in metric:
             positive = sorted(v for v in values_seen if v > 0)
             if positive and positive[-1] > 30 * positive[len(positive) // 2]:
@@ -79,8 +86,14 @@ def _numeric(values: list[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def plot_objective(space: list[Param], points: Sequence[tuple[dict[str, Any], str, Optional[float]]], metric: str,
-                   direction: str, out_path: Path, title: str) -> bool:
+def plot_objective(
+    space: list[Param],
+    points: Sequence[tuple[dict[str, Any], str, Optional[float]]],
+    metric: str,
+    direction: str,
+    out_path: Path,
+    title: str,
+) -> bool:
     """The objective against each parameter: completed trials as dots, pruned as crosses
     (their best epoch before pruning), the best trial as a star."""
     valued = [(p, s, v) for p, s, v in points if v is not None and math.isfinite(v) and s in ("completed", "pruned")]
@@ -98,31 +111,52 @@ def plot_objective(space: list[Param], points: Sequence[tuple[dict[str, Any], st
     for k, param in enumerate(space):
         ax = axes[k // cols][k % cols]
         xs_all = [p.get(param.key) for p, _, _ in valued]
-        numeric = param.kind in ("uniform", "loguniform", "int") or (param.is_categorical and _numeric(list(param.values)))
+        numeric = param.kind in ("uniform", "loguniform", "int") or (
+            param.is_categorical and _numeric(list(param.values))
+        )
         if numeric:
+
             def pos(x):
                 return x
+
             numbers = [float(x) for x in xs_all if isinstance(x, (int, float))]
             positive = len(numbers) == len(xs_all) and all(x > 0 for x in numbers)
             spread = positive and max(numbers) / min(numbers) >= 100
             if param.log or spread:
                 ax.set_xscale("log")
         else:
-            labels = [fmt_value(v) for v in param.values] if param.is_categorical else sorted({fmt_value(x) for x in xs_all})
+            labels = (
+                [fmt_value(v) for v in param.values] if param.is_categorical else sorted({fmt_value(x) for x in xs_all})
+            )
 
             def pos(x, labels=labels):
                 text = fmt_value(x)
                 return labels.index(text) if text in labels else len(labels)
+
             ax.set_xticks(range(len(labels)), labels=labels, rotation=30 if max(map(len, labels)) > 6 else 0)
         for status, marker, label in (("completed", "o", "completed"), ("pruned", "x", "pruned (best before)")):
             pts = [(pos(p.get(param.key)), v) for p, s, v in valued if s == status and param.key in p]
             if pts:
                 xs, ys = zip(*pts)
-                ax.scatter(xs, ys, marker=marker, s=28, color="tab:blue" if status == "completed" else "tab:gray",
-                           label=label if k == 0 else None, alpha=0.85)
+                ax.scatter(
+                    xs,
+                    ys,
+                    marker=marker,
+                    s=28,
+                    color="tab:blue" if status == "completed" else "tab:gray",
+                    label=label if k == 0 else None,
+                    alpha=0.85,
+                )
         if best is not None and param.key in best[0]:
-            ax.scatter([pos(best[0][param.key])], [best[1]], marker="*", s=220, color="tab:red", zorder=3,
-                       label="best" if k == 0 else None)
+            ax.scatter(
+                [pos(best[0][param.key])],
+                [best[1]],
+                marker="*",
+                s=220,
+                color="tab:red",
+                zorder=3,
+                label="best" if k == 0 else None,
+            )
         ax.set_xlabel(param.key)
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
@@ -135,8 +169,9 @@ def plot_objective(space: list[Param], points: Sequence[tuple[dict[str, Any], st
     return True
 
 
-def plot_sweep(sweep_dir: Path, spec, rows: list, out_dir: Optional[Path] = None,
-               metrics: Optional[Sequence[str]] = None) -> list[Path]:
+def plot_sweep(
+    sweep_dir: Path, spec, rows: list, out_dir: Optional[Path] = None, metrics: Optional[Sequence[str]] = None
+) -> list[Path]:
     """curves-<metric>.png for loss and the metric (or those asked for) and objective.png."""
     from ..errors import DlcliError
     from ..plots import default_metrics
@@ -165,7 +200,13 @@ def plot_sweep(sweep_dir: Path, spec, rows: list, out_dir: Optional[Path] = None
     points = [(r.params, r.status, r.value) for r in rows]
     failed = sum(1 for r in rows if r.status == "failed")
     note = f", {failed} failed (not shown)" if failed else ""
-    if plot_objective(spec.space, points, spec.metric, spec.direction, path,
-                      f"Sweep {spec.id}: best-epoch {spec.metric} per trial{note}"):
+    if plot_objective(
+        spec.space,
+        points,
+        spec.metric,
+        spec.direction,
+        path,
+        f"Sweep {spec.id}: best-epoch {spec.metric} per trial{note}",
+    ):
         written.append(path)
     return written

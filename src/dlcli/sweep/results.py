@@ -82,14 +82,26 @@ def rows_from_study(sweep_dir: Path, spec: SweepSpec, trials: list) -> list[Tria
         folder = attrs.get("folder")
         if status in ("running", "interrupted", "killed") and folder:
             value, best_epoch, epochs = _folder_progress(Path(sweep_dir) / folder, spec)
-        rows.append(TrialRow(number=t.number, status=status, value=value, best_epoch=best_epoch, epochs=epochs,
-                             seconds=attrs.get("seconds"), params=t.params, folder=folder, error=attrs.get("error"),
-                             host=attrs.get("host")))
+        rows.append(
+            TrialRow(
+                number=t.number,
+                status=status,
+                value=value,
+                best_epoch=best_epoch,
+                epochs=epochs,
+                seconds=attrs.get("seconds"),
+                params=t.params,
+                folder=folder,
+                error=attrs.get("error"),
+                host=attrs.get("host"),
+            )
+        )
     return rows
 
 
 def sort_rows(rows: list[TrialRow], direction: str) -> list[TrialRow]:
     """Best first: completed trials by their value, then pruned, unfinished, waiting, failed."""
+
     def key(r: TrialRow):
         value = r.value if r.value is not None else float("inf") if direction == "min" else float("-inf")
         return (ORDER.get(r.status, 5), -value if direction == "max" else value, r.number)
@@ -108,11 +120,19 @@ def summary_csv_text(spec: SweepSpec, rows: list[TrialRow]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["trial", "status", spec.metric, "best_epoch", "epochs", "seconds", *keys, "folder", "error"])
     for r in sort_rows(rows, spec.direction):
-        writer.writerow([r.number, r.status, "" if r.value is None else repr(r.value),
-                         "" if r.best_epoch is None else r.best_epoch, "" if r.epochs is None else r.epochs,
-                         "" if r.seconds is None else r.seconds,
-                         *["" if k not in r.params else _cell(r.params[k]) for k in keys],
-                         r.folder or "", r.error or ""])
+        writer.writerow(
+            [
+                r.number,
+                r.status,
+                "" if r.value is None else repr(r.value),
+                "" if r.best_epoch is None else r.best_epoch,
+                "" if r.epochs is None else r.epochs,
+                "" if r.seconds is None else r.seconds,
+                *["" if k not in r.params else _cell(r.params[k]) for k in keys],
+                r.folder or "",
+                r.error or "",
+            ]
+        )
     return out.getvalue()
 
 
@@ -177,7 +197,12 @@ def read_sweep_listing(folder: Path) -> SweepListing:
     except DlcliError as exc:
         listing.problem = exc.message
         return listing
-    listing.method, listing.metric, listing.direction, listing.planned = spec.method, spec.metric, spec.direction, spec.trials
+    listing.method, listing.metric, listing.direction, listing.planned = (
+        spec.method,
+        spec.metric,
+        spec.direction,
+        spec.trials,
+    )
     listing.space = [f"{p.key}={p.spec_text()}" for p in spec.space]
     trials_dir = folder / TRIALS_DIR
     for trial in sorted(trials_dir.iterdir() if trials_dir.is_dir() else []):
@@ -190,10 +215,22 @@ def read_sweep_listing(folder: Path) -> SweepListing:
             info = {}
         number = int(info.get("number", trial.name.split("-")[0] if trial.name[:4].isdigit() else -1))
         value, best_epoch, _ = _folder_progress(trial, spec)
-        listing.trials.append(TrialListing(
-            number=number, id=trial.name, status=record.status, params=info.get("params", {}),
-            epochs_done=record.epochs_done, epochs=record.epochs, value=value, best_epoch=best_epoch,
-            test=record.test, metric=record.metric, duration_seconds=record.duration_seconds, problem=record.problem))
+        listing.trials.append(
+            TrialListing(
+                number=number,
+                id=trial.name,
+                status=record.status,
+                params=info.get("params", {}),
+                epochs_done=record.epochs_done,
+                epochs=record.epochs,
+                value=value,
+                best_epoch=best_epoch,
+                test=record.test,
+                metric=record.metric,
+                duration_seconds=record.duration_seconds,
+                problem=record.problem,
+            )
+        )
     return listing
 
 

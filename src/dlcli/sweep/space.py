@@ -19,8 +19,10 @@ from ..errors import ConfigError
 KINDS = ("grid", "choice", "uniform", "loguniform", "int")
 FUNCTIONS = ("loguniform", "uniform", "int", "choice")
 _CALL = re.compile(r"^\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$", re.DOTALL)
-SYNTAX_HINT = ("A parameter is KEY=[a, b, ...] (a grid axis), or KEY=loguniform(lo, hi), uniform(lo, hi), "
-               "int(lo, hi), int(lo, hi, log) or choice(a, b, ...).")
+SYNTAX_HINT = (
+    "A parameter is KEY=[a, b, ...] (a grid axis), or KEY=loguniform(lo, hi), uniform(lo, hi), "
+    "int(lo, hi), int(lo, hi, log) or choice(a, b, ...)."
+)
 
 
 @dataclass(frozen=True)
@@ -169,8 +171,10 @@ def parse_spec(key: str, spec: Any, where: Optional[str] = None) -> Param:
 
 def _check_key(key: str, where: str) -> None:
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"{where}: the key path {key!r} is empty or has an empty part.",
-                          hint="For example -p optimizer.lr=[0.001,0.01].")
+        raise ConfigError(
+            f"{where}: the key path {key!r} is empty or has an empty part.",
+            hint="For example -p optimizer.lr=[0.001,0.01].",
+        )
 
 
 def _check_unique(values: list, where: str) -> None:
@@ -178,8 +182,10 @@ def _check_unique(values: list, where: str) -> None:
     for v in values:
         text = json.dumps(v, sort_keys=True)
         if text in seen:
-            raise ConfigError(f"{where}: the value {yaml_text(v)} is listed twice.",
-                              hint="List each value once, so that no point is run twice.")
+            raise ConfigError(
+                f"{where}: the value {yaml_text(v)} is listed twice.",
+                hint="List each value once, so that no point is run twice.",
+            )
         seen.append(text)
 
 
@@ -190,8 +196,9 @@ def _parse_call(key: str, name: str, inner: str, where: str) -> Param:
 
     if name not in FUNCTIONS:
         hint = suggest(name, FUNCTIONS)
-        raise ConfigError(f"{where}: unknown function {name!r}; valid are: {', '.join(FUNCTIONS)}.",
-                          hint=hint or SYNTAX_HINT)
+        raise ConfigError(
+            f"{where}: unknown function {name!r}; valid are: {', '.join(FUNCTIONS)}.", hint=hint or SYNTAX_HINT
+        )
     try:
         args = yaml.safe_load(f"[{inner}]")
     except yaml.YAMLError as exc:
@@ -234,8 +241,10 @@ def _parse_call(key: str, name: str, inner: str, where: str) -> Param:
 def parse_cli_param(text: str) -> Param:
     """`KEY=SPEC` as `-p` takes it."""
     if "=" not in text:
-        raise ConfigError(f"-p {text!r}: expected KEY=SPEC.",
-                          hint="For example -p optimizer.lr=[0.0001,0.001,0.01] or -p optimizer.lr='loguniform(1e-5,1e-1)'.")
+        raise ConfigError(
+            f"-p {text!r}: expected KEY=SPEC.",
+            hint="For example -p optimizer.lr=[0.0001,0.001,0.01] or -p optimizer.lr='loguniform(1e-5,1e-1)'.",
+        )
     key, _, spec = text.partition("=")
     return parse_spec(key.strip(), spec, where=f"-p {text}")
 
@@ -246,8 +255,10 @@ def parse_space(params: Iterable[tuple[str, Any]]) -> list[Param]:
     for key, spec in params:
         param = spec if isinstance(spec, Param) else parse_spec(key, spec, where=f"sweep.params.{key}")
         if any(p.key == param.key for p in out):
-            raise ConfigError(f"-p {param.key}: the key is searched twice.",
-                              hint="Give each key once; a later -p replaces a `sweep:` section's entry.")
+            raise ConfigError(
+                f"-p {param.key}: the key is searched twice.",
+                hint="Give each key once; a later -p replaces a `sweep:` section's entry.",
+            )
         out.append(param)
     return out
 

@@ -29,8 +29,17 @@ TRIAL_FILE = "trial.json"  # in a trial's run folder: which sweep and trial it b
 
 METHODS = ("grid", "random", "tpe")
 PRUNERS = ("median", "hyperband", "none")
-SECTION_KEYS = ("method", "trials", "metric", "direction", "prune", "prune_startup_trials",
-                "prune_warmup_epochs", "seed", "params")
+SECTION_KEYS = (
+    "method",
+    "trials",
+    "metric",
+    "direction",
+    "prune",
+    "prune_startup_trials",
+    "prune_warmup_epochs",
+    "seed",
+    "params",
+)
 # Every point of a grid this small is validated as a whole config before the first trial.
 FULL_CHECK_LIMIT = 1000
 
@@ -62,30 +71,51 @@ class SweepSpec:
 
     def to_data(self) -> dict[str, Any]:
         return {
-            "id": self.id, "name": self.name, "created_at": self.created_at,
-            "method": self.method, "trials": self.trials, "seed": self.seed,
-            "metric": self.metric, "direction": self.direction, "prune": self.prune,
-            "prune_startup_trials": self.prune_startup_trials, "prune_warmup_epochs": self.prune_warmup_epochs,
-            "storage": self.storage, "source": self.source, "overrides": list(self.overrides),
-            "params": space_to_data(self.space), "base": self.base,
+            "id": self.id,
+            "name": self.name,
+            "created_at": self.created_at,
+            "method": self.method,
+            "trials": self.trials,
+            "seed": self.seed,
+            "metric": self.metric,
+            "direction": self.direction,
+            "prune": self.prune,
+            "prune_startup_trials": self.prune_startup_trials,
+            "prune_warmup_epochs": self.prune_warmup_epochs,
+            "storage": self.storage,
+            "source": self.source,
+            "overrides": list(self.overrides),
+            "params": space_to_data(self.space),
+            "base": self.base,
         }
 
     @classmethod
     def from_data(cls, data: dict[str, Any], where: str) -> SweepSpec:
         try:
             return cls(
-                id=str(data["id"]), name=str(data["name"]), method=data["method"], trials=int(data["trials"]),
-                seed=int(data["seed"]), metric=data["metric"], direction=data["direction"], prune=data["prune"],
+                id=str(data["id"]),
+                name=str(data["name"]),
+                method=data["method"],
+                trials=int(data["trials"]),
+                seed=int(data["seed"]),
+                metric=data["metric"],
+                direction=data["direction"],
+                prune=data["prune"],
                 prune_startup_trials=int(data.get("prune_startup_trials", 5)),
                 prune_warmup_epochs=int(data.get("prune_warmup_epochs", 0)),
-                storage=str(data["storage"]), space=space_from_data(data["params"]), base=data["base"],
-                source=data.get("source"), overrides=list(data.get("overrides") or []),
+                storage=str(data["storage"]),
+                space=space_from_data(data["params"]),
+                base=data["base"],
+                source=data.get("source"),
+                overrides=list(data.get("overrides") or []),
                 created_at=data.get("created_at", ""),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
-            raise SweepError(f"{where} is not a readable sweep definition ({type(exc).__name__}: {exc}).",
-                             hint="It is written by `dlcli sweep`; restore it from the study with "
-                             "`dlcli sweep worker ID --storage URL`.") from None
+            raise SweepError(
+                f"{where} is not a readable sweep definition ({type(exc).__name__}: {exc}).",
+                hint="It is written by `dlcli sweep`; restore it from the study with "
+                "`dlcli sweep worker ID --storage URL`.",
+            ) from None
 
     # -- trials -----------------------------------------------------------------------
 
@@ -124,8 +154,10 @@ _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 def check_sweep_id(sweep_id: str) -> None:
     if not _ID_PATTERN.match(sweep_id):
-        raise ConfigError(f"--id {sweep_id!r} cannot be used as a folder name.",
-                          hint="Use letters, digits, '_', '-' and '.', starting with a letter or digit.")
+        raise ConfigError(
+            f"--id {sweep_id!r} cannot be used as a folder name.",
+            hint="Use letters, digits, '_', '-' and '.', starting with a letter or digit.",
+        )
 
 
 def create_sweep_dir(runs_dir: Path, name: str, sweep_id: Optional[str] = None) -> Path:
@@ -136,8 +168,10 @@ def create_sweep_dir(runs_dir: Path, name: str, sweep_id: Optional[str] = None) 
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunDirError(f"Cannot create the sweeps folder {root}: {exc.strerror or exc}.",
-                          hint="Choose a writable folder with --runs-dir PATH.") from None
+        raise RunDirError(
+            f"Cannot create the sweeps folder {root}: {exc.strerror or exc}.",
+            hint="Choose a writable folder with --runs-dir PATH.",
+        ) from None
     base = sweep_id or new_sweep_id(name)
     for attempt in range(1, 1000):
         candidate = base if attempt == 1 else f"{base}-{attempt}"
@@ -146,12 +180,16 @@ def create_sweep_dir(runs_dir: Path, name: str, sweep_id: Optional[str] = None) 
             path.mkdir()
         except FileExistsError:
             if sweep_id is not None:
-                raise SweepError(f"A sweep {sweep_id!r} already exists in {root}.",
-                                 hint=f"Choose another --id, or continue it with: dlcli sweep resume {path}") from None
+                raise SweepError(
+                    f"A sweep {sweep_id!r} already exists in {root}.",
+                    hint=f"Choose another --id, or continue it with: dlcli sweep resume {path}",
+                ) from None
             continue
         except OSError as exc:
-            raise RunDirError(f"Cannot create the sweep folder {path}: {exc.strerror or exc}.",
-                              hint="Choose a writable folder with --runs-dir PATH.") from None
+            raise RunDirError(
+                f"Cannot create the sweep folder {path}: {exc.strerror or exc}.",
+                hint="Choose a writable folder with --runs-dir PATH.",
+            ) from None
         (path / TRIALS_DIR).mkdir()
         return path
     raise RunDirError(f"Could not find a free sweep folder name under {root}.")
@@ -162,8 +200,10 @@ def write_spec(sweep_dir: Path, spec: SweepSpec) -> None:
 
     from ..rundir import atomic_write_text
 
-    header = (f"# Sweep {spec.id}: written by dlcli sweep. `base` is the resolved config every trial starts\n"
-              f"# from; `params` the searched keys. Continue with: dlcli sweep resume {sweep_dir}\n")
+    header = (
+        f"# Sweep {spec.id}: written by dlcli sweep. `base` is the resolved config every trial starts\n"
+        f"# from; `params` the searched keys. Continue with: dlcli sweep resume {sweep_dir}\n"
+    )
     atomic_write_text(sweep_dir / SWEEP_FILE, header + yaml.safe_dump(spec.to_data(), sort_keys=False, width=100))
 
 
@@ -174,8 +214,10 @@ def read_spec(sweep_dir: Path) -> SweepSpec:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SweepError(f"{sweep_dir} is not a sweep folder (it has no {SWEEP_FILE}).",
-                         hint="Give a folder that `dlcli sweep` created, such as runs/sweeps/<id>.") from None
+        raise SweepError(
+            f"{sweep_dir} is not a sweep folder (it has no {SWEEP_FILE}).",
+            hint="Give a folder that `dlcli sweep` created, such as runs/sweeps/<id>.",
+        ) from None
     except (OSError, yaml.YAMLError) as exc:
         raise SweepError(f"{path} cannot be read ({exc}).") from None
     if not isinstance(data, dict):
@@ -199,9 +241,10 @@ def resolve_sweep(ref: str | Path, runs_dir: Path) -> Optional[Path]:
 def require_sweep(ref: str | Path, runs_dir: Path) -> Path:
     folder = resolve_sweep(ref, runs_dir)
     if folder is None:
-        raise SweepError(f"{str(ref)!r} is not a sweep folder (no {SWEEP_FILE} there, nor in "
-                         f"{sweeps_root(runs_dir)}/{ref}).",
-                         hint="Give a folder such as runs/sweeps/<id>; `dlcli runs` lists the sweeps.")
+        raise SweepError(
+            f"{str(ref)!r} is not a sweep folder (no {SWEEP_FILE} there, nor in {sweeps_root(runs_dir)}/{ref}).",
+            hint="Give a folder such as runs/sweeps/<id>; `dlcli runs` lists the sweeps.",
+        )
     return folder
 
 
@@ -238,16 +281,21 @@ def read_sweep_section(path: Path) -> tuple[dict, dict, Optional[dict]]:
     raw, lines = read_config_file(path)
     section = raw.pop("sweep", None)
     if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"{path}, line {lines.get(('sweep',), '?')}: sweep: expected a mapping of options "
-                          f"({', '.join(SECTION_KEYS)}).")
+        raise ConfigError(
+            f"{path}, line {lines.get(('sweep',), '?')}: sweep: expected a mapping of options "
+            f"({', '.join(SECTION_KEYS)})."
+        )
     if section:
         from ..registry import suggest
 
         for key in section:
             if key not in SECTION_KEYS:
                 hint = suggest(str(key), SECTION_KEYS)
-                raise ConfigError(f"{path}, line {lines.get(('sweep', key), '?')}: sweep.{key}: unknown key; "
-                                  f"valid keys are: {', '.join(SECTION_KEYS)}.", hint=hint or None)
+                raise ConfigError(
+                    f"{path}, line {lines.get(('sweep', key), '?')}: sweep.{key}: unknown key; "
+                    f"valid keys are: {', '.join(SECTION_KEYS)}.",
+                    hint=hint or None,
+                )
     return raw, lines, section
 
 
@@ -265,9 +313,11 @@ def plan_sweep(request: SweepRequest) -> SweepSpec:
         raise ConfigError(f"{request.config}: sweep.params: expected a mapping of KEY: SPEC.")
     space = merge_space(parse_space(list(file_params.items())), request.params)
     if not space:
-        raise ConfigError("Nothing to search: give at least one parameter.",
-                          hint="For example -p optimizer.lr=[0.0001,0.001,0.01], or a `sweep: {params: ...}` "
-                          "section in the config file.")
+        raise ConfigError(
+            "Nothing to search: give at least one parameter.",
+            hint="For example -p optimizer.lr=[0.0001,0.001,0.01], or a `sweep: {params: ...}` "
+            "section in the config file.",
+        )
 
     def pick(name: str, default: Any) -> Any:
         value = getattr(request, name)
@@ -285,13 +335,17 @@ def plan_sweep(request: SweepRequest) -> SweepSpec:
     size = grid_size(space) if method == "grid" else None
     trials = pick("trials", size)
     if trials is None:
-        raise ConfigError(f"--method {method} draws values at random: say how many trials with --trials N.",
-                          hint="For example --trials 20.")
+        raise ConfigError(
+            f"--method {method} draws values at random: say how many trials with --trials N.",
+            hint="For example --trials 20.",
+        )
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise ConfigError(f"--trials must be a whole number of at least 1, found {trials!r}.")
     if size is not None and trials > size:
-        raise ConfigError(f"--trials {trials}: the grid has only {size} points.",
-                          hint=f"Use --trials {size} or fewer (the default is the whole grid).")
+        raise ConfigError(
+            f"--trials {trials}: the grid has only {size} points.",
+            hint=f"Use --trials {size} or fewer (the default is the whole grid).",
+        )
     prune = pick("prune", "auto")
     if prune == "auto":
         # A grid is run to compare every point in full; a search spends its time better pruning.
@@ -303,18 +357,27 @@ def plan_sweep(request: SweepRequest) -> SweepSpec:
     metric, direction = resolve_objective(base_config, pick("metric", None), pick("direction", "auto"))
     name = base_config.name
     return SweepSpec(
-        id=request.sweep_id or "", name=name, method=method, trials=trials,
-        seed=int(pick("seed", base_config.seed)), metric=metric, direction=direction, prune=prune,
+        id=request.sweep_id or "",
+        name=name,
+        method=method,
+        trials=trials,
+        seed=int(pick("seed", base_config.seed)),
+        metric=metric,
+        direction=direction,
+        prune=prune,
         prune_startup_trials=int(pick("prune_startup_trials", 5)),
         prune_warmup_epochs=int(pick("prune_warmup_epochs", 0)),
-        storage=request.storage or JOURNAL_FILE, space=space, base=config_to_dict(base_config),
-        source=str(request.config), overrides=list(request.overrides),
+        storage=request.storage or JOURNAL_FILE,
+        space=space,
+        base=config_to_dict(base_config),
+        source=str(request.config),
+        overrides=list(request.overrides),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
 
 
 def _strip_set(message: str) -> str:
-    return message[len("--set "):] if message.startswith("--set ") else message
+    return message[len("--set ") :] if message.startswith("--set ") else message
 
 
 def _fit_message(param: Param, value: Any, exc: DlcliError) -> ConfigError:
@@ -324,8 +387,9 @@ def _fit_message(param: Param, value: Any, exc: DlcliError) -> ConfigError:
     if param.kind in ("uniform", "loguniform") and "expected a whole number" in exc.message:
         low, high = param.bounds()
         hint = f"Draw whole numbers with int({int(low)}, {int(high)}{', log' if param.log else ''})."
-    return ConfigError(f"-p {param.key}={param.spec_text()} (value {yaml_text(value)}): {_strip_set(exc.message)}",
-                       hint=hint)
+    return ConfigError(
+        f"-p {param.key}={param.spec_text()} (value {yaml_text(value)}): {_strip_set(exc.message)}", hint=hint
+    )
 
 
 def unfit_trial_message(params: dict[str, Any], exc: DlcliError) -> str:
@@ -365,8 +429,9 @@ def check_space(base: Config, space: list[Param], method: str) -> None:
                 from .space import yaml_text
 
                 where = ", ".join(f"{k}={yaml_text(v)}" for k, v in point.items())
-                raise ConfigError(f"The grid point {where} does not make a valid config: {exc.message}",
-                                  hint=exc.hint) from None
+                raise ConfigError(
+                    f"The grid point {where} does not make a valid config: {exc.message}", hint=exc.hint
+                ) from None
 
 
 def logged_columns(config: Config) -> list[str]:
@@ -391,10 +456,15 @@ def resolve_objective(config: Config, metric: Optional[str], direction: str) -> 
         monitor = config.training.monitor
         metric = monitor if monitor != "auto" else ("val_loss" if "val_loss" in logged else "loss")
     if metric not in logged:
-        no_val = (" There is no validation set: set data.validation_split to get val_ metrics."
-                  if metric.startswith("val_") and "val_loss" not in logged else "")
-        raise ConfigError(f"--metric {metric!r} is not a logged metric; logged are: {', '.join(logged)}.{no_val}",
-                          hint=suggest(metric, logged) or None)
+        no_val = (
+            " There is no validation set: set data.validation_split to get val_ metrics."
+            if metric.startswith("val_") and "val_loss" not in logged
+            else ""
+        )
+        raise ConfigError(
+            f"--metric {metric!r} is not a logged metric; logged are: {', '.join(logged)}.{no_val}",
+            hint=suggest(metric, logged) or None,
+        )
     if direction not in ("auto", "max", "min"):
         raise ConfigError(f"--direction {direction!r}: expected max, min or auto.")
     return metric, infer_mode(metric, direction)
@@ -415,8 +485,10 @@ def best_value(rows: list[dict], metric: str, direction: str) -> tuple[Optional[
 def best_yaml_text(spec: SweepSpec, number: int, params: dict[str, Any], value: float) -> str:
     """The best trial's full config with a comment saying where it came from."""
     config = spec.trial_config(params)
-    header = (f"# Best trial of sweep {spec.id}: trial {number} ({spec.label(params)}), "
-              f"{spec.metric} {value:.6g}.\n# Run it again with: dlcli train best.yaml\n")
+    header = (
+        f"# Best trial of sweep {spec.id}: trial {number} ({spec.label(params)}), "
+        f"{spec.metric} {value:.6g}.\n# Run it again with: dlcli train best.yaml\n"
+    )
     return header + dump_config(config)
 
 

@@ -61,8 +61,10 @@ def is_url(storage: str) -> bool:
 
 
 # SQLAlchemy's default driver for a plain scheme, and the other common one, tried in turn.
-DRIVERS = {"postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
-           "mysql": (("MySQLdb", "mysqldb"), ("pymysql", "pymysql"))}
+DRIVERS = {
+    "postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
+    "mysql": (("MySQLdb", "mysqldb"), ("pymysql", "pymysql")),
+}
 DRIVER_PACKAGES = {"postgresql": "psycopg2-binary", "mysql": "PyMySQL"}
 
 
@@ -77,16 +79,20 @@ def with_installed_driver(url: str) -> str:
     for module, driver in DRIVERS[scheme]:
         if importlib.util.find_spec(module) is not None:
             return f"{scheme}+{driver}://{rest}"
-    raise SweepError(f"The storage {redact(url)} needs a {scheme} driver for Python, and none is installed.",
-                     hint=f"Install one: pip install {DRIVER_PACKAGES[scheme]}")
+    raise SweepError(
+        f"The storage {redact(url)} needs a {scheme} driver for Python, and none is installed.",
+        hint=f"Install one: pip install {DRIVER_PACKAGES[scheme]}",
+    )
 
 
 def make_storage(url: str, must_exist: bool = False):
     """An RDB storage for a URL (postgresql://, mysql://, sqlite:///), else a journal file
     (which, when `must_exist`, must already be there: reading a sweep never creates one)."""
     if must_exist and not is_url(url) and not Path(url).is_file():
-        raise SweepError(f"The sweep's journal file {url} does not exist.",
-                         hint="Give the sweep folder, or the --storage the sweep was started with.")
+        raise SweepError(
+            f"The sweep's journal file {url} does not exist.",
+            hint="Give the sweep folder, or the --storage the sweep was started with.",
+        )
     optuna = _optuna()
     given = url
     try:
@@ -104,13 +110,19 @@ def make_storage(url: str, must_exist: bool = False):
     except SweepError:
         raise
     except ModuleNotFoundError as exc:
-        driver = {"psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL"}.get(exc.name or "", exc.name)
-        raise SweepError(f"The storage {redact(url)} needs the Python package {driver!r}, which is not installed.",
-                         hint=f"Install it: pip install {driver}") from None
+        driver = {"psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient", "pymysql": "PyMySQL"}.get(
+            exc.name or "", exc.name
+        )
+        raise SweepError(
+            f"The storage {redact(url)} needs the Python package {driver!r}, which is not installed.",
+            hint=f"Install it: pip install {driver}",
+        ) from None
     except Exception as exc:  # SQLAlchemy and drivers raise many kinds; all mean "cannot open it"
-        raise SweepError(f"Cannot open the sweep storage {redact(given)}: {_first_line(exc)}",
-                         hint="Check the URL, that the database server runs and that this machine may connect; "
-                         "or leave --storage out to keep the study in a journal file in the sweep folder.") from None
+        raise SweepError(
+            f"Cannot open the sweep storage {redact(given)}: {_first_line(exc)}",
+            hint="Check the URL, that the database server runs and that this machine may connect; "
+            "or leave --storage out to keep the study in a journal file in the sweep folder.",
+        ) from None
 
 
 def redact(url: str) -> str:
@@ -133,8 +145,9 @@ def _sampler(spec: SweepSpec, seed: int):
     if spec.method == "tpe":
         # constant_liar: a running trial counts as a poor one, so parallel workers spread out
         # instead of all drawing near the same optimum.
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True,
-                                          n_startup_trials=min(10, max(2, spec.trials // 4)))
+        return optuna.samplers.TPESampler(
+            seed=seed, constant_liar=True, n_startup_trials=min(10, max(2, spec.trials // 4))
+        )
     return optuna.samplers.RandomSampler(seed=seed)  # grid points are fixed: it draws nothing
 
 
@@ -145,8 +158,9 @@ def _pruner(prune: str, startup_trials: int, warmup_epochs: int):
     if prune == "hyperband":
         # Brackets of 1, 3, 9 ... epochs up to the longest trial's (Optuna learns it from the
         # first trial that finishes).
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup_epochs), max_resource="auto",
-                                              reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=max(1, warmup_epochs), max_resource="auto", reduction_factor=3
+        )
     return optuna.pruners.NopPruner()
 
 
@@ -188,11 +202,18 @@ class Study:
         optuna = _optuna()
         storage = make_storage(url)
         try:
-            study = optuna.create_study(study_name=spec.id, storage=storage, sampler=_sampler(spec, spec.seed),
-                                        pruner=_spec_pruner(spec), direction="maximize" if spec.direction == "max" else "minimize")
+            study = optuna.create_study(
+                study_name=spec.id,
+                storage=storage,
+                sampler=_sampler(spec, spec.seed),
+                pruner=_spec_pruner(spec),
+                direction="maximize" if spec.direction == "max" else "minimize",
+            )
         except optuna.exceptions.DuplicatedStudyError:
-            raise SweepError(f"The storage {redact(url)} already holds a study named {spec.id!r}.",
-                             hint=f"Choose another --id, or join it with: dlcli sweep worker {spec.id} --storage URL") from None
+            raise SweepError(
+                f"The storage {redact(url)} already holds a study named {spec.id!r}.",
+                hint=f"Choose another --id, or join it with: dlcli sweep worker {spec.id} --storage URL",
+            ) from None
         study.set_user_attr(SPEC_ATTR, spec.to_data())
         for point in points:
             study.enqueue_trial(point)
@@ -204,17 +225,26 @@ class Study:
         optuna = _optuna()
         storage = make_storage(url, must_exist=True)
         try:
-            study = optuna.load_study(study_name=spec.id, storage=storage, sampler=_sampler(spec, process_seed(spec, creator)),
-                                      pruner=_spec_pruner(spec))
+            study = optuna.load_study(
+                study_name=spec.id,
+                storage=storage,
+                sampler=_sampler(spec, process_seed(spec, creator)),
+                pruner=_spec_pruner(spec),
+            )
         except KeyError:
-            raise SweepError(f"The storage {redact(url)} holds no sweep {spec.id!r}.",
-                             hint="Check the id and --storage; the sweep's first line names both.") from None
+            raise SweepError(
+                f"The storage {redact(url)} holds no sweep {spec.id!r}.",
+                hint="Check the id and --storage; the sweep's first line names both.",
+            ) from None
         opened = cls(study, spec)
         deadline = time.monotonic() + wait_ready_s
         while READY_ATTR not in study.user_attrs:  # its creator is still enqueueing the plan
             if time.monotonic() > deadline:
-                raise SweepError(f"The sweep {spec.id!r} was never completely planned (its creator stopped while "
-                                 "enqueueing the trials).", hint="Start a new sweep.")
+                raise SweepError(
+                    f"The sweep {spec.id!r} was never completely planned (its creator stopped while "
+                    "enqueueing the trials).",
+                    hint="Start a new sweep.",
+                )
             time.sleep(0.5)
         return opened
 
@@ -227,9 +257,11 @@ class Study:
             study = optuna.load_study(study_name=sweep_id, storage=storage)
         except KeyError:
             names = optuna.get_all_study_names(storage)
-            raise SweepError(f"The storage {redact(url)} holds no sweep {sweep_id!r}"
-                             f"{'; it holds: ' + ', '.join(names) if names else ''}.",
-                             hint="Give the id printed when the sweep started.") from None
+            raise SweepError(
+                f"The storage {redact(url)} holds no sweep {sweep_id!r}"
+                f"{'; it holds: ' + ', '.join(names) if names else ''}.",
+                hint="Give the id printed when the sweep started.",
+            ) from None
         data = study.user_attrs.get(SPEC_ATTR)
         if not isinstance(data, dict):
             raise SweepError(f"The study {sweep_id!r} in {redact(url)} was not created by dlcli sweep.")
@@ -245,8 +277,9 @@ class Study:
         storage's state change is atomic (a row update, a journal entry), so two workers
         never claim the same trial."""
         optuna = _optuna()
-        waiting = self._storage.get_all_trials(self._study_id, deepcopy=False,
-                                               states=(optuna.trial.TrialState.WAITING,))
+        waiting = self._storage.get_all_trials(
+            self._study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,)
+        )
         for trial in sorted(waiting, key=lambda t: t.number):
             try:
                 if self._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.RUNNING):
@@ -297,13 +330,19 @@ class Study:
         for t in self._study.get_trials(deepcopy=False):
             params = {k: by_key[k].decode(v) if k in by_key else v for k, v in t.params.items()}
             value = t.value if t.state.name == "COMPLETE" else None
-            out.append(TrialInfo(
-                number=t.number, trial_id=t._trial_id, state=STATES.get(t.state.name, t.state.name.lower()),
-                value=value, params=params, attrs=dict(t.user_attrs),
-                started=t.datetime_start.timestamp() if t.datetime_start else None,
-                finished=t.datetime_complete.timestamp() if t.datetime_complete else None,
-                intermediate={int(k): float(v) for k, v in t.intermediate_values.items()},
-            ))
+            out.append(
+                TrialInfo(
+                    number=t.number,
+                    trial_id=t._trial_id,
+                    state=STATES.get(t.state.name, t.state.name.lower()),
+                    value=value,
+                    params=params,
+                    attrs=dict(t.user_attrs),
+                    started=t.datetime_start.timestamp() if t.datetime_start else None,
+                    finished=t.datetime_complete.timestamp() if t.datetime_complete else None,
+                    intermediate={int(k): float(v) for k, v in t.intermediate_values.items()},
+                )
+            )
         return sorted(out, key=lambda t: t.number)
 
     def trial(self, trial_id: int) -> TrialInfo:
@@ -315,13 +354,18 @@ class TrialReporter:
     """Per-epoch values of one trial, reported from inside its `dlcli train` process, and the
     pruner's verdict."""
 
-    def __init__(self, study_name: str, url: str, trial_id: int, prune: str, startup_trials: int,
-                 warmup_epochs: int) -> None:
+    def __init__(
+        self, study_name: str, url: str, trial_id: int, prune: str, startup_trials: int, warmup_epochs: int
+    ) -> None:
         optuna = _optuna()
         storage = make_storage(url)
         # The sampler draws nothing here; the pruner must be the sweep's own.
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=optuna.samplers.RandomSampler(),
-                                  pruner=_pruner(prune, startup_trials, warmup_epochs))
+        study = optuna.load_study(
+            study_name=study_name,
+            storage=storage,
+            sampler=optuna.samplers.RandomSampler(),
+            pruner=_pruner(prune, startup_trials, warmup_epochs),
+        )
         self._trial = optuna.Trial(study, trial_id)
 
     def report(self, value: float, epoch: int) -> bool:
@@ -330,5 +374,3 @@ class TrialReporter:
             return False
         self._trial.report(float(value), epoch)
         return bool(self._trial.should_prune())
-
-

@@ -34,8 +34,14 @@ class SweepTrialCallback(Callback):
         self._parent = os.getppid()
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        changes: dict[str, Any] = {"sweep": {"id": self.info["sweep"], "trial": self.info["number"],
-                                             "params": self.info["params"], "folder": self.info.get("sweep_dir")}}
+        changes: dict[str, Any] = {
+            "sweep": {
+                "id": self.info["sweep"],
+                "trial": self.info["number"],
+                "params": self.info["params"],
+                "folder": self.info.get("sweep_dir"),
+            }
+        }
         if not trainer.history:
             changes["resumed_from_epoch"] = None  # a trial's first start, in its prepared folder
         update_run_json(self.run_dir, **changes)
@@ -54,13 +60,21 @@ class SweepTrialCallback(Callback):
             if self._reporter is None:
                 from .study import TrialReporter
 
-                self._reporter = TrialReporter(self.info["sweep"], self.info["storage"], int(self.info["trial_id"]),
-                                               self.prune, int(self.info.get("prune_startup_trials", 5)),
-                                               int(self.info.get("prune_warmup_epochs", 0)))
+                self._reporter = TrialReporter(
+                    self.info["sweep"],
+                    self.info["storage"],
+                    int(self.info["trial_id"]),
+                    self.prune,
+                    int(self.info.get("prune_startup_trials", 5)),
+                    int(self.info.get("prune_warmup_epochs", 0)),
+                )
             stop = self._reporter.report(logs.get(self.metric), epoch)
         except Exception as exc:  # the storage is away: train on without pruning, never lose the run
-            print(f"Warning: cannot report epoch {epoch} to the sweep's storage ({type(exc).__name__}: {exc}); "
-                  "this trial continues without pruning.", file=sys.stderr)
+            print(
+                f"Warning: cannot report epoch {epoch} to the sweep's storage ({type(exc).__name__}: {exc}); "
+                "this trial continues without pruning.",
+                file=sys.stderr,
+            )
             self.prune = "none"
             return
         if stop:
@@ -80,7 +94,9 @@ def trial_run(folder: Path) -> tuple[Path, SweepTrialCallback]:
     try:
         info = read_json(folder / TRIAL_FILE)
     except Exception as exc:
-        raise SweepError(f"--sweep-trial {folder}: {exc}",
-                         hint="This option is for dlcli sweep's own use; train with dlcli train CONFIG.") from None
+        raise SweepError(
+            f"--sweep-trial {folder}: {exc}",
+            hint="This option is for dlcli sweep's own use; train with dlcli train CONFIG.",
+        ) from None
     (folder / CHECKPOINTS).mkdir(parents=True, exist_ok=True)
     return folder, SweepTrialCallback(folder, info)

@@ -121,7 +121,7 @@ def last_error_line(log: Path) -> Optional[str]:
     lines = [line.strip() for line in lines if line.strip()]
     for line in reversed(lines):
         if line.startswith("Error: "):
-            return line[len("Error: "):]
+            return line[len("Error: ") :]
     return lines[-1] if lines else None
 
 
@@ -135,8 +135,15 @@ def describe_exit(code: int) -> str:
 
 
 class SweepRun:
-    def __init__(self, sweep_dir: Path, spec: SweepSpec, study: Any, storage_url: str, options: RunOptions,
-                 on_event: Optional[Callable[[str, TrialView], None]] = None) -> None:
+    def __init__(
+        self,
+        sweep_dir: Path,
+        spec: SweepSpec,
+        study: Any,
+        storage_url: str,
+        options: RunOptions,
+        on_event: Optional[Callable[[str, TrialView], None]] = None,
+    ) -> None:
         self.sweep_dir = Path(sweep_dir)
         self.spec = spec
         self.study = study
@@ -267,7 +274,9 @@ class SweepRun:
 
         try:
             with self.summary_lock:
-                write_summaries(self.sweep_dir, self.spec, rows_from_study(self.sweep_dir, self.spec, self.study.trials()))
+                write_summaries(
+                    self.sweep_dir, self.spec, rows_from_study(self.sweep_dir, self.spec, self.study.trials())
+                )
         except Exception:
             pass  # written again when the sweep ends; never worth a trial
 
@@ -301,8 +310,14 @@ class SweepRun:
         view = TrialView(number, trial_id, params, folder, slot=slot)
         with self.lock:
             self.views[number] = view
-        self.study.set_attrs(trial_id, folder=str(folder.relative_to(self.sweep_dir)), host=self.host,
-                             worker_pid=os.getpid(), heartbeat=time.time(), status="running")
+        self.study.set_attrs(
+            trial_id,
+            folder=str(folder.relative_to(self.sweep_dir)),
+            host=self.host,
+            worker_pid=os.getpid(),
+            heartbeat=time.time(),
+            status="running",
+        )
         if (folder / CONFIG_FILE).is_file():
             view.resumed = True
             done = self._already_done(folder)
@@ -323,12 +338,22 @@ class SweepRun:
             (folder / CHECKPOINTS).mkdir(exist_ok=True)
             atomic_write_text(folder / CONFIG_FILE, dump_config(config))
         view.epochs = self._epochs(folder)
-        write_json(folder / TRIAL_FILE, {
-            "sweep": spec.id, "sweep_dir": str(self.sweep_dir.resolve()), "number": number, "trial_id": trial_id,
-            "params": params, "metric": spec.metric, "direction": spec.direction, "prune": spec.prune,
-            "prune_startup_trials": spec.prune_startup_trials, "prune_warmup_epochs": spec.prune_warmup_epochs,
-            "storage": self.storage_url,
-        })
+        write_json(
+            folder / TRIAL_FILE,
+            {
+                "sweep": spec.id,
+                "sweep_dir": str(self.sweep_dir.resolve()),
+                "number": number,
+                "trial_id": trial_id,
+                "params": params,
+                "metric": spec.metric,
+                "direction": spec.direction,
+                "prune": spec.prune,
+                "prune_startup_trials": spec.prune_startup_trials,
+                "prune_warmup_epochs": spec.prune_warmup_epochs,
+                "storage": self.storage_url,
+            },
+        )
         self._emit("started", view)
         code, seconds = self._launch(slot, folder, trial_id, view)
         previous = float(self._attr(trial_id, "seconds", 0.0) or 0.0)
@@ -401,8 +426,14 @@ class SweepRun:
                     return 130, 0.0
                 # A session of its own: a Ctrl-C on the terminal reaches the sweep alone, which
                 # forwards it exactly once (twice would stop the trial mid-step).
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        env=self._environment(slot), start_new_session=True)
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self._environment(slot),
+                    start_new_session=True,
+                )
                 self._procs[trial_id] = proc
         try:
             self.study.set_attrs(trial_id, pid=proc.pid)

@@ -98,12 +98,17 @@ def tracking_callbacks(
             "dlcli.device": str(device),
             "dlcli.world_size": str(world_size),
         }
-        trackers.append(MlflowTracker(
-            config.tracking.mlflow, run_dir,
-            experiment=config.tracking.mlflow.experiment or config.name,
-            params={key: param_text(value) for key, value in flatten_config(config).items()},
-            tags=tags, resumed=resumed, warn=warn,
-        ))
+        trackers.append(
+            MlflowTracker(
+                config.tracking.mlflow,
+                run_dir,
+                experiment=config.tracking.mlflow.experiment or config.name,
+                params={key: param_text(value) for key, value in flatten_config(config).items()},
+                tags=tags,
+                resumed=resumed,
+                warn=warn,
+            )
+        )
     return trackers
 
 
@@ -177,5 +182,7 @@ def param_text(value: Any) -> str:
 
 def hparams(config: Config) -> dict[str, Any]:
     """TensorBoard's hparams: numbers stay numbers (so its dashboard can plot them), the rest text."""
-    return {key: value if isinstance(value, (int, float)) and not isinstance(value, bool) else param_text(value)
-            for key, value in flatten_config(config).items()}
+    return {
+        key: value if isinstance(value, (int, float)) and not isinstance(value, bool) else param_text(value)
+        for key, value in flatten_config(config).items()
+    }

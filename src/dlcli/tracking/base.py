@@ -63,5 +63,7 @@ class Tracker(Callback):
             reason = " ".join(self._describe_failure(exc).split())  # one line, whatever the library said
             if len(reason) > 300:
                 reason = reason[:297] + "..."
-            self.warn(f"Warning: {self.backend} logging stopped for this run ({reason}). "
-                      "Training continues; the run folder keeps everything.")
+            self.warn(
+                f"Warning: {self.backend} logging stopped for this run ({reason}). "
+                "Training continues; the run folder keeps everything."
+            )

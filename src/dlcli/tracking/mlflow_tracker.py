@@ -104,8 +104,9 @@ def _experiment_id(client, name: str) -> str:
             if experiment is None:
                 raise
     if experiment.lifecycle_stage == "deleted":
-        raise RuntimeError(f"the MLflow experiment {name!r} is deleted; restore it, or set "
-                           "tracking.mlflow.experiment to another name")
+        raise RuntimeError(
+            f"the MLflow experiment {name!r} is deleted; restore it, or set tracking.mlflow.experiment to another name"
+        )
     return experiment.experiment_id
 
 
@@ -118,8 +119,17 @@ def _client(settings: MlflowConfig):
 class MlflowTracker(Tracker):
     backend = "MLflow"
 
-    def __init__(self, settings: MlflowConfig, run_dir: Path, *, experiment: str, params: dict[str, str],
-                 tags: dict[str, str], resumed: bool, warn: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        settings: MlflowConfig,
+        run_dir: Path,
+        *,
+        experiment: str,
+        params: dict[str, str],
+        tags: dict[str, str],
+        resumed: bool,
+        warn: Callable[[str], None],
+    ) -> None:
         super().__init__(warn)
         self.settings = settings
         self.run_dir = Path(run_dir)
@@ -157,11 +167,16 @@ class MlflowTracker(Tracker):
             client.update_run(run.info.run_id, status="RUNNING")
             logged_epochs = {int(m.step) for m in client.get_metric_history(run.info.run_id, "loss")}
         self.run_id = run_id = run.info.run_id
-        write_json(self.run_dir / TRACKING_FILE, {"mlflow": {
-            "run_id": run_id,
-            "experiment_id": run.info.experiment_id,
-            "tracking_uri": redact(client.tracking_uri),
-        }})
+        write_json(
+            self.run_dir / TRACKING_FILE,
+            {
+                "mlflow": {
+                    "run_id": run_id,
+                    "experiment_id": run.info.experiment_id,
+                    "tracking_uri": redact(client.tracking_uri),
+                }
+            },
+        )
         # MLflow params cannot change: a resumption with --set keeps the values first logged.
         new_params = {k: v for k, v in self.params.items() if k not in run.data.params}
         self._log_params(new_params)
@@ -210,7 +225,7 @@ class MlflowTracker(Tracker):
 
         items = [Param(k, v[:PARAM_VALUE_LIMIT]) for k, v in params.items()]
         for start in range(0, len(items), BATCH_LIMIT):
-            self.client.log_batch(self.run_id, params=items[start:start + BATCH_LIMIT])
+            self.client.log_batch(self.run_id, params=items[start : start + BATCH_LIMIT])
 
     def _log_epochs(self, rows: list[dict]) -> None:
         from mlflow.entities import Metric
@@ -218,10 +233,13 @@ class MlflowTracker(Tracker):
         for row in rows:
             epoch = int(row["epoch"])
             now = int(time.time() * 1000)
-            metrics = [Metric(key, float(value), now, epoch) for key, value in row.items()
-                       if key != "epoch" and isinstance(value, (int, float))]
+            metrics = [
+                Metric(key, float(value), now, epoch)
+                for key, value in row.items()
+                if key != "epoch" and isinstance(value, (int, float))
+            ]
             for start in range(0, len(metrics), BATCH_LIMIT):
-                self.client.log_batch(self.run_id, metrics=metrics[start:start + BATCH_LIMIT])
+                self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH_LIMIT])
             self.last_epoch = max(self.last_epoch, epoch)
 
     def _finish(self, status: str) -> None:
@@ -236,8 +254,11 @@ class MlflowTracker(Tracker):
             if status == "completed" and results_path.exists():
                 results = read_json(results_path)
                 now = int(time.time() * 1000)
-                tests = [Metric(k, v, now, self.last_epoch) for k, v in results.items()
-                         if k.startswith("test_") and isinstance(v, float)]  # not test_samples, a count
+                tests = [
+                    Metric(k, v, now, self.last_epoch)
+                    for k, v in results.items()
+                    if k.startswith("test_") and isinstance(v, float)
+                ]  # not test_samples, a count
                 if tests:
                     client.log_batch(run_id, metrics=tests)
             self._log_artifacts()
@@ -269,18 +290,23 @@ def start_parent(settings: MlflowConfig, experiment: str, name: str, warn: Calla
     try:
         with bounded_calls(settings):
             client = _client(settings)
-            run = client.create_run(_experiment_id(client, experiment), run_name=name,
-                                    tags={"dlcli.version": __version__, "dlcli.sweep": name,
-                                          "mlflow.source.name": "dlcli sweep"})
+            run = client.create_run(
+                _experiment_id(client, experiment),
+                run_name=name,
+                tags={"dlcli.version": __version__, "dlcli.sweep": name, "mlflow.source.name": "dlcli sweep"},
+            )
             return run.info.run_id
     except Exception as exc:
-        warn(f"Warning: MLflow parent run not created ({describe_failure(exc, settings)}); "
-             "the trials are logged without one.")
+        warn(
+            f"Warning: MLflow parent run not created ({describe_failure(exc, settings)}); "
+            "the trials are logged without one."
+        )
         return None
 
 
-def finish_parent(settings: MlflowConfig, run_id: str, status: str, artifacts: list[Path],
-                  warn: Callable[[str], None]) -> None:
+def finish_parent(
+    settings: MlflowConfig, run_id: str, status: str, artifacts: list[Path], warn: Callable[[str], None]
+) -> None:
     try:
         with bounded_calls(settings):
             client = _client(settings)

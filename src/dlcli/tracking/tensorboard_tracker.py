@@ -27,8 +27,7 @@ TENSORBOARD_DIR = "tensorboard"
 class TensorBoardTracker(Tracker):
     backend = "TensorBoard"
 
-    def __init__(self, run_dir: Path, hparams: dict[str, Any], *, resumed: bool,
-                 warn: Callable[[str], None]) -> None:
+    def __init__(self, run_dir: Path, hparams: dict[str, Any], *, resumed: bool, warn: Callable[[str], None]) -> None:
         super().__init__(warn)
         self.run_dir = Path(run_dir)
         self.folder = self.run_dir / TENSORBOARD_DIR
@@ -104,7 +103,7 @@ class TensorBoardTracker(Tracker):
             if key == "lr":
                 split, tag = "train", "epoch_learning_rate"
             elif key.startswith("val_"):
-                split, tag = "validation", "epoch_" + key[len("val_"):]
+                split, tag = "validation", "epoch_" + key[len("val_") :]
             else:
                 split, tag = "train", "epoch_" + key
             self._writer(split, trainer).add_scalar(tag, float(value), epoch)

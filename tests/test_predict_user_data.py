@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -216,3 +217,45 @@ def test_text_folder_predict_on_its_test_folder_reproduces_evaluate(tmp_path):
     assert accuracy(rows) == pytest.approx(evaluate(run)["accuracy"], abs=1e-12)
     rows, _ = predict(run, "--text", "A good, GOOD film")
     assert rows[0]["input"] == "--text" and rows[0]["predicted"] in ("neg", "pos")
+
+
+def test_predict_refuses_a_run_whose_preprocessing_is_missing_or_damaged(table_run, tmp_path):
+    import shutil
+
+    tmp, run = table_run
+    copy = tmp_path / "runs" / run.name
+    shutil.copytree(run, copy)
+    (copy / "preprocessing.json").unlink()
+    for which in ("best", "last"):  # the checkpoints' own copies go too: nothing is left to read
+        path = copy / "checkpoints" / f"{which}.pt"
+        state = torch.load(path, weights_only=True)
+        state["preprocessing"] = None
+        torch.save(state, path)
+    result = invoke("predict", copy, tmp / "test.csv")
+    assert result.exit_code == 2 and "has no saved preprocessing (preprocessing.json)" in result.output
+    (copy / "preprocessing.json").write_text("[1, 2]")
+    result = invoke("predict", copy, tmp / "test.csv")
+    assert result.exit_code == 2 and "preprocessing.json is damaged" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_regression_predictions_give_the_values_and_the_error(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = ["a,b,y"] + [f"{a:.3f},{b:.3f},{2 * a - b:.3f}" for a, b in rng.normal(size=(80, 2))]
+    (tmp_path / "train.csv").write_text("\n".join(lines[:61]) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join([lines[0]] + lines[61:]) + "\n")
+    run = train(
+        tmp_path,
+        {
+            "dataset": "csv",
+            "train_path": str(tmp_path / "train.csv"),
+            "test_path": str(tmp_path / "test.csv"),
+            "target": "y",
+        },
+        epochs=20,
+    )
+    rows, err = predict(run, tmp_path / "test.csv")
+    assert list(rows[0]) == ["input", "predicted", "true"] and len(rows) == 20
+    mae = sum(abs(float(r["predicted"]) - float(r["true"])) for r in rows) / len(rows)
+    assert f"mean absolute error: {mae:.4f}" in err
+    assert mae == pytest.approx(evaluate(run)["mae"], abs=1e-4)  # the CSV rounds to 6 significant digits

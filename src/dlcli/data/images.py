@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import first_file, scan_class_folders
 from .preprocessing import STATE_VERSION, check_state
 from .splits import split_samples
+
+if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` stays fast
+    import torch
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 KIND_WORDS = "images (PNG, JPEG, BMP, GIF or WebP)"
@@ -178,7 +181,7 @@ def load_images(
     *,
     workers: Optional[int] = None,
     progress: Optional[ProgressFn] = None,
-) -> tuple[torch.Tensor, list[tuple[int, str]]]:  # noqa: F821
+) -> tuple[torch.Tensor, list[tuple[int, str]]]:
     """Decode files as a saved state says: a uint8 tensor N,C,H,W of the files that could be
     read, in order, and (index into paths, problem) for each file that could not."""
     import torch

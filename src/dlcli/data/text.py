@@ -17,7 +17,7 @@ import math
 import string
 from collections import Counter
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from .folders import scan_class_folders
 from .images import check_split_options, folder_task
 from .preprocessing import STATE_VERSION, check_state
 from .splits import split_samples
+
+if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` stays fast
+    import torch
 
 TEXT_SUFFIXES = frozenset({".txt"})
 KIND_WORDS = "text files (.txt)"
@@ -106,7 +109,7 @@ def _ids(state: dict, texts: Sequence[str]) -> list[list[int]]:
     return [[index.get(token, oov) for token in tokenize(text)] for text in texts]
 
 
-def encode_texts(state: dict, texts: Sequence[str]) -> torch.Tensor:  # noqa: F821
+def encode_texts(state: dict, texts: Sequence[str]) -> torch.Tensor:
     """Model inputs for texts with a saved vocabulary: uint8 multi-hot, integer counts,
     float32 tf-idf (N, num_words), or int64 ids (N, sequence_length)."""
     import torch

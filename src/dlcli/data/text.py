@@ -27,6 +27,7 @@ from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import scan_class_folders
 from .images import check_split_options, folder_task
 from .preprocessing import STATE_VERSION, check_state
+from .sequences import pad_sequences
 from .splits import split_samples
 
 if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` stays fast
@@ -121,16 +122,7 @@ def encode_texts(state: dict, texts: Sequence[str]) -> torch.Tensor:
     flat = np.fromiter((i for s in ids for i in s), dtype=np.int64, count=int(lengths.sum()))
     rows = np.repeat(np.arange(n), lengths)
     if mode == "sequence":
-        length = state["sequence_length"]
-        out = np.zeros((n, length), dtype=np.int64)
-        for r, seq in enumerate(ids):
-            seq = seq[-length:] if state["truncating"] == "pre" else seq[:length]
-            if seq:
-                if state["padding"] == "pre":
-                    out[r, length - len(seq) :] = seq
-                else:
-                    out[r, : len(seq)] = seq
-        return torch.from_numpy(out)
+        return torch.from_numpy(pad_sequences(ids, state["sequence_length"], state["padding"], state["truncating"]))
     if mode == "multi_hot":
         out = np.zeros((n, width), dtype=np.uint8)
         out[rows, flat] = 1

@@ -21,9 +21,15 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import DataError
 from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
-from .folders import first_file, scan_class_folders
+from .folders import (
+    first_file,
+    ignored_files_note,
+    scan_class_folders,
+    split_class_files,
+    split_state,
+    unreadable_files_note,
+)
 from .preprocessing import STATE_VERSION, check_state
-from .splits import split_samples
 
 if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` stays fast
     import torch
@@ -261,40 +267,21 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
             )
     else:
         size, channels = _properties(config, layout)
-    train_items = layout.files["train"]
-    labels = np.array([c for _, c in train_items], dtype=np.int64)
-    split = split_samples(
-        len(train_items), labels, config, seed, has_test=layout.has_test, has_val=layout.has_val, what="images"
-    )
-    parts = {
-        "train": [train_items[i] for i in split.train],
-        "val": layout.files["val"] if layout.has_val else [train_items[i] for i in split.val],
-        "test": layout.files["test"] if layout.has_test else [train_items[i] for i in split.test],
-    }
+    split, parts = split_class_files(layout, config, seed, "images")
     items = parts["train"] + parts["val"] + parts["test"]
     check_memory(len(items), channels, size)
     array, errors = decode_files([p for p, _ in items], size, channels, workers=config.workers, progress=progress)
-    notes = []
+    skipped = unreadable_files_note(
+        errors,
+        items,
+        config.on_bad_file,
+        named="image",
+        counted="image file",
+        hint="Replace or delete the file, or set data.on_bad_file: skip to leave unreadable files out.",
+    )
     keep = np.ones(len(items), dtype=bool)
-    if errors:
-        first_index, problem = errors[0]
-        others = f" ({len(errors) - 1} more files could not be read either)" if len(errors) > 1 else ""
-        if config.on_bad_file == "error":
-            raise DataError(
-                f"Cannot read the image {items[first_index][0]}: {problem}{others}.",
-                hint="Replace or delete the file, or set data.on_bad_file: skip to leave unreadable files out.",
-            )
-        keep[[i for i, _ in errors]] = False
-        shown = "; ".join(f"{items[i][0]} ({p})" for i, p in errors[:3])
-        notes.append(
-            f"Skipped {len(errors)} unreadable image file{'s' if len(errors) != 1 else ''} "
-            f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}."
-        )
-    if layout.ignored:
-        notes.append(
-            f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} "
-            "that are not images."
-        )
+    keep[[i for i, _ in errors]] = False
+    notes = [note for note in (skipped, ignored_files_note(layout, "images")) if note]
     if state is None:
         state = {
             "kind": "image_folder",
@@ -304,19 +291,8 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
             "channels": int(channels),
             "resize": "bilinear",
             "scale": 1 / 255,
-            "split": {
-                "seed": seed,
-                "files": len(train_items),
-                **split.counts(),
-                "val_folder": layout.has_val,
-                "test_folder": layout.has_test,
-                "skipped_files": len(errors),
-            },
+            "split": split_state(layout, split, parts, seed, len(errors)),
         }
-        if layout.has_val:
-            state["split"]["val"] = len(parts["val"])
-        if layout.has_test:
-            state["split"]["test"] = len(parts["test"])
     x = torch.from_numpy(array)
     y = torch.tensor([c for _, c in items], dtype=torch.int64)
     bounds = np.cumsum([0] + [len(parts[k]) for k in ("train", "val", "test")])

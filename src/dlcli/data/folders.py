@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
+from .preprocessing import check_state
 from .splits import Split, split_samples
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -179,6 +180,46 @@ def first_file(layout: ClassFolders, suffixes: frozenset[str], kind_words: str) 
         f"The class folder {folder} holds no {kind_words}.",
         hint="Add files to it, remove it, or list the classes to use in data.class_names.",
     )
+
+
+def check_split_options(config: DataConfig, layout: ClassFolders) -> None:
+    """A val/ or test/ folder and the matching fraction cannot both be given."""
+    if layout.has_val and (config.validation_split or config.validation_size):
+        raise DataError(
+            f"{layout.root} has a validation folder, and data.validation_split/validation_size asks to hold out "
+            "more; give one or the other.",
+            hint="Remove validation_split/validation_size to use the folder.",
+        )
+    if layout.has_test and config.test_split:
+        raise DataError(
+            f"{layout.root} has a test folder, and data.test_split asks to hold out another test set.",
+            hint="Remove data.test_split to use the folder.",
+        )
+
+
+def scan_for_loading(
+    config: DataConfig,
+    state: Optional[dict],
+    kind: str,
+    suffixes: frozenset[str],
+    kind_words: str,
+    what: str,
+) -> ClassFolders:
+    """The class folders a load reads: with a saved state, its classes, and as many training
+    files as when the run was trained (otherwise its splits would differ)."""
+    if state is not None:
+        check_state(state, kind)
+    names = state["class_names"] if state is not None else config.class_names
+    layout = scan_class_folders(Path(config.root), suffixes, kind_words, names)
+    check_split_options(config, layout)
+    files = len(layout.files["train"])
+    if state is not None and state.get("split", {}).get("files") not in (None, files):
+        raise DataError(
+            f"{layout.root} holds {files} training {what}, but held {state['split']['files']} when this run "
+            "was trained; its splits would differ.",
+            hint="Use the folder the run was trained on.",
+        )
+    return layout
 
 
 FileList = list[tuple[Path, int]]  # (file, class index)

@@ -25,6 +25,7 @@ from .folders import (
     first_file,
     ignored_files_note,
     scan_class_folders,
+    scan_for_loading,
     split_class_files,
     split_state,
     unreadable_files_note,
@@ -234,37 +235,12 @@ def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
     return DataInfo(input_shape=(channels, *size), task=folder_task(names), num_classes=len(names), class_names=names)
 
 
-def check_split_options(config: DataConfig, layout) -> None:
-    """A val/ or test/ folder and the matching fraction cannot both be given."""
-    if layout.has_val and (config.validation_split or config.validation_size):
-        raise DataError(
-            f"{layout.root} has a validation folder, and data.validation_split/validation_size asks to hold out "
-            "more; give one or the other.",
-            hint="Remove validation_split/validation_size to use the folder.",
-        )
-    if layout.has_test and config.test_split:
-        raise DataError(
-            f"{layout.root} has a test folder, and data.test_split asks to hold out another test set.",
-            hint="Remove data.test_split to use the folder.",
-        )
-
-
 def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
     import torch
 
-    if state is not None:
-        check_state(state, "image_folder")
-    names = state["class_names"] if state is not None else config.class_names
-    layout = scan_class_folders(Path(config.root), IMAGE_SUFFIXES, KIND_WORDS, names)
-    check_split_options(config, layout)
+    layout = scan_for_loading(config, state, "image_folder", IMAGE_SUFFIXES, KIND_WORDS, "images")
     if state is not None:
         size, channels = tuple(state["image_size"]), state["channels"]
-        if state.get("split", {}).get("files") not in (None, len(layout.files["train"])):
-            raise DataError(
-                f"{layout.root} holds {len(layout.files['train'])} training images, but held "
-                f"{state['split']['files']} when this run was trained; its splits would differ.",
-                hint="Use the folder the run was trained on.",
-            )
     else:
         size, channels = _properties(config, layout)
     split, parts = split_class_files(layout, config, seed, "images")

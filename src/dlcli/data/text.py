@@ -24,8 +24,15 @@ import numpy as np
 from ..config import DataConfig
 from ..errors import DataError
 from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
-from .folders import ignored_files_note, scan_class_folders, split_class_files, split_state, unreadable_files_note
-from .images import check_split_options, folder_task
+from .folders import (
+    ignored_files_note,
+    scan_class_folders,
+    scan_for_loading,
+    split_class_files,
+    split_state,
+    unreadable_files_note,
+)
+from .images import folder_task
 from .preprocessing import STATE_VERSION, check_state
 from .sequences import pad_sequences
 
@@ -167,18 +174,7 @@ def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
 def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
     import torch
 
-    if state is not None:
-        check_state(state, "text_folder")
-    names = state["class_names"] if state is not None else config.class_names
-    layout = scan_class_folders(Path(config.root), TEXT_SUFFIXES, KIND_WORDS, names)
-    check_split_options(config, layout)
-    train_items = layout.files["train"]
-    if state is not None and state.get("split", {}).get("files") not in (None, len(train_items)):
-        raise DataError(
-            f"{layout.root} holds {len(train_items)} training texts, but held {state['split']['files']} when this "
-            "run was trained; its splits would differ.",
-            hint="Use the folder the run was trained on.",
-        )
+    layout = scan_for_loading(config, state, "text_folder", TEXT_SUFFIXES, KIND_WORDS, "texts")
     split, parts = split_class_files(layout, config, seed, "texts")
     items = parts["train"] + parts["val"] + parts["test"]
     texts, errors = read_texts([p for p, _ in items], progress)

@@ -10,6 +10,18 @@ import numpy as np
 import pytest
 import yaml
 
+# What every finished run folder holds (a classification run: its plots are loss and accuracy).
+RUN_FOLDER_FILES = {
+    "config.yaml",
+    "run.json",
+    "summary.txt",
+    "metrics.csv",
+    "checkpoints",
+    "results.json",
+    "loss.png",
+    "accuracy.png",
+}
+
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     """An IDX file as the MNIST distribution has them (magic 0x0000 08 ndim, big-endian dims)."""
@@ -91,3 +103,15 @@ def idx_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     make_idx_dataset(root / "mnist")
     return root
+
+
+def invoke(*args):
+    """Run the dlcli CLI in-process with these arguments (any type, as strings); a traceback in
+    its output fails the test, since dlcli answers every mistake with a one-paragraph message."""
+    from typer.testing import CliRunner
+
+    from dlcli.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result

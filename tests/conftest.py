@@ -115,3 +115,10 @@ def invoke(*args):
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert "Traceback" not in result.output, result.output
     return result
+
+
+def trained_run(config: Path, runs_dir: Path) -> Path:
+    """Train CONFIG with `dlcli train -q` into runs_dir; the run folder it names on its last line."""
+    result = invoke("train", config, "--runs-dir", runs_dir, "-q")
+    assert result.exit_code == 0, result.output
+    return Path(result.output.strip().splitlines()[-1].split("Run folder: ")[1])

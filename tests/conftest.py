@@ -10,6 +10,18 @@ import numpy as np
 import pytest
 import yaml
 
+# What every finished run folder holds (a classification run: its plots are loss and accuracy).
+RUN_FOLDER_FILES = {
+    "config.yaml",
+    "run.json",
+    "summary.txt",
+    "metrics.csv",
+    "checkpoints",
+    "results.json",
+    "loss.png",
+    "accuracy.png",
+}
+
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     """An IDX file as the MNIST distribution has them (magic 0x0000 08 ndim, big-endian dims)."""
@@ -91,3 +103,22 @@ def idx_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     make_idx_dataset(root / "mnist")
     return root
+
+
+def invoke(*args):
+    """Run the dlcli CLI in-process with these arguments (any type, as strings); a traceback in
+    its output fails the test, since dlcli answers every mistake with a one-paragraph message."""
+    from typer.testing import CliRunner
+
+    from dlcli.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def trained_run(config: Path, runs_dir: Path) -> Path:
+    """Train CONFIG with `dlcli train -q` into runs_dir; the run folder it names on its last line."""
+    result = invoke("train", config, "--runs-dir", runs_dir, "-q")
+    assert result.exit_code == 0, result.output
+    return Path(result.output.strip().splitlines()[-1].split("Run folder: ")[1])

@@ -10,23 +10,14 @@ import pytest
 import torch
 import yaml
 from rich.console import Console
-from typer.testing import CliRunner
 
 import dlcli
-from conftest import synthetic_config, write_config
-from dlcli.cli import app
+from conftest import RUN_FOLDER_FILES, invoke, synthetic_config, write_config
 from dlcli.config import config_to_dict, load_config
 from dlcli.rundir import read_metrics
 from dlcli.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def last_run(runs: Path) -> Path:
@@ -52,16 +43,7 @@ def outputs_on_the_test_split(run: Path, weights: dict):
 
 def check_run_folder(run: Path, epochs: int, expected_config, command: list[str] | None = None) -> None:
     names = {p.name for p in run.iterdir()}
-    assert {
-        "config.yaml",
-        "run.json",
-        "summary.txt",
-        "metrics.csv",
-        "checkpoints",
-        "results.json",
-        "loss.png",
-        "accuracy.png",
-    } <= names
+    assert RUN_FOLDER_FILES <= names
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["id"] == run.name
     assert info["epochs_completed"] == epochs and info["seed"] == 0 and info["device"] == "cpu"

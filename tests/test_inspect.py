@@ -6,20 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from conftest import make_idx_dataset, synthetic_config, write_config
-from dlcli.cli import app
+from conftest import invoke, make_idx_dataset, synthetic_config, write_config
 from dlcli.plots import plot_metric
 from dlcli.rundir import read_metrics
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -117,10 +117,7 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from typer.testing import CliRunner  # noqa: E402
-
-from conftest import make_imdb_npz, synthetic_config, write_config  # noqa: E402
-from dlcli.cli import app  # noqa: E402
+from conftest import invoke, make_imdb_npz, synthetic_config, write_config  # noqa: E402
 from dlcli.config import (  # noqa: E402
     AvgPool1DLayer,
     BatchNormLayer,
@@ -136,8 +133,6 @@ from dlcli.config import (  # noqa: E402
     ResidualLayer,
 )
 from dlcli.summary import summary_text  # noqa: E402
-
-runner = CliRunner()
 
 
 def analytic_and_built(specs, shape, vocab=None, absorb=()):
@@ -383,12 +378,6 @@ def test_weights_file_of_torchvision_layout_is_loaded_then_adapted(tmp_path):
         plan_experiment(load_config(tv_config(tmp_path, "squeezenet1_1", tmp_path / "adapted.pt"))).model_plan
     )
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 def test_bad_torchvision_name_and_weights_are_errors(tmp_path):

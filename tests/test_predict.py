@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_imdb_npz, synthetic_config, write_config
+from conftest import make_imdb_npz, synthetic_config, trained_run, write_config
 from dlcli.cli import app
 from dlcli.data.imdb import encode_review
 from dlcli.data.vision import read_idx
@@ -24,10 +24,7 @@ def invoke(*args):
 
 
 def train_run(tmp_path: Path, config: dict) -> Path:
-    path = write_config(tmp_path / f"{config['name']}.yaml", config)
-    result = invoke("train", path, "--runs-dir", tmp_path / "runs", "-q")
-    assert result.exit_code == 0, result.output
-    return Path(result.output.strip().splitlines()[-1].split("Run folder: ")[1])
+    return trained_run(write_config(tmp_path / f"{config['name']}.yaml", config), tmp_path / "runs")
 
 
 def evaluated_accuracy(run: Path) -> float:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import write_config
+from conftest import trained_run, write_config
 from dlcli.checkpoint import load_checkpoint
 from dlcli.cli import app
 
@@ -37,9 +37,7 @@ def train(tmp_path: Path, data: dict, *, epochs: int = 3, model=MLP, name="own")
             "training": {"epochs": epochs, "batch_size": 8},
         },
     )
-    result = invoke("train", config, "--runs-dir", tmp_path / "runs", "-q")
-    assert result.exit_code == 0, result.output
-    return Path(result.output.strip().splitlines()[-1].split("Run folder: ")[1])
+    return trained_run(config, tmp_path / "runs")
 
 
 def evaluate(run: Path) -> dict:

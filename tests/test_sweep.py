@@ -20,10 +20,8 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
-from conftest import synthetic_config, write_config
-from dlcli.cli import app
+from conftest import invoke, synthetic_config, write_config
 from dlcli.config import load_config
 from dlcli.errors import ConfigError
 from dlcli.rundir import read_metrics
@@ -31,13 +29,6 @@ from dlcli.sweep.space import Param, grid_points, parse_cli_param, parse_spec
 from dlcli.sweep.spec import SweepRequest, plan_sweep, read_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-runner = CliRunner()
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    assert "Traceback" not in result.output, result.output
-    return result
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 import dlcli
 import dlcli.engine
-from conftest import synthetic_config, write_config
+from conftest import RUN_FOLDER_FILES, synthetic_config, write_config
 from dlcli.cli import app
 from dlcli.config import MlflowConfig, TrackingConfig, load_config
 from dlcli.rundir import read_metrics
@@ -39,16 +39,6 @@ pytest.importorskip("mlflow", reason="the tracking extra is not installed: pip i
 
 runner = CliRunner()
 STEPS_PER_EPOCH = 10  # synthetic_config: 200 samples, 20% held out, batch 16
-FOLDER_FILES = {
-    "config.yaml",
-    "run.json",
-    "summary.txt",
-    "metrics.csv",
-    "checkpoints",
-    "results.json",
-    "loss.png",
-    "accuracy.png",
-}
 
 
 def train(*args):
@@ -79,7 +69,7 @@ def dlcli_env() -> dict:
 
 
 def check_folder_complete(run: Path, epochs: int) -> None:
-    assert FOLDER_FILES <= {p.name for p in run.iterdir()}
+    assert RUN_FOLDER_FILES <= {p.name for p in run.iterdir()}
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
     assert [r["epoch"] for r in read_metrics(run / "metrics.csv")[1]] == list(range(1, epochs + 1))
 

@@ -595,7 +595,7 @@ def _coerce(tp: Any, value: Any, path: tuple, ctx: _Context) -> Any:
         if len(errors) == 1:
             raise errors[0]
         raise ctx.error(path, f"expected {_type_name(tp)}, found {_describe(value)}.")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, {} if value is None and _all_default(tp) else value, path, ctx)
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -1039,6 +1039,7 @@ def load_config(
 ) -> Config:
     """Read, override and validate an experiment; every problem is a ConfigError."""
     lines: dict[tuple, int] = {}
+    source: Optional[str]
     if raw is None:
         if path is None:
             raise ValueError("load_config needs a path or a raw mapping")

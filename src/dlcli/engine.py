@@ -171,7 +171,7 @@ class Trainer:
     def __init__(
         self,
         model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Optional[torch.optim.Optimizer],  # None for a trainer that only evaluates
         loss_fn: Callable,
         metric_sum: Callable,
         *,
@@ -187,7 +187,7 @@ class Trainer:
         cuda_graph: bool = False,
     ) -> None:
         self.model = model
-        self.optimizer = optimizer
+        self._optimizer = optimizer
         self.loss_fn = loss_fn
         self.metric_sum = metric_sum
         self.metric_name = metric_name
@@ -335,6 +335,7 @@ class Trainer:
     def _sync_check(self, next_report: float) -> float:
         """Data parallelism: every process learns at the same step whether any was signalled or
         diverged, so all stop together instead of one waiting forever in a collective."""
+        assert self.all_reduce is not None  # called only when there is one
         diverged = None
         try:
             self._reduce_pending()
@@ -384,6 +385,12 @@ class Trainer:
         loss_sum = float(torch.stack(losses).sum()) if losses else 0.0
         metric_sum = float(torch.stack(metrics).sum()) if metrics else 0.0
         return self._epoch_totals(loss_sum, metric_sum, samples, prefix)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        if self._optimizer is None:
+            raise RuntimeError("This Trainer was built without an optimizer: it can only evaluate.")
+        return self._optimizer
 
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

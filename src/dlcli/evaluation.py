@@ -24,7 +24,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
 
     run = load_run(run_dir, checkpoint)
     config, info = run.config, run.plan.info
-    data = load_dataset(config.data, config.seed, **({"preprocessing": run.preprocessing} if run.preprocessing else {}))
+    data = load_dataset(config.data, config.seed, preprocessing=run.preprocessing or None)
     x, y = (data.x_test, data.y_test) if split == "test" else (data.x_val, data.y_val)
     if x is None or len(x) == 0:
         other = "val" if split == "test" else "test"

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import ConfigError
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .config import Activation
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def _task_words(task: str) -> str:
     }[task]
 
 
-def output_layer(loss_name: str, task: str, num_classes: int) -> tuple[int, str]:
+def output_layer(loss_name: str, task: str, num_classes: int) -> tuple[int, Activation]:
     """(units, activation) of a preset's last layer for this loss and data."""
     if loss_name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
         return num_classes, "softmax"

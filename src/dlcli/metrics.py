@@ -23,9 +23,9 @@ def is_improvement(value: float, best: Optional[float], mode: str, min_delta: fl
 
 def best_index(values: Sequence[Optional[float]], metric: str) -> Optional[int]:
     """Index of the best value (the earliest on ties), skipping missing ones."""
-    known = [i for i, v in enumerate(values) if v is not None]
+    known = {i: v for i, v in enumerate(values) if v is not None}
     if not known:
         return None
     if infer_mode(metric) == "max":
-        return max(known, key=lambda i: values[i])
-    return min(known, key=lambda i: values[i])
+        return max(known, key=known.__getitem__)
+    return min(known, key=known.__getitem__)

@@ -7,12 +7,15 @@ because the course's reference results come from Keras.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Literal, cast
 
 from .config import OptimizerConfig, ScheduleConfig
 from .errors import ConfigError
 from .metrics import infer_mode
 from .registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class LrSchedule:
 
         self.config = config
         sched = torch.optim.lr_scheduler
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler
         if config.name == "step":
             self.scheduler = sched.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
         elif config.name == "cosine":
@@ -143,7 +147,8 @@ class LrSchedule:
         elif config.name == "reduce_on_plateau":
             self.scheduler = sched.ReduceLROnPlateau(
                 optimizer,
-                mode=infer_mode(config.monitor, config.mode),
+                # config.mode is auto, min or max, so infer_mode answers min or max
+                mode=cast(Literal["min", "max"], infer_mode(config.monitor, config.mode)),
                 factor=config.factor,
                 patience=config.patience,
                 min_lr=config.min_lr,
@@ -165,7 +170,8 @@ class LrSchedule:
                     f"training.schedule.monitor: {monitor!r} is not a logged metric; logged are: {', '.join(logs)}.",
                     hint="Use val_loss only when the data has a validation split.",
                 )
-            self.scheduler.step(logs[monitor])
+            plateau = cast("torch.optim.lr_scheduler.ReduceLROnPlateau", self.scheduler)  # built so in __init__
+            plateau.step(logs[monitor])
         else:
             self.scheduler.step()
 

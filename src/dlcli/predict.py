@@ -176,9 +176,9 @@ def prediction_rows(inputs: Inputs, preds: Predictions, top_k: Optional[int] = N
             row["predicted"] = ";".join(n for n, on in zip(names, chosen) if on)
             row.update({f"p_{n}": float(v) for n, v in zip(names, p.tolist())})
             if has_labels and labeled(r):
-                truth = [int(v > 0.5) for v in preds.labels[r].tolist()]
-                row["true"] = ";".join(n for n, on in zip(names, truth) if on)
-                row["correct"] = truth == chosen
+                true_bits = [int(v > 0.5) for v in preds.labels[r].tolist()]
+                row["true"] = ";".join(n for n, on in zip(names, true_bits) if on)
+                row["correct"] = true_bits == chosen
         else:
             values = p.reshape(-1).tolist()
             row.update(dict(zip(names if k > 1 else ["predicted"], values)))
@@ -247,7 +247,7 @@ def decode_image(path: Path, size: tuple[int, int], channels: int, invert: bool 
             image = ImageOps.exif_transpose(image)
             image = image.convert("L" if channels == 1 else "RGB")
             if image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.BILINEAR)
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
@@ -306,7 +306,8 @@ def _vision_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -
             all_names += [f"{Path(item).name}[{i}]" for i in range(len(images))]
             label_file = Path(item.replace("images-idx3", "labels-idx1"))
             ys.append(torch.from_numpy(read_idx(label_file).astype("int64")) if label_file.is_file() else None)
-        labels = torch.cat(ys) if all(y is not None for y in ys) else None
+        known = [y for y in ys if y is not None]
+        labels = torch.cat(known) if len(known) == len(ys) else None
         rest = [p for p in inputs if p not in idx]
         if rest:
             raise DataError("Give either IDX files or image files to one dlcli predict, not both.")
@@ -350,8 +351,9 @@ def _arrays_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -
     scale = 1.0 / 255.0 if x.dtype == np.uint8 else None
     tensor = torch.from_numpy(x) if x.dtype == np.uint8 else torch.from_numpy(x.astype(np.float32))
     labels = None
-    if all(y is not None for y in ys):
-        y = np.concatenate(ys)
+    known = [y for y in ys if y is not None]
+    if len(known) == len(ys):
+        y = np.concatenate(known)
         labels = torch.from_numpy(y.astype(np.int64) if info.task in ("multiclass", "binary") else y.astype(np.float32))
     return Inputs(names, tensor, labels, input_scale=scale)
 
@@ -458,7 +460,9 @@ def _text_folder_reader(run: LoadedRun, inputs: list[str], options: PredictOptio
 
 def read_texts_given(inputs: list[str], options: PredictOptions, class_names: list[str]):
     """(texts, names, labels) from --text, `-` (standard input) and .txt files or folders."""
-    texts, names, labels = [], [], []
+    texts: list[str] = []
+    names: list[str] = []
+    labels: list[Optional[int]] = []
     if options.text is not None:
         texts.append(options.text)
         names.append("--text")

@@ -159,7 +159,7 @@ def write_metrics(path: Path, rows: list[dict[str, Any]], columns: list[str]) ->
     atomic_write_text(path, metrics_csv_text(rows, columns))
 
 
-def read_metrics(path: Path) -> tuple[list[str], list[dict[str, float]]]:
+def read_metrics(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(columns, rows) of a metrics.csv; numbers as floats (epoch as int), blanks as None."""
     try:
         text = Path(path).read_text(encoding="utf-8")

@@ -453,6 +453,7 @@ def open_run_folder(
     if dist.world_size > 1:
         run_dir = _share_run_dir(run_dir, dist)
     dist.run_dir = run_dir
+    assert run_dir is not None  # every rank has one by now
     folder = RunFolder(run_dir, resumed, rows, resume_dir is not None)
     if dist.is_main:
         _write_run_start(exp, folder, dist, command)
@@ -750,6 +751,7 @@ def _share_run_dir(run_dir: Optional[Path], dist: Distributed) -> Path:
 
     box = [str(run_dir) if run_dir is not None else None]
     tdist.broadcast_object_list(box, src=0)
+    assert box[0] is not None  # rank 0 always has its folder
     return Path(box[0])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Callable, Literal, NoReturn, Optional
 
 import typer
 
@@ -50,7 +50,7 @@ def _error_console():
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-def fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print one paragraph to stderr and exit; never a traceback for a user's mistake."""
     import os
 
@@ -120,7 +120,7 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _load(config: Path, overrides: Optional[list[str]]):
+def _load(config: Optional[Path], overrides: Optional[list[str]]):
     from ..config import load_config
 
     return load_config(config, tuple(overrides or ()))
@@ -139,7 +139,7 @@ class _Located:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def __exit__(self, kind, exc, tb) -> Literal[False]:
         from ..config import locate
         from ..errors import ConfigError
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import RunsDir, SetOption, _load, _located, _stdout_console, app, fail, handle_errors
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 @app.command()
@@ -136,7 +139,7 @@ def runs_command(
         _print_sweeps(console, sweeps)
         return
     table = Table(title=f"Runs in {dir_}/", title_justify="left")
-    for col, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("id", "left"),
         ("name", "left"),
         ("status", "left"),
@@ -145,7 +148,8 @@ def runs_command(
         ("at epoch", "right"),
         ("test", "right"),
         ("duration", "right"),
-    ):
+    )
+    for col, justify in columns:
         table.add_column(col, justify=justify, no_wrap=col == "id")
     for r in records:
         status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
@@ -185,7 +189,7 @@ def _print_sweeps(console, sweeps) -> None:
             f"; best {sw.metric} {fmt_value(best.value)} (trial {best.number})" if best else ""
         )
         table = Table(title=title, title_justify="left")
-        for col, justify in (
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
             ("trial", "right"),
             ("status", "left"),
             ("params", "left"),
@@ -194,7 +198,8 @@ def _print_sweeps(console, sweeps) -> None:
             ("at epoch", "right"),
             ("test", "right"),
             ("duration", "right"),
-        ):
+        )
+        for col, justify in columns:
             table.add_column(col, justify=justify, no_wrap=col == "params")
         for t in sw.trials:
             status = Text(t.status, style={**STATUS_STYLE, "pruned": "magenta"}.get(t.status, ""))

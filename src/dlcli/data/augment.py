@@ -11,15 +11,18 @@ affine resampling (`grid_sample`, bilinear, zeros outside) for rotation and shif
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ..config import AugmentConfig
 from ..errors import ConfigError
 
-Transform = Callable[["torch.Tensor", int, int], "torch.Tensor"]  # noqa: F821  (x, epoch, batch) -> x
+if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` stays fast
+    import torch
+
+Transform = Callable[["torch.Tensor", int, int], "torch.Tensor"]  # (x, epoch, batch) -> x
 
 
-def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> torch.Generator:  # noqa: F821
+def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> torch.Generator:
     """A CPU generator for one batch, seeded from the four numbers that identify it."""
     import numpy as np
     import torch
@@ -28,7 +31,7 @@ def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> torch.G
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:  # noqa: F821
+def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
     """Augmented copy of a float batch N,C,H,W (values as the model sees them)."""
     import torch
 
@@ -54,7 +57,7 @@ def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Gener
     return affine_batch(x, angle, ty, tx)
 
 
-def affine_batch(x: torch.Tensor, angle: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:  # noqa: F821
+def affine_batch(x: torch.Tensor, angle: torch.Tensor, ty: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
     """Each image rotated by angle[i] (radians) about its centre and moved by (ty[i], tx[i])
     pixels, bilinear, zeros outside; the per-image numbers may live on the CPU."""
     import torch
@@ -76,7 +79,7 @@ def affine_batch(x: torch.Tensor, angle: torch.Tensor, ty: torch.Tensor, tx: tor
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _shift_exact(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:  # noqa: F821
+def _shift_exact(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int) -> torch.Tensor:
     """Pad with zeros and crop back: each image moved by whole pixels (dy, dx), no resampling."""
     import torch
     import torch.nn.functional as F

@@ -11,9 +11,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
+import numpy as np
+
+from ..config import DataConfig
 from ..errors import DataError
+from .preprocessing import check_state
+from .splits import Split, split_samples
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _DIGITS = re.compile(r"(\d+)")
@@ -175,3 +180,108 @@ def first_file(layout: ClassFolders, suffixes: frozenset[str], kind_words: str) 
         f"The class folder {folder} holds no {kind_words}.",
         hint="Add files to it, remove it, or list the classes to use in data.class_names.",
     )
+
+
+def check_split_options(config: DataConfig, layout: ClassFolders) -> None:
+    """A val/ or test/ folder and the matching fraction cannot both be given."""
+    if layout.has_val and (config.validation_split or config.validation_size):
+        raise DataError(
+            f"{layout.root} has a validation folder, and data.validation_split/validation_size asks to hold out "
+            "more; give one or the other.",
+            hint="Remove validation_split/validation_size to use the folder.",
+        )
+    if layout.has_test and config.test_split:
+        raise DataError(
+            f"{layout.root} has a test folder, and data.test_split asks to hold out another test set.",
+            hint="Remove data.test_split to use the folder.",
+        )
+
+
+def scan_for_loading(
+    config: DataConfig,
+    state: Optional[dict],
+    kind: str,
+    suffixes: frozenset[str],
+    kind_words: str,
+    what: str,
+) -> ClassFolders:
+    """The class folders a load reads: with a saved state, its classes, and as many training
+    files as when the run was trained (otherwise its splits would differ)."""
+    if state is not None:
+        check_state(state, kind)
+    names = state["class_names"] if state is not None else config.class_names
+    layout = scan_class_folders(Path(config.root), suffixes, kind_words, names)
+    check_split_options(config, layout)
+    files = len(layout.files["train"])
+    if state is not None and state.get("split", {}).get("files") not in (None, files):
+        raise DataError(
+            f"{layout.root} holds {files} training {what}, but held {state['split']['files']} when this run "
+            "was trained; its splits would differ.",
+            hint="Use the folder the run was trained on.",
+        )
+    return layout
+
+
+FileList = list[tuple[Path, int]]  # (file, class index)
+
+
+def split_class_files(
+    layout: ClassFolders, config: DataConfig, seed: int, what: str
+) -> tuple[Split, dict[str, FileList]]:
+    """The train, val and test files: a split folder's own files, or held out of the training
+    files (stratified by class) as data.validation_split and test_split say."""
+    train_items = layout.files["train"]
+    labels = np.array([c for _, c in train_items], dtype=np.int64)
+    split = split_samples(
+        len(train_items), labels, config, seed, has_test=layout.has_test, has_val=layout.has_val, what=what
+    )
+    parts = {
+        "train": [train_items[i] for i in split.train],
+        "val": layout.files["val"] if layout.has_val else [train_items[i] for i in split.val],
+        "test": layout.files["test"] if layout.has_test else [train_items[i] for i in split.test],
+    }
+    return split, parts
+
+
+def split_state(layout: ClassFolders, split: Split, parts: dict[str, FileList], seed: int, skipped: int) -> dict:
+    """The `split` entry of a folder dataset's preprocessing state: what a later load checks
+    (the number of training files) and what the run's record shows."""
+    state: dict[str, Any] = {
+        "seed": seed,
+        "files": len(layout.files["train"]),
+        **split.counts(),
+        "val_folder": layout.has_val,
+        "test_folder": layout.has_test,
+        "skipped_files": skipped,
+    }
+    if layout.has_val:
+        state["val"] = len(parts["val"])
+    if layout.has_test:
+        state["test"] = len(parts["test"])
+    return state
+
+
+def unreadable_files_note(
+    errors: Sequence[tuple[int, str]], items: FileList, on_bad_file: str, *, named: str, counted: str, hint: str
+) -> Optional[str]:
+    """For files that could not be read ((index into items, problem) each): with data.on_bad_file
+    error, a DataError naming the first (`Cannot read the {named} ...`); with skip, the note that
+    lists them (`Skipped N unreadable {counted}s ...`). None when every file was read."""
+    if not errors:
+        return None
+    first, problem = errors[0]
+    others = f" ({len(errors) - 1} more files could not be read either)" if len(errors) > 1 else ""
+    if on_bad_file == "error":
+        raise DataError(f"Cannot read the {named} {items[first][0]}: {problem}{others}.", hint=hint)
+    shown = "; ".join(f"{items[i][0]} ({p})" for i, p in errors[:3])
+    return (
+        f"Skipped {len(errors)} unreadable {counted}{'s' if len(errors) != 1 else ''} "
+        f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}."
+    )
+
+
+def ignored_files_note(layout: ClassFolders, kind_words: str) -> Optional[str]:
+    """The note that files of other kinds were left out, or None when there were none."""
+    if not layout.ignored:
+        return None
+    return f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} that are not {kind_words}."

@@ -14,16 +14,26 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
 from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
-from .folders import first_file, scan_class_folders
+from .folders import (
+    first_file,
+    ignored_files_note,
+    scan_class_folders,
+    scan_for_loading,
+    split_class_files,
+    split_state,
+    unreadable_files_note,
+)
 from .preprocessing import STATE_VERSION, check_state
-from .splits import split_samples
+
+if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` stays fast
+    import torch
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 KIND_WORDS = "images (PNG, JPEG, BMP, GIF or WebP)"
@@ -178,7 +188,7 @@ def load_images(
     *,
     workers: Optional[int] = None,
     progress: Optional[ProgressFn] = None,
-) -> tuple[torch.Tensor, list[tuple[int, str]]]:  # noqa: F821
+) -> tuple[torch.Tensor, list[tuple[int, str]]]:
     """Decode files as a saved state says: a uint8 tensor N,C,H,W of the files that could be
     read, in order, and (index into paths, problem) for each file that could not."""
     import torch
@@ -225,73 +235,29 @@ def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
     return DataInfo(input_shape=(channels, *size), task=folder_task(names), num_classes=len(names), class_names=names)
 
 
-def check_split_options(config: DataConfig, layout) -> None:
-    """A val/ or test/ folder and the matching fraction cannot both be given."""
-    if layout.has_val and (config.validation_split or config.validation_size):
-        raise DataError(
-            f"{layout.root} has a validation folder, and data.validation_split/validation_size asks to hold out "
-            "more; give one or the other.",
-            hint="Remove validation_split/validation_size to use the folder.",
-        )
-    if layout.has_test and config.test_split:
-        raise DataError(
-            f"{layout.root} has a test folder, and data.test_split asks to hold out another test set.",
-            hint="Remove data.test_split to use the folder.",
-        )
-
-
 def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
     import torch
 
-    if state is not None:
-        check_state(state, "image_folder")
-    names = state["class_names"] if state is not None else config.class_names
-    layout = scan_class_folders(Path(config.root), IMAGE_SUFFIXES, KIND_WORDS, names)
-    check_split_options(config, layout)
+    layout = scan_for_loading(config, state, "image_folder", IMAGE_SUFFIXES, KIND_WORDS, "images")
     if state is not None:
         size, channels = tuple(state["image_size"]), state["channels"]
-        if state.get("split", {}).get("files") not in (None, len(layout.files["train"])):
-            raise DataError(
-                f"{layout.root} holds {len(layout.files['train'])} training images, but held "
-                f"{state['split']['files']} when this run was trained; its splits would differ.",
-                hint="Use the folder the run was trained on.",
-            )
     else:
         size, channels = _properties(config, layout)
-    train_items = layout.files["train"]
-    labels = np.array([c for _, c in train_items], dtype=np.int64)
-    split = split_samples(
-        len(train_items), labels, config, seed, has_test=layout.has_test, has_val=layout.has_val, what="images"
-    )
-    parts = {
-        "train": [train_items[i] for i in split.train],
-        "val": layout.files["val"] if layout.has_val else [train_items[i] for i in split.val],
-        "test": layout.files["test"] if layout.has_test else [train_items[i] for i in split.test],
-    }
+    split, parts = split_class_files(layout, config, seed, "images")
     items = parts["train"] + parts["val"] + parts["test"]
     check_memory(len(items), channels, size)
     array, errors = decode_files([p for p, _ in items], size, channels, workers=config.workers, progress=progress)
-    notes = []
+    skipped = unreadable_files_note(
+        errors,
+        items,
+        config.on_bad_file,
+        named="image",
+        counted="image file",
+        hint="Replace or delete the file, or set data.on_bad_file: skip to leave unreadable files out.",
+    )
     keep = np.ones(len(items), dtype=bool)
-    if errors:
-        first_index, problem = errors[0]
-        others = f" ({len(errors) - 1} more files could not be read either)" if len(errors) > 1 else ""
-        if config.on_bad_file == "error":
-            raise DataError(
-                f"Cannot read the image {items[first_index][0]}: {problem}{others}.",
-                hint="Replace or delete the file, or set data.on_bad_file: skip to leave unreadable files out.",
-            )
-        keep[[i for i, _ in errors]] = False
-        shown = "; ".join(f"{items[i][0]} ({p})" for i, p in errors[:3])
-        notes.append(
-            f"Skipped {len(errors)} unreadable image file{'s' if len(errors) != 1 else ''} "
-            f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}."
-        )
-    if layout.ignored:
-        notes.append(
-            f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} "
-            "that are not images."
-        )
+    keep[[i for i, _ in errors]] = False
+    notes = [note for note in (skipped, ignored_files_note(layout, "images")) if note]
     if state is None:
         state = {
             "kind": "image_folder",
@@ -301,19 +267,8 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
             "channels": int(channels),
             "resize": "bilinear",
             "scale": 1 / 255,
-            "split": {
-                "seed": seed,
-                "files": len(train_items),
-                **split.counts(),
-                "val_folder": layout.has_val,
-                "test_folder": layout.has_test,
-                "skipped_files": len(errors),
-            },
+            "split": split_state(layout, split, parts, seed, len(errors)),
         }
-        if layout.has_val:
-            state["split"]["val"] = len(parts["val"])
-        if layout.has_test:
-            state["split"]["test"] = len(parts["test"])
     x = torch.from_numpy(array)
     y = torch.tensor([c for _, c in items], dtype=torch.int64)
     bounds = np.cumsum([0] + [len(parts[k]) for k in ("train", "val", "test")])

@@ -16,6 +16,7 @@ from typing import Optional
 from ..config import DataConfig
 from ..errors import ConfigError, DataError
 from . import DATASETS, DataInfo, Dataset, DatasetSource
+from .sequences import pad_sequences
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
 KERAS_SEED = 113
@@ -73,28 +74,6 @@ def multi_hot(sequences: list, width: int):
         rows = np.repeat(np.arange(len(sequences)), lengths)
         cols = np.concatenate(sequences) if lengths.sum() else np.zeros(0, dtype=np.int64)
         out[rows, cols] = 1
-    return out
-
-
-def pad_sequences(sequences: list, length: int, padding: str = "pre", truncating: str = "pre"):
-    """int64 matrix (samples, length) as keras.utils.pad_sequences(maxlen=length) makes it: longer
-    sequences lose their start (truncating pre) or end (post), shorter ones get zeros at the
-    start (padding pre) or end (post)."""
-    import numpy as np
-
-    n = len(sequences)
-    out = np.zeros((n, length), dtype=np.int64)
-    if not n:
-        return out
-    kept = [s[-length:] if truncating == "pre" else s[:length] for s in sequences]
-    counts = np.fromiter((len(s) for s in kept), dtype=np.int64, count=n)
-    if not counts.sum():
-        return out
-    rows = np.repeat(np.arange(n), counts)
-    starts = np.cumsum(counts) - counts  # where each row's ids begin in the concatenation
-    position = np.arange(int(counts.sum())) - starts[rows]
-    cols = position + (length - counts)[rows] if padding == "pre" else position
-    out[rows, cols] = np.concatenate([np.asarray(s, dtype=np.int64) for s in kept if len(s)])
     return out
 
 

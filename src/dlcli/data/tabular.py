@@ -24,7 +24,7 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import natural_key
 from .preprocessing import STATE_VERSION, check_state
 from .splits import split_samples
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "?", "#n/a"})
 TRUE_WORDS = frozenset({"true", "yes", "y", "t"})
@@ -416,7 +419,7 @@ def _feature_names(config: DataConfig, table: RawTable, targets: list[str]) -> l
     return features
 
 
-def _first_row(mask: np.ndarray) -> int:
+def _first_row(mask: npt.ArrayLike) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
@@ -599,7 +602,8 @@ def _fit_feature(table: RawTable, name: str, rows: np.ndarray, kind: str, config
                 f"{name!r} is a boolean column.",
                 hint=f"Correct the cell, or set data.column_types: {{{name}: categorical}}.",
             )
-        spec["fill"] = {"mean": float(np.mean(bits)) if bits else 0.0, "zero": 0.0}.get(config.missing)
+        known = [b for b in bits if b is not None]  # all of them, after the check above
+        spec["fill"] = {"mean": float(np.mean(known)) if known else 0.0, "zero": 0.0}.get(config.missing)
     else:
         spec["categories"] = sorted({column.text(int(r)) for r in present}, key=natural_key)
     return spec
@@ -885,6 +889,7 @@ def _fit(config: DataConfig, seed: int, state: Optional[dict]) -> _Fitted:
         else [c for c, t in overrides.items() if t in ("categorical", "boolean")]
     )
     path = config.train_path or config.path
+    assert path is not None  # config validation requires one of them for csv
     table = read_table(path, delimiter, forced)
     if state is None:
         targets = _targets(config)
@@ -947,7 +952,7 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
         x_test, y_test = encode_table(state, config.test_path)
     else:
         x_test, y_test = encode(split.test) if len(split.test) else (None, None)
-    notes = ()
+    notes: tuple[str, ...] = ()
     dropped = state["split"]["dropped_rows"]
     if dropped:
         notes = (

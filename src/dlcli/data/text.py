@@ -17,17 +17,27 @@ import math
 import string
 from collections import Counter
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
 from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
-from .folders import scan_class_folders
-from .images import check_split_options, folder_task
+from .folders import (
+    ignored_files_note,
+    scan_class_folders,
+    scan_for_loading,
+    split_class_files,
+    split_state,
+    unreadable_files_note,
+)
+from .images import folder_task
 from .preprocessing import STATE_VERSION, check_state
-from .splits import split_samples
+from .sequences import pad_sequences
+
+if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` stays fast
+    import torch
 
 TEXT_SUFFIXES = frozenset({".txt"})
 KIND_WORDS = "text files (.txt)"
@@ -106,7 +116,7 @@ def _ids(state: dict, texts: Sequence[str]) -> list[list[int]]:
     return [[index.get(token, oov) for token in tokenize(text)] for text in texts]
 
 
-def encode_texts(state: dict, texts: Sequence[str]) -> torch.Tensor:  # noqa: F821
+def encode_texts(state: dict, texts: Sequence[str]) -> torch.Tensor:
     """Model inputs for texts with a saved vocabulary: uint8 multi-hot, integer counts,
     float32 tf-idf (N, num_words), or int64 ids (N, sequence_length)."""
     import torch
@@ -118,16 +128,7 @@ def encode_texts(state: dict, texts: Sequence[str]) -> torch.Tensor:  # noqa: F8
     flat = np.fromiter((i for s in ids for i in s), dtype=np.int64, count=int(lengths.sum()))
     rows = np.repeat(np.arange(n), lengths)
     if mode == "sequence":
-        length = state["sequence_length"]
-        out = np.zeros((n, length), dtype=np.int64)
-        for r, seq in enumerate(ids):
-            seq = seq[-length:] if state["truncating"] == "pre" else seq[:length]
-            if seq:
-                if state["padding"] == "pre":
-                    out[r, length - len(seq) :] = seq
-                else:
-                    out[r, : len(seq)] = seq
-        return torch.from_numpy(out)
+        return torch.from_numpy(pad_sequences(ids, state["sequence_length"], state["padding"], state["truncating"]))
     if mode == "multi_hot":
         out = np.zeros((n, width), dtype=np.uint8)
         out[rows, flat] = 1
@@ -173,48 +174,19 @@ def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
 def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
     import torch
 
-    if state is not None:
-        check_state(state, "text_folder")
-    names = state["class_names"] if state is not None else config.class_names
-    layout = scan_class_folders(Path(config.root), TEXT_SUFFIXES, KIND_WORDS, names)
-    check_split_options(config, layout)
-    train_items = layout.files["train"]
-    if state is not None and state.get("split", {}).get("files") not in (None, len(train_items)):
-        raise DataError(
-            f"{layout.root} holds {len(train_items)} training texts, but held {state['split']['files']} when this "
-            "run was trained; its splits would differ.",
-            hint="Use the folder the run was trained on.",
-        )
-    labels = np.array([c for _, c in train_items], dtype=np.int64)
-    split = split_samples(
-        len(train_items), labels, config, seed, has_test=layout.has_test, has_val=layout.has_val, what="texts"
-    )
-    parts = {
-        "train": [train_items[i] for i in split.train],
-        "val": layout.files["val"] if layout.has_val else [train_items[i] for i in split.val],
-        "test": layout.files["test"] if layout.has_test else [train_items[i] for i in split.test],
-    }
+    layout = scan_for_loading(config, state, "text_folder", TEXT_SUFFIXES, KIND_WORDS, "texts")
+    split, parts = split_class_files(layout, config, seed, "texts")
     items = parts["train"] + parts["val"] + parts["test"]
     texts, errors = read_texts([p for p, _ in items], progress)
-    notes = []
-    if errors:
-        first, problem = errors[0]
-        others = f" ({len(errors) - 1} more files could not be read either)" if len(errors) > 1 else ""
-        if config.on_bad_file == "error":
-            raise DataError(
-                f"Cannot read the text file {items[first][0]}: {problem}{others}.",
-                hint="Save it as UTF-8, delete it, or set data.on_bad_file: skip to leave unreadable files out.",
-            )
-        shown = "; ".join(f"{items[i][0]} ({p})" for i, p in errors[:3])
-        notes.append(
-            f"Skipped {len(errors)} unreadable text file{'s' if len(errors) != 1 else ''} "
-            f"(data.on_bad_file: skip): {shown}{'; ...' if len(errors) > 3 else ''}."
-        )
-    if layout.ignored:
-        notes.append(
-            f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} "
-            "that are not .txt files."
-        )
+    skipped = unreadable_files_note(
+        errors,
+        items,
+        config.on_bad_file,
+        named="text file",
+        counted="text file",
+        hint="Save it as UTF-8, delete it, or set data.on_bad_file: skip to leave unreadable files out.",
+    )
+    notes = [note for note in (skipped, ignored_files_note(layout, ".txt files")) if note]
     bounds = np.cumsum([0] + [len(parts[k]) for k in ("train", "val", "test")])
     if state is None:
         training = [tokenize(t) for t in texts[: bounds[1]] if t is not None]
@@ -232,19 +204,8 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
             "truncating": config.truncating,
             "vocabulary": vocabulary,
             "idf": idf,
-            "split": {
-                "seed": seed,
-                "files": len(train_items),
-                **split.counts(),
-                "val_folder": layout.has_val,
-                "test_folder": layout.has_test,
-                "skipped_files": len(errors),
-            },
+            "split": split_state(layout, split, parts, seed, len(errors)),
         }
-        if layout.has_val:
-            state["split"]["val"] = len(parts["val"])
-        if layout.has_test:
-            state["split"]["test"] = len(parts["test"])
 
     def part(i: int):
         lo, hi = int(bounds[i]), int(bounds[i + 1])

@@ -5,12 +5,16 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..config import DataConfig
 from ..errors import DataError
 from . import DATASETS, DataInfo, Dataset, DatasetSource
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -32,7 +36,14 @@ IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, npt.DTypeLike] = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 
 
 def read_idx(path: Path) -> np.ndarray:

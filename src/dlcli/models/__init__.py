@@ -13,11 +13,14 @@ meta device and built by `torchvision_models`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..errors import ConfigError
 from .layers import LAYER_PLANNERS, Flow, Planned, shape_text, type_name
 from .presets import expand
+
+if TYPE_CHECKING:
+    from ..config import Activation
 
 __all__ = [
     "LayerRecord",
@@ -388,7 +391,7 @@ def plan_network(
     model_config: Any,
     input_shape: tuple[int, ...],
     output_units: int,
-    output_activation: str,
+    output_activation: Activation,
     absorb: tuple[str, ...] = (),
     vocab_size: Optional[int] = None,
 ) -> ModelPlan:

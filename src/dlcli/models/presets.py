@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import (
+    Activation,
     AvgPool2DLayer,
     BinaryModel,
     CnnModel,
@@ -16,7 +17,7 @@ from ..config import (
 )
 
 
-def expand(model, output_units: int, output_activation: str) -> tuple:
+def expand(model, output_units: int, output_activation: Activation) -> tuple:
     """The layer list of a model config; `output_*` size the last layer of a preset."""
     if isinstance(model, LayersModel):
         return tuple(model.layers)

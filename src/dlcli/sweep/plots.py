@@ -7,10 +7,11 @@ learning rate: one curve per rate, training and validation side by side.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from ..plots import COLORS, _pyplot
 from ..rundir import atomic_write_bytes
@@ -18,6 +19,16 @@ from .display import fmt_value
 from .space import Param
 
 LINESTYLES = {"completed": "-", "pruned": "--", "failed": ":", "interrupted": "-.", "killed": "-.", "running": "-."}
+
+
+def _as_is(x: Any) -> Any:
+    return x
+
+
+def _label_position(x: Any, labels: list[str]) -> int:
+    """A categorical value's place on the x axis (after the labels when it is not one of them)."""
+    text = fmt_value(x)
+    return labels.index(text) if text in labels else len(labels)
 
 
 def _color(i: int, n: int):
@@ -114,11 +125,9 @@ def plot_objective(
         numeric = param.kind in ("uniform", "loguniform", "int") or (
             param.is_categorical and _numeric(list(param.values))
         )
+        pos: Callable[[Any], Any]  # a parameter value -> its place on the x axis
         if numeric:
-
-            def pos(x):
-                return x
-
+            pos = _as_is
             numbers = [float(x) for x in xs_all if isinstance(x, (int, float))]
             positive = len(numbers) == len(xs_all) and all(x > 0 for x in numbers)
             spread = positive and max(numbers) / min(numbers) >= 100
@@ -128,11 +137,7 @@ def plot_objective(
             labels = (
                 [fmt_value(v) for v in param.values] if param.is_categorical else sorted({fmt_value(x) for x in xs_all})
             )
-
-            def pos(x, labels=labels):
-                text = fmt_value(x)
-                return labels.index(text) if text in labels else len(labels)
-
+            pos = functools.partial(_label_position, labels=labels)
             ax.set_xticks(range(len(labels)), labels=labels, rotation=30 if max(map(len, labels)) > 6 else 0)
         for status, marker, label in (("completed", "o", "completed"), ("pruned", "x", "pruned (best before)")):
             pts = [(pos(p.get(param.key)), v) for p, s, v in valued if s == status and param.key in p]

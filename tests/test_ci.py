@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(BASH is None or shutil.which("dirname") is None,
 
 
 def run_ci(tmp_path: Path, *, ci: bool, apt_get: bool, data_status: int, test_status: int = 0):
-    """.ci/run where `make data` exits with data_status and `make coverage` (the suite) with test_status;
+    """.ci/run where `make data` exits with data_status and `make test` (the suite) with test_status;
     returns (the process, the make targets it ran in order)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
@@ -23,7 +23,7 @@ def run_ci(tmp_path: Path, *, ci: bool, apt_get: bool, data_status: int, test_st
     make = bin_dir / "make"
     make.write_text(
         f'#!{BASH}\necho "$1" >> "{log}"\n'
-        f'[ "$1" = data ] && exit {data_status}\n[ "$1" = coverage ] && exit {test_status}\nexit 0\n'
+        f'[ "$1" = data ] && exit {data_status}\n[ "$1" = test ] && exit {test_status}\nexit 0\n'
     )
     make.chmod(0o755)
     if apt_get:
@@ -46,12 +46,12 @@ def test_ci_fails_when_the_dataset_cannot_be_installed_where_apt_get_exists(tmp_
 def test_elsewhere_a_failed_install_only_skips_the_real_data_test(tmp_path, ci, apt_get):
     proc, targets = run_ci(tmp_path, ci=ci, apt_get=apt_get, data_status=2)
     assert proc.returncode == 0, proc.stderr
-    assert targets == ["data", "lint", "coverage"]
+    assert targets == ["data", "lint", "test"]
     assert "the real-data test will be skipped" in proc.stdout
 
 
 def test_ci_runs_the_tests_and_reports_their_failure(tmp_path):
     proc, targets = run_ci(tmp_path, ci=True, apt_get=True, data_status=0)
-    assert proc.returncode == 0 and targets == ["data", "lint", "coverage"] and "skipped" not in proc.stdout
+    assert proc.returncode == 0 and targets == ["data", "lint", "test"] and "skipped" not in proc.stdout
     proc, _ = run_ci(tmp_path / "failing", ci=True, apt_get=True, data_status=0, test_status=1)
     assert proc.returncode == 1

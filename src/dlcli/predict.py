@@ -236,46 +236,30 @@ def label_from_folder(path: Path, class_names: list[str]) -> Optional[int]:
     return None
 
 
-def decode_image(path: Path, size: tuple[int, int], channels: int, invert: bool = False):
-    """A file as a C x H x W uint8 array: EXIF orientation applied, converted to the channels and
-    resized (bilinear) to the run's size, as the image-folder data does when training."""
-    import numpy as np
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            image = image.convert("L" if channels == 1 else "RGB")
-            if image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(
-            f"{path} cannot be decoded as an image ({exc}).",
-            hint="Remove or replace the file, or pass --skip-bad to mark it and go on.",
-        ) from None
-    if invert:
-        array = 255 - array
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
-
-
 def read_image_inputs(
     paths: list[Path], class_names: list[str], size: tuple[int, int], channels: int, options: PredictOptions
 ) -> Inputs:
-    import numpy as np
+    """Image files decoded by the image-folder data's own decoder (EXIF orientation, conversion to
+    the channels, bilinear resize: what training saw), with labels from class-named folders."""
     import torch
 
-    names, arrays, errors, labels = [], [], {}, []
-    for index, path in enumerate(paths):
-        names.append(str(path))
-        try:
-            arrays.append(decode_image(path, size, channels, options.invert))
-            labels.append(label_from_folder(path, class_names))
-        except DataError as exc:
-            if not options.skip_bad:
-                raise
-            errors[index] = exc.message
-    x = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros(0, channels, *size, dtype=torch.uint8)
+    from .data.images import check_memory, decode_files
+
+    names = [str(p) for p in paths]
+    check_memory(len(paths), channels, size)
+    array, problems = decode_files(paths, size, channels) if paths else (None, [])
+    errors = {index: f"{paths[index]} cannot be decoded as an image ({problem})." for index, problem in problems}
+    if errors and not options.skip_bad:
+        raise DataError(
+            errors[min(errors)], hint="Remove or replace the file, or pass --skip-bad to mark it and go on."
+        )
+    if array is None:
+        x = torch.zeros(0, channels, *size, dtype=torch.uint8)
+    else:
+        x = torch.from_numpy(array[[i for i in range(len(paths)) if i not in errors]])
+    if options.invert:
+        x = 255 - x
+    labels = [label_from_folder(p, class_names) for i, p in enumerate(paths) if i not in errors]
     return Inputs(names, x, known_labels(labels), errors, input_scale=1.0 / 255.0)
 
 
@@ -430,21 +414,10 @@ def _table_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) ->
 def _image_folder_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
     """Image-folder runs: image files or folders, decoded, converted and resized as in training;
     files in folders named after a class carry that label."""
-    from .data.images import load_images
-
     state = _saved_state(run, "image_folder")
+    size = (state["image_size"][0], state["image_size"][1])
     paths = expand_paths(inputs, IMAGE_SUFFIXES)
-    names = [str(p) for p in paths]
-    x, problems = load_images(state, paths) if paths else (None, [])
-    errors = {index: f"{paths[index]} cannot be decoded as an image ({problem})." for index, problem in problems}
-    if errors and not options.skip_bad:
-        first = min(errors)
-        raise DataError(errors[first], hint="Remove or replace the file, or pass --skip-bad to mark it and go on.")
-    class_names = list(state["class_names"])
-    labels = [label_from_folder(p, class_names) for i, p in enumerate(paths) if i not in errors]
-    if options.invert and x is not None:
-        x = 255 - x
-    return Inputs(names, x, known_labels(labels), errors, input_scale=1.0 / 255.0)
+    return read_image_inputs(paths, list(state["class_names"]), size, state["channels"], options)
 
 
 def _text_folder_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:

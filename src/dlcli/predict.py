@@ -433,6 +433,8 @@ def _text_folder_reader(run: LoadedRun, inputs: list[str], options: PredictOptio
 
 def read_texts_given(inputs: list[str], options: PredictOptions, class_names: list[str]):
     """(texts, names, labels) from --text, `-` (standard input) and .txt files or folders."""
+    from .data.text import read_texts
+
     texts: list[str] = []
     names: list[str] = []
     labels: list[Optional[int]] = []
@@ -446,15 +448,14 @@ def read_texts_given(inputs: list[str], options: PredictOptions, class_names: li
             names.append("-")
             labels.append(None)
             continue
-        for path in expand_paths([item], (".txt",)):
-            try:
-                texts.append(path.read_text(encoding="utf-8"))
-            except UnicodeDecodeError as exc:
-                raise DataError(
-                    f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}).", hint="Convert it to UTF-8."
-                ) from None
-            names.append(str(path))
-            labels.append(label_from_folder(path, class_names))
+        paths = expand_paths([item], (".txt",))
+        read, problems = read_texts(paths)  # the text-folder data's reader: UTF-8, with or without a BOM
+        if problems:
+            index, problem = problems[0]
+            raise DataError(f"{paths[index]} is {problem}.", hint="Convert it to UTF-8.")
+        texts += [text for text in read if text is not None]  # all read: problems raised above
+        names += [str(p) for p in paths]
+        labels += [label_from_folder(p, class_names) for p in paths]
     return texts, names, labels
 
 

@@ -132,7 +132,7 @@ def export(
     (pt2) at batch sizes 1 and 3 and must match the eager model to 1e-5. export.json beside it
     names the input, the class order and the preprocessing that remains outside the graph.
     """
-    from ..export import export_run
+    from ..export import default_path, export_run
     from ..loading import load_run
     from ..rundir import resolve_run
 
@@ -147,7 +147,7 @@ def export(
     from . import _stdout_console
 
     console = _stdout_console()
-    path = Path(out) if out is not None else folder / "export" / format_ / f"model.{format_}"
+    path = Path(out) if out is not None else default_path(loaded, format_)
     console.print(f"Exported {folder.name} ({checkpoint} checkpoint, epoch {sidecar['epoch']}) as {format_}: {path}")
     console.print(
         f"Verified at batch sizes 1 and 3: largest difference from the eager model {worst:.2g}. "

@@ -440,6 +440,26 @@ def test_a_run_stopped_in_its_first_epoch_resumes_from_the_start(tmp_path, tiny_
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
 
 
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path):
+    # metrics.csv is written just before last.pt: a kill between the two at the end of epoch 1
+    # leaves one row and no checkpoint. Made here by removing last.pt after a stopped run.
+    config = write_config(tmp_path / "c.yaml", synthetic_config(epochs=3))
+    runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "-q", "--set", "training.epochs=1"])
+    (run,) = (tmp_path / "runs").iterdir()
+    (run / "checkpoints" / "last.pt").unlink()
+    update = json.loads((run / "run.json").read_text()) | {"status": "running"}
+    (run / "run.json").write_text(json.dumps(update))
+    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=3", "-q"])
+    assert result.exit_code == 0, result.output
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")[1]] == [1, 2, 3]  # epoch 1 once, trained again
+    # With more than one row, a missing last.pt was removed by hand: an error, nothing rewritten.
+    before = (run / "metrics.csv").read_text()
+    (run / "checkpoints" / "last.pt").unlink()
+    result = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=4", "-q"])
+    assert result.exit_code == 2 and "last.pt does not exist" in result.output
+    assert (run / "metrics.csv").read_text() == before
+
+
 # -- allocation failures at run time (issue 15) -------------------------------------------------
 
 

@@ -470,18 +470,38 @@ def _wait_for(predicate, timeout: float = 240.0) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
-def _epochs_done(trial: Path) -> int:
+def _run_info(trial: Path) -> dict:
     try:
-        return json.loads((trial / "run.json").read_text()).get("epochs_completed", 0)
+        return json.loads((trial / "run.json").read_text())
     except (OSError, ValueError):
-        return 0
+        return {}
+
+
+def _freeze_each_when(trials: list[Path], ready) -> list[int]:
+    """SIGSTOP each trial process as soon as ready(trial) holds, until all are frozen.
+
+    The trials start a second or so apart and an epoch of this data takes a fraction of one, so
+    without freezing the first trial could finish before the last has done anything to stop.
+    """
+    frozen: dict[Path, int] = {}
+
+    def all_frozen() -> bool:
+        for t in trials:
+            if t not in frozen and ready(t) and _run_info(t).get("pid"):
+                frozen[t] = int(_run_info(t)["pid"])
+                os.kill(frozen[t], signal.SIGSTOP)
+        return len(frozen) == len(trials)
+
+    _wait_for(all_frozen)
+    return list(frozen.values())
 
 
 def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tmp_path, trial_env):
-    raw = synthetic_config(epochs=3, batch_size=8)
+    epochs = 4
+    raw = synthetic_config(epochs=epochs, batch_size=8)
     raw["data"]["synthetic"].update(samples=2500)
     config = write_config(tmp_path / "slow.yaml", raw)
     runs = tmp_path / "runs"
@@ -502,38 +522,45 @@ def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tm
         "--id",
         "k",
     ]
-    # 1. Ctrl-C: trials stop at the end of a step, keep their complete epochs, exit 130.
+    # 1. Ctrl-C: trials stop at the end of a step, keep their complete epochs, exit 130. Each
+    # trial is frozen after its first epoch, so the SIGINT the sweep passes on is waiting for all
+    # of them, mid-run, when they continue.
     sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: all(_epochs_done(t) >= 1 for t in trials))
+    pids = _freeze_each_when(trials, lambda t: _run_info(t).get("epochs_completed", 0) >= 1)
     sweep.send_signal(signal.SIGINT)
+    time.sleep(1.0)  # the sweep passes SIGINT on to its trials
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
     out, _ = sweep.communicate(timeout=120)
     assert sweep.returncode == 130, out
     assert "Resume with: dlcli sweep resume" in out
     for t in trials:
-        assert json.loads((t / "run.json").read_text())["status"] == "interrupted"
-    # 2. Resume, then SIGKILL the sweep and its trial processes mid-way.
+        info = _run_info(t)
+        assert info["status"] == "interrupted"
+        assert 1 <= info["epochs_completed"] < epochs
+        assert len(read_metrics(t / "metrics.csv")[1]) == info["epochs_completed"]
+    # 2. Resume, then SIGKILL the sweep and its trial processes mid-way (each frozen once it
+    # has resumed, so none can finish first).
     sweep = subprocess.Popen(
         [sys.executable, "-m", "dlcli", "sweep", "resume", "k", "--runs-dir", str(runs), "--workers", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    _wait_for(lambda: all("Resuming" in (t / "output.log").read_text() for t in trials))
-    pids = [json.loads((t / "run.json").read_text())["pid"] for t in trials]
+    pids = _freeze_each_when(trials, lambda t: "Resuming" in (t / "output.log").read_text())
     sweep.kill()
     for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # that trial had already finished
+        os.kill(pid, signal.SIGKILL)
     sweep.communicate(timeout=60)
-    # 3. Resume after SIGKILL: finished trials kept, the others continue in their folders.
+    for t in trials:
+        assert _run_info(t)["status"] == "running"  # killed: nothing could record the end
+    # 3. Resume after SIGKILL: the trials continue in their folders to exactly the planned epochs.
     result = invoke("sweep", "resume", "k", "--runs-dir", runs, "--workers", "2")
     assert result.exit_code == 0, result.output
     assert "Sweep finished: 2 trials (2 completed)." in result.output
     for t in trials:
-        assert json.loads((t / "run.json").read_text())["status"] == "completed"
-        assert [r["epoch"] for r in read_metrics(t / "metrics.csv")[1]] == [1, 2, 3]
+        assert _run_info(t)["status"] == "completed"
+        assert [r["epoch"] for r in read_metrics(t / "metrics.csv")[1]] == list(range(1, epochs + 1))
     summary = json.loads(invoke("sweep", "summary", "k", "--runs-dir", runs, "--json").output)
     assert summary["sweep"]["counts"] == {"completed": 2}
     assert sorted(t["params"]["optimizer.lr"] for t in summary["trials"]) == [0.01, 0.02]  # no point twice

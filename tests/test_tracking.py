@@ -578,8 +578,10 @@ def test_interrupted_run_resumes_into_the_same_curves_and_mlflow_run(
 
 
 def test_killed_process_resumes_into_one_mlflow_run(tmp_path, sqlite_uri):
-    raw = synthetic_config(epochs=3, batch_size=8)
-    raw["data"]["synthetic"].update(samples=500, shape=[32])  # 50 steps an epoch; finishing takes longer
+    # An epoch of this takes about 0.05 s: five epochs, and the kill comes as soon as the first is
+    # seen (not later), so that the run cannot have finished first on a fast machine.
+    raw = synthetic_config(epochs=5, batch_size=8)
+    raw["data"]["synthetic"].update(samples=500, shape=[32])
     raw["model"] = {"preset": "mlp", "hidden": [64, 64]}
     raw["tracking"] = {"mlflow": {"uri": sqlite_uri}}
     config = write_config(tmp_path / "slow.yaml", raw)
@@ -596,8 +598,7 @@ def test_killed_process_resumes_into_one_mlflow_run(tmp_path, sqlite_uri):
         metrics = list((tmp_path / "runs").glob("*/metrics.csv"))
         if metrics and len(metrics[0].read_text().strip().splitlines()) >= 2:  # an epoch done
             break
-        time.sleep(0.02)
-    time.sleep(0.05)  # into the next epoch
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, err

@@ -178,10 +178,15 @@ class Resumed:
     best_epoch: int = 0
 
 
-def resume_training(run_dir: Path, parts: TrainingState, epochs: int, has_rows: bool) -> Resumed:
-    """Restore last.pt into `parts`; a run stopped before its first epoch ended starts over."""
+def resume_training(run_dir: Path, parts: TrainingState, epochs: int, metric_rows: int) -> Resumed:
+    """Restore last.pt into `parts`; a run stopped before its first checkpoint starts over.
+
+    metrics.csv is written just before last.pt, so a run killed between the two at the end of
+    its first epoch has one row and no checkpoint: that epoch is lost and the run starts over.
+    More rows and no last.pt means the checkpoint was removed, which load_checkpoint reports.
+    """
     path = checkpoint_path(run_dir, "last")
-    if not path.exists() and not has_rows:
+    if not path.exists() and metric_rows <= 1:
         return Resumed()
     state = load_checkpoint(path)
     epoch = parts.restore(state, path)

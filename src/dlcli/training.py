@@ -442,7 +442,7 @@ def open_run_folder(
         if dist.is_main:
             lock_run_dir(resume_dir)  # one process per run folder; released when the process ends
         metrics = resume_dir / METRICS_FILE
-        resumed = resume_training(resume_dir, exp.training_state(), exp.config.training.epochs, _has_rows(metrics))
+        resumed = resume_training(resume_dir, exp.training_state(), exp.config.training.epochs, _metric_rows(metrics))
         if resumed.epoch:  # a crash can leave one row ahead of last.pt
             rows = [r for r in (read_metrics(metrics)[1] if metrics.exists() else []) if r["epoch"] <= resumed.epoch]
         if dist.is_main:
@@ -731,11 +731,11 @@ def saved_preprocessing(run_dir: Path) -> Optional[dict]:
         ) from None
 
 
-def _has_rows(metrics: Path) -> bool:
+def _metric_rows(metrics: Path) -> int:
     try:
-        return bool(read_metrics(metrics)[1])
+        return len(read_metrics(metrics)[1])
     except RunDirError:
-        return False
+        return 0
 
 
 def _per_label_accuracy(model, batches) -> list[float]:

@@ -5,7 +5,7 @@ CONFIG ?= configs/fashion_mnist_mlp.yaml
 BIN = $(VENV)/bin
 FASHION_DIR = /usr/share/datasets/fashion-mnist
 
-.PHONY: setup train test lint coverage data bench clean
+.PHONY: setup train test test-quick lint coverage data bench clean
 
 $(BIN)/dlcli: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ train: setup data
 # The suite, with the coverage figure reported at the end (a report, not a gate).
 test: setup
 	$(BIN)/python -m pytest -q --cov=dlcli --cov-report=term:skip-covered
+
+# The development loop: everything but the end-to-end tests that start dlcli processes, DDP
+# workers or servers and wait on them (marker e2e). make test runs those too.
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not e2e"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -122,3 +122,13 @@ def trained_run(config: Path, runs_dir: Path) -> Path:
     result = invoke("train", config, "--runs-dir", runs_dir, "-q")
     assert result.exit_code == 0, result.output
     return Path(result.output.strip().splitlines()[-1].split("Run folder: ")[1])
+
+
+# Fixtures that start trial processes or a server: a test using one is end-to-end.
+_E2E_FIXTURES = {"trial_env", "mlflow_server", "postgres_url"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if _E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)

@@ -100,6 +100,7 @@ def test_train_writes_a_complete_run_folder(tmp_path, tiny_config):
     assert (second / "config.yaml").read_text() == (first / "config.yaml").read_text()
 
 
+@pytest.mark.e2e
 def test_train_as_a_real_subprocess_with_piped_output(tmp_path, tiny_config):
     env = {**os.environ, "COLUMNS": "200"}
     args = ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs")]

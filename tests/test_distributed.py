@@ -27,6 +27,7 @@ def run(args, cwd, timeout=240):
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.e2e
 def test_two_processes_match_one(tmp_path):
     config = dp_config(tmp_path)
     single = run(["-m", "dlcli", "train", config, "--runs-dir", "single", "-q"], tmp_path)
@@ -64,6 +65,7 @@ def test_batch_size_must_divide_by_the_processes(tmp_path):
     assert "does not divide by the 3 processes" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.e2e
 def test_a_failing_rank_ends_every_rank(tmp_path):
     config = dp_config(tmp_path)
     started = time.perf_counter()

@@ -62,6 +62,7 @@ def strip_seconds(rows):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_cleanly_and_says_how_to_resume(tmp_path, sig, code):
     config = slow_config(tmp_path, epochs=50)
@@ -79,6 +80,7 @@ def test_signal_stops_cleanly_and_says_how_to_resume(tmp_path, sig, code):
     assert state["epoch"] == len(rows) >= 1
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     config = slow_config(tmp_path, epochs=5)
     reference = subprocess.run(

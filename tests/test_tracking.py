@@ -505,6 +505,7 @@ def test_failed_run_is_failed_in_mlflow(tmp_path, sqlite_uri):
     }  # what the run folder had when it failed
 
 
+@pytest.mark.e2e
 def test_sweep_trial_is_a_child_of_the_parent_run(tmp_path, sqlite_uri, monkeypatch):
     tracking = TrackingConfig(mlflow=MlflowConfig(uri=sqlite_uri))
     said: list[str] = []
@@ -577,6 +578,7 @@ def test_interrupted_run_resumes_into_the_same_curves_and_mlflow_run(
     _check_mlflow_run(client, run, checkpoints=False)
 
 
+@pytest.mark.e2e
 def test_killed_process_resumes_into_one_mlflow_run(tmp_path, sqlite_uri):
     # An epoch of this takes about 0.05 s: five epochs, and the kill comes as soon as the first is
     # seen (not later), so that the run cannot have finished first on a fast machine.
@@ -686,6 +688,7 @@ def test_server_stopped_mid_run_gives_one_warning(tmp_path, mlflow_server, monke
     assert [m.step for m in client.get_metric_history(run_id, "loss")] == [1]
 
 
+@pytest.mark.e2e
 def test_a_sweep_is_a_parent_run_and_its_trials_are_children(tmp_path, sqlite_uri, monkeypatch):
     """dlcli sweep with a config that logs to MLflow: one parent run for the sweep (FINISHED, with
     summary.csv), one child per trial, each with its own parameters."""

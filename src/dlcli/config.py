@@ -443,7 +443,7 @@ class TrainingConfig:
         "fp32", help="bf16 autocast: on a GPU that supports it, or a CPU with native bf16 (dlcli info)"
     )
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = _opt(
-        False, help="torch.compile the model: true (default mode) or a mode; reduce-overhead adds CUDA graphs"
+        False, help="torch.compile the whole step (model, loss, metric, optimizer): true (default mode) or a mode"
     )
     cuda_graph: bool = _opt(
         False, help="record each training step as one CUDA graph and replay it (CUDA only; for small models)"

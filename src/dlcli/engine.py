@@ -10,6 +10,7 @@ checked and progress callbacks run.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -185,6 +186,7 @@ class Trainer:
         all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         world_size: int = 1,
         cuda_graph: bool = False,
+        compile_mode: Optional[str] = None,
     ) -> None:
         self.model = model
         self._optimizer = optimizer
@@ -203,6 +205,22 @@ class Trainer:
         # the same step runs eagerly, which is how the tests check it.
         self.cuda_graph = cuda_graph
         self._graphed: Optional[GraphedStep] = None
+        # torch.compile covers the whole step, not only the model: forward, loss and metric as
+        # one graph (its backward compiled with it) and the optimizer's update as another, which
+        # on the CPU is where an MLP's eager step loses most (a kernel per parameter per op).
+        # The same compiled forward serves evaluation (compiled again once, for eval mode).
+        # A changed learning rate recompiles the update once; after that PyTorch treats it as
+        # a variable. compile_seconds: the first training step and the first evaluation batch,
+        # nearly all of which is compiling.
+        self.compile_mode = compile_mode
+        self.compile_seconds = 0.0
+        self._forward_metric: Callable = self._loss_and_metric
+        self._update: Callable = self._optimizer_update
+        if compile_mode is not None:
+            _quiet_compile_notes()
+            self._forward_metric = torch.compile(self._loss_and_metric, mode=compile_mode)
+            self._update = torch.compile(self._optimizer_update)
+        self._compiled_train = self._compiled_eval = compile_mode is None
         self.epoch = 0
         self.epochs = 0
         self.steps_per_epoch = 0
@@ -274,19 +292,48 @@ class Trainer:
         out = self.model(xb)
         return out, self.loss_fn(out, yb)
 
+    def _loss_and_metric(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, metric sum) of one batch: what torch.compile turns into one graph."""
+        out, loss = self._forward_loss(xb, yb)
+        with torch.no_grad():
+            metric = self.metric_sum(out.detach().float(), yb)
+        return loss, metric
+
+    def _optimizer_update(self) -> None:
+        self.optimizer.step()
+
     def _eager_step(self, xb: torch.Tensor, yb: torch.Tensor, global_n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """One optimisation step; (loss, metric sum, samples), both still on the device."""
+        if self.compile_mode is not None:
+            return self._compiled_step(xb, yb, global_n)
         out, loss = self._forward_loss(xb, yb)
         n = len(yb)
         self.optimizer.zero_grad(set_to_none=True)
+        self._backward(loss, n, global_n)
+        self.optimizer.step()
+        return loss.detach(), self.metric_sum(out, yb), n
+
+    def _backward(self, loss: torch.Tensor, n: int, global_n: int) -> None:
         if self.world_size > 1 and self.all_reduce is not None:
             # DDP averages gradients over ranks; weighting by the local share makes the
             # result the mean over the global batch even when the shares are unequal.
             (loss * (n * self.world_size / global_n)).backward()
         else:
             loss.backward()
-        self.optimizer.step()
-        return loss.detach(), self.metric_sum(out, yb), n
+
+    def _compiled_step(
+        self, xb: torch.Tensor, yb: torch.Tensor, global_n: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        started = None if self._compiled_train else time.perf_counter()
+        loss, metric = self._forward_metric(xb, yb)
+        n = len(yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        self._backward(loss, n, global_n)
+        self._update()
+        if started is not None:
+            self.compile_seconds += time.perf_counter() - started
+            self._compiled_train = True
+        return loss.detach(), metric, n
 
     def _eager_steps(self, batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         for xb, yb, global_n in batches:
@@ -373,13 +420,21 @@ class Trainer:
         self.model.eval()
         losses, metrics, samples = [], [], 0
         for xb, yb, _ in batches:
-            if self.autocast:
+            if self.compile_mode is not None:
+                started = None if self._compiled_eval else time.perf_counter()
+                loss, metric = self._forward_metric(xb, yb)
+                if started is not None:
+                    self.compile_seconds += time.perf_counter() - started
+                    self._compiled_eval = True
+            elif self.autocast:
                 with torch.autocast(self.device.type, dtype=torch.bfloat16):
                     out = self.model(xb).float()
+                loss, metric = self.loss_fn(out, yb), self.metric_sum(out, yb)
             else:
                 out = self.model(xb)
-            losses.append(self.loss_fn(out, yb).float() * len(yb))
-            metrics.append(self.metric_sum(out, yb).float())
+                loss, metric = self.loss_fn(out, yb), self.metric_sum(out, yb)
+            losses.append(loss.float() * len(yb))
+            metrics.append(metric.float())
             samples += len(yb)
         self.model.train(was_training)
         loss_sum = float(torch.stack(losses).sum()) if losses else 0.0
@@ -424,6 +479,32 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
+
+
+# What torch.compile logs as warnings on every CPU run though nothing is wrong: the C++
+# toolchain looking for a CUDA it does not need, and the optimizer's profiling label.
+_COMPILE_NOTES = ("No CUDA runtime is found", "Profiler record function")
+
+
+class _CompileNoteFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(note in message for note in _COMPILE_NOTES)
+
+
+def _quiet_compile_notes() -> None:
+    def filter_handlers() -> None:
+        for name in list(logging.Logger.manager.loggerDict):
+            if name == "torch" or name.startswith("torch."):
+                for handler in logging.getLogger(name).handlers:
+                    if not any(isinstance(f, _CompileNoteFilter) for f in handler.filters):
+                        handler.addFilter(_CompileNoteFilter())
+
+    filter_handlers()
+    import torch._dynamo  # noqa: F401  (their import logs the first note and makes more loggers)
+    import torch.utils.cpp_extension  # noqa: F401
+
+    filter_handlers()
 
 
 WARMUP_STEPS = 3  # eager steps before recording, on a side stream: PyTorch's recipe for graphs

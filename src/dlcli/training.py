@@ -513,7 +513,6 @@ def make_trainer(
 ):
     """The engine's Trainer with the run's callbacks: display, metrics.csv, early stopping,
     checkpoints, run.json, then any extra ones (sweeps, tracking). Returns (trainer, display, checkpointer)."""
-    import torch
 
     from .callbacks import MetricsLogger, RunRecorder
     from .checkpoint import Checkpointer
@@ -523,9 +522,6 @@ def make_trainer(
 
     config = exp.config
     model = exp.model
-    if config.training.compile:
-        mode = "default" if config.training.compile is True else config.training.compile
-        model = torch.compile(model, mode=mode)
     if dist.wrap is not None:
         model = dist.wrap(model, exp.device)
 
@@ -570,9 +566,17 @@ def make_trainer(
         all_reduce=dist.all_reduce,
         world_size=dist.world_size,
         cuda_graph=config.training.cuda_graph,
+        compile_mode=compile_mode(config.training.compile),
     )
     trainer.history = list(folder.previous_rows)
     return trainer, display, checkpointer
+
+
+def compile_mode(option) -> Optional[str]:
+    """training.compile as torch.compile's mode: None (eager), or "default" for true."""
+    if not option:
+        return None
+    return "default" if option is True else str(option)
 
 
 def run_fit(
@@ -657,11 +661,13 @@ def finish_run(
                 plot_run(run_dir)
             except Exception as exc:  # a plot must never cost a finished run its status
                 console.print(f"(plots not drawn: {exc})", highlight=False)
+        compiled = {"compile_seconds": round(trainer.compile_seconds, 3)} if trainer.compile_mode else {}
         folder.finish(
             "completed",
             epochs_completed=history[-1]["epoch"] if history else folder.resumed.epoch,
             best=best,
             results=results,
+            **compiled,
         )
     return Outcome(folder.path, "completed", history, results, best)
 

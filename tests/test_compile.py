@@ -1,0 +1,60 @@
+"""training.compile: the whole step compiled (forward, loss, metric, backward, optimizer update)
+gives the eager run's results to float rounding, and checkpoints and resume are unaffected."""
+
+import io
+import json
+import shutil
+
+import pytest
+import torch
+from rich.console import Console
+
+from conftest import synthetic_config, write_config
+from dlcli.checkpoint import load_checkpoint
+from dlcli.config import load_config
+from dlcli.rundir import read_metrics
+from dlcli.training import train
+
+pytestmark = [
+    pytest.mark.e2e,  # runs the C++ compiler: tens of seconds on a cold cache
+    pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None, reason="no C++ compiler"),
+]
+
+
+def run(tmp_path, name, overrides, resume_dir=None):
+    config = load_config(tmp_path / "c.yaml", overrides)
+    console = Console(file=io.StringIO())
+    return train(config, runs_dir=tmp_path / name, console=console, resume_dir=resume_dir, draw_plots=False)
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_compiled_run_matches_eager_and_resumes(tmp_path):
+    # A schedule changes the learning rate every epoch (the update is compiled again once),
+    # and Adam keeps state that the checkpoint must carry across the resume.
+    raw = synthetic_config(epochs=3, schedule={"name": "step", "step_size": 1, "gamma": 0.5})
+    raw["optimizer"] = {"name": "adam", "lr": 0.01}
+    write_config(tmp_path / "c.yaml", raw)
+    eager = run(tmp_path, "eager", [])
+    compiled = run(tmp_path, "compiled", ["training.compile=true"])
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
+    assert compiled.results["test_loss"] == pytest.approx(eager.results["test_loss"], rel=1e-4)
+    info = json.loads((compiled.run_dir / "run.json").read_text())
+    assert info["compile_seconds"] > 0 and "compile_seconds" not in json.loads((eager.run_dir / "run.json").read_text())
+    # The checkpoint holds the model's own parameter names, not torch.compile's wrapper's.
+    compiled_state = load_checkpoint(compiled.run_dir / "checkpoints" / "last.pt")["model"]
+    eager_state = load_checkpoint(eager.run_dir / "checkpoints" / "last.pt")["model"]
+    assert compiled_state.keys() == eager_state.keys()
+    assert all(torch.allclose(compiled_state[k], eager_state[k], rtol=1e-3, atol=1e-5) for k in eager_state)
+
+    # Stopped after epoch 1 and resumed, compiled, to 3 epochs: the uninterrupted run's curve.
+    first = run(tmp_path, "resumed", ["training.compile=true", "training.epochs=1"])
+    resumed = run(tmp_path, "resumed", ["training.compile=true"], resume_dir=first.run_dir)
+    rows = read_metrics(resumed.run_dir / "metrics.csv")[1]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    for a, b in zip(without_seconds(compiled.history), without_seconds(rows), strict=True):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6)

@@ -213,6 +213,9 @@ class Trainer:
         # a variable. compile_seconds: the first training step and the first evaluation batch,
         # nearly all of which is compiling.
         self.compile_mode = compile_mode
+        # These modes replay CUDA graphs, whose outputs the next replay overwrites: the step's
+        # loss and metric, kept until the next report, are copied out of them.
+        self._graph_outputs = compile_mode in ("reduce-overhead", "max-autotune")
         self.compile_seconds = 0.0
         self._forward_metric: Callable = self._loss_and_metric
         self._update: Callable = self._optimizer_update
@@ -325,6 +328,8 @@ class Trainer:
         self, xb: torch.Tensor, yb: torch.Tensor, global_n: int
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         started = None if self._compiled_train else time.perf_counter()
+        if self._graph_outputs:
+            torch.compiler.cudagraph_mark_step_begin()
         loss, metric = self._forward_metric(xb, yb)
         n = len(yb)
         self.optimizer.zero_grad(set_to_none=True)
@@ -333,6 +338,8 @@ class Trainer:
         if started is not None:
             self.compile_seconds += time.perf_counter() - started
             self._compiled_train = True
+        if self._graph_outputs:
+            return loss.detach().clone(), metric.clone(), n
         return loss.detach(), metric, n
 
     def _eager_steps(self, batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
@@ -422,7 +429,11 @@ class Trainer:
         for xb, yb, _ in batches:
             if self.compile_mode is not None:
                 started = None if self._compiled_eval else time.perf_counter()
+                if self._graph_outputs:
+                    torch.compiler.cudagraph_mark_step_begin()
                 loss, metric = self._forward_metric(xb, yb)
+                if self._graph_outputs:
+                    loss, metric = loss.clone(), metric.clone()
                 if started is not None:
                     self.compile_seconds += time.perf_counter() - started
                     self._compiled_eval = True

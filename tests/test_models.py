@@ -20,8 +20,8 @@ from dlcli.training import plan_experiment
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def built(name):
-    plan = plan_experiment(load_config(ROOT / f"configs/{name}.yaml"))
+def built(name, overrides=()):
+    plan = plan_experiment(load_config(ROOT / f"configs/{name}.yaml", list(overrides)))
     return plan, build_model(plan.model_plan)
 
 
@@ -303,6 +303,12 @@ def test_lenet5_preset_is_the_classic_network():
     assert [r.params for r in plan.model_plan.layers] == [156, 0, 2_416, 0, 0, 48_120, 10_164, 850]
     assert plan.model_plan.total_params == 61_706
     assert [r.output_shape for r in plan.model_plan.layers][:4] == [(6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 5, 5)]
+    assert isinstance(model[1], torch.nn.ReLU) and isinstance(model[2], torch.nn.MaxPool2d)  # the config's choice
+    # The original's tanh and average pooling (the preset's defaults) build as asked.
+    from dlcli.config import LeNet5Model
+
+    assert (LeNet5Model().activation, LeNet5Model().pooling) == ("tanh", "avg")
+    _, model = built("mnist_lenet5", ["model.activation=tanh", "model.pooling=avg"])
     assert isinstance(model[1], torch.nn.Tanh) and isinstance(model[2], torch.nn.AvgPool2d)
 
 

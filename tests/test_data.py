@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +18,31 @@ def test_read_idx_gzip_and_raw(tmp_path):
     for compress in (True, False):
         path = write_idx(tmp_path / f"x{compress}-idx3-ubyte", array, compress)
         assert np.array_equal(read_idx(path), array)
+
+
+def test_each_builtin_dataset_is_registered_by_the_module_the_lazy_table_names():
+    from dlcli.data import _BUILTIN_MODULES, DATASETS, _register_builtin
+
+    _register_builtin("no such dataset")  # an unknown name imports every dataset module
+    assert DATASETS.names() == sorted(_BUILTIN_MODULES)
+    for name, module in _BUILTIN_MODULES.items():
+        assert DATASETS.get(name).info.__module__ == f"dlcli.data.{module}", name
+
+
+def test_an_unknown_dataset_lists_every_builtin_one_in_a_fresh_process():
+    """Only the named dataset's module is imported, so an unknown name must import them all
+    before its error lists the valid ones."""
+    code = (
+        "from dlcli.config import DataConfig\n"
+        "from dlcli.data import dataset_info\n"
+        "try: dataset_info(DataConfig(dataset='fashion-mnist'))\n"
+        "except Exception as exc: print(exc)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == (
+        "data.dataset: unknown dataset 'fashion-mnist'; valid datasets are: csv, fashion_mnist, image_folder, "
+        "imdb, mnist, npz, synthetic, text_folder. Did you mean 'fashion_mnist' or 'mnist'?"
+    )
 
 
 def test_truncated_idx_is_a_clear_error(tmp_path):

@@ -333,6 +333,27 @@ def test_summary_of_presets_and_layer_lists_imports_no_torch():
     assert out.strip().endswith("torch loaded: False") and out.count("Total params") == 4
 
 
+def test_summary_of_builtin_datasets_imports_no_numpy_and_only_their_own_reader():
+    """Naming a built-in dataset reads no data for the summary: no NumPy, and of the dataset
+    modules only the ones that register the datasets named; --json draws no table (no rich)."""
+    code = (
+        "import sys; from dlcli.cli import app\n"
+        "def run(*args):\n"
+        "    try: app(['summary', *args])\n"
+        "    except SystemExit as e: assert not e.code, e.code\n"
+        "run('configs/mnist_cnn.yaml', '--json')\n"
+        "print('rich loaded by --json:', 'rich' in sys.modules)\n"
+        "for name in ('mnist_cnn', 'fashion_mnist_mlp', 'imdb_lstm', 'mnist_lenet5', 'synthetic_quick'):\n"
+        "    run(f'configs/{name}.yaml')\n"
+        "print('loaded:', sorted(m for m in sys.modules if m in ('numpy', 'torch') or m.startswith('dlcli.data.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert "rich loaded by --json: False" in out and out.count("Total params") == 5
+    assert out.strip().endswith(
+        "loaded: ['dlcli.data.imdb', 'dlcli.data.sequences', 'dlcli.data.synthetic', 'dlcli.data.vision']"
+    )
+
+
 # ----------------------------------------------------------------------------- torchvision models
 
 

@@ -8,10 +8,11 @@ the course show them.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:  # rich only where a table is drawn: `dlcli summary --json` needs none of it
+    from rich.console import Console
+    from rich.table import Table
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -98,6 +99,8 @@ def summary_data(model, plan=None) -> dict[str, Any]:
 
 
 def summary_table(data: dict[str, Any], verbose: bool = False) -> Table:
+    from rich.table import Table
+
     title = f'Model: "{data.get("name", "model")}"'
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("Layer (type)", no_wrap=True)
@@ -150,6 +153,8 @@ def render_summary(data: dict[str, Any], console: Console, verbose: bool = False
 
 def summary_text(model, plan=None, verbose: bool = False) -> str:
     """The table as plain text (no colours), as saved in summary.txt."""
+    from rich.console import Console
+
     buffer = io.StringIO()
     console = Console(file=buffer, width=120, color_system=None, force_terminal=False, legacy_windows=False)
     render_summary(summary_data(model, plan), console, verbose)

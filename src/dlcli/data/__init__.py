@@ -75,15 +75,34 @@ class DatasetSource:
 DATASETS: Registry[DatasetSource] = Registry("dataset")
 
 
-def _register_builtin() -> None:
-    from . import images, imdb, npz, synthetic, tabular, text, vision  # noqa: F401  (they register themselves)  # noqa: F401  (users' files)
+# The module that registers each built-in dataset. Only the one a config names is imported:
+# `dlcli summary` of an MNIST config should not pay for NumPy and the csv, image and text readers.
+_BUILTIN_MODULES = {
+    "mnist": "vision",
+    "fashion_mnist": "vision",
+    "imdb": "imdb",
+    "npz": "npz",
+    "synthetic": "synthetic",
+    "csv": "tabular",
+    "image_folder": "images",
+    "text_folder": "text",
+}
+
+
+def _register_builtin(name: str) -> None:
+    """Import the module that registers the dataset `name` (they register themselves); every
+    one of them for any other name, so that an unknown name's error lists all the valid ones."""
+    modules = [_BUILTIN_MODULES[name]] if name in _BUILTIN_MODULES else sorted(set(_BUILTIN_MODULES.values()))
+    for module in modules:
+        # Not importlib.import_module: what it imports is missing from `python -X importtime`.
+        __import__(f"{__name__}.{module}")
 
 
 def dataset_info(config: DataConfig, seed: int = 0, preprocessing: Optional[dict] = None) -> DataInfo:
     """Shapes, task and classes. Users' files: from the saved state when given (no file is
     read), else fitted as `load_dataset` would with this seed (a csv's one-hot widths depend
     on which rows are in the training split)."""
-    _register_builtin()
+    _register_builtin(config.dataset)
     source = DATASETS.get(config.dataset, key="data.dataset")
     if source.fits_preprocessing:
         return source.info(config, seed, preprocessing)
@@ -100,7 +119,7 @@ def load_dataset(
     """
     from .checks import check_dataset
 
-    _register_builtin()
+    _register_builtin(config.dataset)
     source = DATASETS.get(config.dataset, key="data.dataset")
     if source.fits_preprocessing:  # users' files split themselves (seeded, stratified)
         return check_dataset(source.load(config, seed, preprocessing, progress), config)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -78,6 +77,8 @@ def multi_hot(sequences: list, width: int):
 
 
 def _download(root: Path) -> Path:
+    import urllib.request
+
     root.mkdir(parents=True, exist_ok=True)
     target = root / "imdb.npz"
     fd, tmp = tempfile.mkstemp(dir=root, suffix=".part")
@@ -186,6 +187,7 @@ _FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 def word_index(root: Path, download: bool = True) -> dict[str, int]:
     """Keras's imdb_word_index.json (word -> frequency rank from 1), found beside imdb.npz or downloaded."""
     import json
+    import urllib.request
 
     places = [root / WORD_INDEX_FILE, root / "imdb" / WORD_INDEX_FILE]
     path = next((p for p in places if p.is_file()), None)

@@ -7,14 +7,12 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..config import DataConfig
 from ..errors import DataError
 from . import DATASETS, DataInfo, Dataset, DatasetSource
 
 if TYPE_CHECKING:
-    import numpy.typing as npt
+    import numpy as np
 
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -36,9 +34,10 @@ IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-_IDX_DTYPES: dict[int, npt.DTypeLike] = {
-    0x08: np.uint8,
-    0x09: np.int8,
+# NumPy type codes, so that naming MNIST (`dlcli summary`) does not import NumPy.
+_IDX_DTYPES: dict[int, str] = {
+    0x08: "u1",
+    0x09: "i1",
     0x0B: ">i2",
     0x0C: ">i4",
     0x0D: ">f4",
@@ -48,6 +47,8 @@ _IDX_DTYPES: dict[int, npt.DTypeLike] = {
 
 def read_idx(path: Path) -> np.ndarray:
     """Read one IDX file (optionally gzip-compressed) into a NumPy array."""
+    import numpy as np
+
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as fh:
@@ -110,6 +111,7 @@ def _download(root: Path, dataset: str) -> None:
 
 
 def _load(dataset: str, config: DataConfig, seed: int) -> Dataset:
+    import numpy as np
     import torch
 
     root = Path(config.root)

@@ -168,7 +168,7 @@ def test_a_run_fsyncs_each_file_written_and_its_two_folders_once_at_the_end(tmp_
     written = [re.fullmatch(r"\.(.+)\.[^.]+\.tmp", Path(p).name).group(1) for p in synced[:-2]]
     assert written == [
         *["config.yaml", "summary.txt", "run.json"],
-        *["metrics.csv", "last.pt", "best.pt", "run.json"] * 2,  # best.pt: the loss fell in both epochs
+        *["metrics.csv", "last.pt", "best.pt", "run.json"] * 2,  # best.pt: val_loss fell in both epochs
         *["results.json", "loss.png", "accuracy.png", "run.json"],
     ]
     assert synced[-2:] == [str(run / "checkpoints"), str(run)]

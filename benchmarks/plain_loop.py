@@ -4,7 +4,9 @@ What a careful person writes without a framework: uint8 images sliced by a seede
 permutation and converted per batch, forward, cross-entropy, backward, Adam step, and the
 running loss and accuracy kept on the device (as any loop that reports them must), then a
 validation pass. Run alone (`python benchmarks/plain_loop.py --case mlp`) it is the process
-whose peak memory `dlcli train` is compared with.
+whose peak memory `dlcli train` is compared with; with `--test` it also reads the test files and
+evaluates the test set after training, as `dlcli train` does (`bench_process.py` times both as
+whole processes).
 """
 
 from __future__ import annotations
@@ -19,7 +21,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-IDX = {"x": "train-images-idx3-ubyte", "y": "train-labels-idx1-ubyte"}
+IDX = {
+    "x": "train-images-idx3-ubyte",
+    "y": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
 FOLDERS = {
     "mnist": ["mnist", "MNIST/raw", "."],
     "fashion_mnist": ["fashion_mnist", "fashion-mnist", "FashionMNIST/raw", ".", "/usr/share/datasets/fashion-mnist"],
@@ -52,6 +59,28 @@ def load_tensors(dataset: str, root: str, validation_split: float = 0.0, max_tra
         cut = int(len(x) * (1 - validation_split))
         return x[:cut], y[:cut], x[cut:], y[cut:]
     return x, y, None, None
+
+
+def load_test_tensors(dataset: str, root: str):
+    """The test split's uint8 images (N, 1, 28, 28) and int64 labels."""
+    x = torch.from_numpy(read_idx(find(root, dataset, IDX["x_test"]))).unsqueeze(1)
+    y = torch.from_numpy(read_idx(find(root, dataset, IDX["y_test"])).astype(np.int64))
+    return x, y
+
+
+def evaluate(model, x, y, batch_size: int = 512) -> dict:
+    """Test loss and accuracy in eval mode, batches of 512, as a plain script reports them."""
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size].float().div_(255)
+            yb = y[start : start + batch_size]
+            out = model(xb)
+            loss_sum += float(F.cross_entropy(out, yb)) * len(yb)
+            correct += int((out.argmax(1) == yb).sum())
+    model.train()
+    return {"test_loss": loss_sum / len(x), "test_accuracy": correct / len(x)}
 
 
 def load_imdb_sequences(root: str, length: int = 500, validation_split: float = 0.2, max_train: int | None = None):
@@ -180,6 +209,8 @@ def main() -> None:
     parser.add_argument("--data", default="data")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-train", type=int, help="use only the first N training samples")
+    parser.add_argument("--test", action="store_true", help="evaluate the test set after training (mlp, cnn)")
     args = parser.parse_args()
     dataset, batch, val = {
         "mlp": ("fashion_mnist", 32, 0.0),
@@ -188,9 +219,12 @@ def main() -> None:
         "resnet": ("fashion_mnist", 128, 0.1),
     }[args.case]
     if dataset == "imdb":
-        x, y, xv, yv = load_imdb_sequences(args.data, 500, val)
+        x, y, xv, yv = load_imdb_sequences(args.data, 500, val, args.max_train)
     else:
-        x, y, xv, yv = load_tensors(dataset, args.data, val)
+        x, y, xv, yv = load_tensors(dataset, args.data, val, args.max_train)
+    if args.test and dataset == "imdb":
+        parser.error("--test reads IDX test files: only for mlp and cnn")
+    x_test, y_test = load_test_tensors(dataset, args.data) if args.test else (None, None)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = make_model(args.case).to(device)
@@ -198,6 +232,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     for epoch in range(args.epochs):
         print(epoch + 1, hand_written_epoch(model, optimizer, x, y, batch, gen, xv, yv))
+    if x_test is not None:
+        print(evaluate(model, x_test.to(device), y_test.to(device)))
 
 
 if __name__ == "__main__":

@@ -319,3 +319,41 @@ def test_channels_last_cnn_trains_like_the_default_layout(tmp_path):
 
     mlp = load_config(write_config(tmp_path / "mlp.yaml", synthetic_config()))
     assert not use_channels_last(build_model(plan_experiment(mlp).model_plan), "auto")
+
+
+# A program that calls dlcli's main() as `dlcli` does, and notes what ran at exit: its exit
+# handler, and the teardown of its module globals (an object's __del__), which the normal
+# interpreter exit does and dlcli's skips.
+EXIT_PROBE = """
+import atexit, sys
+notes = sys.argv[1]
+
+class Teardown:
+    def __del__(self, notes=notes, open=open):
+        open(notes + ".teardown", "w").close()
+
+probe = Teardown()
+atexit.register(lambda: open(notes + ".atexit", "w").write(str(sys.gettrace() is not None)))
+sys.argv = ["dlcli", *sys.argv[2:]]
+from dlcli.cli import main
+{call}
+"""
+
+
+@pytest.mark.parametrize("as_program", [True, False])
+def test_the_program_skips_the_interpreter_teardown_but_not_exit_handlers(tmp_path, as_program):
+    # After torch the teardown took 1-2 s; exit codes, output and exit handlers are unchanged.
+    # main() called from a function (someone's own code) leaves the process to exit normally.
+    call = "main()" if as_program else "def run():\n    main()\nrun()"
+    script = tmp_path / "probe.py"
+    script.write_text(EXIT_PROBE.format(call=call))
+    for name, args, code in (("ok", ["--version"], 0), ("bad", ["train", str(tmp_path / "missing.yaml")], 2)):
+        notes = tmp_path / name
+        proc = subprocess.run([sys.executable, script, notes, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == code, proc.stderr
+        if code == 0:
+            assert proc.stdout.startswith(f"dlcli {dlcli.__version__} (Python ")
+        else:
+            assert proc.stderr.startswith(f"Error: Config file '{tmp_path / 'missing.yaml'}' does not exist.")
+        traced = Path(f"{notes}.atexit").read_text() == "True"  # coverage in subprocesses: a normal exit
+        assert Path(f"{notes}.teardown").exists() == (not as_program or traced)

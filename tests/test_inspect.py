@@ -218,3 +218,46 @@ def test_evaluate_uses_the_dataset_class_names(tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert data["accuracy"] == results["test_accuracy"]
     assert data["loss"] == pytest.approx(results["test_loss"], rel=1e-6)
+
+
+def test_each_plot_is_drawn_once_without_pyplot_and_unchanged_by_it(two_runs, tmp_path, monkeypatch):
+    import io
+    import subprocess
+    import sys
+
+    from matplotlib.figure import Figure
+
+    from dlcli import plots
+
+    _, rows = read_metrics(two_runs[0] / "metrics.csv")
+    draws = []
+    real_draw = Figure.draw
+
+    def counting_draw(self, renderer):
+        draws.append(self)
+        return real_draw(self, renderer)
+
+    monkeypatch.setattr(Figure, "draw", counting_draw)
+    plot_metric([("run", rows)], "loss", tmp_path / "once.png")
+    assert len(draws) == 1
+
+    def as_savefig_draws_it(fig) -> bytes:  # tight_layout leaves an engine: savefig draws a dry run first
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+        return buffer.getvalue()
+
+    monkeypatch.setattr(plots, "_png_bytes", as_savefig_draws_it)
+    plot_metric([("run", rows)], "loss", tmp_path / "twice.png")
+    assert len(draws) == 3
+    assert (tmp_path / "once.png").read_bytes() == (tmp_path / "twice.png").read_bytes()
+    # `dlcli train` draws its plots before it exits: without importing pyplot.
+    code = (
+        "import sys; from pathlib import Path; from dlcli.plots import plot_run; "
+        f"plot_run(Path({str(two_runs[0])!r}), out_dir=Path({str(tmp_path / 'fresh')!r})); "
+        "print(sorted(m for m in sys.modules if m.startswith('matplotlib.py')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[]\n"
+    assert (tmp_path / "fresh" / "loss.png").read_bytes() == (two_runs[0] / "loss.png").read_bytes()

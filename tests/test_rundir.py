@@ -4,6 +4,7 @@ what is wrong in dlcli's words only."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -143,3 +144,31 @@ def test_a_second_resume_of_a_busy_run_folder_exits_2_and_a_killed_one_resumes(t
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
     assert (run / LOCK_FILE).read_text().split()[0] == str(os.getpid())  # the stale file was taken over
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fsynced descriptors through /proc")
+def test_a_run_fsyncs_each_file_written_and_its_two_folders_once_at_the_end(tmp_path, monkeypatch):
+    # Each file's data is fsynced before its rename (old or new contents after any crash); the
+    # folders are synced once when the run completes, not after every write (a journal commit
+    # each, four writes per epoch).
+    from conftest import invoke, synthetic_config, write_config
+
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    config = write_config(tmp_path / "c.yaml", synthetic_config(epochs=2))
+    assert invoke("train", config, "--runs-dir", tmp_path / "runs", "-q").exit_code == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    # Temporary files are named .<file>.<random>.tmp
+    written = [re.fullmatch(r"\.(.+)\.[^.]+\.tmp", Path(p).name).group(1) for p in synced[:-2]]
+    assert written == [
+        *["config.yaml", "summary.txt", "run.json"],
+        *["metrics.csv", "last.pt", "best.pt", "run.json"] * 2,  # best.pt: val_loss fell in both epochs
+        *["results.json", "loss.png", "accuracy.png", "run.json"],
+    ]
+    assert synced[-2:] == [str(run / "checkpoints"), str(run)]

@@ -2,6 +2,11 @@
 
 Training values are dots and validation values a line, as the course draws them; the best
 epoch of the validation curve (or the training curve when there is none) is marked.
+
+Figures are drawn with Matplotlib's object API straight onto an Agg canvas: no pyplot (its
+import, figure manager and global state are for interactive use), and each figure is drawn
+once when saved (see `_png_bytes`). `dlcli train` draws its plots before it exits, so this is
+time every run waits for.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:b
 
 
 def _pyplot():
+    """pyplot with the headless backend (for the sweep's plots)."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display needed, same output everywhere
@@ -26,10 +32,36 @@ def _pyplot():
     return plt
 
 
+def _figure(figsize: tuple[float, float]):
+    """A figure on its own Agg canvas (headless, and no pyplot: the same PNG bytes as
+    pyplot's Agg figures, without importing or registering anything global)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png_bytes(fig) -> bytes:
+    """The figure laid out tight and rendered to PNG once.
+
+    `Figure.tight_layout` leaves a placeholder layout engine on the figure, and `savefig` then
+    draws the whole figure a second time (a dry run for the engine) before rendering it;
+    removing the engine after the layout is applied skips that draw. Measured: the PNG is
+    byte-for-byte the same, and drawing takes a third less time.
+    """
+    fig.tight_layout()
+    fig.set_layout_engine(None)  # the subplot positions stay as tight_layout set them
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: Path) -> dict:
     """Draw `metric` (and `val_<metric>`) of one or more runs into a PNG; returns what was drawn."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    fig = _figure((7, 4.5))
+    ax = fig.subplots()
     drawn: dict[str, dict[str, list]] = {}
     single = len(runs) == 1
     for i, (name, rows) in enumerate(runs):
@@ -69,7 +101,6 @@ def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: P
                 )
         drawn[name] = series
     if not drawn or not any(drawn.values()):
-        plt.close(fig)
         raise RunDirError(f"No values of {metric!r} to plot.", hint="Choose a column of metrics.csv with --metric.")
     ax.set_title(f"Training and validation {metric}" if single else f"{metric} of {len(runs)} runs")
     ax.set_xlabel("Epochs")
@@ -79,11 +110,7 @@ def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: P
     ax.set_ylabel(metric.replace("_", " ").capitalize())
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out_path, buffer.getvalue())
+    atomic_write_bytes(out_path, _png_bytes(fig))
     return drawn
 
 
@@ -122,10 +149,10 @@ def plot_runs(
 
 def plot_confusion(matrix: list[list[int]], class_names: Sequence[str], out_path: Path, title: str) -> None:
     """A confusion matrix as a heat map with the counts written in the cells."""
-    plt = _pyplot()
     n = len(matrix)
     size = max(5.0, 0.6 * n + 2.5)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9), dpi=100)
+    fig = _figure((size, size * 0.9))
+    ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ax.set_xticks(range(n), labels=class_names, rotation=45, ha="right")
@@ -139,8 +166,4 @@ def plot_confusion(matrix: list[list[int]], class_names: Sequence[str], out_path
             ax.text(
                 j, i, str(count), ha="center", va="center", fontsize=8, color="white" if count > peak / 2 else "black"
             )
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out_path, buffer.getvalue())
+    atomic_write_bytes(out_path, _png_bytes(fig))

@@ -669,6 +669,10 @@ def finish_run(
             results=results,
             **compiled,
         )
+        from .rundir import CHECKPOINTS, sync_folder
+
+        for synced in (run_dir / CHECKPOINTS, run_dir):  # every rename durable once the run is complete
+            sync_folder(synced)
     return Outcome(folder.path, "completed", history, results, best)
 
 

@@ -237,3 +237,66 @@ def test_load_progress_draws_a_bar_on_a_terminal_and_one_line_elsewhere():
     progress("Decoding images", 0, 10)
     progress("Decoding images", 10, 10)
     assert "Decoding images 10/10" in live.getvalue() and live.getvalue().endswith("Decoding images: 10 in 0.0s\n")
+
+
+def png_cases(folder: Path) -> dict[str, Path]:
+    """PNGs of every kind the libspng fast path takes or must hand to PIL, with varied pixels."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {
+        "gray": Image.fromarray(rgb[:, :, 0]),
+        "rgb": Image.fromarray(rgb),
+        "rgba": Image.fromarray(np.dstack([rgb, rgb[:, :, :1]])),
+        "palette": Image.fromarray(rgb).quantize(16),
+        "gray_alpha": Image.fromarray(rgb).convert("LA"),
+        "bilevel": Image.fromarray(rgb[:, :, 0]).convert("1"),
+        "gray16": Image.fromarray(rgb[:, :, 0].astype(np.uint16) * 257),
+    }
+    paths = {}
+    for name, image in images.items():
+        paths[name] = folder / f"{name}.png"
+        image.save(paths[name])
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: PIL's path must turn it upright
+    paths["gray_exif"] = folder / "gray_exif.png"
+    images["gray"].save(paths["gray_exif"], exif=exif.tobytes())
+    paths["truncated"] = folder / "truncated.png"
+    data = paths["rgb"].read_bytes()
+    paths["truncated"].write_bytes(data[: len(data) // 2])
+    return paths
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [None, (5, 4), (12, 10)])
+def test_the_libspng_fast_path_gives_pils_pixels_and_errors(tmp_path, monkeypatch, channels, size):
+    import dlcli.data.images as images
+
+    pyspng = pytest.importorskip("pyspng")  # the fast-png extra, installed with the test extra
+    paths = png_cases(tmp_path)
+    decoded_by_libspng = []
+
+    def counting_load(data, *args):
+        decoded_by_libspng.append(data)
+        return pyspng.load(data, *args)
+
+    def decode(path, use_libspng):
+        monkeypatch.setattr(
+            images, "_spng", type("spng", (), {"load": staticmethod(counting_load)}) if use_libspng else False
+        )
+        try:
+            return decode_image(path, size, channels)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    for name, path in paths.items():
+        with_libspng, with_pil = decode(path, True), decode(path, False)
+        if isinstance(with_pil, str):
+            assert with_libspng == with_pil, name
+        else:
+            assert with_libspng.dtype == np.uint8 and with_libspng.shape == with_pil.shape, name
+            assert np.array_equal(with_libspng, with_pil), name
+    # Only the kinds it is meant for reached libspng: gray always, RGB (and the truncated RGB
+    # file, which libspng refused and PIL then explained) only when RGB is wanted.
+    taken = {name for name, path in paths.items() if path.read_bytes() in decoded_by_libspng}
+    assert taken == ({"gray"} if channels == 1 else {"gray", "rgb", "truncated"})

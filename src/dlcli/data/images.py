@@ -7,6 +7,12 @@ PIL's and torchvision's loaders do) and resized bilinearly to `image_size` when 
 differs. Unset, `image_size` and `channels` come from the first training image, and are
 saved with the class names in the preprocessing state. `load_images(state, paths)` decodes
 any files the same way, for evaluation and prediction.
+
+PIL costs about 120 us per small file, nearly all of it per-file overhead rather than
+decoding. When the optional `pyspng` (libspng; the `fast-png` extra) is installed, 8-bit
+grayscale and RGB PNGs that PIL would leave unchanged (no EXIF or XMP orientation, no
+conversion to another colour mode) are decoded by it instead, in about a quarter of the time
+and to the same pixels; every other file, and any PNG libspng refuses, goes through PIL.
 """
 
 from __future__ import annotations
@@ -42,12 +48,68 @@ MEMORY_FRACTION = 0.8  # of the memory available now that the decoded images may
 CHUNK_FILES = 256  # files per task sent to a decoding process
 PARALLEL_FROM = 512  # fewer files are decoded in this process (starting processes costs more)
 EXIF_ORIENTATION = 0x0112
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Where PIL finds an orientation in a PNG (an eXIf chunk, ImageMagick's text chunk, XMP): such
+# files take PIL's path, which turns them upright.
+PNG_ORIENTATION_MARKERS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
+PNG_GRAY, PNG_RGB = 0, 2  # IHDR colour types that libspng decodes to what PIL's "L" / "RGB" hold
+
+_spng: object = None  # the pyspng module once looked for; False when it is not installed
+
+
+def _libspng():
+    global _spng
+    if _spng is None:
+        try:
+            import pyspng
+
+            _spng = pyspng
+        except ImportError:
+            _spng = False
+    return _spng
+
+
+def _decode_png_fast(path: Union[str, Path], channels: int) -> Optional[np.ndarray]:
+    """An 8-bit grayscale or RGB PNG as H,W or H,W,3 uint8 through libspng, or None where
+    PIL must decode the file (another kind of PNG, an orientation to apply, a damaged file:
+    PIL then names the problem)."""
+    spng = _libspng()
+    if not spng:
+        return None
+    with open(path, "rb") as file:
+        data = file.read()
+    # IHDR is the first chunk: width and height at bytes 16-23, bit depth 24, colour type 25.
+    if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or data[24] != 8:
+        return None
+    color_type = data[25]
+    if color_type not in (PNG_GRAY, PNG_RGB) or (color_type == PNG_RGB and channels == 1):
+        return None  # palettes, alpha and RGB to gray: PIL's own conversions, kept exact
+    if any(marker in data for marker in PNG_ORIENTATION_MARKERS):
+        return None
+    try:
+        array = spng.load(data)  # type: ignore[attr-defined]
+    except Exception:  # libspng's errors are terse: PIL decodes the file again and explains
+        return None
+    wanted_ndim = 2 if color_type == PNG_GRAY else 3
+    if array.dtype != np.uint8 or array.ndim != wanted_ndim or (array.ndim == 3 and array.shape[2] != 3):
+        return None
+    return array
 
 
 def decode_image(path: Union[str, Path], size: Optional[tuple[int, int]], channels: int) -> np.ndarray:
     """One image as uint8 C,H,W: upright (EXIF), in `channels`, resized to size (h, w)."""
     from PIL import Image, ImageOps
 
+    fast = _decode_png_fast(path, channels) if str(path)[-4:].lower() == ".png" else None
+    if fast is not None:
+        if size is not None and fast.shape[:2] != tuple(size):
+            # The resize PIL's path does, on the same pixels in the same mode.
+            fast = np.asarray(Image.fromarray(fast).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+        if channels == 1:
+            return fast[None]
+        if fast.ndim == 2:  # gray to RGB: PIL copies the value into each channel
+            return np.repeat(fast[None], 3, axis=0)
+        return np.ascontiguousarray(fast.transpose(2, 0, 1))
     with Image.open(path) as opened:
         image = opened
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # most files are upright: no copy for them

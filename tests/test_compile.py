@@ -50,6 +50,10 @@ def test_compiled_run_matches_eager_and_resumes(tmp_path):
     eager_state = load_checkpoint(eager.run_dir / "checkpoints" / "last.pt")["model"]
     assert compiled_state.keys() == eager_state.keys()
     assert all(torch.allclose(compiled_state[k], eager_state[k], rtol=1e-3, atol=1e-5) for k in eager_state)
+    # Compiled, Adam's update is PyTorch's fused kernel; eager runs keep the default one.
+    fused = load_checkpoint(compiled.run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"][0]["fused"]
+    assert fused is True
+    assert not load_checkpoint(eager.run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"][0]["fused"]
 
     # Stopped after epoch 1 and resumed, compiled, to 3 epochs: the uninterrupted run's curve.
     first = run(tmp_path, "resumed", ["training.compile=true", "training.epochs=1"])
@@ -58,3 +62,15 @@ def test_compiled_run_matches_eager_and_resumes(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for a, b in zip(without_seconds(compiled.history), without_seconds(rows), strict=True):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
+
+
+def test_an_optimizer_without_a_fused_kernel_has_its_update_compiled(tmp_path):
+    raw = synthetic_config(epochs=2)
+    raw["optimizer"] = {"name": "rmsprop", "lr": 0.01, "momentum": 0.5}
+    write_config(tmp_path / "c.yaml", raw)
+    eager = run(tmp_path, "eager", [])
+    compiled = run(tmp_path, "compiled", ["training.compile=true"])
+    for a, b in zip(without_seconds(eager.history), without_seconds(compiled.history), strict=True):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
+    groups = load_checkpoint(compiled.run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    assert not groups[0].get("fused")

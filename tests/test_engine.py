@@ -234,3 +234,25 @@ def test_a_cuda_graph_run_is_assembled_like_an_eager_one(tmp_path, monkeypatch):
     assert graphed.results == eager.results
     weights = [torch.load(o.run_dir / "checkpoints" / "last.pt", weights_only=True)["model"] for o in (eager, graphed)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+@pytest.mark.parametrize(
+    "make_optimizer, compiled_update",
+    [
+        (lambda params: torch.optim.Adam(params, fused=True), False),  # already one kernel
+        (lambda params: torch.optim.Adam(params), True),
+        (lambda params: torch.optim.RMSprop(params), True),
+    ],
+)
+def test_compile_leaves_a_fused_update_alone_and_compiles_the_others(make_optimizer, compiled_update):
+    model = torch.nn.Linear(2, 3)
+    trainer = Trainer(
+        model,
+        make_optimizer(model.parameters()),
+        torch.nn.functional.cross_entropy,
+        lambda out, y: (out.argmax(1) == y).sum(),
+        compile_mode="default",
+    )
+    # torch.compile wraps lazily: nothing is compiled until the first step.
+    assert (trainer._update != trainer._optimizer_update) is compiled_update
+    assert trainer._forward_metric != trainer._loss_and_metric

@@ -221,8 +221,14 @@ class Trainer:
         self._update: Callable = self._optimizer_update
         if compile_mode is not None:
             _quiet_compile_notes()
-            self._forward_metric = torch.compile(self._loss_and_metric, mode=compile_mode)
-            self._update = torch.compile(self._optimizer_update)
+            # dynamic=False: one graph per batch shape (the full batch, the last one, evaluation's).
+            # Left to itself, torch.compile answers the first short last batch with a graph for
+            # any batch size, and every later full batch runs that slower, general graph.
+            self._forward_metric = torch.compile(self._loss_and_metric, mode=compile_mode, dynamic=False)
+            # A fused optimizer (Adam, AdamW) already updates every parameter in one kernel,
+            # faster than the kernel torch.compile would generate for it; others are compiled.
+            if self._optimizer is None or not all(g.get("fused") for g in self._optimizer.param_groups):
+                self._update = torch.compile(self._optimizer_update)
         self._compiled_train = self._compiled_eval = compile_mode is None
         self.epoch = 0
         self.epochs = 0

@@ -90,7 +90,9 @@ def optimizer_options(config: OptimizerConfig) -> dict[str, Any]:
 
 # On a GPU a small model's step is bound by kernel launches from Python; the fused Adam kernels
 # update every parameter in one launch (measured on an H200: 2.42 -> 1.83 ms per CNN step).
-FUSED_ON_CUDA = ("adam", "adamw")
+# On the CPU the fused kernel is what `training.compile` uses for the update: it measured 180
+# us per MLP step against 250 for the update torch.compile generates and 420 eager (foreach).
+FUSED_OPTIMIZERS = ("adam", "adamw")
 
 
 # Optimizers that keep their step count as a tensor, which they must do on the device to be
@@ -102,9 +104,13 @@ CAPTURABLE = ("adam", "adamw", "rmsprop")
 IMPLEMENTATION_OPTIONS = ("fused", "foreach", "capturable", "differentiable")
 
 
-def build_optimizer(config: OptimizerConfig, params, device_type: str = "cpu", capturable: bool = False):
+def build_optimizer(
+    config: OptimizerConfig, params, device_type: str = "cpu", capturable: bool = False, compiled: bool = False
+):
+    """The configured optimizer; fused (one kernel for every parameter) where PyTorch has such
+    a kernel, on CUDA always and on the CPU when the step is compiled (`compiled`)."""
     options = optimizer_options(config)
-    if device_type == "cuda" and config.name in FUSED_ON_CUDA:
+    if (device_type == "cuda" or compiled) and config.name in FUSED_OPTIMIZERS:
         options["fused"] = True
     if capturable and config.name in CAPTURABLE:
         options["capturable"] = True

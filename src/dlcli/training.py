@@ -378,6 +378,7 @@ def build_experiment(
         model.parameters(),
         device.type,
         capturable=config.training.cuda_graph and device.type == "cuda",
+        compiled=compile_mode(config.training.compile) is not None,
     )
     training = config.training
     schedule = LrSchedule(training.schedule, optimizer, training.epochs) if training.schedule else None

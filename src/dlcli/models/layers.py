@@ -273,7 +273,9 @@ def plan_flatten(spec: FlattenLayer, flow: Flow, where: str) -> Planned:
     def make() -> list:
         import torch.nn as nn
 
-        return [nn.Flatten()]
+        # Rows that are flat already (a table's) need no view and no autograd node per step:
+        # Identity keeps the layer's place, so parameter names stay those of the layer list.
+        return [nn.Identity() if len(flow.shape) == 1 else nn.Flatten()]
 
     return Planned(Flow((math.prod(flow.shape),)), make)
 

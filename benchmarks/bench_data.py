@@ -160,12 +160,18 @@ def bench_png(workdir: Path, count: int, reps: int, data_root: str | None, worke
         },
         reps,
     )
-    print(f"\n{count:,} PNGs of 28x28 on {os.cpu_count()} CPUs, median of {reps}:")
+    try:
+        import pyspng
+
+        decoder = f"libspng through pyspng {pyspng.__version__} (the fast-png extra), PIL for other files"
+    except ImportError:
+        decoder = "PIL (pyspng is not installed: pip install -e '.[fast-png]')"
+    print(f"\n{count:,} PNGs of 28x28 on {os.cpu_count()} CPUs, median of {reps}; dlcli decodes with {decoder}:")
     base = medians["PIL loop (one thread)"]
     for name, seconds in medians.items():
         print(f"  {name:45s} {seconds:8.3f}s  {base / seconds:5.2f}x the loop's speed")
     parallel = next(v for k, v in medians.items() if k.startswith("dlcli decode_files (workers=") and "=1)" not in k)
-    return {"files": count, "cpus": os.cpu_count(), "seconds": medians, "speedup": base / parallel}
+    return {"files": count, "cpus": os.cpu_count(), "decoder": decoder, "seconds": medians, "speedup": base / parallel}
 
 
 # ----------------------------------------------------------------------------- folder

@@ -248,6 +248,17 @@ class Trainer:
 
     # -- metrics -------------------------------------------------------------------
 
+    def _fold_pending(self) -> int:
+        """Stack the steps since the last fold into one chunk per value (a few tensors instead
+        of one per step); returns the index of the chunk's first step in the epoch."""
+        start = len(self._step_sizes) - len(self._step_losses)
+        if self._step_losses:
+            self._loss_chunks.append(torch.stack(self._step_losses))
+            self._metric_chunks.append(torch.stack(self._step_metrics))
+            self._step_losses.clear()  # cleared in place: the training loop holds these lists
+            self._step_metrics.clear()
+        return start
+
     def _reduce_pending(self) -> None:
         """Fold the steps since the last report into `running`; raise if the loss diverged.
 
@@ -256,13 +267,8 @@ class Trainer:
         """
         if not self._step_losses:
             return
-        start = len(self._step_sizes) - len(self._step_losses)
-        chunk = torch.stack(self._step_losses)
-        metrics = torch.stack(self._step_metrics)
-        self._step_losses.clear()  # cleared in place: the training loop holds these lists
-        self._step_metrics.clear()
-        self._loss_chunks.append(chunk)
-        self._metric_chunks.append(metrics)
+        start = self._fold_pending()
+        chunk, metrics = self._loss_chunks[-1], self._metric_chunks[-1]
         losses = chunk.float()
         finite = torch.isfinite(losses)
         sizes = torch.tensor(self._step_sizes[start:], dtype=torch.float32, device=losses.device)
@@ -275,14 +281,21 @@ class Trainer:
         self.running.metric_sum += float(metric)
 
     def _step_totals(self) -> tuple[float, float, int]:
-        """(loss sum, metric sum, samples) of the epoch from every step, in float64; called
-        after the last `_reduce_pending`, so every step is in a chunk."""
+        """(loss sum, metric sum, samples) of the epoch from every step, in float64, folding the
+        steps not yet folded; raises if a loss diverged. At the end of a short epoch this is
+        the only fold: a few tensor operations, where a table's epoch is a few milliseconds."""
+        self._fold_pending()
         if not self._step_sizes:
             return 0.0, 0.0, 0
-        losses = torch.cat(self._loss_chunks).double()
-        metrics = torch.cat(self._metric_chunks)
+        chunks, metric_chunks = self._loss_chunks, self._metric_chunks
+        losses = (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).double()
+        metrics = metric_chunks[0] if len(metric_chunks) == 1 else torch.cat(metric_chunks)
         sizes = torch.tensor(self._step_sizes, dtype=torch.float64, device=losses.device)
-        return float((losses * sizes).sum()), float(metrics.double().sum()), sum(self._step_sizes)
+        loss_sum = float((losses * sizes).sum())
+        if not math.isfinite(loss_sum):  # a NaN or infinity in any step makes the sum one
+            bad = int((~torch.isfinite(losses)).nonzero()[0, 0])
+            raise TrainingDiverged(self.epoch, bad + 1, float(losses[bad]))
+        return loss_sum, float(metrics.sum(dtype=torch.float64)), sum(self._step_sizes)
 
     def running_logs(self) -> dict[str, float]:
         r = self.running
@@ -389,7 +402,6 @@ class Trainer:
                     cb.on_progress(self)
         if distributed:
             self._sync_check(next_report)
-        self._reduce_pending()
         return self._epoch_totals(*self._step_totals())
 
     def _sync_check(self, next_report: float) -> float:
@@ -454,8 +466,9 @@ class Trainer:
             metrics.append(metric.float())
             samples += len(yb)
         self.model.train(was_training)
-        loss_sum = float(torch.stack(losses).sum()) if losses else 0.0
-        metric_sum = float(torch.stack(metrics).sum()) if metrics else 0.0
+        # One batch (a table's validation split): its values as they are, no stacking.
+        loss_sum = float(losses[0] if len(losses) == 1 else torch.stack(losses).sum()) if losses else 0.0
+        metric_sum = float(metrics[0] if len(metrics) == 1 else torch.stack(metrics).sum()) if metrics else 0.0
         return self._epoch_totals(loss_sum, metric_sum, samples, prefix)
 
     @property

@@ -172,3 +172,28 @@ def test_a_run_fsyncs_each_file_written_and_its_two_folders_once_at_the_end(tmp_
         *["results.json", "loss.png", "accuracy.png", "run.json"],
     ]
     assert synced[-2:] == [str(run / "checkpoints"), str(run)]
+
+
+def test_metrics_logger_writes_what_a_full_rewrite_would(tmp_path):
+    from dlcli.callbacks import MetricsLogger
+    from dlcli.rundir import metrics_csv_text
+
+    columns = ["epoch", "loss", "accuracy", "val_loss", "lr", "seconds"]
+    earlier = [{"epoch": 1, "loss": 0.5, "accuracy": 0.75, "val_loss": None, "lr": 0.001, "seconds": 1.25}]
+    logger = MetricsLogger(tmp_path, columns, earlier)  # a resumed run keeps the rows before it
+    rows = list(earlier)
+    for epoch in range(2, 5):
+        logs = {
+            "epoch": epoch,
+            "loss": 1 / epoch,
+            "accuracy": 0.1 * epoch,
+            "val_loss": 2.0 / 3,
+            "lr": 1e-3,
+            "seconds": 0.1,
+        }
+        logger.on_epoch_end(epoch, logs, trainer=None)
+        rows.append(logs)
+        assert (tmp_path / "metrics.csv").read_text() == metrics_csv_text(rows, columns)
+    from dlcli.rundir import read_metrics
+
+    assert read_metrics(tmp_path / "metrics.csv")[1][-1]["loss"] == 0.25

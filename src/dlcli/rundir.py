@@ -150,10 +150,11 @@ def resolve_run(ref: str | Path, runs_root: Path) -> Path:
 # -- metrics.csv ---------------------------------------------------------------------
 
 
-def metrics_csv_text(rows: Iterable[dict[str, Any]], columns: list[str]) -> str:
+def metrics_csv_text(rows: Iterable[dict[str, Any]], columns: list[str], header: bool = True) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in rows:
         writer.writerow({k: _fmt(row.get(k)) for k in columns})
     return out.getvalue()

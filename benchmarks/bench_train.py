@@ -62,7 +62,8 @@ CONFIGS = {  # the slowest last, so that `--cases all` reports the quick ones fi
     "synthetic_quick": "configs/synthetic_quick.yaml",
     # IMDB word sequences of 500: Embedding 32, LSTM 32, Dense 1; rmsprop, 20% validation
     "lstm": "configs/imdb_lstm.yaml",
-    # torchvision's ResNet-18 adapted to 1x28x28 and 10 classes; adam, 10% validation
+    # torchvision's ResNet-18 adapted to 1x28x28 and 10 classes; adam with a cosine schedule, 10%
+    # validation (the config's augmentation off on both sides: see plain_loop.CASES)
     "resnet": "configs/fashion_mnist_resnet.yaml",
     # Not here: configs/imdb_sweep.yaml is a sweep (20 trials of imdb_binary's model with other
     # sizes, dropout and learning rates); its trials train as imdb_binary does, and the sweep's
@@ -86,6 +87,7 @@ def dlcli_overrides(case: str, data_root: str, device: str, max_train: int | Non
     sets = [f"device={device}", "data.download=false", f"data.root={data_root}"]
     if spec["dataset"] == "csv":  # the config's path is relative to the checkout
         sets.append(f"data.path={ROOT / 'examples' / 'tabular' / spec['table']}")
+    sets += spec.get("dlcli_sets", [])
     if max_train:
         sets.append(f"data.max_train_samples={max_train}")
         if "val_size" in spec:  # imdb_binary holds out the first 10,000: the same share of fewer

@@ -261,6 +261,8 @@ def png_cases(folder: Path) -> dict[str, Path]:
     exif[0x0112] = 6  # rotated: PIL's path must turn it upright
     paths["gray_exif"] = folder / "gray_exif.png"
     images["gray"].save(paths["gray_exif"], exif=exif.tobytes())
+    paths["animated"] = folder / "animated.png"  # APNG: PIL's first frame, not libspng's default image
+    images["gray"].save(paths["animated"], save_all=True, append_images=[images["gray"].rotate(90)])
     paths["truncated"] = folder / "truncated.png"
     data = paths["rgb"].read_bytes()
     paths["truncated"].write_bytes(data[: len(data) // 2])

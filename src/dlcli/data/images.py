@@ -11,7 +11,7 @@ any files the same way, for evaluation and prediction.
 PIL costs about 120 us per small file, nearly all of it per-file overhead rather than
 decoding. When the optional `pyspng` (libspng; the `fast-png` extra) is installed, 8-bit
 grayscale and RGB PNGs that PIL would leave unchanged (no EXIF or XMP orientation, no
-conversion to another colour mode) are decoded by it instead, in about a quarter of the time
+conversion to another colour mode, no animation) are decoded by it instead, in about a quarter of the time
 and to the same pixels; every other file, and any PNG libspng refuses, goes through PIL.
 """
 
@@ -49,9 +49,9 @@ CHUNK_FILES = 256  # files per task sent to a decoding process
 PARALLEL_FROM = 512  # fewer files are decoded in this process (starting processes costs more)
 EXIF_ORIENTATION = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Where PIL finds an orientation in a PNG (an eXIf chunk, ImageMagick's text chunk, XMP): such
-# files take PIL's path, which turns them upright.
-PNG_ORIENTATION_MARKERS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
+# Chunks that send a PNG to PIL's path: an orientation (an eXIf chunk, ImageMagick's text
+# chunk, XMP), which PIL applies, and animation (acTL), where PIL picks the first frame.
+PNG_PIL_MARKERS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp", b"acTL")
 PNG_GRAY, PNG_RGB = 0, 2  # IHDR colour types that libspng decodes to what PIL's "L" / "RGB" hold
 
 _spng: object = None  # the pyspng module once looked for; False when it is not installed
@@ -84,7 +84,7 @@ def _decode_png_fast(path: Union[str, Path], channels: int) -> Optional[np.ndarr
     color_type = data[25]
     if color_type not in (PNG_GRAY, PNG_RGB) or (color_type == PNG_RGB and channels == 1):
         return None  # palettes, alpha and RGB to gray: PIL's own conversions, kept exact
-    if any(marker in data for marker in PNG_ORIENTATION_MARKERS):
+    if any(marker in data for marker in PNG_PIL_MARKERS):
         return None
     try:
         array = spng.load(data)  # type: ignore[attr-defined]

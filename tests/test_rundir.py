@@ -176,7 +176,7 @@ def test_a_run_fsyncs_each_file_written_and_its_two_folders_once_at_the_end(tmp_
 
 def test_metrics_logger_writes_what_a_full_rewrite_would(tmp_path):
     from dlcli.callbacks import MetricsLogger
-    from dlcli.rundir import metrics_csv_text
+    from dlcli.rundir import metrics_csv_text, read_metrics
 
     columns = ["epoch", "loss", "accuracy", "val_loss", "lr", "seconds"]
     earlier = [{"epoch": 1, "loss": 0.5, "accuracy": 0.75, "val_loss": None, "lr": 0.001, "seconds": 1.25}]
@@ -194,6 +194,4 @@ def test_metrics_logger_writes_what_a_full_rewrite_would(tmp_path):
         logger.on_epoch_end(epoch, logs, trainer=None)
         rows.append(logs)
         assert (tmp_path / "metrics.csv").read_text() == metrics_csv_text(rows, columns)
-    from dlcli.rundir import read_metrics
-
     assert read_metrics(tmp_path / "metrics.csv")[1][-1]["loss"] == 0.25

@@ -26,11 +26,9 @@ class MetricsLogger(Callback):
     def __init__(self, run_dir: Path, columns: list[str], rows: Optional[list[dict]] = None) -> None:
         self.path = Path(run_dir) / METRICS_FILE
         self.columns = columns
-        self.rows = list(rows or [])
-        self._text = metrics_csv_text(self.rows, columns)
+        self._text = metrics_csv_text(rows or [], columns)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
-        self.rows.append(dict(logs))
         self._text += metrics_csv_text([logs], self.columns, header=False)
         atomic_write_text(self.path, self._text)
 

@@ -17,6 +17,7 @@ and to the same pixels; every other file, and any PNG libspng refuses, goes thro
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -69,15 +70,11 @@ def _libspng():
     return _spng
 
 
-def _decode_png_fast(path: Union[str, Path], channels: int) -> Optional[np.ndarray]:
-    """An 8-bit grayscale or RGB PNG as H,W or H,W,3 uint8 through libspng, or None where
-    PIL must decode the file (another kind of PNG, an orientation to apply, a damaged file:
-    PIL then names the problem)."""
+def _decode_png_fast(data: bytes, channels: int) -> Optional[np.ndarray]:
+    """A file's bytes, if an 8-bit grayscale or RGB PNG, as H,W or H,W,3 uint8 through
+    libspng, or None where PIL must decode them (another kind of PNG, an orientation to
+    apply, a damaged file: PIL then names the problem)."""
     spng = _libspng()
-    if not spng:
-        return None
-    with open(path, "rb") as file:
-        data = file.read()
     # IHDR is the first chunk: width and height at bytes 16-23, bit depth 24, colour type 25.
     if len(data) < 33 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR" or data[24] != 8:
         return None
@@ -100,7 +97,13 @@ def decode_image(path: Union[str, Path], size: Optional[tuple[int, int]], channe
     """One image as uint8 C,H,W: upright (EXIF), in `channels`, resized to size (h, w)."""
     from PIL import Image, ImageOps
 
-    fast = _decode_png_fast(path, channels) if str(path)[-4:].lower() == ".png" else None
+    source: Union[str, Path, io.BytesIO] = path
+    fast = None
+    if _libspng() and str(path)[-4:].lower() == ".png":
+        with open(path, "rb") as file:
+            data = file.read()
+        fast = _decode_png_fast(data, channels)
+        source = io.BytesIO(data)  # if PIL must decode it after all, the file is not read again
     if fast is not None:
         if size is not None and fast.shape[:2] != tuple(size):
             # The resize PIL's path does, on the same pixels in the same mode.
@@ -110,7 +113,7 @@ def decode_image(path: Union[str, Path], size: Optional[tuple[int, int]], channe
         if fast.ndim == 2:  # gray to RGB: PIL copies the value into each channel
             return np.repeat(fast[None], 3, axis=0)
         return np.ascontiguousarray(fast.transpose(2, 0, 1))
-    with Image.open(path) as opened:
+    with Image.open(source) as opened:
         image = opened
         if image.getexif().get(EXIF_ORIENTATION, 1) != 1:  # most files are upright: no copy for them
             image = ImageOps.exif_transpose(image)

@@ -74,3 +74,81 @@ def test_an_optimizer_without_a_fused_kernel_has_its_update_compiled(tmp_path):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
     groups = load_checkpoint(compiled.run_dir / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
     assert not groups[0].get("fused")
+
+
+def _trainer(model, make_optimizer, compile_mode):
+    from dlcli.engine import Trainer
+
+    return Trainer(
+        model,
+        make_optimizer(model.parameters()),
+        torch.nn.functional.cross_entropy,
+        lambda out, y: (out.argmax(1) == y).sum(),
+        compile_mode=compile_mode,
+    )
+
+
+def _blobs():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (96,), generator=gen)
+    x = torch.tensor([[2.0, 0.0, 1.0], [-2.0, 0.0, 0.0], [0.0, 2.5, -1.0]])[y] + 0.7 * torch.randn(96, 3, generator=gen)
+    return x, y
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda p: torch.optim.AdamW(p, lr=0.02, eps=1e-7, weight_decay=0.01),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    ],
+    ids=["adamw", "sgd-nesterov"],
+)
+def test_the_step_is_one_graph_equal_to_eager_and_a_new_learning_rate_does_not_recompile(make_optimizer):
+    from dlcli.engine import Batches
+
+    x, y = _blobs()
+    trainers = {}
+    for mode in (None, "default"):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+        trainer = trainers[mode] = _trainer(model, make_optimizer, mode)
+        batches = Batches(x, y, 16, shuffle=True, generator=torch.Generator().manual_seed(1))
+        history = [trainer.train_one_epoch(batches)]
+        for group in trainer.optimizer.param_groups:  # what a schedule does between epochs
+            group["lr"] *= 0.5
+        # The learning rate reaches the graph as a tensor: a new value must not compile again.
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            history.append(trainer.train_one_epoch(batches))
+        trainer.history = history
+    eager, compiled = trainers[None], trainers["default"]
+    assert compiled.compiled_step.startswith("one graph") and eager.compiled_step is None
+    assert compiled.compile_seconds > 0
+    for a, b in zip(eager.history, compiled.history, strict=True):
+        assert b == pytest.approx(a, rel=1e-5, abs=1e-6)
+    for p, q in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+    # The optimizer's own state tensors carried the update: a checkpoint holds what eager's does.
+    for p, q in zip(eager.model.parameters(), compiled.model.parameters(), strict=True):
+        for key, value in eager.optimizer.state[p].items():
+            torch.testing.assert_close(compiled.optimizer.state[q][key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_model_with_running_statistics_keeps_two_graphs_and_matches_eager():
+    from dlcli.engine import Batches
+
+    x, y = _blobs()
+    results = {}
+    for mode in (None, "default"):
+        torch.manual_seed(0)
+        # No bias before the batch norm: its gradient would be zero but for rounding, which
+        # Adam would scale up to full steps in directions that differ from run to run.
+        model = torch.nn.Sequential(
+            torch.nn.Linear(3, 16, bias=False), torch.nn.BatchNorm1d(16), torch.nn.ReLU(), torch.nn.Linear(16, 3)
+        )
+        trainer = _trainer(model, lambda p: torch.optim.Adam(p, lr=0.02), mode)
+        batches = Batches(x, y, 16, shuffle=True, generator=torch.Generator().manual_seed(1))
+        results[mode] = (trainer, trainer.train_one_epoch(batches))
+    trainer, logs = results["default"]
+    assert trainer.compiled_step.startswith("two graphs") and "batch norm" in trainer.compiled_step
+    assert logs == pytest.approx(results[None][1], rel=1e-5)
+    torch.testing.assert_close(trainer.model[1].running_mean, results[None][0].model[1].running_mean)

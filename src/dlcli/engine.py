@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 
 from .errors import TrainingDiverged, TrainingInterrupted
+from .one_graph_step import OneGraphStep, one_graph_blocker
 
 REPORT_INTERVAL_S = 0.25  # how often running metrics are reduced and shown
 SYNC_STEPS = 25  # under data parallelism: steps between the collective stop/divergence checks
@@ -205,12 +206,14 @@ class Trainer:
         # the same step runs eagerly, which is how the tests check it.
         self.cuda_graph = cuda_graph
         self._graphed: Optional[GraphedStep] = None
-        # torch.compile covers the whole step, not only the model: forward, loss and metric as
-        # one graph (its backward compiled with it) and the optimizer's update as another, which
-        # on the CPU is where an MLP's eager step loses most (a kernel per parameter per op).
-        # The same compiled forward serves evaluation (compiled again once, for eval mode).
-        # A changed learning rate recompiles the update once; after that PyTorch treats it as
-        # a variable. compile_seconds: the first training step and the first evaluation batch,
+        # torch.compile covers the whole step, not only the model. On the CPU, where it can,
+        # the step is one graph (OneGraphStep: gradients and update traced together). Else
+        # forward, loss and metric are one graph (its backward compiled with it) and the
+        # optimizer's update another, which on the CPU is where an MLP's eager step loses most
+        # (a kernel per parameter per op). The compiled forward serves evaluation (compiled
+        # again once, for eval mode). A changed learning rate recompiles that update once;
+        # after that PyTorch treats it as a variable (the one graph takes it as a tensor).
+        # compile_seconds: the first compiled training step and the first evaluation batch,
         # nearly all of which is compiling.
         self.compile_mode = compile_mode
         # These modes replay CUDA graphs, whose outputs the next replay overwrites: the step's
@@ -219,8 +222,16 @@ class Trainer:
         self.compile_seconds = 0.0
         self._forward_metric: Callable = self._loss_and_metric
         self._update: Callable = self._optimizer_update
+        self._one_graph: Optional[OneGraphStep] = None
+        self.compiled_step: Optional[str] = None  # how the step was compiled, for run.json
         if compile_mode is not None:
             _quiet_compile_notes()
+            blocker = one_graph_blocker(model, optimizer, self.device, world_size)
+            if blocker is None:
+                self._one_graph = OneGraphStep(self, compile_mode)
+                self.compiled_step = "one graph: gradients and optimizer update together"
+            else:
+                self.compiled_step = f"two graphs (forward and backward; optimizer update): {blocker}"
             # dynamic=False: one graph per batch shape (the full batch, the last one, evaluation's).
             # Left to itself, torch.compile answers the first short last batch with a graph for
             # any batch size, and every later full batch runs that slower, general graph.
@@ -305,13 +316,17 @@ class Trainer:
 
     # -- loops ---------------------------------------------------------------------
 
-    def _forward_loss(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _forward_loss(
+        self, xb: torch.Tensor, yb: torch.Tensor, model: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs, loss); `model` replaces self.model where the step calls it functionally."""
+        model = model or self.model
         if self.autocast:
             # A recorded graph must not keep autocast's cache of cast weights (PyTorch's rule).
             with torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graph):
-                out = self.model(xb)
+                out = model(xb)
                 return out, self.loss_fn(out.float(), yb)
-        out = self.model(xb)
+        out = model(xb)
         return out, self.loss_fn(out, yb)
 
     def _loss_and_metric(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -346,14 +361,20 @@ class Trainer:
     def _compiled_step(
         self, xb: torch.Tensor, yb: torch.Tensor, global_n: int
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        started = None if self._compiled_train else time.perf_counter()
-        if self._graph_outputs:
-            torch.compiler.cudagraph_mark_step_begin()
-        loss, metric = self._forward_metric(xb, yb)
+        one_graph = self._one_graph
+        # The one-graph step's first call runs eagerly; its second is the one that compiles.
+        compiling = not self._compiled_train and (one_graph is None or one_graph.primed)
+        started = time.perf_counter() if compiling else None
         n = len(yb)
-        self.optimizer.zero_grad(set_to_none=True)
-        self._backward(loss, n, global_n)
-        self._update()
+        if one_graph is not None:
+            loss, metric = one_graph(xb, yb)
+        else:
+            if self._graph_outputs:
+                torch.compiler.cudagraph_mark_step_begin()
+            loss, metric = self._forward_metric(xb, yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            self._backward(loss, n, global_n)
+            self._update()
         if started is not None:
             self.compile_seconds += time.perf_counter() - started
             self._compiled_train = True

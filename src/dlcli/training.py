@@ -662,7 +662,11 @@ def finish_run(
                 plot_run(run_dir)
             except Exception as exc:  # a plot must never cost a finished run its status
                 console.print(f"(plots not drawn: {exc})", highlight=False)
-        compiled = {"compile_seconds": round(trainer.compile_seconds, 3)} if trainer.compile_mode else {}
+        compiled = (
+            {"compile_seconds": round(trainer.compile_seconds, 3), "compiled_step": trainer.compiled_step}
+            if trainer.compile_mode
+            else {}
+        )
         folder.finish(
             "completed",
             epochs_completed=history[-1]["epoch"] if history else folder.resumed.epoch,

@@ -152,3 +152,18 @@ def test_a_model_with_running_statistics_keeps_two_graphs_and_matches_eager():
     assert trainer.compiled_step.startswith("two graphs") and "batch norm" in trainer.compiled_step
     assert logs == pytest.approx(results[None][1], rel=1e-5)
     torch.testing.assert_close(trainer.model[1].running_mean, results[None][0].model[1].running_mean)
+
+
+def test_the_steps_that_cannot_be_one_graph_say_why():
+    from dlcli.models.modules import LSTM, MaskedSequential
+    from dlcli.one_graph_step import one_graph_blocker
+
+    cpu = torch.device("cpu")
+    masked = MaskedSequential(torch.nn.Embedding(20, 4), LSTM(4, 3, False, False), mask_users=[1])
+    adam = torch.optim.Adam(masked.parameters())
+    assert "mask_zero" in one_graph_blocker(masked, adam, cpu, 1)
+    plain = torch.nn.Linear(3, 2)
+    assert one_graph_blocker(plain, torch.optim.Adam(plain.parameters()), cpu, 1) is None
+    assert "data parallelism" in one_graph_blocker(plain, torch.optim.Adam(plain.parameters()), cpu, 2)
+    assert "Adagrad" in one_graph_blocker(plain, torch.optim.Adagrad(plain.parameters()), cpu, 1)
+    assert "CPU" in one_graph_blocker(plain, torch.optim.Adam(plain.parameters()), torch.device("cuda"), 1)

@@ -117,6 +117,8 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+import numpy as np  # noqa: E402
+
 from conftest import invoke, make_imdb_npz, synthetic_config, write_config  # noqa: E402
 from dlcli.config import (  # noqa: E402
     AvgPool1DLayer,
@@ -215,6 +217,64 @@ def test_lstm_returns_the_last_state_without_copying_and_bidirectional_as_keras(
     assert torch.allclose(two(x), torch.cat((full[:, -1, :5], full[:, 0, 5:]), 1))
     two.return_sequences = True
     assert torch.equal(two(x), full)
+
+
+def _padded(words, steps, where):
+    """The word ids `words` in a row of `steps`, zeros before ("pre"), after, or both."""
+    pad = steps - len(words)
+    before = {"pre": pad, "post": 0, "both": pad // 2}[where]
+    return torch.tensor([0] * before + words + [0] * (pad - before))
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        [LSTMLayer(units=6, return_sequences=True), LayerNormLayer(), GRULayer(units=5, bidirectional=True)],
+        [DropoutLayer(rate=0.5), GlobalAvgPoolLayer()],
+        [LSTMLayer(units=6, bidirectional=True, return_sequences=True), GlobalMaxPoolLayer()],
+        [GRULayer(units=5)],
+    ],
+    ids=["lstm-layernorm-bigru", "global-avg", "bilstm-global-max", "gru"],
+)
+def test_mask_zero_makes_padding_invisible_to_recurrent_layers_and_pooling(middle):
+    words = [7, 3, 9, 4]
+    for mask_zero in (True, False):
+        torch.manual_seed(0)
+        _, model = analytic_and_built(
+            [EmbeddingLayer(output_dim=8, mask_zero=mask_zero), *middle, DenseLayer(units=1)], (12,), vocab=20
+        )
+        model.eval()
+        batch = torch.stack([_padded(words, 12, where) for where in ("pre", "post", "both")] + [torch.zeros(12)])
+        out = model(batch.long())
+        alone = model(torch.tensor([words]))
+        if mask_zero:  # with padding anywhere, or none, the sentence gives the same output
+            torch.testing.assert_close(out[1], out[0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(out[2], out[0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(out[0], alone[0], rtol=1e-5, atol=1e-6)
+            # All padding: zeros reach the output layer, which gives its bias (as in Keras).
+            torch.testing.assert_close(out[3], model[-1].bias)
+            # Export's formulation (fixed shapes, no packing) computes the same.
+            for module in model.modules():
+                if hasattr(module, "packed"):
+                    module.packed = False
+            torch.testing.assert_close(model(batch.long()), out, rtol=1e-5, atol=1e-6)
+        else:  # without the mask the padding is read as words, which the check above must catch
+            assert not torch.allclose(out[0], alone[0], rtol=1e-3, atol=1e-4)
+
+
+def test_the_mask_ends_at_a_layer_that_moves_steps():
+    plan = plan_model(
+        (
+            EmbeddingLayer(output_dim=8, mask_zero=True),
+            LSTMLayer(units=6, return_sequences=True),
+            Conv1DLayer(filters=4, kernel_size=3),
+            GlobalMaxPoolLayer(),
+            DenseLayer(units=1),
+        ),
+        (12,),
+        vocab_size=20,
+    )
+    assert [r.takes_mask for r in plan.layers] == [False, True, False, False, False]
 
 
 def test_keras_initialization_of_the_new_layers():
@@ -610,6 +670,21 @@ def test_an_lstm_trains_on_imdb_sequences_and_evaluates(tmp_path):
     evaluated = invoke("evaluate", run, "--checkpoint", "last", "--json")
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output)["loss"] == pytest.approx(results["test_loss"], rel=1e-5)
+    # mask_zero packs sequences, which ONNX cannot hold; the export computes the same in fixed
+    # shapes. Its outputs must be the trained (packing) model's, on padded rows of any length.
+    exported = invoke("export", run, "--format", "onnx", "--out", tmp_path / "lstm.onnx")
+    assert exported.exit_code == 0, exported.output
+    import onnxruntime as ort
+
+    from dlcli.loading import load_run
+
+    ids = torch.tensor([[0] * 9 + [5, 7, 3], [0] * 12, [4] * 12, [0] * 4 + list(range(1, 9))], dtype=torch.int64)
+    session = ort.InferenceSession(str(tmp_path / "lstm.onnx"), providers=["CPUExecutionProvider"])
+    onnx_out = session.run(None, {"input": ids.numpy()})[0]
+    model = load_run(run, checkpoint="best").model.eval()
+    with torch.no_grad():
+        expected = torch.sigmoid(model(ids)).numpy()
+    np.testing.assert_allclose(onnx_out.reshape(-1), expected.reshape(-1), atol=1e-5)
 
 
 def test_a_torchvision_run_evaluates_without_its_initial_weights_file(tmp_path):

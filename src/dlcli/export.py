@@ -159,6 +159,9 @@ def exportable_module(run: LoadedRun, spec: InputSpec):
         def __init__(self) -> None:
             super().__init__()
             self.network = run.model
+            for module in run.model.modules():  # mask_zero: skip padding in fixed shapes, not by packing
+                if hasattr(module, "packed"):
+                    module.packed = False
             shift, scale = as_tensor(spec.shift), as_tensor(spec.scale)
             self.register_buffer("shift", shift if isinstance(shift, torch.Tensor) else None)
             self.register_buffer("scale_vector", scale if isinstance(scale, torch.Tensor) else None)

@@ -40,6 +40,11 @@ def one_graph_blocker(
         # A batch norm's running statistics are updated in place during the forward, which a
         # function differentiated by torch.func must not do to a tensor it did not create.
         return "the model has buffers (batch norm running statistics)"
+    for module in model.modules():
+        # A module says so where torch.func cannot differentiate it (packed sequences).
+        reason = getattr(module, "not_differentiable_by_torch_func", None)
+        if reason:
+            return reason
     if len(optimizer.param_groups) != 1 or _update_of(optimizer) is None:
         return f"no functional update for {type(optimizer).__name__}"
     named = {id(p) for p in model.parameters()}

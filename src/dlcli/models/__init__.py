@@ -37,6 +37,12 @@ __all__ = [
 
 # Layers that pass their input's story on (for hints such as "after flatten").
 _TRANSPARENT = ("dropout", "activation")
+# An embedding's mask_zero, as in Keras: recurrent layers skip the padding steps and global
+# pooling leaves them out. The mask passes through layers that keep every step where it is
+# and ends at the first that does not (convolution, pooling, flatten, reshape, a residual
+# block, a recurrent layer that returns only its last state).
+_MASK_USERS = ("lstm", "gru", "global_avg_pool", "global_max_pool")
+_MASK_KEEPERS = ("dropout", "activation", "batchnorm", "layernorm", "lstm", "gru")
 
 
 @dataclass
@@ -51,6 +57,7 @@ class LayerRecord:
     frozen: int = 0  # non-trainable: batch norm's running statistics (Keras counts them)
     children: list[LayerRecord] = field(default_factory=list)  # a residual block's layers
     make: Optional[Callable[[], list]] = field(default=None, repr=False)
+    takes_mask: bool = False  # its last module is called with the padding mask (mask_zero)
 
 
 @dataclass
@@ -95,7 +102,7 @@ def _plan_layers(
                     "multi_hot for dense layers.",
                 )
             if spec.kind == "residual":
-                planned = _plan_residual(spec, flow, where, counts, key)
+                planned = _plan_residual(spec, replace(flow, masked=False), where, counts, key)
             else:
                 planned = LAYER_PLANNERS.get(spec.kind)(spec, flow, where)
         except ConfigError as exc:
@@ -113,10 +120,14 @@ def _plan_layers(
                 planned.frozen,
                 planned.children,
                 planned.make,
+                takes_mask=flow.masked and spec.kind in _MASK_USERS,
             )
         )
         after = flow.after if spec.kind in _TRANSPARENT else spec
-        flow = replace(planned.output, after=after)
+        masked = (spec.kind == "embedding" and spec.mask_zero) or (
+            flow.masked and spec.kind in _MASK_KEEPERS and len(planned.output.shape) == 2
+        )
+        flow = replace(planned.output, after=after, masked=masked)
     return records, flow
 
 
@@ -276,7 +287,13 @@ def _build_sequential(plan: ModelPlan):
                 built = built[:-1]
             ranges.append((len(modules), len(modules) + len(built)))
             modules.extend(built)
-        model = nn.Sequential(*modules)
+        mask_users = [end - 1 for (_, end), record in zip(ranges, plan.layers) if record.takes_mask]
+        if mask_users:
+            from .modules import MaskedSequential
+
+            model = MaskedSequential(*modules, mask_users=mask_users)
+        else:
+            model = nn.Sequential(*modules)
     model = model.to_empty(device="cpu")
     keras_initialization(model)
     model.layer_ranges = ranges  # type: ignore[attr-defined,assignment]

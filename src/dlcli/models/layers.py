@@ -76,6 +76,8 @@ class Flow:
     ids: bool = False  # integer token ids straight from the data (only an embedding reads them)
     vocab_size: Optional[int] = None
     after: Any = None  # the spec of the layer that produced it, for hints
+    # Steps whose word id was 0 are padding that later layers skip (embedding mask_zero).
+    masked: bool = False
 
 
 @dataclass

@@ -5,6 +5,8 @@ Imported only when a model is built (it imports torch); planning never needs it.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 
@@ -25,10 +27,18 @@ class GlobalPool(nn.Module):
         self.dims = dims
         self.op = op
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            if self.op == "mean":
+                return x.mean(self.dims)
+            return x.amax(self.dims)
+        # A sequence whose padding steps (mask False) are left out: (batch, steps) against
+        # (batch, steps, channels), or (batch, channels, steps) when channels come first.
+        keep = mask.unsqueeze(1 if self.dims == (2,) else -1)
         if self.op == "mean":
-            return x.mean(self.dims)
-        return x.amax(self.dims)
+            return (x * keep).sum(self.dims) / keep.sum(self.dims).clamp(min=1)
+        pooled = x.masked_fill(~keep, float("-inf")).amax(self.dims)
+        return pooled.masked_fill(~mask.any(1, keepdim=True), 0.0)  # all padding: zeros, as Keras
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}, op={self.op}"
@@ -70,6 +80,70 @@ def _last_state(h: torch.Tensor) -> torch.Tensor:
     return torch.cat((h[0], h[1]), dim=1)
 
 
+def _steps_in_order(first: torch.Tensor) -> torch.Tensor:
+    """Per row, the step indices with the steps where `first` is True ahead of the others, each
+    group in its original order. Keys are unique, so a plain sort is stable (ONNX has no stable
+    sort)."""
+    steps = first.shape[1]
+    key = (~first).to(torch.int64) * steps + torch.arange(steps, device=first.device)
+    return torch.argsort(key, dim=1)
+
+
+# Eager under torch.compile: the packed lengths differ from batch to batch, and a graph per
+# set of lengths would recompile until dynamo's limit.
+@torch.compiler.disable
+def _masked_recurrence(run: Callable, x: torch.Tensor, mask: torch.Tensor, return_sequences: bool) -> torch.Tensor:
+    """Run a recurrent layer (`run`: nn.LSTM's or nn.GRU's forward) over each sequence's unmasked steps only, as Keras's recurrent layers do
+    with a mask: the steps are moved to the front in order (padding may sit before, after or
+    between them) and packed, so PyTorch's kernel skips the rest. The outputs go back to the
+    steps they came from; padding steps, and sequences that are all padding, give zeros."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    order = _steps_in_order(mask)  # real steps first
+    lengths = mask.sum(1)
+    gathered = x.gather(1, order.unsqueeze(-1).expand_as(x))
+    packed = pack_padded_sequence(gathered, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+    output, state = run(packed)
+    if not return_sequences:
+        h = state[0] if isinstance(state, tuple) else state
+        return _last_state(h) * (lengths > 0).unsqueeze(1).to(h.dtype)
+    padded, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
+    restored = torch.zeros_like(padded).scatter(1, order.unsqueeze(-1).expand_as(padded), padded)
+    return restored * mask.unsqueeze(-1).to(restored.dtype)
+
+
+def _masked_recurrence_unpacked(
+    run: Callable, x: torch.Tensor, mask: torch.Tensor, return_sequences: bool, bidirectional: bool
+) -> torch.Tensor:
+    """The same as `_masked_recurrence`, in tensors of fixed shape that torch.export can trace
+    (for export; it costs every step, and twice that for two directions). The forward
+    direction reads the real steps moved to the front, so the padding after them never reaches
+    its outputs; the backward direction reads them moved to the back, so it starts with them."""
+    steps = x.shape[1]
+    lengths = mask.sum(1)
+    front = _steps_in_order(mask)
+    output, _ = run(x.gather(1, front.unsqueeze(-1).expand_as(x)))
+    units = output.shape[-1] // (2 if bidirectional else 1)
+    forward_out = output[..., :units]
+    if bidirectional:
+        back = _steps_in_order(~mask)
+        output_back, _ = run(x.gather(1, back.unsqueeze(-1).expand_as(x)))
+        backward_out = output_back[..., units:]
+    if not return_sequences:
+        rows = torch.arange(x.shape[0], device=x.device)
+        last = forward_out[rows, (lengths - 1).clamp(min=0)]
+        if bidirectional:  # the backward direction's state after reading back to the first word
+            last = torch.cat((last, backward_out[rows, (steps - lengths).clamp(max=steps - 1)]), dim=1)
+        return last * (lengths > 0).unsqueeze(1).to(last.dtype)
+    restored = torch.zeros_like(forward_out).scatter(1, front.unsqueeze(-1).expand_as(forward_out), forward_out)
+    if bidirectional:
+        restored_back = torch.zeros_like(backward_out).scatter(
+            1, back.unsqueeze(-1).expand_as(backward_out), backward_out
+        )
+        restored = torch.cat((restored, restored_back), dim=2)
+    return restored * mask.unsqueeze(-1).to(restored.dtype)
+
+
 class LSTM(nn.LSTM):
     """nn.LSTM on (batch, steps, features) that returns the sequence or only the last state,
     as Keras's `return_sequences` chooses; its weights are nn.LSTM's own."""
@@ -77,8 +151,13 @@ class LSTM(nn.LSTM):
     def __init__(self, input_size: int, units: int, bidirectional: bool, return_sequences: bool) -> None:
         super().__init__(input_size, units, batch_first=True, bidirectional=bidirectional)
         self.return_sequences = return_sequences
+        self.packed = True  # a mask skips padding by packing; export turns this off
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if mask is not None:
+            if self.packed:
+                return _masked_recurrence(super().forward, x, mask, self.return_sequences)
+            return _masked_recurrence_unpacked(super().forward, x, mask, self.return_sequences, self.bidirectional)
         output, (h, _) = super().forward(x)
         return output if self.return_sequences else _last_state(h)
 
@@ -89,7 +168,32 @@ class GRU(nn.GRU):
     def __init__(self, input_size: int, units: int, bidirectional: bool, return_sequences: bool) -> None:
         super().__init__(input_size, units, batch_first=True, bidirectional=bidirectional)
         self.return_sequences = return_sequences
+        self.packed = True  # a mask skips padding by packing; export turns this off
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if mask is not None:
+            if self.packed:
+                return _masked_recurrence(super().forward, x, mask, self.return_sequences)
+            return _masked_recurrence_unpacked(super().forward, x, mask, self.return_sequences, self.bidirectional)
         output, h = super().forward(x)
         return output if self.return_sequences else _last_state(h)
+
+
+class MaskedSequential(nn.Sequential):
+    """A Sequential over word ids in which id 0 is padding (an embedding's mask_zero): the
+    modules at `mask_users` (recurrent layers, global pooling) also get the mask, True where
+    a step holds a word. Same parameters and state-dict keys as nn.Sequential."""
+
+    # PyTorch's recurrent kernel on packed sequences has no torch.func rule: training.compile
+    # keeps the model's forward and the optimizer's update as separate graphs for this model.
+    not_differentiable_by_torch_func = "the model skips padding steps (mask_zero) with packed sequences"
+
+    def __init__(self, *modules: nn.Module, mask_users: list[int]) -> None:
+        super().__init__(*modules)
+        self.mask_users = frozenset(mask_users)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = x != 0
+        for index, module in enumerate(self):
+            x = module(x, mask) if index in self.mask_users else module(x)
+        return x

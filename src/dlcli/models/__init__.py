@@ -288,6 +288,7 @@ def _build_sequential(plan: ModelPlan):
             ranges.append((len(modules), len(modules) + len(built)))
             modules.extend(built)
         mask_users = [end - 1 for (_, end), record in zip(ranges, plan.layers) if record.takes_mask]
+        model: nn.Sequential
         if mask_users:
             from .modules import MaskedSequential
 

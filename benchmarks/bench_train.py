@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
@@ -101,7 +102,9 @@ def config_epochs(case: str) -> int:
     return load_config(ROOT / CASES[case]["config"]).training.epochs
 
 
-def dlcli_epochs(case: str, data_root: str, epochs: int, device: str, extra: list[str]) -> dict:
+def dlcli_epochs(
+    case: str, data_root: str, epochs: int, device: str, extra: list[str], between: Optional[Callable] = None
+) -> dict:
     """A real dlcli training run (progress display on): each epoch's `seconds` (training and
     validation, as metrics.csv has them), each epoch's `cycles` (the same plus everything
     between epochs: the display, metrics.csv, checkpoints, run.json), the last epoch's logs and
@@ -115,16 +118,20 @@ def dlcli_epochs(case: str, data_root: str, epochs: int, device: str, extra: lis
 
     class EpochClock(Callback):  # the run's last callback: an epoch ends after the others' work
         def __init__(self) -> None:
-            self.marks: list[float] = []
+            self.starts: list[float] = []  # each epoch's start: after the last one's work (and --paired's hand epoch)
+            self.ends: list[float] = []  # each epoch's end, after the other callbacks' work
 
         def on_train_begin(self, trainer) -> None:
             self.initial = [p.detach().clone() for p in trainer.model.parameters()]
             cuda = torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None
             self.rng = (torch.get_rng_state(), cuda)  # what dropout draws from
-            self.marks = [time.perf_counter()]
+            self.starts, self.ends = [time.perf_counter()], []
 
         def on_epoch_end(self, epoch, logs, trainer) -> None:
-            self.marks.append(time.perf_counter())
+            self.ends.append(time.perf_counter())
+            if between is not None:  # --paired: a hand-loop epoch after each of dlcli's
+                between((self.initial, self.rng))
+            self.starts.append(time.perf_counter())  # the next cycle starts after it
 
     overrides = [f"training.epochs={epochs}", *extra]
     config = load_config(ROOT / CASES[case]["config"], overrides)
@@ -134,7 +141,7 @@ def dlcli_epochs(case: str, data_root: str, epochs: int, device: str, extra: lis
         outcome = train(config, runs_dir=Path(runs), console=console, draw_plots=False, extra_callbacks=[clock])
     return {
         "seconds": [row["seconds"] for row in outcome.history],
-        "cycles": [b - a for a, b in zip(clock.marks, clock.marks[1:])],
+        "cycles": [end - start for start, end in zip(clock.starts, clock.ends)],
         "logs": outcome.history[-1],
         "initial": (clock.initial, clock.rng),
     }
@@ -274,6 +281,57 @@ def compare(case: str, args) -> dict:
     }
 
 
+def compare_paired(case: str, args) -> dict:
+    """--paired: each dlcli epoch followed at once by a hand-loop epoch (in dlcli's epoch-end
+    callback, on the same tensors, from dlcli's initial weights), so each pair meets the same
+    machine. On a shared machine whose speed drifts over minutes this measures a few percent
+    where alternating whole runs cannot. The ratio is the median of the pairs' ratios, the
+    first pair (warm-up) left out."""
+    x, y, xv, yv, _, _ = load_case(case, args.data, args.max_train)
+    spec = CASES[case]
+    task = spec.get("task", "multiclass")
+    dev = torch.device(args.device)
+    hand: dict = {"seconds": []}
+
+    def hand_epoch(initial) -> None:
+        if "model" not in hand:
+            torch.manual_seed(0)
+            model = make_model(case)
+            copy_weights(initial[0], model, case)
+            hand["model"] = model.to(dev)
+            hand["optimizer"] = make_optimizer(case, hand["model"])
+            hand["schedule"] = make_schedule(case, hand["optimizer"], args.epochs)
+            hand["gen"] = torch.Generator().manual_seed(0)
+        started = time.perf_counter()
+        hand["logs"] = hand_written_epoch(
+            hand["model"], hand["optimizer"], x, y, spec["batch"], hand["gen"], xv, yv, args.precision, task=task
+        )
+        hand["seconds"].append(time.perf_counter() - started)
+        if hand["schedule"] is not None:
+            hand["schedule"].step()
+
+    extra = [*dlcli_overrides(case, args.data, args.device, args.max_train), f"training.precision={args.precision}"]
+    run = dlcli_epochs(case, args.data, args.epochs * args.reps, args.device, extra + args.set, between=hand_epoch)
+    mine, theirs = run["seconds"][1:], hand["seconds"][1:]
+    ratios = [a / b for a, b in zip(mine, theirs)]
+    return {
+        "case": case,
+        "unit": "epoch",
+        "epochs_per_run": args.epochs * args.reps,
+        "dlcli_s": statistics.median(mine),
+        "hand_s": statistics.median(theirs),
+        "ratio": statistics.median(ratios),
+        "pair_ratios": ratios,
+        "dlcli_with_writes_s": statistics.median(run["cycles"][1:]),
+        "ratio_with_writes": statistics.median(run["cycles"][1:]) / statistics.median(theirs),
+        "dlcli_all": mine,
+        "hand_all": theirs,
+        "dlcli_first_epochs": run["seconds"][:1],
+        "dlcli_last_logs": run["logs"],
+        "hand_last_logs": hand["logs"],
+    }
+
+
 def losses_agree(dlcli_logs: dict, hand_logs: dict, tolerance: float = 0.02) -> list[str]:
     """Where the two runs' last-epoch losses differ by more than `tolerance` (relative): they
     started from the same weights and random state and drew the same batches, so only float
@@ -404,6 +462,12 @@ def main() -> None:
     )
     parser.add_argument("--reps", type=int, default=4, help="repetitions, alternating which runs first")
     parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="one dlcli run of epochs x reps epochs, each followed by a hand-loop epoch (the ratio: the "
+        "median of the pairs'); for the few-percent questions on a machine whose speed drifts",
+    )
+    parser.add_argument(
         "--epochs",
         type=int,
         default=2,
@@ -439,6 +503,13 @@ def main() -> None:
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case {', '.join(unknown)}; cases are: {', '.join(CASES)}, or all")
+    # dlcli's runs of recurrent models tell glibc's malloc to keep freed memory for reuse
+    # (devices.py), which this process then keeps for the hand loop too: set it first, so
+    # neither side's speed depends on which ran first. The memory part compares whole
+    # processes, the hand loop's untouched.
+    from dlcli.devices import keep_freed_memory_for_reuse
+
+    keep_freed_memory_for_reuse()
     if any(o.startswith("training.compile=") for o in args.set):
         # A fresh on-disk compile cache: the first dlcli run compiles cold, later ones find
         # PyTorch's cached kernels, as a second `dlcli train` of the same model would.
@@ -470,7 +541,7 @@ def main() -> None:
     if "speed" not in skip:
         report["speed"] = []
         for case in cases:
-            r = compare(case, args)
+            r = compare_paired(case, args) if args.paired and case not in WHOLE_RUN else compare(case, args)
             report["speed"].append(r)
             per = "s/epoch" if r["unit"] == "epoch" else f"s for {r['unit']}"
             print(

@@ -256,3 +256,13 @@ def test_compile_leaves_a_fused_update_alone_and_compiles_the_others(make_optimi
     # torch.compile wraps lazily: nothing is compiled until the first step.
     assert (trainer._update != trainer._optimizer_update) is compiled_update
     assert trainer._forward_metric != trainer._loss_and_metric
+
+
+def test_recurrent_training_keeps_freed_memory_for_reuse_where_glibc_allows():
+    import platform
+    import sys
+
+    from dlcli.devices import keep_freed_memory_for_reuse
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory_for_reuse() is glibc

@@ -74,11 +74,22 @@ def _update_of(optimizer: torch.optim.Optimizer) -> Optional[Callable[[torch.opt
 def _adam_update(optimizer: torch.optim.Optimizer, params: list) -> Update:
     from torch.optim.adam import adam
 
+    return _adam_family_update(adam, optimizer, params)
+
+
+def _adamw_update(optimizer: torch.optim.Optimizer, params: list) -> Update:
+    from torch.optim.adamw import adamw
+
+    return _adam_family_update(adamw, optimizer, params)
+
+
+def _adam_family_update(update: Callable, optimizer: torch.optim.Optimizer, params: list) -> Update:
     group, state = optimizer.param_groups[0], optimizer.state
+    # Recent PyTorch's AdamW is an Adam whose group says so; the older AdamW has its own update.
     extra = {"decoupled_weight_decay": group["decoupled_weight_decay"]} if "decoupled_weight_decay" in group else {}
     return functools.partial(
         _call_with_grads,
-        adam,
+        update,
         params,
         [state[p]["exp_avg"] for p in params],
         [state[p]["exp_avg_sq"] for p in params],
@@ -92,28 +103,6 @@ def _adam_update(optimizer: torch.optim.Optimizer, params: list) -> Update:
         eps=group["eps"],
         maximize=group["maximize"],
         **extra,
-    )
-
-
-def _adamw_update(optimizer: torch.optim.Optimizer, params: list) -> Update:
-    from torch.optim.adamw import adamw
-
-    group, state = optimizer.param_groups[0], optimizer.state
-    return functools.partial(
-        _call_with_grads,
-        adamw,
-        params,
-        [state[p]["exp_avg"] for p in params],
-        [state[p]["exp_avg_sq"] for p in params],
-        [state[p]["max_exp_avg_sq"] for p in params] if group["amsgrad"] else [],
-        [state[p]["step"] for p in params],
-        foreach=False,
-        amsgrad=group["amsgrad"],
-        beta1=group["betas"][0],
-        beta2=group["betas"][1],
-        weight_decay=group["weight_decay"],
-        eps=group["eps"],
-        maximize=group["maximize"],
     )
 
 

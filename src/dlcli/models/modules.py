@@ -5,7 +5,7 @@ Imported only when a model is built (it imports torch); planning never needs it.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -144,6 +144,17 @@ def _masked_recurrence_unpacked(
     return restored * mask.unsqueeze(-1).to(restored.dtype)
 
 
+def _keras_recurrent(layer: Any, run: Callable, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """What Keras's LSTM and GRU return, `run` being nn.LSTM's or nn.GRU's own forward."""
+    if mask is not None:
+        if layer.packed:
+            return _masked_recurrence(run, x, mask, layer.return_sequences)
+        return _masked_recurrence_unpacked(run, x, mask, layer.return_sequences, layer.bidirectional)
+    output, state = run(x)
+    h = state[0] if isinstance(state, tuple) else state  # an LSTM's (h_n, c_n), a GRU's h_n
+    return output if layer.return_sequences else _last_state(h)
+
+
 class LSTM(nn.LSTM):
     """nn.LSTM on (batch, steps, features) that returns the sequence or only the last state,
     as Keras's `return_sequences` chooses; its weights are nn.LSTM's own."""
@@ -154,12 +165,7 @@ class LSTM(nn.LSTM):
         self.packed = True  # a mask skips padding by packing; export turns this off
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        if mask is not None:
-            if self.packed:
-                return _masked_recurrence(super().forward, x, mask, self.return_sequences)
-            return _masked_recurrence_unpacked(super().forward, x, mask, self.return_sequences, self.bidirectional)
-        output, (h, _) = super().forward(x)
-        return output if self.return_sequences else _last_state(h)
+        return _keras_recurrent(self, super().forward, x, mask)
 
 
 class GRU(nn.GRU):
@@ -171,12 +177,7 @@ class GRU(nn.GRU):
         self.packed = True  # a mask skips padding by packing; export turns this off
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        if mask is not None:
-            if self.packed:
-                return _masked_recurrence(super().forward, x, mask, self.return_sequences)
-            return _masked_recurrence_unpacked(super().forward, x, mask, self.return_sequences, self.bidirectional)
-        output, h = super().forward(x)
-        return output if self.return_sequences else _last_state(h)
+        return _keras_recurrent(self, super().forward, x, mask)
 
 
 class MaskedSequential(nn.Sequential):

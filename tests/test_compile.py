@@ -1,6 +1,7 @@
 """training.compile: the whole step compiled (forward, loss, metric, backward, optimizer update)
 gives the eager run's results to float rounding, and checkpoints and resume are unaffected."""
 
+import copy
 import io
 import json
 import shutil
@@ -167,3 +168,62 @@ def test_the_steps_that_cannot_be_one_graph_say_why():
     assert "data parallelism" in one_graph_blocker(plain, torch.optim.Adam(plain.parameters()), cpu, 2)
     assert "Adagrad" in one_graph_blocker(plain, torch.optim.Adagrad(plain.parameters()), cpu, 1)
     assert "CPU" in one_graph_blocker(plain, torch.optim.Adam(plain.parameters()), torch.device("cuda"), 1)
+    plain.bias.requires_grad_(False)
+    assert "frozen" in one_graph_blocker(plain, torch.optim.Adam(plain.parameters()), cpu, 1)
+
+
+class _WithUnusedLayer(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.used = torch.nn.Linear(3, 3)
+        self.unused = torch.nn.Linear(3, 3)  # in the optimizer, never in the forward
+
+    def forward(self, x):
+        return self.used(x)
+
+
+def test_a_parameter_without_gradient_sends_the_step_back_to_two_graphs():
+    # The optimizer skips a parameter without a gradient; a graph would give it zeros, which
+    # weight decay would then move. After its eager first step the trainer goes to two graphs.
+    from dlcli.engine import Batches
+
+    x, y = _blobs()
+    trainers = {}
+    for mode in (None, "default"):
+        torch.manual_seed(0)
+        trainer = trainers[mode] = _trainer(
+            _WithUnusedLayer(), lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=0.1), mode
+        )
+        trainer.train_one_epoch(Batches(x, y, 16, shuffle=True, generator=torch.Generator().manual_seed(1)))
+    compiled = trainers["default"]
+    assert compiled.compiled_step.startswith("two graphs") and "unused.weight" in compiled.compiled_step
+    for p, q in zip(trainers[None].model.parameters(), compiled.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_state_loaded_after_the_first_step_is_the_state_the_graph_updates():
+    from dlcli.engine import Batches
+
+    x, y = _blobs()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    trainer = _trainer(model, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), "default")
+    batches = Batches(x, y, 16, shuffle=True, generator=torch.Generator().manual_seed(1))
+    trainer.train_one_epoch(batches)
+    # Copies: a state dict holds the live tensors, which load_state_dict may share as they are.
+    saved = copy.deepcopy(model.state_dict()), copy.deepcopy(trainer.optimizer.state_dict())
+    # Both continue from the same weights and momentum: one eagerly, one after load_state_dict
+    # replaced the optimizer's state tensors under the compiled step.
+    torch.manual_seed(0)
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    eager = _trainer(twin, lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), None)
+    for t in (eager, trainer):
+        t.model.load_state_dict(saved[0])
+        t.optimizer.load_state_dict(copy.deepcopy(saved[1]))  # each its own tensors
+        t.train_one_epoch(Batches(x, y, 16, shuffle=True, generator=torch.Generator().manual_seed(2)))
+    assert trainer.compiled_step.startswith("one graph")
+    for p, q in zip(eager.model.parameters(), trainer.model.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            trainer.optimizer.state[q]["momentum_buffer"], eager.optimizer.state[p]["momentum_buffer"]
+        )

@@ -368,6 +368,9 @@ class Trainer:
         n = len(yb)
         if one_graph is not None:
             loss, metric = one_graph(xb, yb)
+            if one_graph.fallback is not None:  # this step ran eagerly; the next ones two graphs
+                self._one_graph = None
+                self.compiled_step = f"two graphs (forward and backward; optimizer update): {one_graph.fallback}"
         else:
             if self._graph_outputs:
                 torch.compiler.cudagraph_mark_step_begin()

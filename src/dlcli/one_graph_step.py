@@ -48,8 +48,11 @@ def one_graph_blocker(
     if len(optimizer.param_groups) != 1 or _update_of(optimizer) is None:
         return f"no functional update for {type(optimizer).__name__}"
     named = {id(p) for p in model.parameters()}
-    if not all(id(p) in named for p in optimizer.param_groups[0]["params"]):
+    params = optimizer.param_groups[0]["params"]
+    if not all(id(p) in named for p in params):
         return "the optimizer updates tensors that are not the model's parameters"
+    if not all(p.requires_grad for p in params):
+        return "the optimizer holds frozen parameters (requires_grad false)"
     return None
 
 
@@ -147,6 +150,11 @@ def _rmsprop_update(optimizer: torch.optim.Optimizer, params: list) -> Update:
     )
 
 
+def _options(group: dict) -> dict:
+    """What the bound update took from a parameter group: all but the parameters and the rate."""
+    return {k: v for k, v in group.items() if k not in ("params", "lr")}
+
+
 def _call_with_grads(
     update: Callable, params: list, *state: Any, grads: list, lr: torch.Tensor, **options: Any
 ) -> None:
@@ -157,7 +165,11 @@ class OneGraphStep:
     """The trainer's compiled training step as one graph; called like its eager step.
 
     The first call runs eagerly: PyTorch's optimizer creates its state then (or has it from a
-    checkpoint), and the graph reads and updates those very tensors afterwards.
+    checkpoint), and the graph reads and updates those very tensors afterwards. Should the
+    optimizer get new state or groups later (load_state_dict), the next call primes again.
+    `fallback` says why the trainer must go back to two graphs: a parameter that got no
+    gradient (the optimizer skips it; the graph would not), or an option other than the
+    learning rate that changed after the graph bound it.
     """
 
     def __init__(self, trainer: Trainer, mode: Optional[str]) -> None:
@@ -166,6 +178,9 @@ class OneGraphStep:
         names = {id(p): name for name, p in trainer.model.named_parameters()}
         self.names = [names[id(p)] for p in self.params]
         self.primed = False
+        self.fallback: Optional[str] = None
+        self._bound: tuple = ()  # the optimizer's state and group the update was bound to
+        self._options: dict = {}  # their options then, all but the learning rate
         self._lr_value = float("nan")
         self._lr = torch.zeros((), dtype=torch.float64)
         self._update: Optional[Update] = None
@@ -179,24 +194,44 @@ class OneGraphStep:
         self._graph = torch.compile(self._step, dynamic=False, options=options)
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        trainer, optimizer = self.trainer, self.trainer.optimizer
+        optimizer = self.trainer.optimizer
+        groups = optimizer.param_groups
+        state, group = self._bound or (None, None)
+        if self.primed and (len(groups) != 1 or optimizer.state is not state or groups[0] is not group):
+            self.primed = False  # state or groups replaced: bind the update to the new ones
         if not self.primed:
-            out, loss = trainer._forward_loss(xb, yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)  # the graph computes its own gradients
-            update_of = _update_of(optimizer)
-            assert update_of is not None  # one_graph_blocker checked
-            self._update = update_of(optimizer, self.params)
-            self.primed = True
-            return loss.detach(), trainer.metric_sum(out.detach(), yb)
-        lr = optimizer.param_groups[0]["lr"]
+            return self._eager_step(xb, yb)
+        group = groups[0]
+        if _options(group) != self._options:
+            self.fallback = "an optimizer option other than the learning rate changed during training"
+            return self._eager_step(xb, yb)
+        lr = group["lr"]
         if lr != self._lr_value:
             self._lr.fill_(lr)
             self._lr_value = lr
         with torch.no_grad():  # the update is not differentiated; torch.func.grad ignores this
             return self._graph(xb, yb, self._lr)
+
+    def _eager_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        trainer, optimizer = self.trainer, self.trainer.optimizer
+        out, loss = trainer._forward_loss(xb, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        without = [name for name, p in zip(self.names, self.params) if p.grad is None]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # the graph computes its own gradients
+        if without:
+            self.fallback = f"parameters without a gradient ({', '.join(without[:3])}), which the optimizer skips"
+        elif len(optimizer.param_groups) != 1:
+            self.fallback = "the optimizer has more than one parameter group"
+        elif not self.primed:
+            update_of = _update_of(optimizer)
+            assert update_of is not None  # one_graph_blocker checked
+            self._update = update_of(optimizer, self.params)
+            self._bound = (optimizer.state, optimizer.param_groups[0])
+            self._options = _options(optimizer.param_groups[0])
+            self.primed = True
+        return loss.detach(), trainer.metric_sum(out.detach(), yb)
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         trainer = self.trainer

@@ -24,6 +24,8 @@ from .one_graph_step import OneGraphStep, one_graph_blocker
 
 REPORT_INTERVAL_S = 0.25  # how often running metrics are reduced and shown
 SYNC_STEPS = 25  # under data parallelism: steps between the collective stop/divergence checks
+# run.json's compiled_step where the step cannot be one graph; the reason follows.
+TWO_GRAPHS = "two graphs (forward and backward; optimizer update): "
 
 
 class Batches:
@@ -231,7 +233,7 @@ class Trainer:
                 self._one_graph = OneGraphStep(self, compile_mode)
                 self.compiled_step = "one graph: gradients and optimizer update together"
             else:
-                self.compiled_step = f"two graphs (forward and backward; optimizer update): {blocker}"
+                self.compiled_step = TWO_GRAPHS + blocker
             # dynamic=False: one graph per batch shape (the full batch, the last one, evaluation's).
             # Left to itself, torch.compile answers the first short last batch with a graph for
             # any batch size, and every later full batch runs that slower, general graph.
@@ -370,7 +372,7 @@ class Trainer:
             loss, metric = one_graph(xb, yb)
             if one_graph.fallback is not None:  # this step ran eagerly; the next ones two graphs
                 self._one_graph = None
-                self.compiled_step = f"two graphs (forward and backward; optimizer update): {one_graph.fallback}"
+                self.compiled_step = TWO_GRAPHS + one_graph.fallback
         else:
             if self._graph_outputs:
                 torch.compiler.cudagraph_mark_step_begin()

@@ -89,26 +89,42 @@ def _steps_in_order(first: torch.Tensor) -> torch.Tensor:
     return torch.argsort(key, dim=1)
 
 
+def _gather_steps(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """x's steps (dim 1) in each row's `order`."""
+    return x.gather(1, order.unsqueeze(-1).expand_as(x))
+
+
+def _restore_steps(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """The inverse of `_gather_steps`: each step back where `order` took it from."""
+    return torch.zeros_like(x).scatter(1, order.unsqueeze(-1).expand_as(x), x)
+
+
+def _final_hidden(state: Any) -> torch.Tensor:
+    """h_n from a recurrent layer's state: an LSTM's (h_n, c_n), a GRU's h_n."""
+    return state[0] if isinstance(state, tuple) else state
+
+
 # Eager under torch.compile: the packed lengths differ from batch to batch, and a graph per
 # set of lengths would recompile until dynamo's limit.
 @torch.compiler.disable
 def _masked_recurrence(run: Callable, x: torch.Tensor, mask: torch.Tensor, return_sequences: bool) -> torch.Tensor:
-    """Run a recurrent layer (`run`: nn.LSTM's or nn.GRU's forward) over each sequence's unmasked steps only, as Keras's recurrent layers do
-    with a mask: the steps are moved to the front in order (padding may sit before, after or
-    between them) and packed, so PyTorch's kernel skips the rest. The outputs go back to the
-    steps they came from; padding steps, and sequences that are all padding, give zeros."""
+    """Run a recurrent layer (`run`: nn.LSTM's or nn.GRU's forward) over each sequence's
+    unmasked steps only, as Keras's recurrent layers do with a mask: the steps are moved to the
+    front in order (padding may sit before, after or between them) and packed, so PyTorch's
+    kernel skips the rest. The outputs go back to the steps they came from; padding steps, and
+    sequences that are all padding, give zeros."""
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
     order = _steps_in_order(mask)  # real steps first
     lengths = mask.sum(1)
-    gathered = x.gather(1, order.unsqueeze(-1).expand_as(x))
+    gathered = _gather_steps(x, order)
     packed = pack_padded_sequence(gathered, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
     output, state = run(packed)
     if not return_sequences:
-        h = state[0] if isinstance(state, tuple) else state
+        h = _final_hidden(state)
         return _last_state(h) * (lengths > 0).unsqueeze(1).to(h.dtype)
     padded, _ = pad_packed_sequence(output, batch_first=True, total_length=x.shape[1])
-    restored = torch.zeros_like(padded).scatter(1, order.unsqueeze(-1).expand_as(padded), padded)
+    restored = _restore_steps(padded, order)
     return restored * mask.unsqueeze(-1).to(restored.dtype)
 
 
@@ -122,12 +138,12 @@ def _masked_recurrence_unpacked(
     steps = x.shape[1]
     lengths = mask.sum(1)
     front = _steps_in_order(mask)
-    output, _ = run(x.gather(1, front.unsqueeze(-1).expand_as(x)))
+    output, _ = run(_gather_steps(x, front))
     units = output.shape[-1] // (2 if bidirectional else 1)
     forward_out = output[..., :units]
     if bidirectional:
         back = _steps_in_order(~mask)
-        output_back, _ = run(x.gather(1, back.unsqueeze(-1).expand_as(x)))
+        output_back, _ = run(_gather_steps(x, back))
         backward_out = output_back[..., units:]
     if not return_sequences:
         rows = torch.arange(x.shape[0], device=x.device)
@@ -135,12 +151,9 @@ def _masked_recurrence_unpacked(
         if bidirectional:  # the backward direction's state after reading back to the first word
             last = torch.cat((last, backward_out[rows, (steps - lengths).clamp(max=steps - 1)]), dim=1)
         return last * (lengths > 0).unsqueeze(1).to(last.dtype)
-    restored = torch.zeros_like(forward_out).scatter(1, front.unsqueeze(-1).expand_as(forward_out), forward_out)
+    restored = _restore_steps(forward_out, front)
     if bidirectional:
-        restored_back = torch.zeros_like(backward_out).scatter(
-            1, back.unsqueeze(-1).expand_as(backward_out), backward_out
-        )
-        restored = torch.cat((restored, restored_back), dim=2)
+        restored = torch.cat((restored, _restore_steps(backward_out, back)), dim=2)
     return restored * mask.unsqueeze(-1).to(restored.dtype)
 
 
@@ -151,8 +164,7 @@ def _keras_recurrent(layer: Any, run: Callable, x: torch.Tensor, mask: torch.Ten
             return _masked_recurrence(run, x, mask, layer.return_sequences)
         return _masked_recurrence_unpacked(run, x, mask, layer.return_sequences, layer.bidirectional)
     output, state = run(x)
-    h = state[0] if isinstance(state, tuple) else state  # an LSTM's (h_n, c_n), a GRU's h_n
-    return output if layer.return_sequences else _last_state(h)
+    return output if layer.return_sequences else _last_state(_final_hidden(state))
 
 
 class LSTM(nn.LSTM):

@@ -300,7 +300,7 @@ def compare_paired(case: str, args) -> dict:
             copy_weights(initial[0], model, case)
             hand["model"] = model.to(dev)
             hand["optimizer"] = make_optimizer(case, hand["model"])
-            hand["schedule"] = make_schedule(case, hand["optimizer"], args.epochs)
+            hand["schedule"] = make_schedule(case, hand["optimizer"], epochs)
             hand["gen"] = torch.Generator().manual_seed(0)
         started = time.perf_counter()
         hand["logs"] = hand_written_epoch(
@@ -311,13 +311,15 @@ def compare_paired(case: str, args) -> dict:
             hand["schedule"].step()
 
     extra = [*dlcli_overrides(case, args.data, args.device, args.max_train), f"training.precision={args.precision}"]
-    run = dlcli_epochs(case, args.data, args.epochs * args.reps, args.device, extra + args.set, between=hand_epoch)
+    # A table or synthetic_quick: its config's epochs, reps times over, in one run.
+    epochs = (config_epochs(case) if case in WHOLE_RUN else args.epochs) * args.reps
+    run = dlcli_epochs(case, args.data, epochs, args.device, extra + args.set, between=hand_epoch)
     mine, theirs = run["seconds"][1:], hand["seconds"][1:]
     ratios = [a / b for a, b in zip(mine, theirs)]
     return {
         "case": case,
         "unit": "epoch",
-        "epochs_per_run": args.epochs * args.reps,
+        "epochs_per_run": epochs,
         "dlcli_s": statistics.median(mine),
         "hand_s": statistics.median(theirs),
         "ratio": statistics.median(ratios),
@@ -464,8 +466,9 @@ def main() -> None:
     parser.add_argument(
         "--paired",
         action="store_true",
-        help="one dlcli run of epochs x reps epochs, each followed by a hand-loop epoch (the ratio: the "
-        "median of the pairs'); for the few-percent questions on a machine whose speed drifts",
+        help="one dlcli run of epochs x reps epochs (a table: its config's epochs x reps), each followed "
+        "by a hand-loop epoch (the ratio: the median of the pairs'); for the few-percent questions on a "
+        "machine whose speed drifts",
     )
     parser.add_argument(
         "--epochs",
@@ -541,7 +544,7 @@ def main() -> None:
     if "speed" not in skip:
         report["speed"] = []
         for case in cases:
-            r = compare_paired(case, args) if args.paired and case not in WHOLE_RUN else compare(case, args)
+            r = compare_paired(case, args) if args.paired else compare(case, args)
             report["speed"].append(r)
             per = "s/epoch" if r["unit"] == "epoch" else f"s for {r['unit']}"
             print(

@@ -663,14 +663,14 @@ def test_unreachable_server_at_start_gives_one_warning(tmp_path, monkeypatch, si
 def test_server_stopped_mid_run_gives_one_warning(tmp_path, mlflow_server, monkeypatch):
     from dlcli.tracking.mlflow_tracker import MlflowTracker
 
-    original = MlflowTracker.on_epoch_end
+    original = MlflowTracker.save
 
-    def stop_server_after_epoch_1(self, epoch, logs, trainer):
-        original(self, epoch, logs, trainer)
-        if epoch == 1:
+    def stop_server_after_epoch_1(self, rows, trainer):
+        original(self, rows, trainer)
+        if rows[-1]["epoch"] == 1:
             mlflow_server.stop()
 
-    monkeypatch.setattr(MlflowTracker, "on_epoch_end", stop_server_after_epoch_1)
+    monkeypatch.setattr(MlflowTracker, "save", stop_server_after_epoch_1)
     config = config_file(tmp_path, mlflow={"uri": mlflow_server.uri, "experiment": "stopped", "retries": 0})
     result = train(config, "--runs-dir", tmp_path / "runs")
     assert result.exit_code == 0, result.output

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .engine import Callback, Trainer
+from .engine import EpochSaver, Trainer
 from .errors import CheckpointError, RunDirError
 from .metrics import infer_mode, is_improvement
 from .rundir import CHECKPOINTS, atomic_write_bytes
@@ -41,6 +41,20 @@ def model_weights(model) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in unwrap_model(model).state_dict().items()}
 
 
+def copied_to_cpu(value: Any) -> Any:
+    """A copy of a state dict (nested dicts and lists) whose tensors are copied to the CPU:
+    it stays as it is while training goes on changing the originals in place."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: copied_to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(copied_to_cpu(v) for v in value)
+    return value
+
+
 def model_signature(model) -> list[list]:
     """Parameter names and shapes: a checkpoint must match them to be loaded."""
     return [[k, list(v.shape)] for k, v in unwrap_model(model).state_dict().items()]
@@ -60,7 +74,8 @@ class TrainingState:
     preprocessing: Optional[dict] = None  # the data's fitted preprocessing, as plain data
 
     def capture(self, epoch: int) -> dict[str, Any]:
-        """Everything needed to resume after `epoch` (the best value is added by the Checkpointer)."""
+        """Everything needed to resume after `epoch` (the best value is added by the Checkpointer),
+        copied: it can be saved later, after more training."""
         import torch
 
         from . import __version__
@@ -72,8 +87,9 @@ class TrainingState:
             "epoch": epoch,
             "model": model_weights(self.model),
             "signature": model_signature(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict() if self.schedule is not None else None,
+            "optimizer": copied_to_cpu(self.optimizer.state_dict()),
+            "schedule": copied_to_cpu(self.schedule.state_dict()) if self.schedule is not None else None,
+            # A new dict; its best weights are replaced when they improve, never changed in place.
             "early_stopping": self.early.state_dict() if self.early is not None else None,
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -200,8 +216,11 @@ def resume_training(run_dir: Path, parts: TrainingState, epochs: int, metric_row
     return Resumed(epoch, state["best"]["value"], state["best"]["epoch"])
 
 
-class Checkpointer(Callback):
-    """After every epoch: last.pt with everything needed to resume; best.pt when `monitor` improves."""
+class Checkpointer(EpochSaver):
+    """last.pt with everything needed to resume; best.pt with the weights of the epoch where
+    `monitor` last improved. Each epoch is noted: training's state is captured (copied), so
+    that a save, which may come epochs later or after an interrupt mid-epoch, writes the
+    last epoch noted, and best.pt if a better epoch was noted since the last save."""
 
     def __init__(self, run_dir: Path, monitor: str, parts: TrainingState, resumed: Resumed) -> None:
         self.folder = Path(run_dir) / CHECKPOINTS
@@ -210,23 +229,32 @@ class Checkpointer(Callback):
         self.parts = parts
         self.best = resumed.best_value
         self.best_epoch = resumed.best_epoch
+        self._state: Optional[dict] = None  # the last epoch noted, captured
+        self._unsaved_best: Optional[dict] = None  # the best epoch's weights, until best.pt has them
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
-        improved = is_improvement(logs[self.monitor], self.best, self.mode)
-        if improved:
+    def note(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
+        self._state = state = self.parts.capture(epoch)
+        if is_improvement(logs[self.monitor], self.best, self.mode):
             self.best, self.best_epoch = logs[self.monitor], epoch
-        state = self.parts.capture(epoch)
+            self._unsaved_best = state["model"]
         state["best"] = {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch}
+
+    def save(self, rows: list[dict[str, float]], trainer: Trainer) -> None:
+        state = self._state
+        if state is None or state["epoch"] != rows[-1]["epoch"]:
+            raise RuntimeError("Checkpointer.save: the epoch to save was not noted")  # a caller's bug
         save_checkpoint(self.folder / LAST, state)
-        if improved:
+        best = self._unsaved_best
+        if best is not None:
             save_checkpoint(
                 self.folder / BEST,
                 {
                     "format": FORMAT_VERSION,
-                    "model": state["model"],
-                    "epoch": epoch,
+                    "model": best,
+                    "epoch": self.best_epoch,
                     "signature": state["signature"],
                     "best": state["best"],
                     "preprocessing": state["preprocessing"],
                 },
             )
+            self._unsaved_best = None

@@ -151,6 +151,20 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None: ...
 
 
+class EpochSaver(Callback):
+    """A callback that saves what epochs produced, possibly several epochs at once: `note` is
+    called at the end of every epoch (in memory, cheap) and `save` with the logs of the epochs
+    noted since the last save, when whoever drives it decides (dlcli's RunFolderWriter: at
+    most a small share of the training time). Used as a plain callback, it saves every epoch."""
+
+    def note(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None: ...
+    def save(self, rows: list[dict[str, float]], trainer: Trainer) -> None: ...
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
+        self.note(epoch, logs, trainer)
+        self.save([logs], trainer)
+
+
 @dataclass
 class RunControl:
     """Set from a signal handler; the loop stops at the end of the current step."""

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from .engine import Callback, Trainer
+from .engine import REPORT_INTERVAL_S, Callback, Trainer
 
 BAR_WIDTH = 30
 
@@ -53,10 +53,14 @@ class ProgressDisplay(Callback):
         self.live_mode = console.is_terminal if live is None else live
         self._live: Optional[Live] = None
         self._started = 0.0
+        # Set after an epoch shorter than the engine's report interval: the next one would end
+        # before its bar is ever refreshed, so it is not drawn live at all and its two lines are
+        # printed when it ends. A table's 5 ms epoch spent 0.4 ms starting and stopping a Live.
+        self._epochs_are_short = False
 
     def on_epoch_begin(self, epoch: int, trainer: Trainer) -> None:
         self._started = time.perf_counter()
-        if self.live_mode:
+        if self.live_mode and not self._epochs_are_short:
             self.console.print(f"Epoch {epoch}/{trainer.epochs}", highlight=False)
             self._live = Live(self._render(trainer), console=self.console, auto_refresh=False, transient=True)
             self._live.start()
@@ -88,10 +92,15 @@ class ProgressDisplay(Callback):
         return line
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
-            self.console.print(self._render(trainer, logs), highlight=False)
+        if self.live_mode:
+            self._epochs_are_short = time.perf_counter() - self._started < REPORT_INTERVAL_S
+            if self._live is not None:
+                self._live.stop()
+                self._live = None
+                self.console.print(self._render(trainer, logs), highlight=False)
+            else:  # a short epoch: the same two lines a live one leaves, in one print
+                title = Text(f"Epoch {epoch}/{trainer.epochs}\n")
+                self.console.print(title.append_text(self._render(trainer, logs)), highlight=False)
             return
         step, total = trainer.running.step, trainer.steps_per_epoch
         seconds = logs.get("seconds", time.perf_counter() - self._started)

@@ -6,6 +6,7 @@ through the Console it is given, and raises DlcliErrors for the CLI to report.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import random
@@ -416,6 +417,13 @@ class RunFolder:
     is_resume: bool
     started: float = field(default_factory=time.time)
     trackers: list = field(default_factory=list)  # TensorBoard / MLflow callbacks, told how the run ended
+    writer: Any = None  # callbacks.RunFolderWriter of the main process
+
+    def save_noted_epochs(self, trainer) -> None:
+        """Training stopped mid-epoch (an interrupt, a divergence, an error): the complete
+        epochs the writer has noted but not yet saved go into the folder before its status."""
+        if self.writer is not None:
+            self.writer.save(trainer)
 
     def finish(self, status: str, **extra: Any) -> None:
         """run.json's final status; then the trackers mirror it (after results.json and plots)."""
@@ -512,10 +520,11 @@ def make_trainer(
     quiet,
     extra_callbacks: Sequence = (),
 ):
-    """The engine's Trainer with the run's callbacks: display, metrics.csv, early stopping,
-    checkpoints, run.json, then any extra ones (sweeps, tracking). Returns (trainer, display, checkpointer)."""
+    """The engine's Trainer with the run's callbacks: display, early stopping, the run folder's
+    writer (metrics.csv, checkpoints, run.json, dashboards), then any extra ones (a sweep's
+    trial). Returns (trainer, display, checkpointer)."""
 
-    from .callbacks import MetricsLogger, RunRecorder
+    from .callbacks import MetricsLogger, RunFolderWriter, RunRecorder
     from .checkpoint import Checkpointer
     from .engine import RunControl, Trainer
     from .progress import ProgressDisplay
@@ -532,12 +541,10 @@ def make_trainer(
         if not quiet:
             display = ProgressDisplay(console, live=live)
             callbacks.append(display)
-        callbacks.append(MetricsLogger(folder.path, exp.columns, folder.previous_rows))
         if exp.early is not None:
-            callbacks.append(exp.early)  # before the checkpointer, so last.pt holds this epoch's state
+            callbacks.append(exp.early)  # before the writer, so last.pt holds this epoch's state
         checkpointer = Checkpointer(folder.path, exp.monitor, exp.training_state(), folder.resumed)
-        callbacks += [checkpointer, RunRecorder(folder.path)]
-        # After the checkpointer: a dashboard never shows an epoch that last.pt lacks.
+        # Dashboards after the checkpointer: they never show an epoch that last.pt lacks.
         folder.trackers = tracking_callbacks(
             config,
             folder.path,
@@ -547,7 +554,9 @@ def make_trainer(
             device=exp.device,
             warn=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True),
         )
-        callbacks += folder.trackers
+        savers = [MetricsLogger(folder.path, exp.columns, folder.previous_rows), checkpointer, RunRecorder(folder.path)]
+        folder.writer = RunFolderWriter([*savers, *folder.trackers])
+        callbacks.append(folder.writer)
     elif exp.early is not None:
         callbacks.append(exp.early)  # every rank must stop at the same epoch
     callbacks += list(extra_callbacks)
@@ -601,6 +610,7 @@ def run_fit(
     except TrainingInterrupted as exc:
         if display:
             display.close()
+        folder.save_noted_epochs(trainer)
         failure = dist.failure_message()
         if failure:  # torchrun stopped us because another process failed
             finish("failed", error=failure)
@@ -612,12 +622,15 @@ def run_fit(
     except TrainingDiverged as exc:
         if display:
             display.close()
+        folder.save_noted_epochs(trainer)
         finish("failed", error=exc.full_message())
         exc.run_dir = folder.path  # type: ignore[attr-defined]
         raise
     except BaseException as exc:
         if display:
             display.close()
+        with contextlib.suppress(Exception):  # the error may be the disk's: the status still goes in
+            folder.save_noted_epochs(trainer)
         finish("failed", error=dist.failure_message() or f"{type(exc).__name__}: {exc}")
         raise
 

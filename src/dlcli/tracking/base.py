@@ -5,15 +5,17 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, ContextManager
 
-from ..engine import Callback
+from ..engine import EpochSaver
 
 STATUSES = ("completed", "failed", "interrupted")
 PARENT_RUN_ENV = "DLCLI_MLFLOW_PARENT_RUN_ID"
 """A sweep sets this to its MLflow parent run's id; each trial's run becomes a child of it."""
 
 
-class Tracker(Callback):
+class Tracker(EpochSaver):
     """An engine callback that logs to one backend and switches itself off at its first failure.
+    Its `save` logs the epochs given, so that in a RunFolderWriter a dashboard is never ahead
+    of last.pt (a resumed run would log those epochs twice).
 
     Subclasses do their work in methods run through `_guard`; any exception there becomes one
     line through `warn`, and every later hook does nothing, so a dead server costs at most one

@@ -152,8 +152,8 @@ class MlflowTracker(Tracker):
     def on_train_begin(self, trainer: Trainer) -> None:
         self._guard(self._begin, trainer.history)
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
-        self._guard(self._log_epochs, [logs])
+    def save(self, rows: list[dict[str, float]], trainer: Trainer) -> None:
+        self._guard(self._log_epochs, rows)
 
     # -- work ----------------------------------------------------------------------
 

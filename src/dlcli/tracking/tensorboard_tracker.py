@@ -46,8 +46,8 @@ class TensorBoardTracker(Tracker):
     def on_progress(self, trainer: Trainer) -> None:
         self._guard(self._log_progress, trainer)
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
-        self._guard(self._log_epoch, logs, trainer)
+    def save(self, rows: list[dict[str, float]], trainer: Trainer) -> None:
+        self._guard(self._log_epochs, rows, trainer)
 
     def on_train_end(self, trainer: Trainer) -> None:
         self._guard(self._flush)
@@ -90,9 +90,10 @@ class TensorBoardTracker(Tracker):
         for key, value in logs.items():
             writer.add_scalar(f"batch_{key}", value, step)
 
-    def _log_epoch(self, logs: dict[str, float], trainer: Trainer) -> None:
-        self.last_logs = dict(logs)
-        self._write_epoch(logs, trainer)
+    def _log_epochs(self, rows: list[dict[str, float]], trainer: Trainer) -> None:
+        for logs in rows:
+            self._write_epoch(logs, trainer)
+        self.last_logs = dict(rows[-1])
         self._flush()  # a killed process must not take complete epochs with it
 
     def _write_epoch(self, logs: dict[str, Any], trainer: Trainer) -> None:

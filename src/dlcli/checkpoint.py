@@ -244,6 +244,7 @@ class Checkpointer(EpochSaver):
         if state is None or state["epoch"] != rows[-1]["epoch"]:
             raise RuntimeError("Checkpointer.save: the epoch to save was not noted")  # a caller's bug
         save_checkpoint(self.folder / LAST, state)
+        self._state = None  # not kept through the next epoch: a ResNet-18's is 130 MB
         best = self._unsaved_best
         if best is not None:
             save_checkpoint(

@@ -81,12 +81,13 @@ class TrainingState:
         from . import __version__
 
         cuda = self.device is not None and self.device.type == "cuda"
+        weights = model_weights(self.model)
         return {
             "format": FORMAT_VERSION,
             "dlcli": __version__,
             "epoch": epoch,
-            "model": model_weights(self.model),
-            "signature": model_signature(self.model),
+            "model": weights,
+            "signature": [[k, list(v.shape)] for k, v in weights.items()],  # model_signature, from the copy
             "optimizer": copied_to_cpu(self.optimizer.state_dict()),
             "schedule": copied_to_cpu(self.schedule.state_dict()) if self.schedule is not None else None,
             # A new dict; its best weights are replaced when they improve, never changed in place.

@@ -97,10 +97,10 @@ class ProgressDisplay(Callback):
             if self._live is not None:
                 self._live.stop()
                 self._live = None
-                self.console.print(self._render(trainer, logs), highlight=False)
+                self.console.print(self._render(trainer, logs), highlight=False, soft_wrap=True)
             else:  # a short epoch: the same two lines a live one leaves, in one print
                 title = Text(f"Epoch {epoch}/{trainer.epochs}\n")
-                self.console.print(title.append_text(self._render(trainer, logs)), highlight=False)
+                self.console.print(title.append_text(self._render(trainer, logs)), highlight=False, soft_wrap=True)
             return
         step, total = trainer.running.step, trainer.steps_per_epoch
         seconds = logs.get("seconds", time.perf_counter() - self._started)

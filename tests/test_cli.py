@@ -1,3 +1,4 @@
+import gc
 import io
 import json
 import os
@@ -357,3 +358,30 @@ def test_the_program_skips_the_interpreter_teardown_but_not_exit_handlers(tmp_pa
             assert proc.stderr.startswith(f"Error: Config file '{tmp_path / 'missing.yaml'}' does not exist.")
         traced = Path(f"{notes}.atexit").read_text() == "True"  # coverage in subprocesses: a normal exit
         assert Path(f"{notes}.teardown").exists() == (not as_program or traced)
+
+
+def test_train_pauses_the_garbage_collector_until_training_begins_and_restores_it(tmp_path, monkeypatch):
+    from dlcli.engine import Trainer
+
+    seen = {}
+    fit, train_one_epoch = Trainer.fit, Trainer.train_one_epoch
+
+    def recording_fit(self, *args, **kwargs):
+        seen["setup"] = gc.isenabled()  # imports, data, model, optimizer: no full collections
+        return fit(self, *args, **kwargs)
+
+    def recording_epoch(self, *args, **kwargs):
+        seen.setdefault("training", (gc.isenabled(), gc.get_freeze_count() > 0))
+        return train_one_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    monkeypatch.setattr(Trainer, "train_one_epoch", recording_epoch)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    config = write_config(tmp_path / "c.yaml", synthetic_config())
+    assert invoke("train", config, "--runs-dir", tmp_path / "runs", "-q").exit_code == 0
+    # Training runs with the collector on, the start-up's objects frozen out of its scans.
+    assert seen == {"setup": False, "training": (True, True)}
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # as it was, for whatever runs next
+    bad = write_config(tmp_path / "bad.yaml", {**synthetic_config(), "optimizer": {"name": "nope"}})
+    assert invoke("train", bad, "--runs-dir", tmp_path / "runs").exit_code == 2
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # also after a refused config

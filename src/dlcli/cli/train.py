@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -87,7 +88,43 @@ def train(
         _run_training(cfg, runs_dir, resume_dir, quiet)
 
 
+class _StartupCollectionsSkipped:
+    """Python's cyclic garbage collector paused from the start of `dlcli train` until training
+    begins, then the objects made so far (modules, the data, the model) frozen out of its
+    scans. Importing torch, pandas and torch._dynamo made six full collections of a growing
+    heap, 0.44 s of a 4.6 s table run, which found 10 to 30 objects each; and a full collection
+    during training no longer walks every object of every module. Undone when the run ends."""
+
+    def __enter__(self) -> _StartupCollectionsSkipped:
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+        return self
+
+    def training_begins(self) -> None:
+        gc.freeze()
+        if self.was_enabled:
+            gc.enable()
+
+    def __exit__(self, *exc) -> None:
+        gc.unfreeze()  # a process that goes on (a test, a notebook) collects them again
+        if self.was_enabled:
+            gc.enable()
+
+
 def _run_training(
+    cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool, extra_callbacks: tuple | list = ()
+) -> None:
+    with _StartupCollectionsSkipped() as collections:
+        from ..engine import Callback  # imports torch: inside, with the collector paused
+
+        class WhenTrainingBegins(Callback):
+            def on_train_begin(self, trainer) -> None:
+                collections.training_begins()
+
+        _train_with_signals(cfg, runs_dir, resume_dir, quiet, [WhenTrainingBegins(), *extra_callbacks])
+
+
+def _train_with_signals(
     cfg, runs_dir: Path, resume_dir: Optional[Path], quiet: bool, extra_callbacks: tuple | list = ()
 ) -> None:
     from ..distributed import distributed_from_env

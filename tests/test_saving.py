@@ -157,3 +157,17 @@ def test_short_epochs_are_not_drawn_live_but_print_the_same_lines(tmp_path):
     for title in titles:
         final = lines[title + 2 if title == titles[0] else title + 1]
         assert final.startswith("10/10 ━") and "/step - loss: " in final and "val_accuracy: " in final
+
+
+def test_a_live_epoch_starts_at_zero_of_its_steps(tmp_path, monkeypatch):
+    import dlcli.progress
+
+    monkeypatch.setattr(dlcli.progress, "REPORT_INTERVAL_S", 0.0)  # every epoch drawn live
+    out = io.StringIO()
+    config = load_config(write_config(tmp_path / "c.yaml", synthetic_config(epochs=3)))
+    train(config, runs_dir=tmp_path / "runs", console=Console(file=out, force_terminal=True, width=150))
+    lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", out.getvalue()).splitlines()
+    for epoch in (1, 2, 3):
+        first_frame = lines[lines.index(f"Epoch {epoch}/3") + 1]
+        # Not 0/0 with a full bar (before the first epoch), nor the last epoch's 10/10.
+        assert first_frame.startswith(" 0/10 ") and "━" * 30 in first_frame, first_frame

@@ -531,6 +531,9 @@ class Trainer:
         for epoch in range(start_epoch + 1, epochs + 1):
             self.epoch = epoch
             lr = self.current_lr()
+            # What a display shows before the first step: 0 of this epoch's steps, not the
+            # last epoch's full count (or 0/0 before the first epoch).
+            self.running, self.steps_per_epoch = Running(), len(train)
             for cb in self.callbacks:
                 cb.on_epoch_begin(epoch, self)
             started = time.perf_counter()

@@ -261,3 +261,22 @@ def test_each_plot_is_drawn_once_without_pyplot_and_unchanged_by_it(two_runs, tm
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "[]\n"
     assert (tmp_path / "fresh" / "loss.png").read_bytes() == (two_runs[0] / "loss.png").read_bytes()
+
+
+def test_plot_title_names_validation_only_when_there_is_some(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    titles = []
+    real_savefig = Figure.savefig
+
+    def recording_savefig(self, *args, **kwargs):
+        titles.append(self.axes[0].get_title())
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    with_validation = [{"epoch": e, "loss": 1.0 / e, "val_loss": 1.2 / e} for e in (1, 2, 3)]
+    without_validation = [{"epoch": e, "loss": 1.0 / e, "val_loss": None} for e in (1, 2, 3)]
+    plot_metric([("run", with_validation)], "loss", tmp_path / "a.png")
+    plot_metric([("run", without_validation)], "loss", tmp_path / "b.png")
+    plot_metric([("a", with_validation), ("b", without_validation)], "loss", tmp_path / "c.png")
+    assert titles == ["Training and validation loss", "Training loss", "loss of 2 runs"]

@@ -102,7 +102,11 @@ def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: P
         drawn[name] = series
     if not drawn or not any(drawn.values()):
         raise RunDirError(f"No values of {metric!r} to plot.", hint="Choose a column of metrics.csv with --metric.")
-    ax.set_title(f"Training and validation {metric}" if single else f"{metric} of {len(runs)} runs")
+    if single:  # say validation only where there is some: a run without a validation split has none
+        has_validation = any(f"val_{metric}" in series for series in drawn.values())
+        ax.set_title(f"Training and validation {metric}" if has_validation else f"Training {metric}")
+    else:
+        ax.set_title(f"{metric} of {len(runs)} runs")
     ax.set_xlabel("Epochs")
     from matplotlib.ticker import MaxNLocator
 

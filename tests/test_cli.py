@@ -385,3 +385,15 @@ def test_train_pauses_the_garbage_collector_until_training_begins_and_restores_i
     bad = write_config(tmp_path / "bad.yaml", {**synthetic_config(), "optimizer": {"name": "nope"}})
     assert invoke("train", bad, "--runs-dir", tmp_path / "runs").exit_code == 2
     assert gc.isenabled() and gc.get_freeze_count() == 0  # also after a refused config
+
+
+def test_an_error_message_with_a_librarys_colour_codes_reaches_a_pipe_as_plain_text(capsys):
+    import typer
+
+    from dlcli.cli import fail
+
+    # torch.export's messages carry ANSI colours; a log file must not get the escape sequences.
+    with pytest.raises(typer.Exit) as stopped:
+        fail("Exporting the model as pt2 failed: \x1b[31mUnsupported\x1b[0m operator [aten.foo]")
+    assert stopped.value.exit_code == 2
+    assert capsys.readouterr().err == "Error: Exporting the model as pt2 failed: Unsupported operator [aten.foo]\n"

@@ -60,7 +60,9 @@ def fail(message: str, code: int = 2) -> NoReturn:
     rank = os.environ.get("RANK", "0")
     # Under torchrun every process reports; say which one, so repeated lines read as such.
     prefix = f"[rank {rank}] " if rank != "0" and os.environ.get("WORLD_SIZE", "1") != "1" else ""
-    _error_console().print(Text(f"{prefix}Error: {message}"))
+    # from_ansi: a library's own colour codes in a message (torch.export's) become styles, which
+    # a terminal shows and a pipe or log file drops, instead of raw escape sequences.
+    _error_console().print(Text.from_ansi(f"{prefix}Error: {message}"))
     raise typer.Exit(code)
 
 

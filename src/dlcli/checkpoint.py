@@ -38,7 +38,7 @@ def unwrap_model(model):
 
 def model_weights(model) -> dict:
     """The plain model's weights, copied to the CPU (so checkpoints load anywhere)."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap_model(model).state_dict().items()}
+    return copied_to_cpu(unwrap_model(model).state_dict())
 
 
 def copied_to_cpu(value: Any) -> Any:
@@ -57,7 +57,12 @@ def copied_to_cpu(value: Any) -> Any:
 
 def model_signature(model) -> list[list]:
     """Parameter names and shapes: a checkpoint must match them to be loaded."""
-    return [[k, list(v.shape)] for k, v in unwrap_model(model).state_dict().items()]
+    return weights_signature(unwrap_model(model).state_dict())
+
+
+def weights_signature(weights: dict) -> list[list]:
+    """model_signature of a state dict (or a copy of one, as model_weights makes)."""
+    return [[k, list(v.shape)] for k, v in weights.items()]
 
 
 @dataclass
@@ -87,7 +92,7 @@ class TrainingState:
             "dlcli": __version__,
             "epoch": epoch,
             "model": weights,
-            "signature": [[k, list(v.shape)] for k, v in weights.items()],  # model_signature, from the copy
+            "signature": weights_signature(weights),
             "optimizer": copied_to_cpu(self.optimizer.state_dict()),
             "schedule": copied_to_cpu(self.schedule.state_dict()) if self.schedule is not None else None,
             # A new dict; its best weights are replaced when they improve, never changed in place.

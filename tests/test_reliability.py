@@ -351,16 +351,46 @@ def test_deterministic_flag_turns_on_deterministic_algorithms(
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"  # what cuBLAS needs to be deterministic on a GPU
 
 
-def test_device_options_are_checked_on_the_cpu(tmp_path, tiny_config):
+@pytest.mark.parametrize("bf16_native", [False, True], ids=["cpu-without-bf16", "cpu-with-bf16"])
+def test_bf16_on_the_cpu_is_refused_or_accepted_by_what_the_cpu_reports(monkeypatch, tmp_path, tiny_config, bf16_native):
+    # The CPU's capability is pinned: the same test must pass on a CPU with native bf16
+    # (AVX512-BF16, AMX) and on one without, and each branch is tested on every machine.
+    import dlcli.devices
+
+    monkeypatch.setattr(dlcli.devices, "cpu_bf16_native", lambda: bf16_native)
+    monkeypatch.setattr(dlcli.devices, "cpu_capability", lambda: "AVX512" if bf16_native else "AVX2")
     result = runner.invoke(
-        app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "training.precision=bf16"]
+        app,
+        [
+            "train",
+            str(tiny_config),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--set",
+            "training.precision=bf16",
+            "--set",
+            "device=cpu",
+            "--set",
+            "training.epochs=1",
+        ],
     )
-    assert result.exit_code == 2 and "bf16" in result.output and "fp32" in result.output
-    if not torch.cuda.is_available():
-        result = runner.invoke(
-            app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "device=cuda"]
-        )
-        assert result.exit_code == 2 and "no CUDA GPU" in result.output and "device: cpu" in result.output
+    if bf16_native:
+        assert result.exit_code == 0, result.output
+        (run_dir,) = (tmp_path / "runs").iterdir()
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+        assert "precision: bf16" in (run_dir / "config.yaml").read_text()
+    else:
+        assert result.exit_code == 2 and "capability AVX2" in result.output and "training.precision: fp32" in result.output
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_device_options_are_checked_on_the_cpu(monkeypatch, tmp_path, tiny_config):
+    # Pinned to a machine without a GPU, whatever this one has.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "device=cuda"])
+    assert result.exit_code == 2 and "no CUDA GPU" in result.output and "device: cpu" in result.output
     result = runner.invoke(
         app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "training.cuda_graph=true"]
     )

@@ -15,7 +15,7 @@ from dlcli.data import dataset_info, load_dataset
 from dlcli.data.preprocessing import info_from_state, preprocessing_files, state_json
 from dlcli.data.splits import stratified_order
 from dlcli.data.tabular import encode_table, read_table
-from dlcli.errors import DataError
+from dlcli.errors import ConfigError, DataError
 
 runner = CliRunner()
 
@@ -383,3 +383,40 @@ def x_of(state, text):
         path = Path(folder) / "new.csv"
         path.write_text(text)
         return encode_table(state, path)[0][:, 0].tolist()
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_the_separator_is_found_in_the_header(tmp_path, separator):
+    comma = load_dataset(csv_config(write(tmp_path / "comma.csv", MIXED), target="label", test_split=0.2), seed=0)
+    other = write(tmp_path / "other.csv", MIXED.replace(",", separator))
+    data = load_dataset(csv_config(other, target="label", test_split=0.2), seed=0)
+    assert data.preprocessing["delimiter"] == separator
+    assert [s["name"] for s in data.preprocessing["features"]] == ["height", "color", "member", "score"]
+    assert torch.equal(data.x_train, comma.x_train) and torch.equal(data.y_train, comma.y_train)
+    assert torch.equal(data.x_test, comma.x_test)
+    # New files are read with the separator the run was trained on.
+    new = write(tmp_path / "new.csv", "label|score|member|color|height\ncat|35|no|red|3.5\n".replace("|", separator))
+    x_new, y_new = encode_table(data.preprocessing, new)
+    x_ref, _ = encode_table(
+        comma.preprocessing, write(tmp_path / "ref.csv", "height,color,member,score\n3.5,red,no,35\n")
+    )
+    assert torch.equal(x_new, x_ref) and y_new.tolist() == [0]
+
+
+def test_data_delimiter_overrides_the_header_count(tmp_path):
+    # As many commas as tabs in the header: the count alone would split it at the commas.
+    text = "size,cm\tweight,kg\tlabel\n1\t10\ta\n2\t20\tb\n3\t30\ta\n4\t40\tb\n"
+    path = write(tmp_path / "t.tsv", text)
+    with pytest.raises(DataError) as info:
+        load_dataset(csv_config(path, target="label", test_split=0.0), seed=0)
+    assert info.value.message == f"{path}, line 2: 1 field, but the header has 3 columns."
+    for key in ("tab", "\t", "\\t"):
+        data = load_dataset(csv_config(path, target="label", test_split=0.0, delimiter=key), seed=0)
+        assert [s["name"] for s in data.preprocessing["features"]] == ["size,cm", "weight,kg"]
+        assert data.preprocessing["delimiter"] == "\t" and data.y_train.shape == (4,)
+    semicolons = write(tmp_path / "s.csv", "a;b,c\n1;x,y\n2;x,z\n3;x,y\n4;x,z\n")  # b,c is the target's name
+    data = load_dataset(csv_config(semicolons, target="b,c", test_split=0.0, delimiter="semicolon"), seed=0)
+    assert data.preprocessing["class_names"] == ["x,y", "x,z"]
+    with pytest.raises(ConfigError) as bad:
+        load_dataset(csv_config(path, target="label", delimiter="::"), seed=0)
+    assert bad.value.message == "data.delimiter: expected one character (or tab), found '::'."

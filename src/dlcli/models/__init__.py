@@ -12,11 +12,12 @@ meta device and built by `torchvision_models`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..errors import ConfigError
 from .layers import LAYER_PLANNERS, Flow, Planned, shape_text, type_name
+from .plan import LayerRecord, ModelPlan, running_statistics
 from .presets import expand
 
 if TYPE_CHECKING:
@@ -43,44 +44,6 @@ _TRANSPARENT = ("dropout", "activation")
 # block, a recurrent layer that returns only its last state).
 _MASK_USERS = ("lstm", "gru", "global_avg_pool", "global_max_pool")
 _MASK_KEEPERS = ("dropout", "activation", "batchnorm", "layernorm", "lstm", "gru")
-
-
-@dataclass
-class LayerRecord:
-    name: str  # e.g. conv2d_1
-    type_name: str  # e.g. Conv2D
-    spec: Any  # the layer's config (None for a torchvision model's parts)
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    mult_adds: int
-    params: int = 0  # trainable parameters
-    frozen: int = 0  # non-trainable: batch norm's running statistics (Keras counts them)
-    children: list[LayerRecord] = field(default_factory=list)  # a residual block's layers
-    make: Optional[Callable[[], list]] = field(default=None, repr=False)
-    takes_mask: bool = False  # its last module is called with the padding mask (mask_zero)
-
-
-@dataclass
-class ModelPlan:
-    """Everything about the network except its weights."""
-
-    input_shape: tuple[int, ...]
-    layers: list[LayerRecord]
-    output_activation: str  # what the last layer applies, as the user wrote it
-    absorbed_activation: bool  # True: left out of the network, applied inside the loss
-    torchvision: Any = None  # torchvision_models.TorchvisionPlan for `model: {torchvision: ...}`
-
-    @property
-    def trainable_params(self) -> int:
-        return sum(r.params for r in self.layers)
-
-    @property
-    def total_params(self) -> int:
-        return sum(r.params + r.frozen for r in self.layers)
-
-    @property
-    def mult_adds(self) -> int:
-        return sum(r.mult_adds for r in self.layers)
 
 
 def _plan_layers(
@@ -363,19 +326,6 @@ def keras_initialization(model) -> None:
                     if isinstance(module, nn.LSTM) and name.startswith("bias_ih"):
                         with torch.no_grad():
                             param[units : 2 * units].fill_(1.0)  # gates i, f, g, o: Keras's unit_forget_bias
-
-
-def running_statistics(module) -> int:
-    """Values of batch norm's running mean and variance in `module` itself (0 for other modules)."""
-    import torch.nn as nn
-
-    if (
-        isinstance(module, nn.modules.batchnorm._BatchNorm)
-        and module.running_mean is not None
-        and module.running_var is not None
-    ):
-        return int(module.running_mean.numel() + module.running_var.numel())
-    return 0
 
 
 def parameter_counts(model) -> list[tuple[int, int]]:

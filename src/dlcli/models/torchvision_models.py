@@ -137,8 +137,8 @@ def plan_torchvision(
     """The ModelPlan of a torchvision model: its top-level parts as rows, counted on the meta device."""
     import torch
 
-    from . import LayerRecord, ModelPlan, running_statistics
     from .layers import shape_text
+    from .plan import LayerRecord, ModelPlan, running_statistics
 
     name = spec.torchvision
     if len(input_shape) != 3:

@@ -1,3 +1,4 @@
+import math
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,38 @@ def test_same_padding_at_stride_two_matches_keras():
     assert model(torch.zeros(1, 1, 7, 7)).shape == (1, 2, 4, 4)
     plan, _, model = count([Conv2DLayer(filters=2, kernel_size=3, padding=1)], (1, 5, 5))
     assert plan.layers[0].output_shape == (2, 5, 5)
+
+
+def only_tap(conv, *position):
+    """Weights that copy the input pixel under one kernel position, and no bias."""
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[(0, 0, *position)] = 1.0
+        conv.bias.zero_()
+
+
+@pytest.mark.parametrize("h, w, tap", [(8, 8, (0, 0)), (8, 7, (0, 1)), (7, 8, (1, 0)), (7, 7, (1, 1))])
+def test_same_padding_at_stride_two_pads_the_end_as_keras_does(h, w, tap):
+    """Keras pads a strided "same" convolution by ceil(size / stride) outputs and puts an odd
+    extra pixel at the end (bottom, right): with a 3x3 kernel at stride 2, an even side gets
+    (0, 1), so the kernel's first tap reads rows 0, 2, 4...; an odd side gets (1, 1), so its
+    middle tap does."""
+    _, _, model = count([Conv2DLayer(filters=1, kernel_size=3, strides=2, padding="same")], (1, h, w))
+    (conv,) = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    only_tap(conv, *tap)
+    x = torch.randn(2, 1, h, w, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model(x), x[:, :, ::2, ::2])
+
+
+@pytest.mark.parametrize("steps, tap", [(8, 0), (7, 1)])
+def test_same_padding_at_stride_two_pads_the_end_of_a_sequence_too(steps, tap):
+    _, _, model = count([Conv1DLayer(filters=1, kernel_size=3, strides=2, padding="same")], (steps, 1))
+    (conv,) = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d)]
+    only_tap(conv, tap)
+    x = torch.randn(2, steps, 1, generator=torch.Generator().manual_seed(0))
+    out = model(x)
+    assert out.numel() == 2 * math.ceil(steps / 2)
+    assert torch.equal(out.reshape(2, -1), x[:, ::2, 0])
 
 
 def test_dense_on_images_names_the_layer_and_shape():

@@ -90,3 +90,26 @@ def test_a_failing_rank_ends_every_rank(tmp_path):
     (folder,) = (tmp_path / "runs").iterdir()
     info = json.loads((folder / "run.json").read_text())
     assert info["status"] == "failed" and "rank 1" in info["error"]
+
+
+def test_a_failed_launch_is_one_paragraph_and_exit_1(monkeypatch, tmp_path):
+    # The launcher's own failure (ChildFailedError once a rank has printed its error) reaches
+    # the CLI as a DlcliError: the CLI prints it, the library does not.
+    from torch.distributed import run as torchrun
+    from typer.testing import CliRunner
+
+    from dlcli.cli import app
+
+    class ChildFailedError(Exception):
+        pass
+
+    def failing_main(args):
+        raise ChildFailedError("rank 1 failed")
+
+    monkeypatch.setattr(torchrun, "main", failing_main)
+    result = CliRunner().invoke(
+        app, ["train", str(dp_config(tmp_path)), "--runs-dir", str(tmp_path / "runs"), "--nproc", "2"]
+    )
+    assert result.exit_code == 1
+    assert "Error: data-parallel training failed (ChildFailedError); see the rank's message above." in result.output
+    assert "Traceback" not in result.output

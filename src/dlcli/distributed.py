@@ -8,7 +8,6 @@ torch's elastic launcher for people who do not know torchrun.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -94,7 +93,8 @@ def distributed_from_env() -> Distributed:
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Re-run this command line under torch's elastic launcher with `nproc` processes."""
+    """Re-run this command line under torch's elastic launcher with `nproc` processes; its exit
+    code, or WorkerFailed when a rank failed (that rank has printed why)."""
     from torch.distributed import run as torchrun
 
     rest, skip = [], False
@@ -114,9 +114,9 @@ def launch(nproc: int, argv: list[str]) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     except Exception as exc:  # ChildFailedError: the failing rank has printed its own message
-        print(
-            f"Error: data-parallel training failed ({type(exc).__name__}); see the rank's message above.",
-            file=sys.stderr,
-        )
-        return 1
+        from .errors import WorkerFailed
+
+        raise WorkerFailed(
+            f"data-parallel training failed ({type(exc).__name__}); see the rank's message above."
+        ) from None
     return 0

@@ -80,6 +80,13 @@ class TrainingInterrupted(Exception):
 # -- the machine's limits (issue 15: sizes that cannot be allocated) ---------------------------
 
 
+class WorkerFailed(DlcliError):
+    """A process that dlcli started (a data-parallel rank) failed and has printed its own
+    message; this one says where to look. Not the user's typo: exit 1."""
+
+    exit_code = 1
+
+
 class ResourceError(DlcliError):
     """The machine cannot hold what the config asks for (memory); not the user's typo, so exit 1."""
 

@@ -33,10 +33,12 @@ test: setup
 test-quick: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
 
+# lint-imports checks the layers of ARCHITECTURE.md (contracts in pyproject.toml).
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The suite with the full per-file coverage table, covered files included.
 coverage: setup

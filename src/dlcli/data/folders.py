@@ -42,19 +42,65 @@ def _subfolders(folder: Path) -> list[str]:
         raise DataError(f"Cannot list the folder {folder}: {exc.strerror or exc}.") from None
 
 
-def files_under(folder: Path, suffixes: frozenset[str]) -> tuple[list[Path], int]:
+class LinkGuard:
+    """Folder links are followed (a class folder may be a link to files kept elsewhere), but
+    never into a folder already read and never to a file already counted: a link back to the
+    folder itself or its parent would otherwise count each file again (or without end), and a
+    file linked into two class folders would land in two classes. Identity is (device, inode)."""
+
+    def __init__(self) -> None:
+        self.folders: set[tuple[int, int]] = set()
+        self.files: set[tuple[int, int]] = set()
+        self.skipped: list[Path] = []  # links to a folder or file already read
+
+    def reserve(self, folders: Sequence[Path]) -> None:
+        """Folders the scan reads by themselves (the root, split and class folders): a link to
+        one of them from inside the tree is never followed."""
+        for folder in folders:
+            try:
+                st = folder.stat()
+            except OSError:
+                continue
+            self.folders.add((st.st_dev, st.st_ino))
+
+    def enter(self, path: Path) -> bool:
+        """True the first time a folder is reached; False (and remembered) after that."""
+        return self._first(path, self.folders)
+
+    def count(self, path: Path) -> bool:
+        return self._first(path, self.files)
+
+    def _first(self, path: Path, seen: set[tuple[int, int]]) -> bool:
+        try:
+            st = path.stat()
+        except OSError:  # a dangling link: left to the reader, which names the file
+            return True
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            self.skipped.append(path)
+            return False
+        seen.add(key)
+        return True
+
+
+def files_under(folder: Path, suffixes: frozenset[str], guard: Optional[LinkGuard] = None) -> tuple[list[Path], int]:
     """Visible files with one of the suffixes anywhere below folder, in natural order of their
-    relative paths, and how many other visible files were ignored."""
+    relative paths, and how many other visible files were ignored. Folder links are followed
+    once (see LinkGuard; pass one guard for a whole tree, with its own folders reserved)."""
+    if guard is None:
+        guard = LinkGuard()
+        guard.reserve([folder])
     found: list[tuple[tuple, Path]] = []
     ignored = 0
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if _visible(d)]
+        dirnames[:] = [d for d in dirnames if _visible(d) and guard.enter(Path(dirpath) / d)]
         for name in filenames:
             if not _visible(name):
                 continue
             if os.path.splitext(name)[1].lower() in suffixes:
                 path = Path(dirpath) / name
-                found.append((natural_key(str(path.relative_to(folder))), path))
+                if guard.count(path):
+                    found.append((natural_key(str(path.relative_to(folder))), path))
             else:
                 ignored += 1
     found.sort(key=lambda item: item[0])
@@ -68,6 +114,7 @@ class ClassFolders:
     root: Path
     class_names: tuple[str, ...]
     files: dict[str, list[tuple[Path, int]]] = field(default_factory=dict)  # train, and val/test when present
+    repeated_links: list[Path] = field(default_factory=list)  # links to folders or files already read
     ignored: int = 0  # visible files of other kinds
 
     @property
@@ -141,6 +188,8 @@ def scan_class_folders(
     if not list_files:
         return layout
     index = {name: i for i, name in enumerate(names)}
+    guard = LinkGuard()
+    guard.reserve([root, *splits.values(), *(folder / name for folder in splits.values() for name in names)])
     for split, folder in splits.items():
         present = _subfolders(folder)
         if split != "train" and class_names is None:
@@ -155,7 +204,7 @@ def scan_class_folders(
         for name in names:
             if name not in present:
                 continue
-            paths, ignored = files_under(folder / name, suffixes)
+            paths, ignored = files_under(folder / name, suffixes, guard)
             layout.ignored += ignored
             if not paths and split == "train":
                 raise DataError(
@@ -164,6 +213,7 @@ def scan_class_folders(
                 )
             items += [(p, index[name]) for p in paths]
         layout.files[split] = items
+    layout.repeated_links = guard.skipped
     return layout
 
 
@@ -171,8 +221,10 @@ def first_file(layout: ClassFolders, suffixes: frozenset[str], kind_words: str) 
     """The first file of the first training class, found without listing every file."""
     splits = _split_folders(layout.root)
     folder = splits["train"] / layout.class_names[0]
+    guard = LinkGuard()
+    guard.reserve([layout.root, folder])
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted((d for d in dirnames if _visible(d)), key=natural_key)
+        dirnames[:] = sorted((d for d in dirnames if _visible(d) and guard.enter(Path(dirpath) / d)), key=natural_key)
         for name in sorted(filenames, key=natural_key):
             if _visible(name) and os.path.splitext(name)[1].lower() in suffixes:
                 return Path(dirpath) / name
@@ -281,7 +333,18 @@ def unreadable_files_note(
 
 
 def ignored_files_note(layout: ClassFolders, kind_words: str) -> Optional[str]:
-    """The note that files of other kinds were left out, or None when there were none."""
-    if not layout.ignored:
-        return None
-    return f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} that are not {kind_words}."
+    """The note that files of other kinds, or links to what was already read, were left out;
+    None when there were none."""
+    notes = []
+    if layout.ignored:
+        notes.append(
+            f"Ignored {layout.ignored} file{'s' if layout.ignored != 1 else ''} under {layout.root} that are not {kind_words}."
+        )
+    links = layout.repeated_links
+    if links:
+        shown = ", ".join(str(p) for p in links[:3]) + (", ..." if len(links) > 3 else "")
+        notes.append(
+            f"Skipped {len(links)} link{'s' if len(links) != 1 else ''} to a folder or file already read "
+            f"({shown}): each file is counted once, in the first place it was found."
+        )
+    return " ".join(notes) or None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -283,6 +284,134 @@ def test_summary_csv_and_best_yaml_from_the_study(tmp_path, tiny_config):
     assert table[1][:7] == ["1", "completed", "0.9", "2", "2", "1.5", "[16]"] and table[3][-1] == "boom"
     best_config = load_config(folder / "best.yaml")
     assert best_config.model.hidden == (16,) and best_config == load_config(tiny_config, ["model.hidden=[16]"])
+
+
+# -- drawing values: the declared distributions, reproducible by seed ------------------------
+
+SEARCHED = (
+    "optimizer.lr=loguniform(1e-5,1e-1)",  # log-midpoint (geometric mean) 1e-3, arithmetic ~0.05
+    "model.dropout=uniform(0.01,0.5)",  # arithmetic midpoint 0.255, log-midpoint ~0.07
+    "training.batch_size=int(4,256,log)",  # log-midpoint 32, arithmetic 130
+)
+
+
+def in_memory_study(monkeypatch, tiny_config: Path, *params: str, **options):
+    """A sweep's study created by the study module itself, on Optuna's in-memory storage."""
+    import optuna
+
+    from dlcli.sweep import study as study_module
+
+    storage = optuna.storages.InMemoryStorage()
+    monkeypatch.setattr(study_module, "make_storage", lambda url, must_exist=False: storage)
+    spec = plan_sweep(request(tiny_config, *params, sweep_id="draws", **options))
+    return spec, study_module.Study.create(spec, "in-memory", [{} for _ in range(spec.trials)])
+
+
+def draw_all(study, spec, objective=None) -> list[dict]:
+    """Every planned trial's values in turn, as the workers draw them; each trial is told
+    objective(index) when one is given, else left running (parallel workers at the start)."""
+    draws = []
+    while (trial_id := study.claim_waiting()) is not None:
+        draws.append(study.suggest(trial_id, spec.space))
+        if objective is not None:
+            study.finish(trial_id, "completed", objective(len(draws)))
+    return draws
+
+
+def share_below(values, threshold) -> float:
+    return sum(v < threshold for v in values) / len(values)
+
+
+@pytest.mark.parametrize("method", ["random", "tpe"])
+def test_draws_follow_the_declared_distributions(monkeypatch, tiny_config, method):
+    spec, study = in_memory_study(monkeypatch, tiny_config, *SEARCHED, method=method, trials=200, seed=3)
+    draws = draw_all(study, spec)
+    lr, dropout, batch = ([d[key] for d in draws] for key in ("optimizer.lr", "model.dropout", "training.batch_size"))
+    assert all(1e-5 <= v <= 1e-1 for v in lr) and all(0.01 <= v <= 0.5 for v in dropout)
+    assert all(isinstance(v, int) and 4 <= v <= 256 for v in batch)
+    # A log scale splits about half/half around the geometric mean of its bounds (a uniform
+    # draw would put ~1 % of lr and ~11 % of batch sizes below it), a linear scale around the
+    # arithmetic midpoint (a log draw would put ~83 % of dropouts below it).
+    assert 0.35 < share_below(lr, math.sqrt(1e-5 * 1e-1)) < 0.65
+    assert 0.35 < share_below(batch, math.sqrt(4 * 256)) < 0.65
+    assert 0.35 < share_below(dropout, (0.01 + 0.5) / 2) < 0.65
+
+
+@pytest.mark.parametrize("method", ["random", "tpe"])
+def test_the_same_seed_draws_the_same_values_and_another_seed_others(monkeypatch, tiny_config, method):
+    # 20 trials: past TPE's random start-up trials, so its model's draws are compared too.
+    def noise(i: int) -> float:
+        return (i * 0.6180339887) % 1.0
+
+    def draws(seed: int) -> list[dict]:
+        spec, study = in_memory_study(monkeypatch, tiny_config, *SEARCHED, method=method, trials=20, seed=seed)
+        return draw_all(study, spec, noise)
+
+    first = draws(7)
+    assert draws(7) == first
+    other = draws(8)
+    assert all(a[key] != b[key] for a, b in zip(first, other) for key in ("optimizer.lr", "model.dropout"))
+
+
+# -- the objective: a trial's best epoch, in the metric's direction ---------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_a_trials_value_is_its_best_finite_epoch_in_the_metrics_direction():
+    from dlcli.sweep.spec import best_value
+
+    rows = [
+        {"epoch": 1, "val_loss": NAN, "val_accuracy": NAN},  # a NaN first must not stick
+        {"epoch": 2, "val_loss": 0.9, "val_accuracy": 0.5},
+        {"epoch": 3, "val_loss": 0.4, "val_accuracy": 0.7},
+        {"epoch": 4, "val_loss": 0.6, "val_accuracy": 0.8},
+        {"epoch": 5, "val_loss": -INF, "val_accuracy": INF},  # not finite: never the best
+        {"epoch": 6, "val_loss": None, "val_accuracy": None},  # not logged this epoch
+        {"epoch": 7, "val_loss": 0.4, "val_accuracy": 0.8},  # a tie keeps the earlier epoch
+        {"epoch": 8, "val_loss": 0.5, "val_accuracy": 0.6},
+    ]
+    assert best_value(rows, "val_loss", "min") == (0.4, 3)
+    assert best_value(rows, "val_accuracy", "max") == (0.8, 4)
+    assert best_value(rows, "val_loss", "max") == (0.9, 2)
+    assert best_value(rows, "val_accuracy", "min") == (0.5, 2)
+    assert best_value(rows[:1] + rows[4:6], "val_loss", "min") == (None, None)
+    assert best_value([], "val_loss", "min") == (None, None)
+
+
+@pytest.mark.parametrize(
+    "metric, direction, value, epoch", [("val_loss", "min", 0.4, 3), ("val_accuracy", "max", 0.8, 4)]
+)
+def test_a_finished_trial_is_told_its_best_epoch_from_its_metrics_csv(
+    tmp_path, tiny_config, metric, direction, value, epoch
+):
+    from dlcli.sweep.results import best_row, rows_from_study, sort_rows
+    from dlcli.sweep.worker import RunOptions, SweepRun, TrialView
+
+    folder, spec, study = make_study(tmp_path, tiny_config, "optimizer.lr=[0.01,0.02,0.03]", metric=metric)
+    assert spec.direction == direction  # the metric's own direction
+    run = SweepRun(folder, spec, study, "", RunOptions(gpus=[]))
+    curves = {
+        "good": [(NAN, NAN), (0.9, 0.5), (0.4, 0.7), (0.6, 0.8), (0.5, 0.6)],
+        "worse": [(1.2, 0.3), (1.0, 0.4), (1.1, 0.35)],
+        "diverged": [(NAN, NAN), (NAN, NAN)],
+    }
+    views = {}
+    for name, curve in curves.items():
+        trial_id = study.claim_waiting()
+        views[name] = view = TrialView(study.trial_number(trial_id), trial_id, {}, tmp_path / name)
+        view.folder.mkdir()
+        lines = ["epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds"]
+        lines += [f"{e},1.0,0.5,{loss},{acc},0.01,0.1" for e, (loss, acc) in enumerate(curve, start=1)]
+        (view.folder / "metrics.csv").write_text("\n".join(lines) + "\n")
+        run._finish_from_folder(view, "completed")
+    good, worse, diverged = (study.trial(views[n].trial_id) for n in ("good", "worse", "diverged"))
+    assert (good.state, good.value, good.attrs["best_epoch"], good.attrs["epochs"]) == ("completed", value, epoch, 5)
+    assert worse.value == (1.0 if metric == "val_loss" else 0.4) and worse.attrs["best_epoch"] == 2
+    assert diverged.state == "failed" and diverged.attrs["error"] == f"the run logged no finite value of {metric}"
+    rows = sort_rows(rows_from_study(folder, spec, study.trials()), spec.direction)
+    assert [r.number for r in rows] == [views[n].number for n in ("good", "worse", "diverged")]
+    assert best_row(rows, spec.direction).number == views["good"].number
 
 
 def test_trial_environment_divides_threads_and_gpus(tmp_path, tiny_config, monkeypatch):

@@ -62,10 +62,10 @@ def test_labels_all_negative_were_a_binary_task_that_reached_accuracy_one(tmp_pa
 
 def test_a_test_label_outside_the_training_classes(tmp_path):
     x = np.zeros((4, 3), dtype=np.float32)
-    code, output = npz_run(tmp_path, y_train=np.arange(12) % 3, x_test=x, y_test=np.array([0, 2, 7, 1]))
+    code, output = npz_run(tmp_path, y_train=np.arange(12) % 3, x_test=x, y_test=np.array([0, 2, 3, 1]))
     assert (code, output) == (
         2,
-        "Error: The label at row 2 of the test split is 7; a multiclass task with 3 "
+        "Error: The label at row 2 of the test split is 3; a multiclass task with 3 "
         "classes needs whole numbers from 0 to 2. Number the classes from 0 "
         "(numpy.unique(y, return_inverse=True) does it).\n",
     )
@@ -161,6 +161,36 @@ def test_multilabel_and_binary_targets_must_be_zero_or_one():
     )
 
 
+def test_class_labels_run_from_zero_to_the_number_of_classes_minus_one():
+    x = torch.zeros(4, 2)
+    for y in (torch.tensor([0, 1, 2, 2]), torch.tensor([2.0, 0.0, 1.0, 0.0])):
+        good = dataset("multiclass", 3, x, y, x_val=x[:2], y_val=y[:2])
+        assert check_dataset(good, DataConfig(dataset="npz")) is good
+    assert check_message(dataset("multiclass", 3, x, torch.tensor([0, 1, 3, 2]))) == (
+        "The label at row 2 of the training split is 3; a multiclass task with 3 classes needs whole numbers "
+        "from 0 to 2."
+    )
+    assert check_message(
+        dataset("multiclass", 3, x, torch.tensor([0, 1, 2, 2]), x_val=x[:1], y_val=torch.tensor([3]))
+    ) == (
+        "The label at row 0 of the validation split is 3; a multiclass task with 3 classes needs whole numbers "
+        "from 0 to 2."
+    )
+    assert check_message(dataset("binary", 2, x, torch.tensor([1, 0, 2, 1]))) == (
+        "The label at row 2 of the training split is 2; a binary task needs labels 0 or 1."
+    )
+
+
+def test_a_validation_split_of_zero_rows_is_refused():
+    x, y = torch.zeros(4, 2), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(DataError) as info:
+        check_dataset(dataset("binary", 2, x, y, x_val=x[:0], y_val=y[:0]), DataConfig(dataset="image_folder"))
+    assert info.value.full_message() == (
+        "The image_folder dataset's validation split has zero rows. Give it samples, or leave it out and use "
+        "data.validation_split instead."
+    )
+
+
 def test_image_inputs_name_the_pixel_and_uint8_is_skipped():
     x = torch.zeros(3, 1, 4, 4)
     x[1, 0, 2, 3] = float("inf")
@@ -180,9 +210,29 @@ def test_large_finite_values_whose_sum_overflows_pass():
     assert check_dataset(data, DataConfig(dataset="npz")) is data
 
 
-def test_the_check_runs_on_every_builtin_source(tmp_path):
-    data = load_dataset(DataConfig(dataset="synthetic"), seed=0)  # a valid dataset passes unchanged
-    assert len(data.x_train) == 1000 and dataset_notes(data) == []
+@pytest.mark.parametrize("fits_preprocessing", [False, True])
+def test_load_dataset_checks_what_any_source_returns(monkeypatch, fits_preprocessing):
+    # The check sits in load_dataset, not in each source: a source of either kind that returns a
+    # bad label is refused, and a good dataset comes back as the source made it.
+    from dlcli.data import DATASETS, DatasetSource
+
+    x = torch.zeros(6, 2)
+    returned = {"y": torch.tensor([0, 1, 2, 0, 1, 3])}
+
+    def load(config, seed, *state_and_progress):
+        return dataset("multiclass", 3, x, returned["y"])
+
+    source = DatasetSource(info=None, load=load, fits_preprocessing=fits_preprocessing)
+    monkeypatch.setitem(DATASETS._items, "fake", source)
+    with pytest.raises(DataError) as info:
+        load_dataset(DataConfig(dataset="fake"), seed=0)
+    assert info.value.message == (
+        "The label at row 5 of the training split is 3; a multiclass task with 3 classes needs whole numbers "
+        "from 0 to 2."
+    )
+    returned["y"] = torch.tensor([0, 1, 2, 0, 1, 2])
+    data = load_dataset(DataConfig(dataset="fake"), seed=0)
+    assert data.y_train is returned["y"] and dataset_notes(data) == []
 
 
 @pytest.mark.parametrize(

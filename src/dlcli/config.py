@@ -333,12 +333,46 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class WindowConfig:
+    """timeseries: how a series becomes samples, as Keras's timeseries_dataset_from_array cuts it."""
+
+    length: int = _opt(help="rows in one window (Keras's sequence_length)", ge=1)
+    horizon: Union[int, tuple[int, ...]] = _opt(
+        1,
+        help="rows after the window's last row whose target is predicted; a list for several outputs",
+        ge=1,
+        min_items=1,
+    )
+    stride: int = _opt(1, help="rows between the starts of consecutive windows (sequence_stride)", ge=1)
+    sampling_rate: int = _opt(1, help="every r-th row inside a window (sampling_rate)", ge=1)
+
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        return (self.horizon,) if isinstance(self.horizon, int) else tuple(self.horizon)
+
+
+TimeFeature = Literal["day_of_year", "day_of_week", "hour"]
+# The values of data.missing each kind of users' table takes (one key, one meaning: what to do
+# with an empty cell).
+MISSING_POLICIES = {
+    "csv": ("error", "mean", "zero", "drop_rows"),
+    "timeseries": ("error", "interpolate", "ffill", "drop_windows"),
+}
+TIMESERIES_SPLIT = 0.25  # timeseries: validation_split and test_split when not given
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    dataset: str = _opt(help="mnist, fashion_mnist, imdb, npz, synthetic, csv, image_folder or text_folder")
+    dataset: str = _opt(help="mnist, fashion_mnist, imdb, npz, synthetic, csv, timeseries, image_folder or text_folder")
     root: str = _opt("data", help="folder searched for the dataset's files (and downloaded into)")
     download: bool = _opt(True, help="download missing files when a network is there")
-    path: Optional[str] = _opt(None, help="the .npz file of the npz dataset")
-    validation_split: float = _opt(0.0, help="fraction of the training set held out", ge=0.0, lt=1.0)
+    path: Optional[str] = _opt(None, help="the data file: the .npz of npz, the table of csv and timeseries")
+    validation_split: float = _opt(
+        0.0,
+        help="fraction of the training set held out (timeseries: of the rows, before the test rows; 0.25)",
+        ge=0.0,
+        lt=1.0,
+    )
     validation_size: Optional[int] = _opt(None, help="number of training samples held out", ge=1)
     validation_from: Literal["start", "end"] = _opt("end", help="hold out from the start or end")
     max_train_samples: Optional[int] = _opt(None, help="use only the first N training samples", ge=1)
@@ -351,29 +385,43 @@ class DataConfig:
     truncating: Literal["pre", "post"] = _opt("pre", help="sequence mode: cut from the start (pre, as Keras) or end")
     # -- users' files: csv, image_folder, text_folder (data/tabular.py, images.py, text.py)
     train_path: Optional[str] = _opt(None, help="csv: the training file, with test_path (instead of path)")
-    test_path: Optional[str] = _opt(None, help="csv: a separate test file")
+    test_path: Optional[str] = _opt(None, help="csv, timeseries: a separate test file")
     target: Union[str, tuple[str, ...], None] = _opt(
-        None, help="csv: the target column, or a list of columns (multilabel or several regression outputs)"
+        None, help="csv, timeseries: the target column, or a list of columns (multilabel or several regression outputs)"
     )
-    features: Optional[tuple[str, ...]] = _opt(None, help="csv: the input columns (default: every other column)")
+    features: Optional[tuple[str, ...]] = _opt(
+        None, help="csv: the input columns (default: every other column); timeseries: default every numeric one"
+    )
     column_types: Optional[dict[str, ColumnType]] = _opt(
         None, help="csv: per-column type overrides: numeric, categorical, boolean or ignore"
     )
     task: Literal["auto", "multiclass", "binary", "multilabel", "regression"] = _opt(
-        "auto", help="csv: the task (auto: inferred from the target)"
+        "auto", help="csv, timeseries: the task (auto: inferred from the target)"
     )
     normalize: Literal["standard", "minmax", "none"] = _opt(
-        "standard", help="csv: numeric columns scaled with the training split's mean/std (standard) or min/max"
+        "standard",
+        help="csv, timeseries: numeric columns scaled with the training split's mean/std (standard) or min/max",
     )
-    missing: Literal["error", "mean", "zero", "drop_rows"] = _opt(
-        "error", help="csv: empty cells are an error, or filled with the training mean or zero, or their rows dropped"
+    missing: Literal["error", "mean", "zero", "drop_rows", "interpolate", "ffill", "drop_windows"] = _opt(
+        "error",
+        help="empty cells: an error; csv: filled with the training mean or zero, or their rows dropped; "
+        "timeseries: interpolated, carried forward (ffill), or the windows touching them dropped",
     )
     delimiter: Optional[str] = _opt(None, help="csv: the field separator (default: found in the header: , ; tab or |)")
     test_split: Optional[float] = _opt(
         None,
-        help="users' files without a test file or folder: fraction held out for testing (default 0.2)",
+        help="users' files without a test file or folder: fraction held out for testing (default 0.2; timeseries: "
+        "the last 0.25 of the rows)",
         ge=0.0,
         lt=1.0,
+    )
+    time_column: Optional[str] = _opt(None, help="timeseries: the column of time stamps (checked to increase)")
+    window: Optional[WindowConfig] = _opt(None, help="timeseries: {length, horizon, stride, sampling_rate}")
+    frequency: Optional[str] = _opt(
+        None, help="timeseries: the rows' regular step (1h, 1D, 15min...): missing time stamps become missing cells"
+    )
+    time_features: tuple[TimeFeature, ...] = _opt(
+        (), help="timeseries: calendar inputs as sine/cosine pairs: day_of_year, day_of_week, hour"
     )
     image_size: Optional[tuple[int, ...]] = _opt(
         None, help="image_folder: [height, width] every image is resized to (default: the first image's size)", ge=1
@@ -1058,6 +1106,7 @@ def load_config(
         overridden.add(key_path)
     ctx = _Context(source, lines, overridden)
     config = _build(Config, raw, (), ctx)
+    config = _kind_defaults(config, raw)
     _check_semantics(config, ctx)
     object.__setattr__(config, "_origin", ctx)  # not a field: equality and dumps ignore it
     return config
@@ -1083,6 +1132,22 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
+def _kind_defaults(config: Config, raw: dict) -> Config:
+    """Shared keys whose default depends on the dataset kind, filled in when the file left them
+    out (so the run's saved config.yaml states them): a time series holds out its last quarter
+    of rows for testing and the quarter before it for validation, as Chollet's chapter does."""
+    data = config.data
+    if data.dataset != "timeseries":
+        return config
+    given = raw.get("data") or {}
+    changes: dict[str, Any] = {}
+    if "validation_split" not in given and "validation_size" not in given:
+        changes["validation_split"] = TIMESERIES_SPLIT
+    if "test_split" not in given and not data.test_path:
+        changes["test_split"] = TIMESERIES_SPLIT
+    return dataclasses.replace(config, data=dataclasses.replace(data, **changes)) if changes else config
+
+
 def _check_semantics(config: Config, ctx: _Context) -> None:
     if not _NAME_PATTERN.match(config.name):
         raise ctx.error(
@@ -1102,12 +1167,26 @@ def _check_semantics(config: Config, ctx: _Context) -> None:
 
 def _check_user_data(data: DataConfig, ctx: _Context) -> None:
     """The options of users' csv files, image folders and text folders that fit together."""
-    if data.dataset == "csv":
+    if data.dataset in MISSING_POLICIES:
+        fitting = MISSING_POLICIES[data.dataset]
+        if data.missing not in fitting:
+            owner = next(kind for kind, values in MISSING_POLICIES.items() if data.missing in values)
+            raise ctx.error(
+                ("data", "missing"),
+                f"{data.missing} is a policy for {owner} data; for {data.dataset} data the policies that fit are: "
+                f"{', '.join(fitting)}.",
+                hint=_MISSING_HINTS[data.dataset],
+            )
+    if data.dataset in ("csv", "timeseries"):
         if not data.path and not data.train_path:
+            example = (
+                "examples/tabular/iris.csv" if data.dataset == "csv" else "examples/timeseries/seattle-weather.csv"
+            )
             raise ctx.error(
                 ("data", "path"),
-                "the csv dataset needs `path:` (one file) or `train_path:` (with an optional `test_path:`).",
-                hint="For example `path: examples/tabular/iris.csv`.",
+                f"the {data.dataset} dataset needs `path:` (one file) or `train_path:` (with an optional "
+                "`test_path:`).",
+                hint=f"For example `path: {example}`.",
             )
         if data.path and (data.train_path or data.test_path):
             key = "train_path" if data.train_path else "test_path"
@@ -1120,16 +1199,59 @@ def _check_user_data(data: DataConfig, ctx: _Context) -> None:
         if data.target is None:
             raise ctx.error(
                 ("data", "target"),
-                "the csv dataset needs `target:`, the column to predict.",
-                hint="For example `target: species`, or a list of columns for several outputs.",
+                f"the {data.dataset} dataset needs `target:`, the column to predict.",
+                hint="For example `target: species`, or a list of columns for several outputs."
+                if data.dataset == "csv"
+                else "For example `target: temp_max`, or a list of columns for several outputs.",
             )
         if data.test_path and data.test_split:
             raise ctx.error(("data", "test_split"), "give test_path or test_split, not both.")
+    if data.dataset == "timeseries":
+        _check_timeseries(data, ctx)
     if data.image_size is not None and len(data.image_size) != 2:
         raise ctx.error(
             ("data", "image_size"),
             f"expected [height, width], found {len(data.image_size)} number(s).",
             hint="For example `image_size: [64, 64]`.",
+        )
+
+
+_MISSING_HINTS = {
+    "csv": "mean or zero fill a cell, drop_rows leaves its row out.",
+    "timeseries": "A time series' rows are its order: interpolate fills a cell from its neighbouring rows, ffill "
+    "repeats the last value before it, drop_windows leaves out only the windows that touch it.",
+}
+
+
+def _check_timeseries(data: DataConfig, ctx: _Context) -> None:
+    if data.window is None:
+        raise ctx.error(
+            ("data", "window"),
+            "the timeseries dataset needs `window:`, how many rows one sample holds.",
+            hint="For example `window: {length: 14, horizon: 1}`: 14 rows in, the target 1 row after the last.",
+        )
+    horizons = data.window.horizons
+    if len(set(horizons)) != len(horizons):
+        raise ctx.error(("data", "window", "horizon"), f"lists a horizon twice: {list(horizons)}.")
+    if data.time_features and not data.time_column:
+        raise ctx.error(
+            ("data", "time_features"),
+            "calendar features are computed from the time stamps, and no `time_column:` is given.",
+            hint="Name the column of dates or times in data.time_column.",
+        )
+    if data.frequency is not None and not data.time_column:
+        raise ctx.error(
+            ("data", "frequency"),
+            "a frequency places rows by their time stamps, and no `time_column:` is given.",
+            hint="Name the column of dates or times in data.time_column, or leave frequency out (rows are steps).",
+        )
+    if len(set(data.time_features)) != len(data.time_features):
+        raise ctx.error(("data", "time_features"), f"lists a feature twice: {list(data.time_features)}.")
+    if data.column_types:
+        raise ctx.error(
+            ("data", "column_types"),
+            "applies to csv tables; a time series' inputs are its numeric columns.",
+            hint="List the inputs in data.features instead.",
         )
 
 

@@ -21,6 +21,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
     from .engine import Batches, Trainer, predict
     from .loading import load_run
     from .losses import make_objective, prepare_targets
+    from .training import objective_in_target_units
 
     run = load_run(run_dir, checkpoint)
     config, info = run.config, run.plan.info
@@ -29,7 +30,9 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
     if x is None or len(x) == 0:
         other = "val" if split == "test" else "test"
         raise DataError(f"This run's data has no {split} split.", hint=f"Use --split {other}.")
-    objective = make_objective(run.plan.loss_name, info.task, info.num_classes)
+    objective = objective_in_target_units(
+        make_objective(run.plan.loss_name, info.task, info.num_classes), data.preprocessing
+    )
     targets = prepare_targets(y, run.plan.loss_name, info.task)
     batches = Batches(x, targets, 1024, input_scale=data.input_scale, device=run.device)
     trainer = Trainer(
@@ -49,6 +52,10 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
         "samples": len(x),
         **trainer.evaluate(batches),
     }
+    if config.data.dataset == "timeseries":
+        from .data.timeseries import baseline_results
+
+        result.update(baseline_results(x, data.preprocessing, result.get("mae")))
     if info.task in ("multiclass", "binary"):
         outputs, actual = predict(run.model, batches)
         predicted = (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(1)

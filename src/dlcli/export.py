@@ -38,6 +38,9 @@ class InputSpec:
     shift: Any = None  # subtracted before scaling (one per feature), or None
     outside: str = ""  # preprocessing outside the graph, in words
     extra: dict = field(default_factory=dict)
+    # Outputs trained on scaled targets go back to the targets' units: output * scale + shift.
+    output_shift: Any = None
+    output_scale: Any = None
 
 
 def input_spec(run: LoadedRun) -> InputSpec:
@@ -92,6 +95,10 @@ def input_spec(run: LoadedRun) -> InputSpec:
             ),
             extra={"input_names": list(state["input_names"]), "features": features},
         )
+    if dataset == "timeseries":
+        from .data.timeseries import export_inputs
+
+        return InputSpec("float32", **export_inputs(run.preprocessing or {}))
     if dataset == "image_folder":
         state = run.preprocessing or {}
         h, w = state["image_size"]
@@ -166,6 +173,8 @@ def exportable_module(run: LoadedRun, spec: InputSpec):
             self.register_buffer("shift", shift if isinstance(shift, torch.Tensor) else None)
             self.register_buffer("scale_vector", scale if isinstance(scale, torch.Tensor) else None)
             self.scale_number = scale if isinstance(scale, float) else None
+            self.register_buffer("output_shift", as_tensor(spec.output_shift))
+            self.register_buffer("output_scale", as_tensor(spec.output_scale))
 
         def forward(self, x):
             if spec.dtype == "int64":  # word ids feed an embedding as they are
@@ -184,6 +193,8 @@ def exportable_module(run: LoadedRun, spec: InputSpec):
                 return torch.softmax(out, dim=-1)
             if activation == "sigmoid":
                 return torch.sigmoid(out)
+            if self.output_scale is not None:
+                return out * self.output_scale + self.output_shift
             return out
 
     return Exported().eval().to("cpu")
@@ -349,7 +360,8 @@ def _sidecar(run: LoadedRun, fmt: str, path: Path, spec: InputSpec, differences:
         "inside_the_graph": "cast to float32"
         + (", input scaling" if spec.scale is not None else "")
         + (", standardisation" if spec.shift is not None else "")
-        + (", final activation" if run.plan.model_plan.absorbed_activation else ""),
+        + (", final activation" if run.plan.model_plan.absorbed_activation else "")
+        + (", outputs back to the targets' units" if spec.output_scale is not None else ""),
         "preprocessing_outside_the_graph": spec.outside,
         **spec.extra,
         "verified": {

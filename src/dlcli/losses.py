@@ -8,8 +8,8 @@ Metrics are returned as on-device sums so the engine never syncs per step.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .errors import ConfigError
 from .registry import Registry
@@ -171,6 +171,33 @@ def make_objective(loss_name: str, task: str, num_classes: int) -> Objective:
         return (out.detach() - y).abs().sum()
 
     return Objective(loss_fn, "mae", abs_error, num_classes)
+
+
+def in_target_units(objective: Objective, scale: Optional[Sequence[float]]) -> Objective:
+    """The objective with its MAE in the targets' own units, for data whose targets are scaled
+    for training (a time series: each output's units = scaled value * scale + shift). The loss
+    stays on the scaled targets; without a scale the objective is returned as it is."""
+    if scale is None or objective.metric_name != "mae":
+        return objective
+    import torch
+
+    if len(set(scale)) == 1:
+        factor = float(scale[0])
+
+        def abs_error_in_units(out, y):
+            return (out.detach() - y).abs().sum() * factor
+
+    else:
+        factors = torch.tensor(list(scale), dtype=torch.float32)
+        on_device: dict = {}
+
+        def abs_error_in_units(out, y):
+            weights = on_device.get(out.device)
+            if weights is None:
+                weights = on_device[out.device] = factors.to(out.device)
+            return ((out.detach() - y).abs() * weights).sum()
+
+    return replace(objective, metric_sum=abs_error_in_units)
 
 
 def prepare_targets(y, loss_name: str, task: str):

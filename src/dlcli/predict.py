@@ -26,6 +26,7 @@ class PredictOptions:
     text: Optional[str] = None  # --text: one text given on the command line
     invert: bool = False  # images: white-on-black like MNIST from black-on-white photos
     skip_bad: bool = False  # an input that cannot be read gets an error row instead of stopping
+    all_windows: bool = False  # time series: every window of the file, not only the last
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Inputs:
     errors: dict[int, str] = field(default_factory=dict)  # index in names -> why it was not read
     notes: list[str] = field(default_factory=list)
     input_scale: Optional[float] = None
+    columns: dict[str, list] = field(default_factory=dict)  # more output columns, a value per name (time stamps)
 
     @property
     def readable(self) -> list[int]:
@@ -87,6 +89,7 @@ def predict_inputs(run: LoadedRun, inputs: Inputs, batch_size: int = 1024) -> Pr
     """Run the model on the readable inputs with evaluate's batching, and turn outputs into predictions."""
     import torch
 
+    from .data.preprocessing import output_scaling
     from .engine import Batches, predict
 
     info = run.plan.info
@@ -95,6 +98,9 @@ def predict_inputs(run: LoadedRun, inputs: Inputs, batch_size: int = 1024) -> Pr
     batches = Batches(x, dummy, batch_size, input_scale=inputs.input_scale, device=run.device)
     outputs = predict(run.model, batches)[0] if len(x) else torch.zeros(0, max(info.num_classes, 1))
     logits = run.plan.model_plan.absorbed_activation  # else the model already ends in its activation
+    scaling = output_scaling(run.preprocessing) if info.task == "regression" else None
+    if scaling is not None:  # trained on scaled targets: back to the targets' units
+        outputs = outputs * torch.tensor(scaling[1]) + torch.tensor(scaling[0])
     names = list(info.class_names) if info.class_names else [str(i) for i in range(info.num_classes)]
     if info.task == "binary":
         p1 = torch.sigmoid(outputs[:, 0]) if logits else outputs[:, 0]
@@ -127,7 +133,7 @@ def prediction_rows(inputs: Inputs, preds: Predictions, top_k: Optional[int] = N
             else f"--top-k must be at least 1, not {top_k}.",
             hint=f"Use --top-k between 1 and {k}.",
         )
-    columns = ["input"]
+    columns = ["input", *inputs.columns]
     if preds.task in ("multiclass", "binary"):
         columns += ["predicted", "probability"]
         columns += (
@@ -152,7 +158,7 @@ def prediction_rows(inputs: Inputs, preds: Predictions, top_k: Optional[int] = N
     readable = inputs.readable
     position = {index: row for row, index in enumerate(readable)}
     for index, name in enumerate(inputs.names):
-        row: dict[str, Any] = {"input": name}
+        row: dict[str, Any] = {"input": name, **{c: values[index] for c, values in inputs.columns.items()}}
         if index in inputs.errors:
             row["error"] = inputs.errors[index]
             rows.append(row)
@@ -459,6 +465,37 @@ def read_texts_given(inputs: list[str], options: PredictOptions, class_names: li
     return texts, names, labels
 
 
+def _timeseries_reader(run: LoadedRun, inputs: list[str], options: PredictOptions) -> Inputs:
+    """Time-series runs: .csv files of the series' recent rows; the last window of each (every
+    window with --all-windows), with its time stamps and, where the file holds them, the true values."""
+    from .data.timeseries import read_recent
+
+    state = _saved_state(run, "timeseries")
+    names: list[str] = []
+    xs: list = []
+    labels: list = []
+    columns: dict[str, list] = {}
+    for path in expand_paths(inputs, (".csv", ".tsv", ".txt")):
+        recent = read_recent(state, path, options.all_windows)
+        names += recent.names
+        xs.append(recent.x)
+        labels.append(recent.labels)
+        for column, values in recent.columns.items():
+            columns.setdefault(column, []).extend(values)
+    if not xs:
+        return Inputs([], None)
+    import torch
+
+    if all(isinstance(y, torch.Tensor) for y in labels):
+        known: Any = torch.cat(labels)
+    elif all(y is None for y in labels):
+        known = None
+    else:
+        known = [item for y, x in zip(labels, xs) for item in (list(y) if y is not None else [None] * len(x))]
+    return Inputs(names, torch.cat(xs), known, columns={c: v for c, v in columns.items() if len(v) == len(names)})
+
+
 READERS.add("csv", _table_reader)
+READERS.add("timeseries", _timeseries_reader)
 READERS.add("image_folder", _image_folder_reader)
 READERS.add("text_folder", _text_folder_reader)

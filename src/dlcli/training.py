@@ -348,6 +348,15 @@ class Experiment:
         return train, val, test
 
 
+def objective_in_target_units(objective, preprocessing: Optional[dict]):
+    """The objective whose MAE is in the targets' own units when the data trains on scaled targets."""
+    from .data.preprocessing import output_scaling
+    from .losses import in_target_units
+
+    scaling = output_scaling(preprocessing)
+    return in_target_units(objective, scaling[1] if scaling else None)
+
+
 def build_experiment(
     config: Config,
     plan: Plan,
@@ -369,7 +378,9 @@ def build_experiment(
     seed_everything(config.seed, config.training.deterministic)
     data = load_dataset(config.data, config.seed, preprocessing, progress)
     info = plan.info
-    objective = make_objective(plan.loss_name, info.task, info.num_classes)
+    objective = objective_in_target_units(
+        make_objective(plan.loss_name, info.task, info.num_classes), getattr(data, "preprocessing", None)
+    )
     columns = metric_columns(objective.metric_name, data.has_validation)
     check_monitors(config, [c for c in columns if c not in ("epoch", "lr", "seconds")])
 
@@ -655,6 +666,10 @@ def finish_run(
     if test_batches is not None:
         results = dict(trainer.evaluate(test_batches, prefix="test_"))
         results["test_samples"] = len(exp.data.x_test)
+        if exp.config.data.dataset == "timeseries":
+            from .data.timeseries import baseline_results
+
+            results.update(baseline_results(exp.data.x_test, exp.data.preprocessing, results.get("test_mae"), "test_"))
         if exp.plan.info.task == "multilabel":
             results["test_per_label_accuracy"] = _per_label_accuracy(exp.model, test_batches)
     best = {

@@ -329,6 +329,8 @@ def evaluate(
         f"{folder.name} - {checkpoint} checkpoint (epoch {result['epoch']}) on the {split} split "
         f"({result['samples']} samples): {metrics}"
     )
+    if isinstance(result.get("baseline"), str):  # a time series: the model against the naive forecast
+        console.print(result["baseline"], highlight=False)
     if "confusion" in result:
         names = result["class_names"]
         table = Table(title="Confusion matrix (rows: true class, columns: predicted)", title_justify="left")

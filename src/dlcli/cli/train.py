@@ -198,6 +198,8 @@ def _train_with_signals(
         results = f"{results}  {best}" if results else best
     if results:
         console.print(results)
+    if isinstance(outcome.results.get("baseline"), str):  # a time series: the model against the naive forecast
+        console.print(outcome.results["baseline"], highlight=False)
     console.print(f"Run folder: {outcome.run_dir}")
 
 

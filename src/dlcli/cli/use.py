@@ -40,6 +40,10 @@ def predict(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Mark unreadable inputs in an error column and go on.")
     ] = False,
+    all_windows: Annotated[
+        bool,
+        typer.Option("--all-windows", help="Time series: forecast from every window of the file, not only the last."),
+    ] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Predict with a trained run on new inputs.
@@ -60,7 +64,7 @@ def predict(
         fail(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}.")
     folder = resolve_run(run, runs_dir)
     loaded = load_run(folder, checkpoint, device)
-    options = PredictOptions(text=text, invert=invert, skip_bad=skip_bad)
+    options = PredictOptions(text=text, invert=invert, skip_bad=skip_bad, all_windows=all_windows)
     read = read_inputs(loaded, list(inputs or []), options)
     predictions = predict_inputs(loaded, read, batch_size)
     columns, rows = prediction_rows(read, predictions, top_k)

@@ -84,6 +84,7 @@ _BUILTIN_MODULES = {
     "npz": "npz",
     "synthetic": "synthetic",
     "csv": "tabular",
+    "timeseries": "timeseries",
     "image_folder": "images",
     "text_folder": "text",
 }

@@ -76,9 +76,11 @@ def _count(n: int, noun: str) -> str:
 
 
 def _as_tensor(a: Any) -> Any:
+    """Tensors as they are, and so are inputs that gather their samples when indexed (a time
+    series' windows, which answer is_floating_point, sum and indexing as a tensor would)."""
     import torch
 
-    return a if isinstance(a, torch.Tensor) else torch.as_tensor(a)
+    return a if isinstance(a, torch.Tensor) or hasattr(a, "is_floating_point") else torch.as_tensor(a)
 
 
 def _first_bad(mask: Any) -> tuple[int, tuple[int, ...]]:

@@ -12,13 +12,13 @@ export hand it back to `load_dataset` / `dataset_info` or to the per-kind transf
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import DataError
 from . import DataInfo
 
 STATE_VERSION = 1
-KINDS = ("csv", "image_folder", "text_folder")
+KINDS = ("csv", "timeseries", "image_folder", "text_folder")
 STATE_FILE = "preprocessing.json"
 
 
@@ -48,6 +48,8 @@ def info_from_state(state: dict) -> DataInfo:
     kind = state.get("kind") if isinstance(state, dict) else None
     if kind == "csv":
         from .tabular import info_from_state as info
+    elif kind == "timeseries":
+        from .timeseries import info_from_state as info
     elif kind == "image_folder":
         from .images import info_from_state as info
     elif kind == "text_folder":
@@ -78,4 +80,18 @@ def preprocessing_files(state: dict) -> dict[str, str]:
         from .tabular import describe_columns
 
         files["columns.txt"] = describe_columns(state)
+    if state.get("kind") == "timeseries":
+        from .timeseries import describe_columns as describe_series
+
+        files["columns.txt"] = describe_series(state)
     return files
+
+
+def output_scaling(state: Optional[dict]) -> Optional[tuple[list[float], list[float]]]:
+    """(shift, scale) per model output when the state's data trains on scaled targets (a time
+    series' regression): an output in the targets' own units is output * scale + shift. None
+    when the outputs are the targets as they are."""
+    scaling = state.get("output_scaling") if isinstance(state, dict) else None
+    if not scaling:
+        return None
+    return list(scaling["shift"]), list(scaling["scale"])

@@ -315,9 +315,12 @@ def parse_times(table: RawTable, column: str) -> tuple[np.ndarray, str]:
     return times, "datetime"
 
 
-def time_text(value: Any, kind: Optional[str], whole_days: bool = False) -> str:
+def time_text(value: Any, kind: Optional[str], whole_days: Optional[bool] = None) -> str:
+    """A time stamp as people write it; dates alone when whole_days (None: when it is midnight)."""
     if kind == "datetime":
         text = str(np.datetime64(int(value), "s")).replace("T", " ")
+        if whole_days is None:
+            whole_days = int(value) % 86400 == 0
         return text[:10] if whole_days else text
     if kind == "number":
         return number_text(float(value))
@@ -1024,12 +1027,11 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
     layout = Layout.from_state(state)
     windows: dict[str, _PartWindows] = {}
     notes: list[str] = []
-    for part in fitted.parts:
-        rows = part.end - part.start
-        if rows == 0:
-            continue
-        if len(window_starts(rows, layout.window)) == 0:
+    used = [part for part in fitted.parts if part.end > part.start]
+    for part in sorted(used, key=lambda p: p.end - p.start >= layout.window.span):  # too short first
+        if len(window_starts(part.end - part.start, layout.window)) == 0:
             raise _too_few_rows(part, layout.window, config)
+    for part in used:
         limit = config.max_train_samples if part.name == "train" else None
         windows[part.name] = made = _window_part(state, part, layout, limit)
         if made.dropped:

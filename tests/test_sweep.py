@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from conftest import invoke, synthetic_config, write_config
+from conftest import import_or_skip_unless_ci, invoke, skip_unless_ci, synthetic_config, write_config
 from dlcli.config import load_config
 from dlcli.errors import ConfigError
 from dlcli.rundir import read_metrics
@@ -568,6 +568,44 @@ def test_grid_sweep_with_a_failing_point(tmp_path, tiny_config, trial_env):
     assert again.exit_code == 0, again.output
 
 
+def test_each_trials_value_is_its_best_epoch_with_three_epoch_trials(tmp_path, tiny_config, trial_env):
+    # val_accuracy: higher is better. A learning rate too small to change a prediction ties its
+    # epochs (the earliest counts); one that learns improves on its first epoch.
+    runs = tmp_path / "runs"
+    result = invoke(
+        "sweep",
+        tiny_config,
+        "-p",
+        "optimizer.lr=[0.0000001,0.05]",
+        "--set",
+        "training.epochs=3",
+        "--metric",
+        "val_accuracy",
+        "--workers",
+        "2",
+        "--runs-dir",
+        runs,
+        "--id",
+        "obj",
+    )
+    assert result.exit_code == 0, result.output
+    folder = runs / "sweeps" / "obj"
+    with open(folder / "summary.csv") as fh:
+        summary = list(csv.DictReader(fh))
+    best_of = {}
+    for row in summary:
+        curve = read_metrics(folder / row["folder"] / "metrics.csv")[1]
+        assert [r["epoch"] for r in curve] == [1, 2, 3] and row["status"] == "completed"
+        best = max(r["val_accuracy"] for r in curve)
+        epoch = next(r["epoch"] for r in curve if r["val_accuracy"] == best)
+        assert (float(row["val_accuracy"]), int(row["best_epoch"]), int(row["epochs"])) == (best, epoch, 3)
+        best_of[float(row["optimizer.lr"])] = (best, epoch)
+    values = [float(row["val_accuracy"]) for row in summary]
+    assert values == sorted(values, reverse=True)  # best first
+    winner = max(best_of, key=lambda lr: best_of[lr][0])
+    assert load_config(folder / "best.yaml").optimizer.lr == winner
+
+
 def test_median_pruning_stops_a_hopeless_trial_and_keeps_its_folder(tmp_path, tiny_config, trial_env):
     runs = tmp_path / "runs"
     result = invoke(
@@ -594,12 +632,87 @@ def test_median_pruning_stops_a_hopeless_trial_and_keeps_its_folder(tmp_path, ti
     assert "Sweep finished: 2 trials (1 completed, 1 pruned)." in result.output
 
 
-def _wait_for(predicate, timeout: float = 240.0) -> None:
+# Trials that must be caught mid-run (after their first epoch, before their last) pause there:
+# no wait or poll can promise that on a loaded machine, where a trial may run all its epochs
+# before the test looks. A sitecustomize on the trials' PYTHONPATH wraps the sweep's trial
+# callback: after the epoch named by DLCLI_TEST_PAUSE_AFTER_EPOCH (saved by then), the trial
+# writes its pid to DLCLI_TEST_PAUSE_DIR/<its folder name> and waits until it is signalled
+# (the Ctrl-C its sweep passes on) or released (a file `release` there).
+PAUSE_HOOK = """\
+import os
+import sys
+
+if os.environ.get("DLCLI_TEST_PAUSE_AFTER_EPOCH") and "--sweep-trial" in sys.argv:
+    import time
+    from pathlib import Path
+
+    from dlcli.sweep.trial import SweepTrialCallback
+
+    after_epoch = int(os.environ["DLCLI_TEST_PAUSE_AFTER_EPOCH"])
+    pauses = Path(os.environ["DLCLI_TEST_PAUSE_DIR"])
+    on_epoch_end = SweepTrialCallback.on_epoch_end
+
+    def pausing_on_epoch_end(self, epoch, logs, trainer):
+        on_epoch_end(self, epoch, logs, trainer)
+        if epoch != after_epoch:
+            return
+        note = pauses / (self.run_dir.name + ".tmp")
+        note.write_text(str(os.getpid()))
+        note.rename(pauses / self.run_dir.name)
+        deadline = time.monotonic() + 300  # a failed test must not leave it waiting for ever
+        while trainer.control.signal is None and not (pauses / "release").exists():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+
+    SweepTrialCallback.on_epoch_end = pausing_on_epoch_end
+"""
+
+
+@pytest.fixture
+def pause_dir(tmp_path, trial_env, monkeypatch) -> Path:
+    """Where pausing trials say so (see PAUSE_HOOK); sweeps started with pausing_after(N) pause."""
+    hook = tmp_path / "pause_hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    monkeypatch.setenv("PYTHONPATH", str(hook) + os.pathsep + os.environ["PYTHONPATH"])
+    pauses = tmp_path / "pauses"
+    pauses.mkdir()
+    monkeypatch.setenv("DLCLI_TEST_PAUSE_DIR", str(pauses))
+    return pauses
+
+
+def pausing_after(epoch: int) -> dict[str, str]:
+    """The environment of a sweep process whose trials pause after this epoch."""
+    return dict(os.environ, DLCLI_TEST_PAUSE_AFTER_EPOCH=str(epoch))
+
+
+def wait_for_paused(pauses: Path, names: list[str], sweep: subprocess.Popen, timeout: float = 300.0) -> list[int]:
+    """The pids of these trials (by folder name) once all have paused; their sweep must live on."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not all((pauses / name).exists() for name in names):
+        if sweep.poll() is not None:
+            raise AssertionError(f"the sweep exited ({sweep.returncode}) before its trials paused")
         if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
+            raise AssertionError(f"no pause of {names} within {timeout} s: {sorted(p.name for p in pauses.iterdir())}")
         time.sleep(0.05)
+    pids = [int((pauses / name).read_text()) for name in names]
+    for name in names:
+        (pauses / name).unlink()  # the next pause writes it again
+    return pids
+
+
+def _kill_all(procs: list[subprocess.Popen], pids: list[int]) -> None:
+    """After a failed test: nothing it started keeps running."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _run_info(trial: Path) -> dict:
@@ -609,33 +722,13 @@ def _run_info(trial: Path) -> dict:
         return {}
 
 
-def _freeze_each_when(trials: list[Path], ready) -> list[int]:
-    """SIGSTOP each trial process as soon as ready(trial) holds, until all are frozen.
-
-    The trials start a second or so apart and an epoch of this data takes a fraction of one, so
-    without freezing the first trial could finish before the last has done anything to stop.
-    """
-    frozen: dict[Path, int] = {}
-
-    def all_frozen() -> bool:
-        for t in trials:
-            if t not in frozen and ready(t) and _run_info(t).get("pid"):
-                frozen[t] = int(_run_info(t)["pid"])
-                os.kill(frozen[t], signal.SIGSTOP)
-        return len(frozen) == len(trials)
-
-    _wait_for(all_frozen)
-    return list(frozen.values())
-
-
-def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tmp_path, trial_env):
-    epochs = 4
-    raw = synthetic_config(epochs=epochs, batch_size=8)
-    raw["data"]["synthetic"].update(samples=2500)
-    config = write_config(tmp_path / "slow.yaml", raw)
+def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tmp_path, trial_env, pause_dir):
+    epochs = 3
+    config = write_config(tmp_path / "c.yaml", synthetic_config(epochs=epochs))
     runs = tmp_path / "runs"
     folder = runs / "sweeps" / "k"
-    trials = [folder / "trials" / f"000{i}-tiny" for i in range(2)]
+    names = ["0000-tiny", "0001-tiny"]
+    trials = [folder / "trials" / name for name in names]
     cmd = [
         sys.executable,
         "-m",
@@ -651,38 +744,40 @@ def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tm
         "--id",
         "k",
     ]
-    # 1. Ctrl-C: trials stop at the end of a step, keep their complete epochs, exit 130. Each
-    # trial is frozen after its first epoch, so the SIGINT the sweep passes on is waiting for all
-    # of them, mid-run, when they continue.
-    sweep = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    pids = _freeze_each_when(trials, lambda t: _run_info(t).get("epochs_completed", 0) >= 1)
-    sweep.send_signal(signal.SIGINT)
-    time.sleep(1.0)  # the sweep passes SIGINT on to its trials
-    for pid in pids:
-        os.kill(pid, signal.SIGCONT)
-    out, _ = sweep.communicate(timeout=120)
-    assert sweep.returncode == 130, out
-    assert "Resume with: dlcli sweep resume" in out
-    for t in trials:
-        info = _run_info(t)
-        assert info["status"] == "interrupted"
-        assert 1 <= info["epochs_completed"] < epochs
-        assert len(read_metrics(t / "metrics.csv")[1]) == info["epochs_completed"]
-    # 2. Resume, then SIGKILL the sweep and its trial processes mid-way (each frozen once it
-    # has resumed, so none can finish first).
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "dlcli", "sweep", "resume", "k", "--runs-dir", str(runs), "--workers", "2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    pids = _freeze_each_when(trials, lambda t: "Resuming" in (t / "output.log").read_text())
-    sweep.kill()
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    sweep.communicate(timeout=60)
-    for t in trials:
-        assert _run_info(t)["status"] == "running"  # killed: nothing could record the end
+    resume = [sys.executable, "-m", "dlcli", "sweep", "resume", "k", "--runs-dir", str(runs), "--workers", "2"]
+    started: list[subprocess.Popen] = []
+    pids: list[int] = []
+    try:
+        # 1. Ctrl-C: trials stop at the end of a step, keep their complete epochs, exit 130. Each
+        # waits after its first epoch until the SIGINT the sweep passes on reaches it, then stops
+        # after one more step: exactly one complete epoch.
+        sweep = subprocess.Popen(cmd, env=pausing_after(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        started.append(sweep)
+        pids += wait_for_paused(pause_dir, names, sweep)
+        sweep.send_signal(signal.SIGINT)
+        out, _ = sweep.communicate(timeout=300)
+        assert sweep.returncode == 130, out
+        assert "Resume with: dlcli sweep resume" in out
+        for t in trials:
+            info = _run_info(t)
+            assert (info["status"], info["epochs_completed"]) == ("interrupted", 1)
+            assert [r["epoch"] for r in read_metrics(t / "metrics.csv")[1]] == [1]
+        # 2. Resume, then SIGKILL the sweep and its trial processes mid-way: each has resumed and
+        # finished epoch 2 and waits there, so none can finish first.
+        sweep = subprocess.Popen(
+            resume, env=pausing_after(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        started.append(sweep)
+        pids += (resumed := wait_for_paused(pause_dir, names, sweep))
+        sweep.kill()
+        for pid in resumed:
+            os.kill(pid, signal.SIGKILL)
+        sweep.communicate(timeout=60)
+        for t in trials:
+            assert "Resuming" in (t / "output.log").read_text()
+            assert _run_info(t)["status"] == "running"  # killed: nothing could record the end
+    finally:
+        _kill_all(started, pids)
     # 3. Resume after SIGKILL: the trials continue in their folders to exactly the planned epochs.
     result = invoke("sweep", "resume", "k", "--runs-dir", runs, "--workers", "2")
     assert result.exit_code == 0, result.output
@@ -693,7 +788,7 @@ def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tm
     summary = json.loads(invoke("sweep", "summary", "k", "--runs-dir", runs, "--json").output)
     assert summary["sweep"]["counts"] == {"completed": 2}
     assert sorted(t["params"]["optimizer.lr"] for t in summary["trials"]) == [0.01, 0.02]  # no point twice
-    assert sorted(p.name for p in (folder / "trials").iterdir()) == ["0000-tiny", "0001-tiny"]
+    assert sorted(p.name for p in (folder / "trials").iterdir()) == names
 
 
 # -- two workers against a real PostgreSQL ---------------------------------------------------
@@ -716,26 +811,26 @@ def _postgres_bin() -> Path | None:
 @pytest.fixture
 def postgres_url():
     """A throwaway PostgreSQL cluster on localhost, started for the test and stopped after."""
+    # CI installs all of these (.ci/run): there a missing one fails the test instead of skipping it.
     bin_dir = _postgres_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (Debian: apt-get install postgresql)")
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        pytest.skip("the psycopg2 driver is not installed (pip install psycopg2-binary)")
+        skip_unless_ci("PostgreSQL's initdb/pg_ctl are not installed (Debian: apt-get install postgresql)")
+    import_or_skip_unless_ci("psycopg2", "the psycopg2 driver is not installed (pip install psycopg2-binary)")
     as_user: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="dlcli-pg-"))
+    owner = None
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use its own user
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser to start PostgreSQL as another user")
-        try:
-            import pwd
+        import pwd
 
-            user = pwd.getpwnam("postgres")
+        if shutil.which("runuser") is None:
+            skip_unless_ci("running as root without runuser to start PostgreSQL as another user")
+        try:
+            owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no postgres user to start PostgreSQL as")
-        os.chown(base, user.pw_uid, user.pw_gid)
+            skip_unless_ci("running as root and there is no postgres user to start PostgreSQL as")
         as_user = ["runuser", "-u", "postgres", "--"]
+    base = Path(tempfile.mkdtemp(prefix="dlcli-pg-"))
+    if owner is not None:
+        os.chown(base, owner.pw_uid, owner.pw_gid)
     data, port = base / "data", _free_port()
     try:
         subprocess.run(
@@ -765,7 +860,7 @@ def postgres_url():
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         shutil.rmtree(base, ignore_errors=True)
-        pytest.skip(f"could not start a PostgreSQL cluster: {getattr(exc, 'stderr', b'') or exc}")
+        skip_unless_ci(f"could not start a PostgreSQL cluster: {getattr(exc, 'stderr', b'') or exc}")
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
@@ -777,46 +872,74 @@ def postgres_url():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_two_worker_processes_on_postgresql_run_each_grid_point_once(tmp_path, tiny_config, trial_env, postgres_url):
+def test_two_worker_processes_on_postgresql_share_the_grid_and_run_each_point_once(
+    tmp_path, tiny_config, trial_env, postgres_url, pause_dir
+):
+    import optuna
+
+    from dlcli.sweep.study import make_storage
+
     runs_a, runs_b = tmp_path / "a" / "runs", tmp_path / "b" / "runs"  # two "machines": no shared folder
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dlcli",
-            "sweep",
-            str(tiny_config),
-            "-p",
-            "optimizer.lr=[0.01,0.02,0.03,0.04]",
-            "--set",
-            "training.epochs=1",
-            "--storage",
-            postgres_url,
-            "--id",
-            "pg",
-            "--runs-dir",
-            str(runs_a),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert first.stdout.readline().startswith("Sweep pg: grid over optimizer.lr, 4 trials")  # the study exists now
-    second = subprocess.run(
-        [sys.executable, "-m", "dlcli", "sweep", "worker", "pg", "--storage", postgres_url, "--runs-dir", str(runs_b)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    out = first.stdout.read()
-    first.wait(timeout=600)
-    assert first.returncode == 0 and second.returncode == 0, out + second.stdout + second.stderr
+    started: list[subprocess.Popen] = []
+    try:
+        # The first worker's first trial waits after its epoch until the second worker has
+        # claimed a trial, so neither can run the whole grid alone however the machine is loaded.
+        first = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dlcli",
+                "sweep",
+                str(tiny_config),
+                "-p",
+                "optimizer.lr=[0.01,0.02,0.03,0.04]",
+                "--set",
+                "training.epochs=1",
+                "--storage",
+                postgres_url,
+                "--id",
+                "pg",
+                "--runs-dir",
+                str(runs_a),
+            ],
+            env=pausing_after(1),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started.append(first)
+        assert first.stdout.readline().startswith("Sweep pg: grid over optimizer.lr, 4 trials")  # the study exists
+        wait_for_paused(pause_dir, ["0000-tiny"], first)
+        second = subprocess.Popen(
+            [sys.executable, "-m", "dlcli", "sweep", "worker", "pg", "--storage", postgres_url, "--runs-dir", runs_b],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started.append(second)
+        trials_b = runs_b / "sweeps" / "pg" / "trials"
+        deadline = time.monotonic() + 300
+        while not (trials_b.is_dir() and any(trials_b.iterdir())):
+            assert second.poll() is None and time.monotonic() < deadline, "the second worker claimed no trial"
+            time.sleep(0.05)
+        (pause_dir / "release").touch()
+        out_b, _ = second.communicate(timeout=600)
+        out_a, _ = first.communicate(timeout=600)
+    finally:
+        _kill_all(started, [])
+    assert first.returncode == 0 and second.returncode == 0, out_a + out_b
     summary = json.loads(
         invoke("sweep", "summary", "pg", "--storage", postgres_url, "--runs-dir", runs_b, "--json").output
     )
     assert summary["sweep"]["counts"] == {"completed": 4}
     assert sorted(t["params"]["optimizer.lr"] for t in summary["trials"]) == [0.01, 0.02, 0.03, 0.04]
+    # Each trial ran in exactly one worker, both worked, and the study knows which ran which.
     ran_a = {p.name for p in (runs_a / "sweeps" / "pg" / "trials").iterdir()}
-    ran_b = {p.name for p in (runs_b / "sweeps" / "pg" / "trials").iterdir()}
-    assert not ran_a & ran_b and len(ran_a | ran_b) == 4  # each trial ran in exactly one worker
+    ran_b = {p.name for p in trials_b.iterdir()}
+    assert ran_a and ran_b and not ran_a & ran_b and len(ran_a | ran_b) == 4
+    study = optuna.load_study(study_name="pg", storage=make_storage(postgres_url))
+    by_worker: dict[int, set[str]] = {}
+    for trial in study.trials:
+        by_worker.setdefault(trial.user_attrs["worker_pid"], set()).add(Path(trial.user_attrs["folder"]).name)
+    assert by_worker == {first.pid: ran_a, second.pid: ran_b}
     assert read_spec(runs_b / "sweeps" / "pg").storage == postgres_url  # joined from the storage alone

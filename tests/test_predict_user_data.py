@@ -4,6 +4,7 @@ predict and export without fitting again; predict reproduces evaluate on each ki
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from typer.testing import CliRunner
 from conftest import trained_run, write_config
 from dlcli.checkpoint import load_checkpoint
 from dlcli.cli import app
+from dlcli.data import load_dataset
+from dlcli.training import load_run_config
 
 runner = CliRunner()
 MLP = {"preset": "mlp", "hidden": [8]}
@@ -104,25 +107,59 @@ def test_predict_on_the_test_file_reproduces_evaluate_exactly(table_run):
     assert f"accuracy: {accuracy(rows):.4f}" in err
 
 
+def copy_reading(run: Path, tmp_path: Path, trained_on: Path, now: Path) -> Path:
+    """A copy of RUN whose config names the data file or folder NOW where it named TRAINED_ON."""
+    copy = tmp_path / "runs" / run.name
+    shutil.copytree(run, copy)
+    text = (copy / "config.yaml").read_text()
+    assert str(trained_on) in text
+    (copy / "config.yaml").write_text(text.replace(str(trained_on), str(now)))
+    return copy
+
+
 def test_evaluate_uses_the_saved_statistics_not_a_refit(table_run, tmp_path):
     tmp, run = table_run
-    before = evaluate(run)["accuracy"]
-    original = (tmp / "train.csv").read_text()
-    try:  # the training file changes after training: its statistics must not be fitted again
-        lines = original.splitlines()
-        (tmp / "train.csv").write_text(
-            "\n".join([lines[0]] + [line.replace(",", "0,", 1) for line in lines[1:]]) + "\n"
-        )
-        assert evaluate(run)["accuracy"] == before
-    finally:
-        (tmp / "train.csv").write_text(original)
+    lines = (tmp / "train.csv").read_text().splitlines()
+    ten_times = [f"{float(line.split(',')[0]) * 10:.2f},{line.split(',', 1)[1]}" for line in lines[1:]]
+    (tmp_path / "train.csv").write_text("\n".join([lines[0], *ten_times]) + "\n")
+    changed = copy_reading(run, tmp_path, tmp / "train.csv", tmp_path / "train.csv")
+    saved = json.loads((run / "preprocessing.json").read_text())["features"][0]
+    refitted = load_dataset(load_run_config(changed).data, seed=0).preprocessing["features"][0]
+    assert saved["name"] == refitted["name"] == "size"
+    assert refitted["mean"] == pytest.approx(10 * saved["mean"], rel=1e-3)  # what a refit would standardise with
+    # The test file is unchanged: with the saved statistics its loss is too, to the last digit.
+    assert evaluate(changed) == evaluate(run)
+
+
+def test_a_training_file_with_other_rows_is_refused_as_its_splits_would_differ(table_run, tmp_path):
+    tmp, run = table_run
+    lines = (tmp / "train.csv").read_text().splitlines()
+    (tmp_path / "train.csv").write_text("\n".join(lines[:50] + lines[51:]) + "\n")
+    changed = copy_reading(run, tmp_path, tmp / "train.csv", tmp_path / "train.csv")
+    result = invoke("evaluate", changed)
+    assert (result.exit_code, result.output) == (
+        2,
+        f"Error: {tmp_path / 'train.csv'} has 119 rows, but had 120 when this run was trained; its splits would "
+        "differ. Use the file the run was trained on.\n",
+    )
 
 
 def test_columns_in_any_order_unseen_categories_and_missing_columns(table_run, tmp_path):
     tmp, run = table_run
     (tmp_path / "new.csv").write_text("label,colour,extra,weight,size\nbig,blue,x,180,14\nsmall,red,y,60,5\n")
-    rows, err = predict(run, tmp_path / "new.csv", "--json")
-    assert "column 'colour' has values never seen in training ('blue')" in err and "unknown slot" in err
+    result = invoke("predict", run, tmp_path / "new.csv", "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert "column 'colour' has values never seen in training ('blue')" in result.stderr
+    assert "unknown slot" in result.stderr
+    # Read by name: the same rows in the training order, with another unseen colour, predict the same.
+    (tmp_path / "same.csv").write_text("size,weight,colour\n14,180,purple\n5,60,red\n")
+    result = invoke("predict", run, tmp_path / "same.csv", "--json")
+    assert result.exit_code == 0, result.output
+    same = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["input"] for r in rows] == ["new.csv:2", "new.csv:3"]
+    assert [(r["p_big"], r["p_small"]) for r in rows] == [(r["p_big"], r["p_small"]) for r in same]
+    assert [r["true"] for r in rows] == ["big", "small"] and "true" not in same[0]
     (tmp_path / "bad.csv").write_text("sise,weight,colour\n1,2,red\n")
     result = invoke("predict", run, tmp_path / "bad.csv")
     assert result.exit_code == 2
@@ -187,6 +224,13 @@ def test_image_folder_predict_on_its_test_folder_reproduces_evaluate(tmp_path):
     rows, _ = predict(run, tmp_path / "pics" / "test")
     assert len(rows) == 12 and {r["true"] for r in rows} == {"2", "10", "cat"}
     assert accuracy(rows) == pytest.approx(evaluate(run)["accuracy"], abs=1e-12)
+    (tmp_path / "pics" / "train" / "cat" / "3.png").unlink()
+    result = invoke("evaluate", run)
+    assert (result.exit_code, result.output) == (
+        2,
+        f"Error: {tmp_path / 'pics'} holds 23 training images, but held 24 when this run was trained; its splits "
+        "would differ. Use the folder the run was trained on.\n",
+    )
     result = invoke("export", run, "--format", "pt2", "--out", tmp_path / "m.pt2")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "export.json").read_text())["input"] == {
@@ -196,25 +240,46 @@ def test_image_folder_predict_on_its_test_folder_reproduces_evaluate(tmp_path):
     }
 
 
-def test_text_folder_predict_on_its_test_folder_reproduces_evaluate(tmp_path):
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("text")
     for split, n in (("train", 10), ("test", 5)):
         for label, words in (("neg", "bad awful dull"), ("pos", "good great fine")):
-            folder = tmp_path / "texts" / split / label
+            folder = tmp / "texts" / split / label
             folder.mkdir(parents=True)
             for i in range(n):
                 (folder / f"{i}.txt").write_text(f"{words.split()[i % 3]} film {i}")
     run = train(
-        tmp_path,
-        {"dataset": "text_folder", "root": str(tmp_path / "texts"), "num_words": 20},
+        tmp,
+        {"dataset": "text_folder", "root": str(tmp / "texts"), "num_words": 20},
         model={"preset": "binary", "hidden": [4]},
         epochs=5,
     )
+    return tmp, run
+
+
+def test_text_folder_predict_on_its_test_folder_reproduces_evaluate(text_run):
+    tmp, run = text_run
     assert "good" in (run / "vocab.txt").read_text().split()
-    rows, _ = predict(run, tmp_path / "texts" / "test")
+    rows, _ = predict(run, tmp / "texts" / "test")
     assert len(rows) == 10
     assert accuracy(rows) == pytest.approx(evaluate(run)["accuracy"], abs=1e-12)
-    rows, _ = predict(run, "--text", "A good, GOOD film")
-    assert rows[0]["input"] == "--text" and rows[0]["predicted"] in ("neg", "pos")
+
+
+def test_a_text_from_the_command_line_standard_input_or_a_file_predicts_alike(text_run, tmp_path):
+    tmp, run = text_run
+    review = "A good, GOOD film"
+    (tmp_path / "review.txt").write_text(review)
+    from_option, _ = predict(run, "--text", review)
+    result = runner.invoke(app, ["predict", str(run), "-"], input=review)
+    assert result.exit_code == 0, result.output
+    from_stdin = list(csv.DictReader(io.StringIO(result.stdout)))
+    from_file, _ = predict(run, tmp_path / "review.txt")
+    empty, _ = predict(run, "--text", "")
+    negative, _ = predict(run, "--text", "bad awful dull film")
+    assert [r["input"] for r in from_option + from_stdin] == ["--text", "-"]
+    assert from_stdin[0]["p_pos"] == from_option[0]["p_pos"] == from_file[0]["p_pos"] != empty[0]["p_pos"]
+    assert (from_stdin[0]["predicted"], negative[0]["predicted"]) == ("pos", "neg")
 
 
 def test_predict_refuses_a_run_whose_preprocessing_is_missing_or_damaged(table_run, tmp_path):
@@ -257,3 +322,32 @@ def test_regression_predictions_give_the_values_and_the_error(tmp_path):
     mae = sum(abs(float(r["predicted"]) - float(r["true"])) for r in rows) / len(rows)
     assert f"mean absolute error: {mae:.4f}" in err
     assert mae == pytest.approx(evaluate(run)["mae"], abs=1e-4)  # the CSV rounds to 6 significant digits
+
+
+def test_multilabel_predictions_give_each_labels_probability_and_those_over_one_half(tmp_path):
+    from dlcli.data.tabular import encode_table
+    from dlcli.loading import load_run
+
+    rng = np.random.default_rng(0)
+    lines = ["a,b,p,q"] + [f"{a:.3f},{b:.3f},{int(a > 0)},{int(b > 0)}" for a, b in rng.normal(size=(100, 2))]
+    (tmp_path / "train.csv").write_text("\n".join(lines[:81]) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join([lines[0], *lines[81:]]) + "\n")
+    data = {"dataset": "csv", "train_path": str(tmp_path / "train.csv"), "test_path": str(tmp_path / "test.csv")}
+    run = train(tmp_path, {**data, "target": ["p", "q"]}, epochs=3)
+    rows, err = predict(run, tmp_path / "test.csv")
+    assert list(rows[0]) == ["input", "predicted", "p_p", "p_q", "true", "correct"] and len(rows) == 20
+    # Each label's own sigmoid (they need not sum to 1), from the model run here on the encoded file.
+    loaded = load_run(run, "best", "cpu")
+    x, truth = encode_table(loaded.preprocessing, tmp_path / "test.csv")
+    assert loaded.plan.model_plan.absorbed_activation
+    with torch.no_grad():
+        expected = torch.sigmoid(loaded.model(x)).numpy()
+    np.testing.assert_allclose([[float(r["p_p"]), float(r["p_q"])] for r in rows], expected, atol=2e-6)
+    for row, probabilities, labels in zip(rows, expected, truth.tolist()):
+        chosen = [name for name, p in zip("pq", probabilities) if p > 0.5]
+        true = [name for name, on in zip("pq", labels) if on]
+        assert (row["predicted"], row["true"]) == (";".join(chosen), ";".join(true))
+        assert row["correct"] == str(chosen == true).lower()
+    assert {r["predicted"] for r in rows} == {"", "p", "q", "p;q"}
+    correct = sum(r["correct"] == "true" for r in rows)
+    assert f"accuracy: {correct / 20:.4f} ({correct}/20 inputs with labels)" in err

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import write_config
+from conftest import import_or_skip_unless_ci, write_config
 from dlcli.cli import app
 from dlcli.config import DataConfig
 from dlcli.data import dataset_info, load_dataset
@@ -274,7 +274,7 @@ def png_cases(folder: Path) -> dict[str, Path]:
 def test_the_libspng_fast_path_gives_pils_pixels_and_errors(tmp_path, monkeypatch, channels, size):
     import dlcli.data.images as images
 
-    pyspng = pytest.importorskip("pyspng")  # the fast-png extra, installed with the test extra
+    pyspng = import_or_skip_unless_ci("pyspng", "pyspng is not installed: pip install -e '.[fast-png]'")
     paths = png_cases(tmp_path)
     decoded_by_libspng = []
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 from rich.console import Console
 
+import dlcli.engine
+import dlcli.progress
 from conftest import synthetic_config, write_config
 from dlcli.callbacks import SaveSchedule
 from dlcli.checkpoint import load_checkpoint, model_weights
@@ -142,14 +144,27 @@ def test_stop_by_a_later_callback_saves_the_last_epoch_not_the_restored_best(tmp
     assert read_json(run / "run.json")["epochs_completed"] == 3
 
 
-def test_short_epochs_are_not_drawn_live_but_print_the_same_lines(tmp_path):
+@pytest.fixture
+def frames_only_at_epoch_boundaries(monkeypatch):
+    """The engine refreshes a live bar every 0.25 s. These epochs take milliseconds, but on a
+    loaded machine one can take longer, and a refresh then adds a frame to the output the tests
+    read line by line: an hour's interval leaves only the frames drawn at an epoch's start and end."""
+    monkeypatch.setattr(dlcli.engine, "REPORT_INTERVAL_S", 3600.0)
+
+
+def test_short_epochs_are_not_drawn_live_but_print_the_same_lines(
+    tmp_path, monkeypatch, frames_only_at_epoch_boundaries
+):
+    # An epoch is short when it takes less than the report interval: an hour, so that these are
+    # short whatever the load (the next test makes every epoch long).
+    monkeypatch.setattr(dlcli.progress, "REPORT_INTERVAL_S", 3600.0)
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=150)
     config = load_config(write_config(tmp_path / "c.yaml", synthetic_config(epochs=3)))
     train(config, runs_dir=tmp_path / "runs", console=console, draw_plots=False)
     text = out.getvalue()
-    # The first epoch is drawn live (its length is not known yet); it took far less than the
-    # engine's report interval, so the later ones are printed only when they end.
+    # The first epoch is drawn live (its length is not known yet); it was short, so the later
+    # ones are printed only when they end.
     assert text.count("\x1b[?25l") == 1  # a Live hides the cursor when it starts
     lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", text).splitlines()
     titles = [lines.index(f"Epoch {epoch}/3") for epoch in (1, 2, 3)]
@@ -159,13 +174,12 @@ def test_short_epochs_are_not_drawn_live_but_print_the_same_lines(tmp_path):
         assert final.startswith("10/10 ━") and "/step - loss: " in final and "val_accuracy: " in final
 
 
-def test_a_live_epoch_starts_at_zero_of_its_steps(tmp_path, monkeypatch):
-    import dlcli.progress
-
+def test_a_live_epoch_starts_at_zero_of_its_steps(tmp_path, monkeypatch, frames_only_at_epoch_boundaries):
     monkeypatch.setattr(dlcli.progress, "REPORT_INTERVAL_S", 0.0)  # every epoch drawn live
     out = io.StringIO()
     config = load_config(write_config(tmp_path / "c.yaml", synthetic_config(epochs=3)))
-    train(config, runs_dir=tmp_path / "runs", console=Console(file=out, force_terminal=True, width=150))
+    console = Console(file=out, force_terminal=True, width=150)
+    train(config, runs_dir=tmp_path / "runs", console=console, draw_plots=False)
     lines = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", out.getvalue()).splitlines()
     for epoch in (1, 2, 3):
         first_frame = lines[lines.index(f"Epoch {epoch}/3") + 1]

@@ -702,17 +702,14 @@ def wait_for_paused(pauses: Path, names: list[str], sweep: subprocess.Popen, tim
     return pids
 
 
-def _kill_all(procs: list[subprocess.Popen], pids: list[int]) -> None:
-    """After a failed test: nothing it started keeps running."""
-    for proc in procs:
+def _end_all(sweeps: list[subprocess.Popen], pauses: Path) -> None:
+    """After a failed test: sweeps killed, and their paused trials released, which then see
+    their sweep gone and stop."""
+    (pauses / "release").touch()
+    for proc in sweeps:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _run_info(trial: Path) -> dict:
@@ -746,14 +743,13 @@ def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tm
     ]
     resume = [sys.executable, "-m", "dlcli", "sweep", "resume", "k", "--runs-dir", str(runs), "--workers", "2"]
     started: list[subprocess.Popen] = []
-    pids: list[int] = []
     try:
         # 1. Ctrl-C: trials stop at the end of a step, keep their complete epochs, exit 130. Each
         # waits after its first epoch until the SIGINT the sweep passes on reaches it, then stops
         # after one more step: exactly one complete epoch.
         sweep = subprocess.Popen(cmd, env=pausing_after(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         started.append(sweep)
-        pids += wait_for_paused(pause_dir, names, sweep)
+        wait_for_paused(pause_dir, names, sweep)
         sweep.send_signal(signal.SIGINT)
         out, _ = sweep.communicate(timeout=300)
         assert sweep.returncode == 130, out
@@ -768,21 +764,23 @@ def test_ctrl_c_then_sigkill_then_resume_ends_with_exactly_the_planned_trials(tm
             resume, env=pausing_after(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         started.append(sweep)
-        pids += (resumed := wait_for_paused(pause_dir, names, sweep))
+        paused = wait_for_paused(pause_dir, names, sweep)
         sweep.kill()
-        for pid in resumed:
+        for pid in paused:  # alive: they wait until signalled
             os.kill(pid, signal.SIGKILL)
         sweep.communicate(timeout=60)
         for t in trials:
-            assert "Resuming" in (t / "output.log").read_text()
-            assert _run_info(t)["status"] == "running"  # killed: nothing could record the end
+            assert "after epoch 1." in (t / "output.log").read_text()  # "Resuming <folder> after epoch 1."
+            info = _run_info(t)  # killed: nothing could record the end
+            assert (info["status"], info["epochs_completed"]) == ("running", 2)
     finally:
-        _kill_all(started, pids)
+        _end_all(started, pause_dir)
     # 3. Resume after SIGKILL: the trials continue in their folders to exactly the planned epochs.
     result = invoke("sweep", "resume", "k", "--runs-dir", runs, "--workers", "2")
     assert result.exit_code == 0, result.output
     assert "Sweep finished: 2 trials (2 completed)." in result.output
     for t in trials:
+        assert "after epoch 2." in (t / "output.log").read_text()
         assert _run_info(t)["status"] == "completed"
         assert [r["epoch"] for r in read_metrics(t / "metrics.csv")[1]] == list(range(1, epochs + 1))
     summary = json.loads(invoke("sweep", "summary", "k", "--runs-dir", runs, "--json").output)
@@ -926,7 +924,7 @@ def test_two_worker_processes_on_postgresql_share_the_grid_and_run_each_point_on
         out_b, _ = second.communicate(timeout=600)
         out_a, _ = first.communicate(timeout=600)
     finally:
-        _kill_all(started, [])
+        _end_all(started, pause_dir)
     assert first.returncode == 0 and second.returncode == 0, out_a + out_b
     summary = json.loads(
         invoke("sweep", "summary", "pg", "--storage", postgres_url, "--runs-dir", runs_b, "--json").output

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 import dlcli
 import dlcli.engine
-from conftest import RUN_FOLDER_FILES, synthetic_config, write_config
+from conftest import RUN_FOLDER_FILES, import_or_skip_unless_ci, skip_unless_ci, synthetic_config, write_config
 from dlcli.cli import app
 from dlcli.config import MlflowConfig, TrackingConfig, load_config
 from dlcli.rundir import read_metrics
@@ -34,8 +34,14 @@ from dlcli.tracking import (
     tracking_callbacks,
 )
 
-pytest.importorskip("tensorboard", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
-pytest.importorskip("mlflow", reason="the tracking extra is not installed: pip install -e '.[tracking]'")
+
+@pytest.fixture(scope="session", autouse=True)
+def tracking_extra() -> None:
+    """Every test here needs the tracking extra. Session-scoped, so that it comes before the
+    session's MLflow store, which imports mlflow."""
+    for package in ("tensorboard", "mlflow"):
+        import_or_skip_unless_ci(package, f"{package} is not installed: pip install -e '.[tracking]'")
+
 
 runner = CliRunner()
 STEPS_PER_EPOCH = 10  # synthetic_config: 200 samples, 20% held out, batch 16
@@ -354,7 +360,7 @@ def _server(tmp_path_factory, mlflow_template_db):
         shutil.which("mlflow", path=str(Path(sys.executable).parent)) is None
         and subprocess.run([sys.executable, "-m", "mlflow", "--version"], capture_output=True).returncode != 0
     ):
-        pytest.skip("the mlflow command is not available")
+        skip_unless_ci("the mlflow command is not available (it comes with the tracking extra)")
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), mlflow_template_db)
     yield server
     server.stop()
@@ -578,33 +584,57 @@ def test_interrupted_run_resumes_into_the_same_curves_and_mlflow_run(
     _check_mlflow_run(client, run, checkpoints=False)
 
 
+# `dlcli train` in a process that stops itself (SIGSTOP) as epoch 2 begins: by then epoch 1 is
+# in the run folder and in MLflow, and the run cannot finish before the test kills it.
+_TRAIN_STOPPING_AT_EPOCH_2 = """
+import os, signal
+from dlcli.callbacks import RunFolderWriter
+from dlcli.cli import main
+
+begin_epoch = RunFolderWriter.on_epoch_begin
+
+def stop_at_epoch_2(self, epoch, trainer):
+    if epoch == 2:
+        os.kill(os.getpid(), signal.SIGSTOP)
+    begin_epoch(self, epoch, trainer)
+
+RunFolderWriter.on_epoch_begin = stop_at_epoch_2
+main()
+"""
+
+
+def _wait_until_stopped(proc: subprocess.Popen, log: Path, timeout: float = 240.0) -> None:
+    """Wait (polling, with a deadline) until proc is stopped by a signal; fail if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(proc.pid, os.WNOHANG | os.WUNTRACED)
+        if pid:
+            assert os.WIFSTOPPED(status), f"it ended (wait status {status}) before it stopped:\n{log.read_text()}"
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"it did not stop within {timeout:.0f} s:\n{log.read_text()}")
+
+
 @pytest.mark.e2e
 def test_killed_process_resumes_into_one_mlflow_run(tmp_path, sqlite_uri):
-    # An epoch of this takes about 0.05 s: five epochs, and the kill comes as soon as the first is
-    # seen (not later), so that the run cannot have finished first on a fast machine.
-    raw = synthetic_config(epochs=5, batch_size=8)
-    raw["data"]["synthetic"].update(samples=500, shape=[32])
-    raw["model"] = {"preset": "mlp", "hidden": [64, 64]}
-    raw["tracking"] = {"mlflow": {"uri": sqlite_uri}}
-    config = write_config(tmp_path / "slow.yaml", raw)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dlcli", "train", str(config), "--runs-dir", "runs", "-q"],
-        cwd=tmp_path,
-        env=dlcli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        metrics = list((tmp_path / "runs").glob("*/metrics.csv"))
-        if metrics and len(metrics[0].read_text().strip().splitlines()) >= 2:  # an epoch done
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, err
+    config = config_file(tmp_path, mlflow={"uri": sqlite_uri})
+    log = tmp_path / "killed.log"
+    with open(log, "w") as output:  # a file, not a pipe, which nobody would read while waiting
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _TRAIN_STOPPING_AT_EPOCH_2, "train", str(config), "--runs-dir", "runs", "-q"],
+            cwd=tmp_path,
+            env=dlcli_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_until_stopped(proc, log)
+        finally:
+            proc.kill()  # SIGKILL ends a stopped process too
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, log.read_text()
     run = the_run(tmp_path / "runs")
+    assert [r["epoch"] for r in read_metrics(run / "metrics.csv")[1]] == [1]  # killed mid-run
     client = _client(sqlite_uri)
     run_id = _tracked_run_id(run)
     assert client.get_run(run_id).info.status == "RUNNING"  # what a kill leaves

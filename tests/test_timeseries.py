@@ -616,3 +616,56 @@ def test_a_trading_day_of_prices_per_sample_shows_batch_timesteps_features(tmp_p
     assert summary.exit_code == 0 and "(None, 390, 3)" in summary.output
     result = runner.invoke(app, ["train", str(path), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 0, result.output
+
+
+def test_the_shipped_seattle_config_splits_by_time_and_knows_its_baseline():
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "seattle_temp_forecast.yaml")
+    data = load_dataset(config.data, config.seed)
+    split = data.preprocessing["split"]
+    assert split["rows"] == {"train": 729, "val": 366, "test": 366}
+    assert split["first_time"] == {"train": "2012-01-01", "val": "2013-12-30", "test": "2014-12-31"}
+    assert data.x_train.shape == (702, 14, 6) and len(data.x_test) == 339
+    lines = (Path(config.data.path)).read_text().splitlines()[1:]
+    temp = np.array([float(line.split(",")[2]) for line in lines])[-366:]
+    lasts = np.arange(339) + 13
+    assert data.x_test.persistence.mae() == pytest.approx(np.abs(temp[lasts + 1] - temp[lasts]).mean(), rel=1e-12)
+
+
+def test_the_mae_of_several_targets_is_each_in_its_own_units(tmp_path):
+    from dlcli.losses import make_objective
+    from dlcli.training import objective_in_target_units
+
+    rng = np.random.default_rng(8)
+    values = np.stack([rng.normal(0, 1, 50), rng.normal(100, 40, 50)], axis=1)
+    path = write_table(tmp_path / "two.csv", ["a", "b"], values)
+    data = load_dataset(series_config(path, 3, target=["a", "b"]), seed=0)
+    stds = [spec["std"] for spec in data.preprocessing["targets"]]
+    objective = objective_in_target_units(make_objective("mse", "regression", 2), data.preprocessing)
+    y = data.y_train
+    off_by_one_std = y + 1.0  # one scaled unit away in every output
+    assert float(objective.metric_sum(off_by_one_std, y)) == pytest.approx(len(y) * sum(stds), rel=1e-5)
+
+
+def test_a_categorical_target_trains_and_predicts_classes(tmp_path):
+    weather = ["sun", "rain", "fog"]
+    rows = [[d, float(i % 5), weather[(i // 2) % 3]] for i, d in enumerate(dated(60))]
+    path = write_table(tmp_path / "w.csv", ["date", "wind", "weather"], rows)
+    model = {"layers": [{"flatten": {}}, {"dense": {"units": 3, "activation": "softmax"}}]}
+    config = {
+        "device": "cpu",
+        "data": {"dataset": "timeseries", "path": str(path), "time_column": "date", "target": "weather"},
+        "model": model,
+        "training": {"epochs": 1, "batch_size": 16},
+    }
+    config["data"]["window"] = {"length": 4}
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["train", str(write_config(tmp_path / "c.yaml", config)), "--runs-dir", str(runs)])
+    assert result.exit_code == 0, result.output
+    run = next(runs.iterdir())
+    results = json.loads((run / "results.json").read_text())
+    assert "test_accuracy" in results and "test_persistence_mae" not in results
+    predicted = runner.invoke(app, ["predict", str(run), str(path)])
+    assert predicted.exit_code == 0, predicted.output
+    header, row = predicted.stdout.strip().splitlines()
+    assert header.startswith("input,last_time,forecast_time,predicted,probability")
+    assert row.split(",")[3] in weather and (run / "classes.txt").read_text() == "fog\nrain\nsun\n"

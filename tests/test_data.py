@@ -41,7 +41,7 @@ def test_an_unknown_dataset_lists_every_builtin_one_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == (
         "data.dataset: unknown dataset 'fashion-mnist'; valid datasets are: csv, fashion_mnist, image_folder, "
-        "imdb, mnist, npz, synthetic, text_folder. Did you mean 'fashion_mnist' or 'mnist'?"
+        "imdb, mnist, npz, synthetic, text_folder, timeseries. Did you mean 'fashion_mnist' or 'mnist'?"
     )
 
 

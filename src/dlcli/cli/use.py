@@ -52,7 +52,9 @@ def predict(
     probability and one probability column per class (or --top-k columns); regression runs give
     the predicted values. When the inputs carry labels (a folder laid out by class, a table with
     the target column, IDX label files), true label and correct columns are added and the
-    accuracy is printed at the end (on standard error, so the CSV stays clean).
+    accuracy is printed at the end (on standard error, so the CSV stays clean). Time-series
+    runs forecast from each file's last window (every window with --all-windows), with the time
+    stamps of its last row and of the forecast, in the target's units.
     """
     from ..loading import load_run
     from ..predict import PredictOptions, accuracy, mean_absolute_error, predict_inputs, prediction_rows, read_inputs

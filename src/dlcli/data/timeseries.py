@@ -1216,8 +1216,8 @@ def read_recent(state: dict, path: Path, all_windows: bool = False) -> RecentWin
                 known.append(None)
             elif layout.classify:
                 label = series.labels[window_rows[0]]  # type: ignore[index]
-                names_ = state["class_names"]
-                known.append(torch.tensor(names_.index(label)) if label in names_ else None)
+                classes = state["class_names"]
+                known.append(torch.tensor(classes.index(label)) if label in classes else None)
             else:
                 cols = [series.columns.index(t) for t in layout.targets]
                 cells = series.values[window_rows][:, cols]  # (horizons, targets)

@@ -1,6 +1,7 @@
-"""dlcli sweep: the search-space syntax, checks before any trial, the study (claims, summaries),
-the display, and whole sweeps whose trials are real `dlcli train` processes (grid with a
-failure, pruning, Ctrl-C, SIGKILL and resume, two workers on PostgreSQL)."""
+"""dlcli sweep: the search-space syntax, checks before any trial, the study (claims, draws,
+objectives, summaries), the display, and whole sweeps whose trials are real `dlcli train`
+processes (grid with a failure, best epochs, pruning, Ctrl-C, SIGKILL and resume, two workers
+on PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -412,6 +413,27 @@ def test_a_finished_trial_is_told_its_best_epoch_from_its_metrics_csv(
     rows = sort_rows(rows_from_study(folder, spec, study.trials()), spec.direction)
     assert [r.number for r in rows] == [views[n].number for n in ("good", "worse", "diverged")]
     assert best_row(rows, spec.direction).number == views["good"].number
+
+
+def test_a_joining_worker_draws_other_values_than_the_creator(monkeypatch, tiny_config):
+    # Another process's worker must not replay the creator's seeded stream (every value twice).
+    from dlcli.sweep.study import Study
+
+    spec, creator = in_memory_study(monkeypatch, tiny_config, *SEARCHED, method="random", trials=4, seed=7)
+    joiner = Study.open(spec, "in-memory")
+    drawn = [s.suggest(s.claim_waiting(), spec.space)["optimizer.lr"] for s in (creator, joiner, creator, joiner)]
+    assert len(set(drawn)) == 4
+
+
+def test_pruning_reports_skip_epochs_without_a_finite_value(monkeypatch, tiny_config):
+    from dlcli.sweep.study import TrialReporter
+
+    spec, study = in_memory_study(monkeypatch, tiny_config, *SEARCHED, method="random", trials=2)
+    trial_id = study.claim_waiting()
+    reporter = TrialReporter(spec.id, "in-memory", trial_id, "median", 0, 0)
+    assert reporter.report(NAN, 1) is False and reporter.report(INF, 2) is False
+    reporter.report(0.5, 3)
+    assert study.trial(trial_id).intermediate == {3: 0.5}
 
 
 def test_trial_environment_divides_threads_and_gpus(tmp_path, tiny_config, monkeypatch):

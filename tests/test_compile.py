@@ -236,7 +236,8 @@ def test_optimizer_state_loaded_after_the_first_step_is_the_state_the_graph_upda
 def test_an_optimizer_option_changed_mid_run_sends_the_step_back_to_two_graphs():
     # The one graph binds every option but the learning rate when it is built: a later change
     # (a callback or schedule editing the group) must reach the update, as it does eagerly.
-    from dlcli.engine import TWO_GRAPHS, Batches
+    from dlcli.engine import Batches
+    from dlcli.steps import TWO_GRAPHS
 
     x, y = _blobs()
     trainers = {}

@@ -14,7 +14,7 @@ def blobs(n=256, seed=0):
     return x, y
 
 
-def make_trainer(callbacks=(), control=None, loss_fn=None, lr=0.05):
+def make_trainer(callbacks=(), control=None, loss_fn=None, lr=0.05, **options):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -23,7 +23,13 @@ def make_trainer(callbacks=(), control=None, loss_fn=None, lr=0.05):
         return (out.detach().argmax(1) == y).sum()
 
     return Trainer(
-        model, optimizer, loss_fn or torch.nn.functional.cross_entropy, correct, callbacks=callbacks, control=control
+        model,
+        optimizer,
+        loss_fn or torch.nn.functional.cross_entropy,
+        correct,
+        callbacks=callbacks,
+        control=control,
+        **options,
     )
 
 
@@ -168,14 +174,13 @@ def test_graphed_step_trains_exactly_like_the_eager_loop():
     metric written into buffers at a device-side counter, warm-up and odd-sized batches
     eager, recorded again after the learning rate changes) gives the eager loop's weights and
     history bit for bit. On the CPU the recorded body runs eagerly; tests/test_cuda.py replays it."""
-    from dlcli.engine import WARMUP_STEPS
+    from dlcli.steps import WARMUP_STEPS
 
     x, y = blobs(230)
     x = (x * 40 + 128).clamp(0, 255).to(torch.uint8)  # uint8 inputs, scaled per batch
     results = []
     for graphed in (False, True):
-        trainer = make_trainer()
-        trainer.cuda_graph = graphed
+        trainer = make_trainer(cuda_graph=graphed)
         trainer.schedule = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=2, gamma=0.5)
         trainer.schedule.step = lambda logs, s=trainer.schedule: type(s).step(s)
         train = Batches(
@@ -187,7 +192,7 @@ def test_graphed_step_trains_exactly_like_the_eager_loop():
     strip = [{k: v for k, v in h.items() if k != "seconds"} for h in eager_history]
     assert [{k: v for k, v in h.items() if k != "seconds"} for h in graph_history] == strip
     assert all(torch.equal(a, b) for a, b in zip(eager_weights, graph_weights))
-    graphed = trainer._graphed
+    graphed = trainer.step.graphed
     assert graphed.recordings == 3  # lr 0.05, 0.025 (epoch 3), 0.0125 (epoch 5)
     assert graphed.eager_steps_left == 0 and WARMUP_STEPS < 6
     assert graph_history[-1]["val_accuracy"] > 0.9
@@ -202,19 +207,19 @@ def test_a_cuda_graph_run_is_assembled_like_an_eager_one(tmp_path, monkeypatch):
 
     from rich.console import Console
 
-    import dlcli.engine
+    import dlcli.steps
     import dlcli.training
     from conftest import synthetic_config, write_config
     from dlcli.config import load_config
 
     made = []
 
-    class CountingGraphedStep(dlcli.engine.GraphedStep):
+    class CountingGraphedStep(dlcli.steps.GraphedStep):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(dlcli.engine, "GraphedStep", CountingGraphedStep)
+    monkeypatch.setattr(dlcli.steps, "GraphedStep", CountingGraphedStep)
     monkeypatch.setattr(dlcli.training, "check_device_options", lambda config, device: None)
     config_file = write_config(
         tmp_path / "c.yaml",
@@ -254,8 +259,8 @@ def test_compile_leaves_a_fused_update_alone_and_compiles_the_others(make_optimi
         compile_mode="default",
     )
     # torch.compile wraps lazily: nothing is compiled until the first step.
-    assert (trainer._update != trainer._optimizer_update) is compiled_update
-    assert trainer._forward_metric != trainer._loss_and_metric
+    assert (trainer.step.update != trainer.step._optimizer_update) is compiled_update
+    assert trainer.step.forward_metric != trainer.step.math.loss_and_metric
 
 
 def test_recurrent_training_keeps_freed_memory_for_reuse_where_glibc_allows():

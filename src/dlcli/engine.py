@@ -10,22 +10,18 @@ checked and progress callbacks run.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import torch
 
 from .errors import TrainingDiverged, TrainingInterrupted
-from .one_graph_step import OneGraphStep, one_graph_blocker
+from .steps import TrainingStep, make_step
 
 REPORT_INTERVAL_S = 0.25  # how often running metrics are reduced and shown
 SYNC_STEPS = 25  # under data parallelism: steps between the collective stop/divergence checks
-# run.json's compiled_step where the step cannot be one graph; the reason follows.
-TWO_GRAPHS = "two graphs (forward and backward; optimizer update): "
 
 
 class Batches:
@@ -212,51 +208,24 @@ class Trainer:
         self.metric_name = metric_name
         self.metric_per_sample = metric_per_sample
         self.device = torch.device(device)
-        self.autocast = precision == "bf16"
         self.schedule = schedule
         self.callbacks = list(callbacks)
         self.control = control or RunControl()
         self.all_reduce = all_reduce  # sums a tensor over ranks (data parallelism)
         self.world_size = world_size
-        # Replay each full-size training step from a CUDA graph (see GraphedStep); on the CPU
-        # the same step runs eagerly, which is how the tests check it.
-        self.cuda_graph = cuda_graph
-        self._graphed: Optional[GraphedStep] = None
-        # torch.compile covers the whole step, not only the model. On the CPU, where it can,
-        # the step is one graph (OneGraphStep: gradients and update traced together). Else
-        # forward, loss and metric are one graph (its backward compiled with it) and the
-        # optimizer's update another, which on the CPU is where an MLP's eager step loses most
-        # (a kernel per parameter per op). The compiled forward serves evaluation (compiled
-        # again once, for eval mode). A changed learning rate recompiles that update once;
-        # after that PyTorch treats it as a variable (the one graph takes it as a tensor).
-        # compile_seconds: the first compiled training step and the first evaluation batch,
-        # nearly all of which is compiling.
-        self.compile_mode = compile_mode
-        # These modes replay CUDA graphs, whose outputs the next replay overwrites: the step's
-        # loss and metric, kept until the next report, are copied out of them.
-        self._graph_outputs = compile_mode in ("reduce-overhead", "max-autotune")
-        self.compile_seconds = 0.0
-        self._forward_metric: Callable = self._loss_and_metric
-        self._update: Callable = self._optimizer_update
-        self._one_graph: Optional[OneGraphStep] = None
-        self.compiled_step: Optional[str] = None  # how the step was compiled, for run.json
-        if compile_mode is not None:
-            _quiet_compile_notes()
-            blocker = one_graph_blocker(model, optimizer, self.device, world_size)
-            if blocker is None:
-                self._one_graph = OneGraphStep(self, compile_mode)
-                self.compiled_step = "one graph: gradients and optimizer update together"
-            else:
-                self.compiled_step = TWO_GRAPHS + blocker
-            # dynamic=False: one graph per batch shape (the full batch, the last one, evaluation's).
-            # Left to itself, torch.compile answers the first short last batch with a graph for
-            # any batch size, and every later full batch runs that slower, general graph.
-            self._forward_metric = torch.compile(self._loss_and_metric, mode=compile_mode, dynamic=False)
-            # A fused optimizer (Adam, AdamW) already updates every parameter in one kernel,
-            # faster than the kernel torch.compile would generate for it; others are compiled.
-            if self._optimizer is None or not all(g.get("fused") for g in self._optimizer.param_groups):
-                self._update = torch.compile(self._optimizer_update)
-        self._compiled_train = self._compiled_eval = compile_mode is None
+        self.compile_mode = compile_mode  # torch.compile's mode, None when eager
+        self.step: TrainingStep = make_step(
+            model,
+            optimizer,
+            loss_fn,
+            metric_sum,
+            device=self.device,
+            precision=precision,
+            cuda_graph=cuda_graph,
+            compile_mode=compile_mode,
+            world_size=world_size,
+            data_parallel=all_reduce is not None,
+        )
         self.epoch = 0
         self.epochs = 0
         self.steps_per_epoch = 0
@@ -332,78 +301,15 @@ class Trainer:
 
     # -- loops ---------------------------------------------------------------------
 
-    def _forward_loss(
-        self, xb: torch.Tensor, yb: torch.Tensor, model: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(outputs, loss); `model` replaces self.model where the step calls it functionally."""
-        model = model or self.model
-        if self.autocast:
-            # A recorded graph must not keep autocast's cache of cast weights (PyTorch's rule).
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.cuda_graph):
-                out = model(xb)
-                return out, self.loss_fn(out.float(), yb)
-        out = model(xb)
-        return out, self.loss_fn(out, yb)
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds the first compiled training step and evaluation batch took (0 when eager)."""
+        return self.step.compile_seconds
 
-    def _loss_and_metric(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, metric sum) of one batch: what torch.compile turns into one graph."""
-        out, loss = self._forward_loss(xb, yb)
-        with torch.no_grad():
-            metric = self.metric_sum(out.detach().float(), yb)
-        return loss, metric
-
-    def _optimizer_update(self) -> None:
-        self.optimizer.step()
-
-    def _eager_step(self, xb: torch.Tensor, yb: torch.Tensor, global_n: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """One optimisation step; (loss, metric sum, samples), both still on the device."""
-        if self.compile_mode is not None:
-            return self._compiled_step(xb, yb, global_n)
-        out, loss = self._forward_loss(xb, yb)
-        n = len(yb)
-        self.optimizer.zero_grad(set_to_none=True)
-        self._backward(loss, n, global_n)
-        self.optimizer.step()
-        return loss.detach(), self.metric_sum(out, yb), n
-
-    def _backward(self, loss: torch.Tensor, n: int, global_n: int) -> None:
-        if self.world_size > 1 and self.all_reduce is not None:
-            # DDP averages gradients over ranks; weighting by the local share makes the
-            # result the mean over the global batch even when the shares are unequal.
-            (loss * (n * self.world_size / global_n)).backward()
-        else:
-            loss.backward()
-
-    def _compiled_step(
-        self, xb: torch.Tensor, yb: torch.Tensor, global_n: int
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        one_graph = self._one_graph
-        # The one-graph step's first call runs eagerly; its second is the one that compiles.
-        compiling = not self._compiled_train and (one_graph is None or one_graph.primed)
-        started = time.perf_counter() if compiling else None
-        n = len(yb)
-        if one_graph is not None:
-            loss, metric = one_graph(xb, yb)
-            if one_graph.fallback is not None:  # this step ran eagerly; the next ones two graphs
-                self._one_graph = None
-                self.compiled_step = TWO_GRAPHS + one_graph.fallback
-        else:
-            if self._graph_outputs:
-                torch.compiler.cudagraph_mark_step_begin()
-            loss, metric = self._forward_metric(xb, yb)
-            self.optimizer.zero_grad(set_to_none=True)
-            self._backward(loss, n, global_n)
-            self._update()
-        if started is not None:
-            self.compile_seconds += time.perf_counter() - started
-            self._compiled_train = True
-        if self._graph_outputs:
-            return loss.detach().clone(), metric.clone(), n
-        return loss.detach(), metric, n
-
-    def _eager_steps(self, batches: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-        for xb, yb, global_n in batches:
-            yield self._eager_step(xb, yb, global_n)
+    @property
+    def compiled_step(self) -> Optional[str]:
+        """How the step was compiled, for run.json (None when eager)."""
+        return self.step.compiled_step
 
     def train_one_epoch(self, batches: Batches) -> dict[str, float]:
         control = self.control
@@ -415,12 +321,7 @@ class Trainer:
         self._step_losses, self._step_metrics, self._step_sizes = [], [], []
         self._loss_chunks, self._metric_chunks = [], []
         step_losses, step_metrics, step_sizes = self._step_losses, self._step_metrics, self._step_sizes
-        if self.cuda_graph:
-            if self._graphed is None or self._graphed.batches is not batches:
-                self._graphed = GraphedStep(self, batches, record=self.device.type == "cuda")
-            steps = self._graphed.epoch()
-        else:
-            steps = self._eager_steps(batches)
+        steps = self.step.epoch(batches)
         next_report = running.started + REPORT_INTERVAL_S
         for loss, metric, n in steps:
             step_losses.append(loss)
@@ -485,23 +386,7 @@ class Trainer:
         self.model.eval()
         losses, metrics, samples = [], [], 0
         for xb, yb, _ in batches:
-            if self.compile_mode is not None:
-                started = None if self._compiled_eval else time.perf_counter()
-                if self._graph_outputs:
-                    torch.compiler.cudagraph_mark_step_begin()
-                loss, metric = self._forward_metric(xb, yb)
-                if self._graph_outputs:
-                    loss, metric = loss.clone(), metric.clone()
-                if started is not None:
-                    self.compile_seconds += time.perf_counter() - started
-                    self._compiled_eval = True
-            elif self.autocast:
-                with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                    out = self.model(xb).float()
-                loss, metric = self.loss_fn(out, yb), self.metric_sum(out, yb)
-            else:
-                out = self.model(xb)
-                loss, metric = self.loss_fn(out, yb), self.metric_sum(out, yb)
+            loss, metric = self.step.evaluate_batch(xb, yb)
             losses.append(loss.float() * len(yb))
             metrics.append(metric.float())
             samples += len(yb)
@@ -552,133 +437,6 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_end(self)
         return self.history
-
-
-# What torch.compile logs as warnings on every CPU run though nothing is wrong: the C++
-# toolchain looking for a CUDA it does not need, and the optimizer's profiling label.
-_COMPILE_NOTES = ("No CUDA runtime is found", "Profiler record function")
-
-
-class _CompileNoteFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(note in message for note in _COMPILE_NOTES)
-
-
-def _quiet_compile_notes() -> None:
-    def filter_handlers() -> None:
-        for name in list(logging.Logger.manager.loggerDict):
-            if name == "torch" or name.startswith("torch."):
-                for handler in logging.getLogger(name).handlers:
-                    if not any(isinstance(f, _CompileNoteFilter) for f in handler.filters):
-                        handler.addFilter(_CompileNoteFilter())
-
-    filter_handlers()
-    import torch._dynamo  # noqa: F401  (their import logs the first note and makes more loggers)
-    import torch.utils.cpp_extension  # noqa: F401
-
-    filter_handlers()
-
-
-WARMUP_STEPS = 3  # eager steps before recording, on a side stream: PyTorch's recipe for graphs
-
-
-class GraphedStep:
-    """A whole training step (batch gather, forward, loss, backward, optimizer, metric) recorded
-    once as a CUDA graph and replayed for every full-size batch.
-
-    A small model's step on a GPU is bound by the host: each of its couple of hundred kernels
-    costs a Python call and a launch, while the GPU itself is busy for a fraction of that time
-    (measured for the course's CNN on an H200: 0.35 ms busy in a 2.4 ms step). One replay
-    launches them all. A graph works on fixed addresses, so the step reads its batch through
-    `index`, a fixed tensor the host fills with the batch's sample indices, and writes its loss
-    and metric into per-epoch buffers at a step counter kept on the device; per step the host
-    copies the indices and calls replay, and nothing waits for the GPU.
-
-    Eager steps: the first WARMUP_STEPS (so that lazily created optimizer state and library
-    handles exist before recording), and any batch of another size (an epoch's last). The step
-    is recorded again when the learning rate has changed, because the optimizer's kernels take
-    it as a fixed argument. With `record=False` the same step body runs eagerly every time.
-    """
-
-    def __init__(self, trainer: Trainer, batches: Batches, record: bool) -> None:
-        self.trainer = trainer
-        self.batches = batches
-        self.record = record
-        self.batch_size = batches.batch_size
-        device = batches.x.device
-        self.index = torch.zeros(self.batch_size, dtype=torch.int64, device=device)
-        full_batches = batches.n // self.batch_size
-        self.losses = torch.zeros(max(full_batches, 1), dtype=torch.float32, device=device)
-        self.metrics = torch.zeros(max(full_batches, 1), dtype=torch.float64, device=device)
-        self.counter = torch.zeros(1, dtype=torch.int64, device=device)
-        self.graph: Any = None
-        self.recorded_lrs: Optional[list] = None
-        self.recordings = 0
-        self.eager_steps_left = WARMUP_STEPS
-        self.side_stream = torch.cuda.Stream(device) if record else None
-
-    def _body(self) -> None:
-        """What the graph holds. Gradients are None when it is recorded, so backward writes
-        them afresh on every replay instead of adding to the previous step's."""
-        trainer = self.trainer
-        xb, yb = self.batches.take(self.index)
-        out, loss = trainer._forward_loss(xb, yb)
-        loss.backward()
-        trainer.optimizer.step()
-        self.losses.index_copy_(0, self.counter, loss.detach().float().reshape(1))
-        self.metrics.index_copy_(0, self.counter, trainer.metric_sum(out, yb).double().reshape(1))
-        self.counter.add_(1)
-
-    def _lrs(self) -> list:
-        return [group["lr"] for group in self.trainer.optimizer.param_groups]
-
-    def _record(self) -> None:
-        self.trainer.optimizer.zero_grad(set_to_none=True)
-        self.graph = None  # frees the previous recording's memory pool first
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=self.side_stream):  # the warm-up's stream, whose library
-            self._body()  # handles and workspaces exist already
-        self.graph = graph
-
-    def _eager(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-        trainer = self.trainer
-        with warnings.catch_warnings():
-            # PyTorch warns once that a capturable optimizer stepping outside a graph is slower.
-            warnings.filterwarnings("ignore", message=".*capturable=True.*")
-            if self.side_stream is None or self.recordings:  # warm-up before the first recording only
-                return trainer._eager_step(*self.batches.take(idx), len(idx))
-            current = torch.cuda.current_stream()
-            self.side_stream.wait_stream(current)
-            with torch.cuda.stream(self.side_stream):
-                result = trainer._eager_step(*self.batches.take(idx), len(idx))
-            current.wait_stream(self.side_stream)
-            return result
-
-    def epoch(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-        """The epoch's steps: (loss, metric sum, samples) each, on the device."""
-        self.counter.zero_()
-        if self.recorded_lrs is not None and self.recorded_lrs != self._lrs():
-            self.recorded_lrs = None  # record again at the first full-size step
-        replays = 0
-        for idx in self.batches.indices():
-            if len(idx) != self.batch_size or self.eager_steps_left > 0:
-                self.eager_steps_left = max(self.eager_steps_left - 1, 0)
-                yield self._eager(idx)
-                continue
-            self.index.copy_(idx, non_blocking=True)
-            if self.recorded_lrs is None:
-                if self.record:
-                    self._record()
-                self.recorded_lrs = self._lrs()
-                self.recordings += 1
-            if self.record:
-                self.graph.replay()
-            else:
-                self.trainer.optimizer.zero_grad(set_to_none=True)
-                self._body()
-            yield self.losses[replays], self.metrics[replays], self.batch_size
-            replays += 1
 
 
 @torch.inference_mode()

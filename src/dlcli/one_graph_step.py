@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import torch
 
 if TYPE_CHECKING:
-    from .engine import Trainer
+    from .steps import StepMath
 
 Update = Callable[..., None]  # called as update(grads=[...], lr=tensor)
 
@@ -162,7 +162,8 @@ def _call_with_grads(
 
 
 class OneGraphStep:
-    """The trainer's compiled training step as one graph; called like its eager step.
+    """The compiled training step as one graph: (loss, metric sum) of a batch, the parameters
+    updated in place.
 
     The first call runs eagerly: PyTorch's optimizer creates its state then (or has it from a
     checkpoint), and the graph reads and updates those very tensors afterwards. Should the
@@ -172,10 +173,11 @@ class OneGraphStep:
     learning rate that changed after the graph bound it.
     """
 
-    def __init__(self, trainer: Trainer, mode: Optional[str]) -> None:
-        self.trainer = trainer
-        self.params: list[torch.Tensor] = list(trainer.optimizer.param_groups[0]["params"])
-        names = {id(p): name for name, p in trainer.model.named_parameters()}
+    def __init__(self, math: StepMath, optimizer: torch.optim.Optimizer, mode: Optional[str]) -> None:
+        self.math = math
+        self.optimizer = optimizer
+        self.params: list[torch.Tensor] = list(optimizer.param_groups[0]["params"])
+        names = {id(p): name for name, p in math.model.named_parameters()}
         self.names = [names[id(p)] for p in self.params]
         self.primed = False
         self.fallback: Optional[str] = None
@@ -194,7 +196,7 @@ class OneGraphStep:
         self._graph = torch.compile(self._step, dynamic=False, options=options)
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        optimizer = self.trainer.optimizer
+        optimizer = self.optimizer
         groups = optimizer.param_groups
         state, group = self._bound or (None, None)
         if self.primed and (len(groups) != 1 or optimizer.state is not state or groups[0] is not group):
@@ -213,8 +215,8 @@ class OneGraphStep:
             return self._graph(xb, yb, self._lr)
 
     def _eager_step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        trainer, optimizer = self.trainer, self.trainer.optimizer
-        out, loss = trainer._forward_loss(xb, yb)
+        math, optimizer = self.math, self.optimizer
+        out, loss = math.forward_loss(xb, yb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         without = [name for name, p in zip(self.names, self.params) if p.grad is None]
@@ -231,18 +233,18 @@ class OneGraphStep:
             self._bound = (optimizer.state, optimizer.param_groups[0])
             self._options = _options(optimizer.param_groups[0])
             self.primed = True
-        return loss.detach(), trainer.metric_sum(out.detach(), yb)
+        return loss.detach(), math.metric_sum(out.detach(), yb)
 
     def _step(self, xb: torch.Tensor, yb: torch.Tensor, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        trainer = self.trainer
+        math = self.math
 
         def loss_of(params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
             def model(x: torch.Tensor) -> torch.Tensor:
-                return torch.func.functional_call(trainer.model, params, (x,))
+                return torch.func.functional_call(math.model, params, (x,))
 
-            out, loss = trainer._forward_loss(xb, yb, model)
+            out, loss = math.forward_loss(xb, yb, model)
             with torch.no_grad():
-                metric = trainer.metric_sum(out.detach().float(), yb)
+                metric = math.metric_sum(out.detach().float(), yb)
             return loss, (loss.detach(), metric)
 
         grads, (loss, metric) = torch.func.grad(loss_of, has_aux=True)(dict(zip(self.names, self.params)))

@@ -352,7 +352,9 @@ def test_deterministic_flag_turns_on_deterministic_algorithms(
 
 
 @pytest.mark.parametrize("bf16_native", [False, True], ids=["cpu-without-bf16", "cpu-with-bf16"])
-def test_bf16_on_the_cpu_is_refused_or_accepted_by_what_the_cpu_reports(monkeypatch, tmp_path, tiny_config, bf16_native):
+def test_bf16_on_the_cpu_is_refused_or_accepted_by_what_the_cpu_reports(
+    monkeypatch, tmp_path, tiny_config, bf16_native
+):
     # The CPU's capability is pinned: the same test must pass on a CPU with native bf16
     # (AVX512-BF16, AMX) and on one without, and each branch is tested on every machine.
     import dlcli.devices
@@ -380,7 +382,9 @@ def test_bf16_on_the_cpu_is_refused_or_accepted_by_what_the_cpu_reports(monkeypa
         assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
         assert "precision: bf16" in (run_dir / "config.yaml").read_text()
     else:
-        assert result.exit_code == 2 and "capability AVX2" in result.output and "training.precision: fp32" in result.output
+        assert (
+            result.exit_code == 2 and "capability AVX2" in result.output and "training.precision: fp32" in result.output
+        )
         assert "Traceback" not in result.output
         assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
@@ -389,7 +393,9 @@ def test_device_options_are_checked_on_the_cpu(monkeypatch, tmp_path, tiny_confi
     # Pinned to a machine without a GPU, whatever this one has.
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
-    result = runner.invoke(app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "device=cuda"])
+    result = runner.invoke(
+        app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "device=cuda"]
+    )
     assert result.exit_code == 2 and "no CUDA GPU" in result.output and "device: cpu" in result.output
     result = runner.invoke(
         app, ["train", str(tiny_config), "--runs-dir", str(tmp_path / "runs"), "--set", "training.cuda_graph=true"]

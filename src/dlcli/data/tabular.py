@@ -386,24 +386,26 @@ def _targets(config: DataConfig) -> list[str]:
     return [target] if isinstance(target, str) else list(target)
 
 
-def _check_columns(table: RawTable, names: Iterable[str], key: str) -> None:
+def check_columns(table: RawTable, names: Iterable[str], key: str, what: str = "") -> None:
+    """A DataError naming `data.<key>`, the first column the table lacks (with `what` after it)
+    and the nearest of its columns."""
     from ..registry import suggest
 
     for name in names:
         if name not in table.columns:
             hint = suggest(name, table.header)
             raise DataError(
-                f"data.{key}: {table.source} has no column {name!r}; its columns are: {', '.join(table.header)}.",
+                f"data.{key}: {table.source} has no column {name!r}{what}; its columns are: {', '.join(table.header)}.",
                 hint=hint or None,
             )
 
 
 def _feature_names(config: DataConfig, table: RawTable, targets: list[str]) -> list[str]:
     overrides = config.column_types or {}
-    _check_columns(table, overrides, "column_types")
-    _check_columns(table, targets, "target")
+    check_columns(table, overrides, "column_types")
+    check_columns(table, targets, "target")
     if config.features is not None:
-        _check_columns(table, config.features, "features")
+        check_columns(table, config.features, "features")
         both = [f for f in config.features if f in targets]
         if both:
             raise DataError(f"data.features: {both[0]!r} is the target; a column cannot be both.")
@@ -897,7 +899,7 @@ def _fit(config: DataConfig, seed: int, state: Optional[dict]) -> _Fitted:
         policy = config.missing
     else:
         targets, features, policy = state["target"], [s["name"] for s in state["features"]], state["missing"]
-        _check_columns(table, features + targets, "features")
+        check_columns(table, features + targets, "features")
     rows = _usable_rows(table, features, targets, policy)
     if state is None:
         task, class_names = _infer_task(table, targets, rows, config.task)

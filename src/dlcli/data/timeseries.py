@@ -56,7 +56,7 @@ from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import natural_key
 from .preprocessing import STATE_VERSION, check_state
 from .splits import holdout_count
-from .tabular import RawTable, _delimiter, number_text, read_table
+from .tabular import RawTable, _delimiter, check_columns, number_text, read_table
 
 if TYPE_CHECKING:
     import torch
@@ -455,18 +455,6 @@ def _mostly_numbers(table: RawTable, name: str) -> bool:
     return bool(present.any()) and int(numbers.sum()) * 2 > int(present.sum())
 
 
-def _check_columns(table: RawTable, names: Sequence[str], key: str, what: str = "") -> None:
-    from ..registry import suggest
-
-    for name in names:
-        if name not in table.columns:
-            hint = suggest(name, table.header)
-            raise DataError(
-                f"data.{key}: {table.source} has no column {name!r}{what}; its columns are: {', '.join(table.header)}.",
-                hint=hint or None,
-            )
-
-
 def _number_matrix(table: RawTable, columns: Sequence[str], targets: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     values = np.empty((table.n_rows, len(columns)), dtype=np.float64)
     missing = np.empty((table.n_rows, len(columns)), dtype=bool)
@@ -631,23 +619,16 @@ def shift_and_divisor(spec: dict) -> tuple[float, float]:
 
 
 def _layout(config: DataConfig, table: RawTable) -> Layout:
-    from ..registry import suggest
 
     if config.window is None:  # config validation requires it; a DataConfig built in code may lack it
         raise ConfigError("data.window: the timeseries dataset needs `window: {length: N}`.", key="data.window")
     targets = [config.target] if isinstance(config.target, str) else list(config.target or ())
     if not targets:
         raise ConfigError("data.target: the timeseries dataset needs the column to predict.", key="data.target")
-    for target in targets:
-        if target not in table.columns:
-            hint = suggest(target, table.header)
-            raise DataError(
-                f"data.target: {table.source} has no column {target!r}; its columns are: {', '.join(table.header)}.",
-                hint=hint or None,
-            )
+    check_columns(table, targets, "target")
     time_column = config.time_column
     if time_column is not None:
-        _check_columns(table, [time_column], "time_column")
+        check_columns(table, [time_column], "time_column")
         if time_column in targets:
             raise DataError(f"data.target: {time_column!r} is the time column; it cannot be the target.")
     numeric_target = [_mostly_numbers(table, t) for t in targets]
@@ -675,7 +656,7 @@ def _layout(config: DataConfig, table: RawTable) -> Layout:
                     hint="Give numeric target columns, or one categorical target (classification).",
                 )
     if config.features is not None:
-        _check_columns(table, config.features, "features")
+        check_columns(table, config.features, "features")
         features = list(config.features)
         if time_column in features:
             raise DataError(
@@ -789,7 +770,7 @@ def _fit(config: DataConfig, state: Optional[dict]) -> _Fitted:
         layout = _layout(config, table)
     else:
         layout = Layout.from_state(state)
-        _check_columns(table, layout.numeric + time_columns, "features")
+        check_columns(table, layout.numeric + time_columns, "features")
         saved = state.get("split", {})
         if saved.get("file_rows") not in (None, table.n_rows):
             raise DataError(
@@ -807,7 +788,7 @@ def _fit(config: DataConfig, state: Optional[dict]) -> _Fitted:
     if config.test_path:
         test_table = read_table(config.test_path, table.delimiter, time_columns)
         wanted = layout.numeric + time_columns + list(layout.targets)
-        _check_columns(test_table, wanted, "test_path", " (a column of the training file)")
+        check_columns(test_table, wanted, "test_path", " (a column of the training file)")
         test_series = read_series(test_table, layout)
         if layout.missing == "error":
             problem = missing_cell_error(test_series, layout)

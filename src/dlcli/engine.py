@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 
 from .errors import TrainingDiverged, TrainingInterrupted
-from .steps import TrainingStep, make_step
+from .steps import TrainingStep, make_step, required_optimizer
 
 REPORT_INTERVAL_S = 0.25  # how often running metrics are reduced and shown
 SYNC_STEPS = 25  # under data parallelism: steps between the collective stop/divergence checks
@@ -398,9 +398,7 @@ class Trainer:
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
-        if self._optimizer is None:
-            raise RuntimeError("This Trainer was built without an optimizer: it can only evaluate.")
-        return self._optimizer
+        return required_optimizer(self._optimizer)
 
     def current_lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])

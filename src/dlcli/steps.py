@@ -81,6 +81,13 @@ class StepMath:
         return loss, metric
 
 
+def required_optimizer(optimizer: Optional[torch.optim.Optimizer]) -> torch.optim.Optimizer:
+    """The optimizer, or the error for a trainer built to evaluate only."""
+    if optimizer is None:
+        raise RuntimeError("This Trainer was built without an optimizer: it can only evaluate.")
+    return optimizer
+
+
 class TrainingStep(Protocol):
     compiled_step: Optional[str]  # how the step was compiled, for run.json (None: eager)
     compile_seconds: float
@@ -127,9 +134,7 @@ class EagerStep:
         return self.math.loss_fn(out, yb), self.math.metric_sum(out, yb)
 
     def _required_optimizer(self) -> torch.optim.Optimizer:
-        if self.optimizer is None:
-            raise RuntimeError("This Trainer was built without an optimizer: it can only evaluate.")
-        return self.optimizer
+        return required_optimizer(self.optimizer)
 
 
 class TwoGraphStep(EagerStep):

@@ -386,6 +386,18 @@ def _targets(config: DataConfig) -> list[str]:
     return [target] if isinstance(target, str) else list(target)
 
 
+def check_same_rows(table: RawTable, state: dict) -> None:
+    """A DataError when the file has another number of rows than when the run was trained:
+    the splits, drawn from the row count, would differ."""
+    saved = state.get("split", {})
+    if saved.get("file_rows") not in (None, table.n_rows):
+        raise DataError(
+            f"{table.source} has {table.n_rows} rows, but had {saved['file_rows']} when this run was trained; "
+            "its splits would differ.",
+            hint="Use the file the run was trained on.",
+        )
+
+
 def check_columns(table: RawTable, names: Iterable[str], key: str, what: str = "") -> None:
     """A DataError naming `data.<key>`, the first column the table lacks (with `what` after it)
     and the nearest of its columns."""
@@ -920,13 +932,7 @@ def _fit(config: DataConfig, seed: int, state: Optional[dict]) -> _Fitted:
             "test_file": config.test_path,
         }
     else:
-        saved = state.get("split", {})
-        if saved.get("file_rows") not in (None, table.n_rows):
-            raise DataError(
-                f"{table.source} has {table.n_rows} rows, but had {saved['file_rows']} when this run was trained; "
-                "its splits would differ.",
-                hint="Use the file the run was trained on.",
-            )
+        check_same_rows(table, state)
     return _Fitted(state, table, rows, split)
 
 

@@ -56,7 +56,7 @@ from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import natural_key
 from .preprocessing import STATE_VERSION, check_state
 from .splits import holdout_count
-from .tabular import RawTable, _delimiter, check_columns, number_text, read_table
+from .tabular import RawTable, _delimiter, check_columns, check_same_rows, number_text, read_table
 
 if TYPE_CHECKING:
     import torch
@@ -771,13 +771,7 @@ def _fit(config: DataConfig, state: Optional[dict]) -> _Fitted:
     else:
         layout = Layout.from_state(state)
         check_columns(table, layout.numeric + time_columns, "features")
-        saved = state.get("split", {})
-        if saved.get("file_rows") not in (None, table.n_rows):
-            raise DataError(
-                f"{table.source} has {table.n_rows} rows, but had {saved['file_rows']} when this run was trained; "
-                "its splits would differ.",
-                hint="Use the file the run was trained on.",
-            )
+        check_same_rows(table, state)
     series = read_series(table, layout)
     if layout.missing == "error":
         problem = missing_cell_error(series, layout)

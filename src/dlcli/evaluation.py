@@ -17,7 +17,7 @@ def confusion_matrix(predicted, actual, classes: int) -> list[list[int]]:
 
 
 def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -> dict[str, Any]:
-    from .data import load_dataset
+    from .data import baseline_results, load_dataset
     from .engine import Batches, Trainer, predict
     from .loading import load_run
     from .losses import make_objective, prepare_targets
@@ -52,10 +52,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
         "samples": len(x),
         **trainer.evaluate(batches),
     }
-    if config.data.dataset == "timeseries":
-        from .data.timeseries import baseline_results
-
-        result.update(baseline_results(x, data.preprocessing, result.get("mae")))
+    result.update(baseline_results(config.data, x, data.preprocessing, result.get("mae")))
     if info.task in ("multiclass", "binary"):
         outputs, actual = predict(run.model, batches)
         predicted = (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(1)

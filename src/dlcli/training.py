@@ -662,14 +662,15 @@ def finish_run(
     draw_plots: bool,
 ) -> Outcome:
     """Evaluate on the test split with the final (or restored best) weights; write results, plots, run.json."""
+    from .data import baseline_results
+
     results: dict[str, Any] = {}
     if test_batches is not None:
         results = dict(trainer.evaluate(test_batches, prefix="test_"))
         results["test_samples"] = len(exp.data.x_test)
-        if exp.config.data.dataset == "timeseries":
-            from .data.timeseries import baseline_results
-
-            results.update(baseline_results(exp.data.x_test, exp.data.preprocessing, results.get("test_mae"), "test_"))
+        results.update(
+            baseline_results(exp.config.data, exp.data.x_test, exp.data.preprocessing, results.get("test_mae"), "test_")
+        )
         if exp.plan.info.task == "multilabel":
             results["test_per_label_accuracy"] = _per_label_accuracy(exp.model, test_batches)
     best = {

@@ -70,6 +70,9 @@ class DatasetSource:
     # Users' files: info takes (config, seed, state) and load (config, seed, state, progress),
     # where state is a saved preprocessing state or None (fit one); load splits by itself.
     fits_preprocessing: bool = False
+    # Results beside the model's on a split: (inputs, preprocessing state, the model's metric,
+    # key prefix) -> extra results.json entries, such as a naive forecast's error; None: none.
+    baseline: Optional[Callable[..., dict]] = None
 
 
 DATASETS: Registry[DatasetSource] = Registry("dataset")
@@ -108,6 +111,15 @@ def dataset_info(config: DataConfig, seed: int = 0, preprocessing: Optional[dict
     if source.fits_preprocessing:
         return source.info(config, seed, preprocessing)
     return source.info(config)
+
+
+def baseline_results(
+    config: DataConfig, x: Any, preprocessing: Optional[dict], model_metric: Optional[float], prefix: str = ""
+) -> dict:
+    """What the dataset kind reports beside the model on the inputs x (its `baseline`), or {}."""
+    _register_builtin(config.dataset)
+    source = DATASETS.get(config.dataset, key="data.dataset")
+    return source.baseline(x, preprocessing, model_metric, prefix) if source.baseline is not None else {}
 
 
 def load_dataset(

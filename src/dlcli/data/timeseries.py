@@ -1047,9 +1047,6 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
     )
 
 
-DATASETS.add(KIND, DatasetSource(info=_info, load=_load, fits_preprocessing=True))
-
-
 # ----------------------------------------------------------------------------- the naive baseline
 
 
@@ -1273,3 +1270,6 @@ def describe_columns(state: dict) -> str:
         f"# target: {', '.join(state['target'])} ({state['task']}); outputs: {', '.join(state['output_names'])}"
     )
     return "\n".join(lines) + "\n"
+
+
+DATASETS.add(KIND, DatasetSource(info=_info, load=_load, fits_preprocessing=True, baseline=baseline_results))

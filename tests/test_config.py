@@ -7,7 +7,6 @@ import yaml
 from conftest import synthetic_config, write_config
 from dlcli.config import (
     CnnModel,
-    Conv2DLayer,
     LayersModel,
     MlpModel,
     config_to_dict,
@@ -15,6 +14,7 @@ from dlcli.config import (
     load_config,
 )
 from dlcli.errors import ConfigError
+from dlcli.layer_specs import Conv2DLayer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlcli.config import (
+from dlcli.config import load_config
+from dlcli.errors import ConfigError
+from dlcli.layer_specs import (
     ActivationLayer,
     AvgPool2DLayer,
     Conv2DLayer,
@@ -12,9 +14,7 @@ from dlcli.config import (
     DropoutLayer,
     FlattenLayer,
     MaxPool2DLayer,
-    load_config,
 )
-from dlcli.errors import ConfigError
 from dlcli.models import build_model, parameter_counts, plan_model
 from dlcli.training import plan_experiment
 
@@ -153,7 +153,7 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 
 from conftest import invoke, make_imdb_npz, synthetic_config, write_config  # noqa: E402
-from dlcli.config import (  # noqa: E402
+from dlcli.layer_specs import (  # noqa: E402
     AvgPool1DLayer,
     BatchNormLayer,
     Conv1DLayer,
@@ -740,7 +740,7 @@ def test_a_torchvision_run_evaluates_without_its_initial_weights_file(tmp_path):
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from dlcli.config import ActivationLayer as _Act  # noqa: E402
+from dlcli.layer_specs import ActivationLayer as _Act  # noqa: E402
 
 ACTIVATIONS_ST = st.sampled_from(["linear", "relu", "tanh", "sigmoid"])
 PADDING_ST = st.sampled_from(["valid", "same", 0, 1])

@@ -16,222 +16,15 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 from .errors import ConfigError
+from .layer_specs import LAYER_TYPES, Activation, LayerSpec
+from .layer_specs import option as _opt
 
-Activation = Literal["linear", "sigmoid", "tanh", "relu", "softmax"]
 OutputActivation = Literal["auto", "linear", "sigmoid", "tanh", "relu", "softmax"]
 
 ACTIVATIONS: tuple[str, ...] = typing.get_args(Activation)
-
-
-def _opt(default: Any = dataclasses.MISSING, *, help: str = "", **limits: Any) -> Any:
-    """A dataclass field with a help text and numeric limits (ge, gt, le, lt)."""
-    meta = {"help": help, **limits}
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("use tuples for sequence defaults")
-    return field(default=default, metadata=meta)
-
-
-# ----------------------------------------------------------------------------- layers
-
-
-@dataclass(frozen=True)
-class DenseLayer:
-    kind: ClassVar[str] = "dense"
-    units: int = _opt(help="number of output units", ge=1)
-    activation: Activation = _opt("linear", help="activation after the layer")
-    use_bias: bool = _opt(True, help="add a bias vector")
-
-
-@dataclass(frozen=True)
-class Conv2DLayer:
-    kind: ClassVar[str] = "conv2d"
-    filters: int = _opt(help="number of output channels", ge=1)
-    kernel_size: int = _opt(help="square kernel size", ge=1)
-    strides: int = _opt(1, help="step of the kernel", ge=1)
-    padding: Union[Literal["valid", "same"], int] = _opt(
-        "valid", help="valid (none), same (keep size at stride 1) or a number of pixels"
-    )
-    activation: Activation = _opt("linear", help="activation after the layer")
-    use_bias: bool = _opt(True, help="add a bias vector")
-
-
-@dataclass(frozen=True)
-class MaxPool2DLayer:
-    kind: ClassVar[str] = "maxpool2d"
-    pool_size: int = _opt(2, help="square window size", ge=1)
-    strides: Optional[int] = _opt(None, help="step of the window (default: pool_size)", ge=1)
-
-
-@dataclass(frozen=True)
-class AvgPool2DLayer:
-    kind: ClassVar[str] = "avgpool2d"
-    pool_size: int = _opt(2, help="square window size", ge=1)
-    strides: Optional[int] = _opt(None, help="step of the window (default: pool_size)", ge=1)
-
-
-@dataclass(frozen=True)
-class FlattenLayer:
-    kind: ClassVar[str] = "flatten"
-
-
-@dataclass(frozen=True)
-class DropoutLayer:
-    kind: ClassVar[str] = "dropout"
-    rate: float = _opt(help="fraction of inputs zeroed during training", ge=0.0, lt=1.0)
-
-
-@dataclass(frozen=True)
-class ActivationLayer:
-    kind: ClassVar[str] = "activation"
-    activation: Activation = _opt(help="the activation function")
-
-
-# -- sequence, normalisation and structural layers (issue 13) ---------------------------------
-
-
-@dataclass(frozen=True)
-class EmbeddingLayer:
-    kind: ClassVar[str] = "embedding"
-    output_dim: int = _opt(help="size of each word vector", ge=1)
-    input_dim: Optional[int] = _opt(None, help="vocabulary size (default: the data's)", ge=1)
-    mask_zero: bool = _opt(False, help="id 0 is padding: a fixed zero vector that is never trained")
-
-
-@dataclass(frozen=True)
-class Conv1DLayer:
-    kind: ClassVar[str] = "conv1d"
-    filters: int = _opt(help="number of output channels", ge=1)
-    kernel_size: int = _opt(help="kernel length", ge=1)
-    strides: int = _opt(1, help="step of the kernel", ge=1)
-    padding: Union[Literal["valid", "same"], int] = _opt(
-        "valid", help="valid (none), same (keep length at stride 1) or a number of steps"
-    )
-    activation: Activation = _opt("linear", help="activation after the layer")
-    use_bias: bool = _opt(True, help="add a bias vector")
-
-
-@dataclass(frozen=True)
-class MaxPool1DLayer:
-    kind: ClassVar[str] = "maxpool1d"
-    pool_size: int = _opt(2, help="window length", ge=1)
-    strides: Optional[int] = _opt(None, help="step of the window (default: pool_size)", ge=1)
-
-
-@dataclass(frozen=True)
-class AvgPool1DLayer:
-    kind: ClassVar[str] = "avgpool1d"
-    pool_size: int = _opt(2, help="window length", ge=1)
-    strides: Optional[int] = _opt(None, help="step of the window (default: pool_size)", ge=1)
-
-
-@dataclass(frozen=True)
-class GlobalAvgPoolLayer:
-    kind: ClassVar[str] = "global_avg_pool"
-
-
-@dataclass(frozen=True)
-class GlobalMaxPoolLayer:
-    kind: ClassVar[str] = "global_max_pool"
-
-
-@dataclass(frozen=True)
-class LSTMLayer:
-    kind: ClassVar[str] = "lstm"
-    units: int = _opt(help="size of the hidden state", ge=1)
-    bidirectional: bool = _opt(False, help="also read the sequence backwards and concatenate both")
-    return_sequences: bool = _opt(False, help="output every step (for another recurrent layer) instead of the last")
-    dropout: float = _opt(0.0, help="fraction of the layer's inputs dropped during training", ge=0.0, lt=1.0)
-
-
-@dataclass(frozen=True)
-class GRULayer:
-    kind: ClassVar[str] = "gru"
-    units: int = _opt(help="size of the hidden state", ge=1)
-    bidirectional: bool = _opt(False, help="also read the sequence backwards and concatenate both")
-    return_sequences: bool = _opt(False, help="output every step (for another recurrent layer) instead of the last")
-    dropout: float = _opt(0.0, help="fraction of the layer's inputs dropped during training", ge=0.0, lt=1.0)
-
-
-@dataclass(frozen=True)
-class BatchNormLayer:
-    kind: ClassVar[str] = "batchnorm"
-    momentum: float = _opt(
-        0.99, help="Keras's momentum of the running statistics (PyTorch's is 1 - this)", ge=0.0, lt=1.0
-    )
-    epsilon: float = _opt(0.001, help="added to the variance for stability", gt=0.0)
-
-
-@dataclass(frozen=True)
-class LayerNormLayer:
-    kind: ClassVar[str] = "layernorm"
-    epsilon: float = _opt(0.001, help="added to the variance for stability", gt=0.0)
-
-
-@dataclass(frozen=True)
-class ReshapeLayer:
-    kind: ClassVar[str] = "reshape"
-    target_shape: tuple[int, ...] = _opt(
-        help="shape of one sample as the summary shows it (one entry may be -1)", ge=-1, min_items=1
-    )
-
-
-@dataclass(frozen=True)
-class ResidualLayer:
-    kind: ClassVar[str] = "residual"
-    layers: tuple[LayerSpec, ...] = _opt(
-        help="the block's layers; their output is added to the block's input", min_items=1
-    )
-    activation: Activation = _opt("linear", help="activation after the addition")
-
-
-LayerSpec = Union[
-    DenseLayer,
-    Conv2DLayer,
-    MaxPool2DLayer,
-    AvgPool2DLayer,
-    FlattenLayer,
-    DropoutLayer,
-    ActivationLayer,
-    EmbeddingLayer,
-    Conv1DLayer,
-    MaxPool1DLayer,
-    AvgPool1DLayer,
-    GlobalAvgPoolLayer,
-    GlobalMaxPoolLayer,
-    LSTMLayer,
-    GRULayer,
-    BatchNormLayer,
-    LayerNormLayer,
-    ReshapeLayer,
-    ResidualLayer,
-]
-LAYER_TYPES: dict[str, type] = {
-    cls.kind: cls
-    for cls in (
-        DenseLayer,
-        Conv2DLayer,
-        MaxPool2DLayer,
-        AvgPool2DLayer,
-        FlattenLayer,
-        DropoutLayer,
-        ActivationLayer,
-        EmbeddingLayer,
-        Conv1DLayer,
-        MaxPool1DLayer,
-        AvgPool1DLayer,
-        GlobalAvgPoolLayer,
-        GlobalMaxPoolLayer,
-        LSTMLayer,
-        GRULayer,
-        BatchNormLayer,
-        LayerNormLayer,
-        ReshapeLayer,
-        ResidualLayer,
-    )
-}
 
 # ----------------------------------------------------------------------------- model
 
@@ -600,6 +393,8 @@ def _type_name(tp: Any) -> str:
         return "true or false"
     if tp is str:
         return "a text"
+    if tp is LayerSpec:
+        return "a layer"
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin is tuple:

@@ -15,7 +15,7 @@ from .errors import ConfigError
 from .registry import Registry
 
 if TYPE_CHECKING:
-    from .config import Activation
+    from .layer_specs import Activation
 
 
 @dataclass(frozen=True)

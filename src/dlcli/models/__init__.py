@@ -21,7 +21,7 @@ from .plan import LayerRecord, ModelPlan, running_statistics
 from .presets import expand
 
 if TYPE_CHECKING:
-    from ..config import Activation
+    from ..layer_specs import Activation
 
 __all__ = [
     "LayerRecord",

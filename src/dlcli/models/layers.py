@@ -19,7 +19,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
-from ..config import (
+from ..errors import ConfigError
+from ..layer_specs import (
     ActivationLayer,
     AvgPool2DLayer,
     BatchNormLayer,
@@ -33,7 +34,6 @@ from ..config import (
     MaxPool2DLayer,
     ReshapeLayer,
 )
-from ..errors import ConfigError
 from ..registry import Registry
 
 # Keras's class names, which the course's summaries show (some depend on the input's rank).

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from ..config import (
+from ..config import BinaryModel, CnnModel, LayersModel, LeNet5Model
+from ..layer_specs import (
     Activation,
     AvgPool2DLayer,
-    BinaryModel,
-    CnnModel,
     Conv2DLayer,
     DenseLayer,
     DropoutLayer,
     FlattenLayer,
-    LayersModel,
-    LeNet5Model,
     MaxPool2DLayer,
 )
 

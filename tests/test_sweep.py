@@ -179,6 +179,36 @@ def test_method_trials_and_objective(tiny_config):
     )
 
 
+def test_an_image_folder_with_a_val_folder_optimises_the_runs_monitor(tmp_path):
+    # Validation comes from the val/ folder, not from data.validation_split: the run monitors
+    # val_loss, and so must the sweep's default objective (and --metric may name val_ columns).
+    from PIL import Image
+
+    root = tmp_path / "images"
+    for split, count in (("train", 6), ("val", 2), ("test", 2)):
+        for k, name in enumerate(("a", "b")):
+            for i in range(count):
+                path = root / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("L", (6, 4), 40 + 100 * k + i).save(path)
+    raw = synthetic_config(epochs=1)
+    raw["name"] = "folders"
+    raw["data"] = {"dataset": "image_folder", "root": str(root)}
+    raw["model"] = {"preset": "mlp", "hidden": [4]}
+    raw["loss"] = "auto"
+    config = write_config(tmp_path / "folders.yaml", raw)
+    spec = plan_sweep(request(config, "optimizer.lr=[0.01,0.1]"))
+    assert (spec.metric, spec.direction) == ("val_loss", "min")
+    assert plan_sweep(request(config, "optimizer.lr=[0.01,0.1]", metric="val_accuracy")).direction == "max"
+    result = invoke("train", config, "--runs-dir", tmp_path / "runs", "-q")
+    assert result.exit_code == 0, result.output
+    run = Path(result.output.strip().splitlines()[-1].split("Run folder: ")[1])
+    assert json.loads((run / "run.json").read_text())["monitor"] == spec.metric
+    # Without the val/ folder there is no validation data: the run and the sweep watch loss.
+    shutil.rmtree(root / "val")
+    assert plan_sweep(request(config, "optimizer.lr=[0.01,0.1]")).metric == "loss"
+
+
 def test_sweep_section_in_the_config_file(tmp_path):
     raw = synthetic_config()
     raw["sweep"] = {

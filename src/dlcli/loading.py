@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from .config import Config
 from .errors import CheckpointError
-from .training import Plan, build_network, load_run_config, plan_experiment, resolve_device, saved_preprocessing
+from .plan import Plan, build_network, load_run_config, plan_experiment, resolve_device, saved_preprocessing
 
 
 @dataclass

@@ -19,10 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from . import __version__
-from .config import Config, config_to_dict, dump_config, load_config
+from .config import Config, config_to_dict, dump_config
 from .distributed import Distributed
 from .errors import ConfigError, DeviceError, RunDirError, TrainingDiverged, TrainingInterrupted
-from .losses import check_last_layer, loss_spec, output_layer, resolve_loss_name
+from .plan import (  # load_run_config re-exported: tests and benchmarks import the plan's names from here
+    Plan,
+    build_network,
+    load_run_config,  # noqa: F401
+    metric_columns,
+    plan_experiment,
+    resolve_device,
+    saved_preprocessing,
+)
 from .rundir import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -42,63 +50,6 @@ from .rundir import (
 
 if TYPE_CHECKING:  # checkpoint imports torch; `dlcli summary` must not pay for it
     from .checkpoint import Resumed, TrainingState
-
-
-@dataclass
-class Plan:
-    """An experiment resolved without loading any data: what `dlcli summary` needs."""
-
-    config: Config
-    info: Any  # data.DataInfo
-    loss_name: str
-    model_plan: Any  # models.ModelPlan
-
-
-def plan_experiment(config: Config, preprocessing: Optional[dict] = None) -> Plan:
-    """The model's plan from the config and the data's facts (for users' files, from a saved
-    preprocessing state when one is given: no file is read and nothing is fitted again)."""
-    from .data import dataset_info
-    from .models import plan_network
-
-    info = dataset_info(config.data, config.seed, preprocessing)
-    loss_name = resolve_loss_name(config.loss, info.task)
-    spec = loss_spec(loss_name, info.task)
-    units, activation = output_layer(loss_name, info.task, info.num_classes)
-    ids_vocab = info.vocab_size if config.data.output_mode == "sequence" else None  # inputs are word ids
-    model_plan = plan_network(config.model, info.input_shape, units, activation, spec.absorbs, ids_vocab)
-    out = model_plan.layers[-1].output_shape
-    if len(out) != 1:
-        from .models import shape_text
-
-        raise ConfigError(
-            f"The model's output has shape {shape_text(out)}, but the loss needs a flat vector per sample.",
-            hint="End the layer list with `- flatten: {}` and a dense layer.",
-        )
-    check_last_layer(loss_name, info.task, info.num_classes, out[0], model_plan.output_activation)
-    return Plan(config, info, loss_name, model_plan)
-
-
-def resolve_device(name: str):
-    """auto -> the first CUDA GPU when there is one, else the CPU."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-        raise DeviceError(
-            f"device: {name} was asked for, but PyTorch sees no CUDA GPU here (torch {torch.__version__}, {build}).",
-            hint="Use device: auto or device: cpu (--set device=cpu).",
-        )
-    index = int(name.split(":")[1]) if ":" in name else 0
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise DeviceError(
-            f"device: {name} does not exist; this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}."
-        )
-    return torch.device("cuda", index)
 
 
 def check_device_options(config: Config, device) -> None:
@@ -154,13 +105,6 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-
-
-def metric_columns(metric: str, has_val: bool) -> list[str]:
-    cols = ["epoch", "loss", metric]
-    if has_val:
-        cols += ["val_loss", f"val_{metric}"]
-    return cols + ["lr", "seconds"]
 
 
 def check_monitors(config: Config, logged: list[str]) -> None:
@@ -260,16 +204,6 @@ def choose_device(config: Config, dist: Distributed):
         torch.cuda.set_device(device)
     check_device_options(config, device)
     return device
-
-
-def build_network(plan: Plan, device, channels_last, initial_weights: bool = True):
-    """The model of a plan on its device, in the memory layout it trains in. Without
-    `initial_weights` the weights are left uninitialised, for a checkpoint's to replace them."""
-    from .models import build_model, use_channels_last
-
-    model = build_model(plan.model_plan, initial_weights=initial_weights).to(device)
-    use_channels_last(model, channels_last)
-    return model
 
 
 # -- phase 2: build -----------------------------------------------------------------------
@@ -771,21 +705,6 @@ def train(
     )
 
 
-def saved_preprocessing(run_dir: Path) -> Optional[dict]:
-    """The data preprocessing fitted when the run started (None for data that fits nothing).
-    A damaged file is an error that says so, never a silent re-fit."""
-    path = run_dir / PREPROCESSING_FILE
-    if not path.is_file():
-        return None
-    try:
-        return read_json(path)
-    except RunDirError as exc:
-        raise RunDirError(
-            f"{path} is damaged: {exc.message}",
-            hint="Restore it from a copy of the run folder; dlcli never fits the preprocessing again.",
-        ) from None
-
-
 def _metric_rows(metrics: Path) -> int:
     try:
         return len(read_metrics(metrics)[1])
@@ -812,17 +731,3 @@ def _share_run_dir(run_dir: Optional[Path], dist: Distributed) -> Path:
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(ts))
-
-
-def load_run_config(run_dir: Path, overrides: tuple[str, ...] = ()) -> Config:
-    """The config saved in a run folder, which must still validate."""
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise RunDirError(f"{run_dir} has no config.yaml, so it cannot be resumed or evaluated.")
-    try:
-        return load_config(path, overrides)
-    except ConfigError as exc:
-        raise RunDirError(
-            f"The config saved in {run_dir} no longer validates: {exc.full_message()}",
-            hint="Start a new run from a corrected config instead.",
-        ) from None

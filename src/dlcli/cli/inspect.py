@@ -32,7 +32,7 @@ def summary(
     import json
 
     from ..summary import render_summary, summary_data
-    from ..training import plan_experiment
+    from ..plan import plan_experiment
 
     cfg = _load(config, set_)
     with _located(cfg):

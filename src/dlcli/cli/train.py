@@ -67,7 +67,7 @@ def train(
     resume_dir = None
     if resume is not None:
         from ..rundir import resolve_run
-        from ..training import load_run_config
+        from ..plan import load_run_config
 
         resume_dir = resolve_run(resume, runs_dir)
         cfg = load_run_config(resume_dir, tuple(set_ or ()))

@@ -403,7 +403,7 @@ def unfit_trial_message(params: dict[str, Any], exc: DlcliError) -> str:
 def check_config(config: Config) -> None:
     """What `dlcli train` checks before loading data: the model, loss and optimizer fit."""
     from ..optim import optimizer_options
-    from ..training import plan_experiment
+    from ..plan import plan_experiment
 
     plan_experiment(config)
     optimizer_options(config.optimizer)
@@ -437,12 +437,11 @@ def check_space(base: Config, space: list[Param], method: str) -> None:
 def logged_columns(config: Config) -> list[str]:
     """The metrics.csv columns a run of this config logs (what `dlcli train` computes once its
     data is loaded, known here from the config alone)."""
-    from ..training import metric_columns, plan_experiment
+    from ..plan import has_validation_data, metric_columns, plan_experiment
 
     plan = plan_experiment(config)
     metric = "mae" if plan.info.task == "regression" else "accuracy"
-    has_val = bool(config.data.validation_split or config.data.validation_size)
-    return [c for c in metric_columns(metric, has_val) if c not in ("epoch", "lr", "seconds")]
+    return [c for c in metric_columns(metric, has_validation_data(config)) if c not in ("epoch", "lr", "seconds")]
 
 
 def resolve_objective(config: Config, metric: Optional[str], direction: str) -> tuple[str, str]:

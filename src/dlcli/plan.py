@@ -1,0 +1,139 @@
+"""An experiment resolved without training it: the plan, the device, the network.
+
+`plan_experiment` answers what `dlcli summary`, a sweep's checks and a trained run's loader
+need from a config alone (the data's shapes and task, the loss, the model's analytic plan);
+`build_network` makes the model of a plan; `load_run_config` and `saved_preprocessing` read
+back what a run folder recorded of them. `training.py` builds a run on top of these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from .config import Config, load_config
+from .errors import ConfigError, DeviceError, RunDirError
+from .losses import check_last_layer, loss_spec, output_layer, resolve_loss_name
+from .rundir import CONFIG_FILE, PREPROCESSING_FILE, read_json
+
+
+@dataclass
+class Plan:
+    """An experiment resolved without loading any data: what `dlcli summary` needs."""
+
+    config: Config
+    info: Any  # data.DataInfo
+    loss_name: str
+    model_plan: Any  # models.ModelPlan
+
+
+def plan_experiment(config: Config, preprocessing: Optional[dict] = None) -> Plan:
+    """The model's plan from the config and the data's facts (for users' files, from a saved
+    preprocessing state when one is given: no file is read and nothing is fitted again)."""
+    from .data import dataset_info
+    from .models import plan_network
+
+    info = dataset_info(config.data, config.seed, preprocessing)
+    loss_name = resolve_loss_name(config.loss, info.task)
+    spec = loss_spec(loss_name, info.task)
+    units, activation = output_layer(loss_name, info.task, info.num_classes)
+    # Inputs are word ids (text kinds' output_mode: sequence); other kinds have no such key.
+    ids_vocab = info.vocab_size if getattr(config.data, "output_mode", None) == "sequence" else None
+    model_plan = plan_network(config.model, info.input_shape, units, activation, spec.absorbs, ids_vocab)
+    out = model_plan.layers[-1].output_shape
+    if len(out) != 1:
+        from .models import shape_text
+
+        raise ConfigError(
+            f"The model's output has shape {shape_text(out)}, but the loss needs a flat vector per sample.",
+            hint="End the layer list with `- flatten: {}` and a dense layer.",
+        )
+    check_last_layer(loss_name, info.task, info.num_classes, out[0], model_plan.output_activation)
+    return Plan(config, info, loss_name, model_plan)
+
+
+def metric_columns(metric: str, has_val: bool) -> list[str]:
+    """metrics.csv's columns for a run whose metric is `metric`, with or without validation data."""
+    cols = ["epoch", "loss", metric]
+    if has_val:
+        cols += ["val_loss", f"val_{metric}"]
+    return cols + ["lr", "seconds"]
+
+
+def has_validation_data(config: Config) -> bool:
+    """Whether a run of this config will have validation data (and so log val_ metrics), known
+    before its data is loaded: rows held out by data.validation_split or validation_size, or
+    the validation folder (val/, valid/ or validation/ beside train/) of a class-folder dataset."""
+    data = config.data
+    if data.validation_split or data.validation_size:
+        return True
+    if data.dataset in ("image_folder", "text_folder"):
+        # The rule that decides the folders' splits when the data is loaded.
+        from .data.folders import _split_folders
+
+        root = Path(getattr(data, "root", "data"))
+        return root.is_dir() and "val" in _split_folders(root)
+    return False
+
+
+def resolve_device(name: str):
+    """auto -> the first CUDA GPU when there is one, else the CPU."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise DeviceError(
+            f"device: {name} was asked for, but PyTorch sees no CUDA GPU here (torch {torch.__version__}, {build}).",
+            hint="Use device: auto or device: cpu (--set device=cpu).",
+        )
+    index = int(name.split(":")[1]) if ":" in name else 0
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise DeviceError(
+            f"device: {name} does not exist; this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}."
+        )
+    return torch.device("cuda", index)
+
+
+def build_network(plan: Plan, device, channels_last, initial_weights: bool = True):
+    """The model of a plan on its device, in the memory layout it trains in. Without
+    `initial_weights` the weights are left uninitialised, for a checkpoint's to replace them."""
+    from .models import build_model, use_channels_last
+
+    model = build_model(plan.model_plan, initial_weights=initial_weights).to(device)
+    use_channels_last(model, channels_last)
+    return model
+
+
+def load_run_config(run_dir: Path, overrides: tuple[str, ...] = ()) -> Config:
+    """The config saved in a run folder, which must still validate."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} has no config.yaml, so it cannot be resumed or evaluated.")
+    try:
+        return load_config(path, overrides)
+    except ConfigError as exc:
+        raise RunDirError(
+            f"The config saved in {run_dir} no longer validates: {exc.full_message()}",
+            hint="Start a new run from a corrected config instead.",
+        ) from None
+
+
+def saved_preprocessing(run_dir: Path) -> Optional[dict]:
+    """The data preprocessing fitted when the run started (None for data that fits nothing).
+    A damaged file is an error that says so, never a silent re-fit."""
+    path = run_dir / PREPROCESSING_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except RunDirError as exc:
+        raise RunDirError(
+            f"{path} is damaged: {exc.message}",
+            hint="Restore it from a copy of the run folder; dlcli never fits the preprocessing again.",
+        ) from None

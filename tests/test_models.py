@@ -822,3 +822,12 @@ def test_any_layer_list_is_a_clean_error_or_a_model_that_runs_as_planned(inputs,
                 out,
                 record.output_shape,
             )
+
+
+def test_every_layer_type_has_one_planner():
+    """A layer is its options class in layer_specs and its planner in models.layers; the planner's
+    registration carries the rest (Keras name, --verbose details, masking)."""
+    from dlcli.layer_specs import LAYER_TYPES
+    from dlcli.models.layers import LAYER_PLANNERS
+
+    assert LAYER_PLANNERS.names() == sorted(LAYER_TYPES)

@@ -15,11 +15,6 @@ if TYPE_CHECKING:  # rich only where a table is drawn: `dlcli summary --json` ne
     from rich.table import Table
 
 
-def _shape(shape: tuple[int, ...]) -> str:
-    dims = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
-    return "(None, " + ", ".join(str(d) for d in dims) + ")"
-
-
 def _human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KB", "MB", "GB"):
@@ -29,28 +24,8 @@ def _human_bytes(n: int) -> str:
     return f"{size:.2f} GB"
 
 
-def _details(spec: Any) -> dict[str, Any]:
-    kind = getattr(spec, "kind", None)
-    if kind in ("conv2d", "conv1d"):
-        kernel = f"{spec.kernel_size}x{spec.kernel_size}" if kind == "conv2d" else str(spec.kernel_size)
-        return {"kernel": kernel, "stride": spec.strides, "padding": spec.padding, "activation": spec.activation}
-    if kind in ("maxpool2d", "avgpool2d"):
-        return {
-            "kernel": f"{spec.pool_size}x{spec.pool_size}",
-            "stride": spec.strides or spec.pool_size,
-            "padding": "valid",
-            "activation": None,
-        }
-    if kind in ("maxpool1d", "avgpool1d"):
-        return {
-            "kernel": str(spec.pool_size),
-            "stride": spec.strides or spec.pool_size,
-            "padding": "valid",
-            "activation": None,
-        }
-    if kind == "dropout":
-        return {"kernel": None, "stride": None, "padding": None, "activation": None, "rate": spec.rate}
-    return {"kernel": None, "stride": None, "padding": None, "activation": getattr(spec, "activation", None)}
+# summary --verbose's columns, blank unless the layer's plan says otherwise
+_NO_DETAILS: dict[str, Any] = {"kernel": None, "stride": None, "padding": None, "activation": None}
 
 
 def _keras_shape(shape: tuple[int, ...]) -> list:
@@ -64,7 +39,8 @@ def _layer_data(rec) -> dict[str, Any]:
         "output_shape": _keras_shape(rec.output_shape),
         "params": rec.params + rec.frozen,
         "mult_adds": rec.mult_adds,
-        **_details(rec.spec),
+        **_NO_DETAILS,
+        **rec.details,  # what the layer's planner declares (models.layers.LayerPlanner.details)
     }
     if rec.children:  # a residual block: its layers (and projection), counted in its own row too
         entry["layers"] = [_layer_data(child) for child in rec.children]

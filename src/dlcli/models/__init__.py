@@ -12,11 +12,12 @@ meta device and built by `torchvision_models`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError
-from .layers import LAYER_PLANNERS, Flow, Planned, shape_text, type_name
+from .layers import LAYER_PLANNERS, Flow, shape_text
 from .plan import LayerRecord, ModelPlan, running_statistics
 from .presets import expand
 
@@ -36,19 +37,11 @@ __all__ = [
     "plan_network",
 ]
 
-# Layers that pass their input's story on (for hints such as "after flatten").
-_TRANSPARENT = ("dropout", "activation")
-# An embedding's mask_zero, as in Keras: recurrent layers skip the padding steps and global
-# pooling leaves them out. The mask passes through layers that keep every step where it is
-# and ends at the first that does not (convolution, pooling, flatten, reshape, a residual
-# block, a recurrent layer that returns only its last state).
-_MASK_USERS = ("lstm", "gru", "global_avg_pool", "global_max_pool")
-_MASK_KEEPERS = ("dropout", "activation", "batchnorm", "layernorm", "lstm", "gru")
-
 
 def _plan_layers(
     specs: tuple, flow: Flow, counts: dict[str, int], where_prefix: str, key_prefix: str
 ) -> tuple[list[LayerRecord], Flow]:
+    """Plan each layer with its type's registered planner, passing what flows out of one into the next."""
     records: list[LayerRecord] = []
     for index, spec in enumerate(specs):
         n = counts.get(spec.kind, 0)
@@ -57,24 +50,28 @@ def _plan_layers(
         where = f"{where_prefix}layer {index + 1} ({name})"
         key = f"{key_prefix}.{index}"
         try:
-            if flow.ids and spec.kind != "embedding":
+            layer = LAYER_PLANNERS.get(spec.kind)
+            if flow.ids and not layer.reads_ids:
                 raise ConfigError(
                     f"{where} gets the data's integer word ids (shape {shape_text(flow.shape)}), which only an "
                     "embedding can read.",
                     hint="Start the layer list with `- embedding: {output_dim: 32}`, or use data.output_mode: "
                     "multi_hot for dense layers.",
                 )
-            if spec.kind == "residual":
-                planned = _plan_residual(spec, replace(flow, masked=False), where, counts, key)
+            if layer.nested:  # a block's layers see no padding mask: it ends at the block
+                inner = functools.partial(
+                    _plan_layers, counts=counts, where_prefix=f"{where}, its ", key_prefix=f"{key}.{spec.kind}.layers"
+                )
+                planned = layer.plan(spec, replace(flow, masked=False), where, inner)
             else:
-                planned = LAYER_PLANNERS.get(spec.kind)(spec, flow, where)
+                planned = layer.plan(spec, flow, where)
         except ConfigError as exc:
             exc.key = exc.key or key
             raise
         records.append(
             LayerRecord(
                 name,
-                type_name(spec, flow.shape),
+                layer.type_name(spec, flow.shape),
                 spec,
                 flow.shape,
                 planned.output.shape,
@@ -83,13 +80,12 @@ def _plan_layers(
                 planned.frozen,
                 planned.children,
                 planned.make,
-                takes_mask=flow.masked and spec.kind in _MASK_USERS,
+                takes_mask=flow.masked and layer.uses_mask,
+                details=layer.details(spec),
             )
         )
-        after = flow.after if spec.kind in _TRANSPARENT else spec
-        masked = (spec.kind == "embedding" and spec.mask_zero) or (
-            flow.masked and spec.kind in _MASK_KEEPERS and len(planned.output.shape) == 2
-        )
+        after = flow.after if layer.transparent else spec
+        masked = layer.makes_mask(spec) or (flow.masked and layer.keeps_mask and len(planned.output.shape) == 2)
         flow = replace(planned.output, after=after, masked=masked)
     return records, flow
 
@@ -108,103 +104,6 @@ def plan_model(
     output_activation = getattr(specs[-1], "activation", "linear")
     absorbed = output_activation in absorb and output_activation != "linear"
     return ModelPlan(tuple(input_shape), records, output_activation, absorbed)
-
-
-# ----------------------------------------------------------------------------- residual blocks
-
-
-def _projection_stride(size: int, out: int) -> Optional[int]:
-    """The stride of a 1x1 convolution that maps `size` steps or pixels to `out`, if any."""
-    for stride in range(1, size + 1):
-        if (size - 1) // stride + 1 == out:
-            return stride
-    return None
-
-
-def _plan_residual(spec: Any, flow: Flow, where: str, counts: dict[str, int], key: str) -> Planned:
-    from .layers import _to_channels_first, _transpose, _with_activation
-
-    inner_flow = replace(flow, after=None)
-    children, out = _plan_layers(spec.layers, inner_flow, counts, f"{where}, its ", f"{key}.residual.layers")
-    src, dst = flow.shape, out.shape
-    cannot = (
-        f"{where}: its layers turn {shape_text(src)} into {shape_text(dst)}, which cannot be added to the block's input"
-    )
-    projection: Optional[LayerRecord] = None
-    make_shortcut: Optional[Callable[[], list]] = None
-    if src == dst and (len(src) != 2 or flow.channels_first == out.channels_first):
-        pass  # identity shortcut
-    elif len(src) != len(dst):
-        raise ConfigError(
-            f"{cannot}: a 1x1 projection keeps the rank ({len(src)} dimensions here, {len(dst)} after).",
-            hint="Keep flatten, global pooling and reshape outside the residual block.",
-        )
-    elif src == dst:  # a sequence whose layout changed inside the block
-
-        def make_shortcut() -> list:
-            return [_transpose()]
-    elif len(src) == 1:
-        (f_in,), (f_out,) = src, dst
-        projection = LayerRecord("projection", "Dense", None, src, dst, f_in * f_out, f_in * f_out + f_out)
-
-        def make_shortcut() -> list:
-            import torch.nn as nn
-
-            return [nn.Linear(f_in, f_out)]
-    else:
-        lengths = list(zip(src[1:], dst[1:])) if len(src) == 3 else [(src[0], dst[0])]
-        strides = {_projection_stride(a, b) for a, b in lengths}
-        if None in strides or len(strides) != 1:
-            sizes = " x ".join(f"{a} -> {b}" for a, b in lengths)
-            raise ConfigError(
-                f"{cannot}: no 1x1 projection with one stride maps its {'pixels' if len(src) == 3 else 'steps'} "
-                f"({sizes}).",
-                hint="Use padding: same in the block's convolutions, and strides only where the size halves.",
-            )
-        stride = next(s for s in strides if s is not None)
-        if len(src) == 3:
-            c_in, c_out, positions = src[0], dst[0], dst[1] * dst[2]
-            projection = LayerRecord(
-                "projection", "Conv2D", None, src, dst, positions * c_in * c_out, c_in * c_out + c_out
-            )
-
-            def make_shortcut() -> list:
-                import torch.nn as nn
-
-                return [nn.Conv2d(c_in, c_out, 1, stride)]
-        else:
-            c_in, c_out, steps = src[1], dst[1], dst[0]
-            projection = LayerRecord("projection", "Conv1D", None, src, dst, steps * c_in * c_out, c_in * c_out + c_out)
-
-            def make_shortcut() -> list:
-                import torch.nn as nn
-
-                back = [] if out.channels_first else [_transpose()]
-                return _to_channels_first(flow) + [nn.Conv1d(c_in, c_out, 1, stride)] + back
-
-    if projection is not None:
-        children = children + [projection]
-
-    def make() -> list:
-        import torch.nn as nn
-
-        from .modules import Residual
-
-        body = nn.Sequential(*[m for child in children if child.make for m in child.make()])
-        shortcut = None
-        if make_shortcut is not None:
-            parts = make_shortcut()
-            shortcut = parts[0] if len(parts) == 1 else nn.Sequential(*parts)
-        return _with_activation([Residual(body, shortcut)], spec.activation)
-
-    return Planned(
-        replace(out, after=None),
-        make,
-        sum(c.mult_adds for c in children),
-        sum(c.params for c in children),
-        sum(c.frozen for c in children),
-        children,
-    )
 
 
 # ----------------------------------------------------------------------------- building

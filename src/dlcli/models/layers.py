@@ -33,38 +33,10 @@ from ..layer_specs import (
     LayerNormLayer,
     MaxPool2DLayer,
     ReshapeLayer,
+    ResidualLayer,
 )
 from ..registry import Registry
-
-# Keras's class names, which the course's summaries show (some depend on the input's rank).
-TYPE_NAMES = {
-    "dense": "Dense",
-    "conv2d": "Conv2D",
-    "maxpool2d": "MaxPooling2D",
-    "avgpool2d": "AveragePooling2D",
-    "flatten": "Flatten",
-    "dropout": "Dropout",
-    "activation": "Activation",
-    "embedding": "Embedding",
-    "conv1d": "Conv1D",
-    "maxpool1d": "MaxPooling1D",
-    "avgpool1d": "AveragePooling1D",
-    "global_avg_pool": "GlobalAveragePooling{d}D",
-    "global_max_pool": "GlobalMaxPooling{d}D",
-    "lstm": "LSTM",
-    "gru": "GRU",
-    "batchnorm": "BatchNormalization",
-    "layernorm": "LayerNormalization",
-    "reshape": "Reshape",
-    "residual": "Residual",
-}
-
-
-def type_name(spec: Any, input_shape: tuple[int, ...]) -> str:
-    name = TYPE_NAMES[spec.kind].format(d=max(len(input_shape) - 1, 1))
-    if getattr(spec, "bidirectional", False):
-        return f"Bidirectional({name})"
-    return name
+from .plan import LayerRecord
 
 
 @dataclass(frozen=True)
@@ -90,8 +62,60 @@ class Planned:
     children: list = field(default_factory=list)  # a residual block's LayerRecords
 
 
-Planner = Callable[[Any, Flow, str], Planned]
-LAYER_PLANNERS: Registry[Planner] = Registry("layer type")
+# (spec, flow, where) -> Planned; a block's planner also gets `plan_layers` (see LayerPlanner.nested)
+Planner = Callable[..., Planned]
+# (the block's layer specs, the flow into them) -> (their records, the flow out of the last)
+PlanLayers = Callable[[tuple, Flow], tuple[list[LayerRecord], Flow]]
+
+
+def activation_details(spec: Any) -> dict[str, Any]:
+    """`summary --verbose`'s columns of most layers: the activation, where the layer has one."""
+    return {"activation": getattr(spec, "activation", None)}
+
+
+def _never(spec: Any) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class LayerPlanner:
+    """A layer type's planner and everything else dlcli asks about the type.
+
+    The padding mask of an embedding's mask_zero works as in Keras: recurrent layers skip the
+    padding steps and global pooling leaves them out. It passes through the layers that keep
+    every step where it is, and ends at the first that does not (convolution, pooling, flatten,
+    reshape, a residual block, a recurrent layer that returns only its last state).
+    """
+
+    plan: Planner
+    keras_name: str  # Keras's class name, which summaries show; {d} is the input's rank less one
+    details: Callable[[Any], dict[str, Any]] = activation_details  # --verbose: kernel, stride, padding, activation
+    reads_ids: bool = False  # it reads the data's integer word ids (only an embedding can)
+    transparent: bool = False  # hints about the next layer name the layer before it ("after flatten")
+    makes_mask: Callable[[Any], bool] = _never  # whether its output carries a padding mask
+    uses_mask: bool = False  # its last module is called with the mask
+    keeps_mask: bool = False  # the mask passes on where its output is still a sequence
+    nested: bool = False  # a block: called as plan(spec, flow, where, plan_layers) to plan its own layers
+
+    def type_name(self, spec: Any, input_shape: tuple[int, ...]) -> str:
+        name = self.keras_name.format(d=max(len(input_shape) - 1, 1))
+        if getattr(spec, "bidirectional", False):
+            return f"Bidirectional({name})"
+        return name
+
+
+LAYER_PLANNERS: Registry[LayerPlanner] = Registry("layer type")
+
+
+def layer_planner(kind: str, keras_name: str, **declared: Any) -> Callable[[Planner], Planner]:
+    """Register the planner of the layer type `kind` (whose options class is in layer_specs),
+    with its Keras name and what `declared` says about it (the fields of LayerPlanner)."""
+
+    def add(plan: Planner) -> Planner:
+        LAYER_PLANNERS.add(kind, LayerPlanner(plan, keras_name, **declared))
+        return plan
+
+    return add
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
@@ -181,10 +205,28 @@ def _padding(padding: Any, size: int, kernel: int, stride: int) -> tuple[int, in
     return int(padding), int(padding)
 
 
+def _conv_details(spec: Any) -> dict[str, Any]:
+    kernel = f"{spec.kernel_size}x{spec.kernel_size}" if spec.kind == "conv2d" else str(spec.kernel_size)
+    return {"kernel": kernel, "stride": spec.strides, "padding": spec.padding, "activation": spec.activation}
+
+
+def _pool_details(spec: Any) -> dict[str, Any]:
+    kernel = f"{spec.pool_size}x{spec.pool_size}" if spec.kind.endswith("2d") else str(spec.pool_size)
+    return {"kernel": kernel, "stride": spec.strides or spec.pool_size, "padding": "valid", "activation": None}
+
+
+def _dropout_details(spec: Any) -> dict[str, Any]:
+    return {"rate": spec.rate}
+
+
+def _mask_zero(spec: Any) -> bool:
+    return spec.mask_zero
+
+
 # ----------------------------------------------------------------------------- the course's layers
 
 
-@LAYER_PLANNERS.register("dense")
+@layer_planner("dense", "Dense")
 def plan_dense(spec: DenseLayer, flow: Flow, where: str) -> Planned:
     if len(flow.shape) != 1:
         after = flow.after
@@ -210,7 +252,7 @@ def plan_dense(spec: DenseLayer, flow: Flow, where: str) -> Planned:
     return Planned(Flow((spec.units,)), make, features * spec.units, params)
 
 
-@LAYER_PLANNERS.register("conv2d")
+@layer_planner("conv2d", "Conv2D", details=_conv_details)
 def plan_conv2d(spec: Conv2DLayer, flow: Flow, where: str) -> Planned:
     c, h, w = _need_image(flow.shape, where)
     k, s = spec.kernel_size, spec.strides
@@ -260,17 +302,17 @@ def _pool2d(spec: Any, flow: Flow, where: str, module: str) -> Planned:
     return Planned(Flow(out), make)
 
 
-@LAYER_PLANNERS.register("maxpool2d")
+@layer_planner("maxpool2d", "MaxPooling2D", details=_pool_details)
 def plan_maxpool2d(spec: MaxPool2DLayer, flow: Flow, where: str) -> Planned:
     return _pool2d(spec, flow, where, "MaxPool2d")
 
 
-@LAYER_PLANNERS.register("avgpool2d")
+@layer_planner("avgpool2d", "AveragePooling2D", details=_pool_details)
 def plan_avgpool2d(spec: AvgPool2DLayer, flow: Flow, where: str) -> Planned:
     return _pool2d(spec, flow, where, "AvgPool2d")
 
 
-@LAYER_PLANNERS.register("flatten")
+@layer_planner("flatten", "Flatten")
 def plan_flatten(spec: FlattenLayer, flow: Flow, where: str) -> Planned:
     def make() -> list:
         import torch.nn as nn
@@ -282,7 +324,7 @@ def plan_flatten(spec: FlattenLayer, flow: Flow, where: str) -> Planned:
     return Planned(Flow((math.prod(flow.shape),)), make)
 
 
-@LAYER_PLANNERS.register("dropout")
+@layer_planner("dropout", "Dropout", details=_dropout_details, transparent=True, keeps_mask=True)
 def plan_dropout(spec: DropoutLayer, flow: Flow, where: str) -> Planned:
     def make() -> list:
         import torch.nn as nn
@@ -292,7 +334,7 @@ def plan_dropout(spec: DropoutLayer, flow: Flow, where: str) -> Planned:
     return Planned(flow, make)
 
 
-@LAYER_PLANNERS.register("activation")
+@layer_planner("activation", "Activation", transparent=True, keeps_mask=True)
 def plan_activation(spec: ActivationLayer, flow: Flow, where: str) -> Planned:
     if spec.activation == "softmax" and len(flow.shape) == 2 and not flow.channels_first:
         # softmax runs over dim 1: make that the channels, as Keras's runs over the last axis
@@ -305,7 +347,7 @@ def plan_activation(spec: ActivationLayer, flow: Flow, where: str) -> Planned:
 # ----------------------------------------------------------------------------- sequences
 
 
-@LAYER_PLANNERS.register("embedding")
+@layer_planner("embedding", "Embedding", reads_ids=True, makes_mask=_mask_zero)
 def plan_embedding(spec: EmbeddingLayer, flow: Flow, where: str) -> Planned:
     if not flow.ids:
         if flow.after is None:
@@ -344,7 +386,7 @@ def plan_embedding(spec: EmbeddingLayer, flow: Flow, where: str) -> Planned:
     return Planned(Flow((steps, spec.output_dim)), make, 0, input_dim * spec.output_dim)
 
 
-@LAYER_PLANNERS.register("conv1d")
+@layer_planner("conv1d", "Conv1D", details=_conv_details)
 def plan_conv1d(spec: Conv1DLayer, flow: Flow, where: str) -> Planned:
     steps, c = _need_sequence(flow, where, "channels")
     k, s = spec.kernel_size, spec.strides
@@ -387,12 +429,12 @@ def _pool1d(spec: Any, flow: Flow, where: str, module: str) -> Planned:
     return Planned(Flow(((steps - spec.pool_size) // stride + 1, c), channels_first=True), make)
 
 
-@LAYER_PLANNERS.register("maxpool1d")
+@layer_planner("maxpool1d", "MaxPooling1D", details=_pool_details)
 def plan_maxpool1d(spec: Any, flow: Flow, where: str) -> Planned:
     return _pool1d(spec, flow, where, "MaxPool1d")
 
 
-@LAYER_PLANNERS.register("avgpool1d")
+@layer_planner("avgpool1d", "AveragePooling1D", details=_pool_details)
 def plan_avgpool1d(spec: Any, flow: Flow, where: str) -> Planned:
     return _pool1d(spec, flow, where, "AvgPool1d")
 
@@ -419,12 +461,12 @@ def _global_pool(spec: Any, flow: Flow, where: str, op: str) -> Planned:
     return Planned(Flow((channels,)), make)
 
 
-@LAYER_PLANNERS.register("global_avg_pool")
+@layer_planner("global_avg_pool", "GlobalAveragePooling{d}D", uses_mask=True)
 def plan_global_avg_pool(spec: Any, flow: Flow, where: str) -> Planned:
     return _global_pool(spec, flow, where, "mean")
 
 
-@LAYER_PLANNERS.register("global_max_pool")
+@layer_planner("global_max_pool", "GlobalMaxPooling{d}D", uses_mask=True)
 def plan_global_max_pool(spec: Any, flow: Flow, where: str) -> Planned:
     return _global_pool(spec, flow, where, "amax")
 
@@ -449,12 +491,12 @@ def _recurrent(spec: Any, flow: Flow, where: str, gates: int, module: str) -> Pl
     return Planned(out, make, macs, params)
 
 
-@LAYER_PLANNERS.register("lstm")
+@layer_planner("lstm", "LSTM", uses_mask=True, keeps_mask=True)
 def plan_lstm(spec: Any, flow: Flow, where: str) -> Planned:
     return _recurrent(spec, flow, where, 4, "LSTM")
 
 
-@LAYER_PLANNERS.register("gru")
+@layer_planner("gru", "GRU", uses_mask=True, keeps_mask=True)
 def plan_gru(spec: Any, flow: Flow, where: str) -> Planned:
     return _recurrent(spec, flow, where, 3, "GRU")
 
@@ -462,7 +504,7 @@ def plan_gru(spec: Any, flow: Flow, where: str) -> Planned:
 # ----------------------------------------------------------------------------- normalisation, reshape
 
 
-@LAYER_PLANNERS.register("batchnorm")
+@layer_planner("batchnorm", "BatchNormalization", keeps_mask=True)
 def plan_batchnorm(spec: BatchNormLayer, flow: Flow, where: str) -> Planned:
     rank = len(flow.shape)
     if rank not in (1, 2, 3):
@@ -481,7 +523,7 @@ def plan_batchnorm(spec: BatchNormLayer, flow: Flow, where: str) -> Planned:
     return Planned(out, make, 0, 2 * channels, 2 * channels)
 
 
-@LAYER_PLANNERS.register("layernorm")
+@layer_planner("layernorm", "LayerNormalization", keeps_mask=True)
 def plan_layernorm(spec: LayerNormLayer, flow: Flow, where: str) -> Planned:
     rank = len(flow.shape)
     if rank not in (1, 2):
@@ -499,7 +541,7 @@ def plan_layernorm(spec: LayerNormLayer, flow: Flow, where: str) -> Planned:
     return Planned(replace(flow, channels_first=False, after=None), make, 0, 2 * features)
 
 
-@LAYER_PLANNERS.register("reshape")
+@layer_planner("reshape", "Reshape")
 def plan_reshape(spec: ReshapeLayer, flow: Flow, where: str) -> Planned:
     target = list(spec.target_shape)
     total = math.prod(flow.shape)
@@ -533,3 +575,98 @@ def plan_reshape(spec: ReshapeLayer, flow: Flow, where: str) -> Planned:
         return [Reshape(shape)]
 
     return Planned(Flow(shape), make)
+
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def _projection_stride(size: int, out: int) -> Optional[int]:
+    """The stride of a 1x1 convolution that maps `size` steps or pixels to `out`, if any."""
+    for stride in range(1, size + 1):
+        if (size - 1) // stride + 1 == out:
+            return stride
+    return None
+
+
+@layer_planner("residual", "Residual", nested=True)
+def plan_residual(spec: ResidualLayer, flow: Flow, where: str, plan_layers: PlanLayers) -> Planned:
+    children, out = plan_layers(spec.layers, replace(flow, after=None))
+    src, dst = flow.shape, out.shape
+    cannot = (
+        f"{where}: its layers turn {shape_text(src)} into {shape_text(dst)}, which cannot be added to the block's input"
+    )
+    projection: Optional[LayerRecord] = None
+    make_shortcut: Optional[Callable[[], list]] = None
+    if src == dst and (len(src) != 2 or flow.channels_first == out.channels_first):
+        pass  # identity shortcut
+    elif len(src) != len(dst):
+        raise ConfigError(
+            f"{cannot}: a 1x1 projection keeps the rank ({len(src)} dimensions here, {len(dst)} after).",
+            hint="Keep flatten, global pooling and reshape outside the residual block.",
+        )
+    elif src == dst:  # a sequence whose layout changed inside the block
+
+        def make_shortcut() -> list:
+            return [_transpose()]
+    elif len(src) == 1:
+        (f_in,), (f_out,) = src, dst
+        projection = LayerRecord("projection", "Dense", None, src, dst, f_in * f_out, f_in * f_out + f_out)
+
+        def make_shortcut() -> list:
+            import torch.nn as nn
+
+            return [nn.Linear(f_in, f_out)]
+    else:
+        lengths = list(zip(src[1:], dst[1:])) if len(src) == 3 else [(src[0], dst[0])]
+        strides = {_projection_stride(a, b) for a, b in lengths}
+        if None in strides or len(strides) != 1:
+            sizes = " x ".join(f"{a} -> {b}" for a, b in lengths)
+            raise ConfigError(
+                f"{cannot}: no 1x1 projection with one stride maps its {'pixels' if len(src) == 3 else 'steps'} "
+                f"({sizes}).",
+                hint="Use padding: same in the block's convolutions, and strides only where the size halves.",
+            )
+        stride = next(s for s in strides if s is not None)
+        if len(src) == 3:
+            c_in, c_out, positions = src[0], dst[0], dst[1] * dst[2]
+            projection = LayerRecord(
+                "projection", "Conv2D", None, src, dst, positions * c_in * c_out, c_in * c_out + c_out
+            )
+
+            def make_shortcut() -> list:
+                import torch.nn as nn
+
+                return [nn.Conv2d(c_in, c_out, 1, stride)]
+        else:
+            c_in, c_out, steps = src[1], dst[1], dst[0]
+            projection = LayerRecord("projection", "Conv1D", None, src, dst, steps * c_in * c_out, c_in * c_out + c_out)
+
+            def make_shortcut() -> list:
+                import torch.nn as nn
+
+                back = [] if out.channels_first else [_transpose()]
+                return _to_channels_first(flow) + [nn.Conv1d(c_in, c_out, 1, stride)] + back
+
+    if projection is not None:
+        children = children + [projection]
+
+    def make() -> list:
+        import torch.nn as nn
+
+        from .modules import Residual
+
+        body = nn.Sequential(*[m for child in children if child.make for m in child.make()])
+        shortcut = None
+        if make_shortcut is not None:
+            parts = make_shortcut()
+            shortcut = parts[0] if len(parts) == 1 else nn.Sequential(*parts)
+        return _with_activation([Residual(body, shortcut)], spec.activation)
+
+    return Planned(
+        replace(out, after=None),
+        make,
+        sum(c.mult_adds for c in children),
+        sum(c.params for c in children),
+        sum(c.frozen for c in children),
+        children,
+    )

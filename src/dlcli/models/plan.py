@@ -20,6 +20,7 @@ class LayerRecord:
     children: list[LayerRecord] = field(default_factory=list)  # a residual block's layers
     make: Optional[Callable[[], list]] = field(default=None, repr=False)
     takes_mask: bool = False  # its last module is called with the padding mask (mask_zero)
+    details: dict[str, Any] = field(default_factory=dict)  # summary --verbose: kernel, stride, padding...
 
 
 @dataclass

@@ -538,14 +538,19 @@ def test_out_of_memory_while_training_is_exit_1_and_a_failed_run(tmp_path):
 
 
 def test_cuda_out_of_memory_message():
-    from dlcli.cli.train import out_of_memory_message
+    from dlcli.training import out_of_memory_message
 
     error = torch.OutOfMemoryError(
         "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity "
         "of 79.11 GiB of which 3.12 GiB is free."
     )
-    assert out_of_memory_message(error, "cuda", None) == (
+    assert out_of_memory_message(error, None) == (
         "Out of memory: the GPU could not allocate 20.00 GiB while training. Use a smaller training.batch_size, "
         "a smaller model or data.max_train_samples; the run folder keeps every complete epoch."
     )
-    assert out_of_memory_message(RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "cpu", None) is None
+    # One test of what counts as an allocation failure, for training and every other command.
+    from dlcli.errors import is_allocation_failure
+
+    assert is_allocation_failure(error) and is_allocation_failure(MemoryError())
+    assert is_allocation_failure(RuntimeError("[enforce fail at alloc_cpu.cpp:117] ... Cannot allocate memory"))
+    assert not is_allocation_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

@@ -185,3 +185,55 @@ def test_a_live_epoch_starts_at_zero_of_its_steps(tmp_path, monkeypatch, frames_
         first_frame = lines[lines.index(f"Epoch {epoch}/3") + 1]
         # Not 0/0 with a full bar (before the first epoch), nor the last epoch's 10/10.
         assert first_frame.startswith(" 0/10 ") and "━" * 30 in first_frame, first_frame
+
+
+class Diverge(Callback):
+    """Makes the loss NaN from the first step of an epoch: training stops as diverged."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, trainer):
+        if epoch == self.epoch:
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.fill_(float("nan"))
+
+
+@pytest.mark.parametrize("ending", ["normal", "interrupt", "divergence"])
+def test_a_failing_final_save_fails_the_run_whatever_ended_training(tmp_path, monkeypatch, ending):
+    # Epoch 1 is saved; the save after epochs 2 and 3 (at the end of training, or when training
+    # stops in epoch 4) fails. The folder then lacks epochs training completed: whatever ended
+    # training, run.json says failed with the save's error, and that error is raised.
+    import dlcli.checkpoint
+
+    monkeypatch.setattr(SaveSchedule, "due", only_first_and_last)
+    original_save = dlcli.checkpoint.Checkpointer.save
+    calls = []
+
+    def save_once(self, rows, trainer):
+        calls.append([r["epoch"] for r in rows])
+        if len(calls) > 1:
+            raise OSError(5, "Input/output error", "last.pt")
+        original_save(self, rows, trainer)
+
+    monkeypatch.setattr(dlcli.checkpoint.Checkpointer, "save", save_once)
+    control = RunControl()
+    extra = {
+        "normal": [],
+        "interrupt": [Watch(tmp_path / "runs", stop_in_epoch=4, control=control)],
+        "divergence": [Diverge(4)],
+    }[ending]
+    config = load_config(write_config(tmp_path / "c.yaml", synthetic_config(epochs=3 if ending == "normal" else 5)))
+    with pytest.raises(OSError, match="Input/output error") as raised:
+        train(config, runs_dir=tmp_path / "runs", console=quiet_console(), control=control, extra_callbacks=extra)
+    assert calls == [[1], [2, 3]]
+    if ending != "normal":  # what stopped training stays attached to the error
+        assert type(raised.value.__cause__).__name__ == {"interrupt": "TrainingInterrupted"}.get(
+            ending, "TrainingDiverged"
+        )
+    (run,) = (tmp_path / "runs").iterdir()
+    info = read_json(run / "run.json")
+    assert info["status"] == "failed" and info["error"] == "OSError: [Errno 5] Input/output error: 'last.pt'"
+    assert info["finished_at"] is not None
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 1

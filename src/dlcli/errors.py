@@ -6,6 +6,9 @@ Only the CLI catches these: it prints the message as one paragraph and exits wit
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 
 class DlcliError(Exception):
     """A problem with the user's input or environment, with the fix in the message."""
@@ -69,15 +72,19 @@ class TrainingDiverged(DlcliError):
 
 
 class TrainingInterrupted(Exception):
-    """Training was asked to stop by a signal; carries the exit code the shell expects."""
+    """Training was asked to stop by a signal; carries the exit code the shell expects, and,
+    once training has a run folder, that folder (to resume) and, under torchrun, the failure of
+    another process that stopped this one (None when a person stopped it)."""
 
-    def __init__(self, signal_name: str) -> None:
+    def __init__(self, signal_name: str, run_dir: Optional[Path] = None, failure: Optional[str] = None) -> None:
         self.signal_name = signal_name
         self.exit_code = 143 if signal_name == "SIGTERM" else 130
+        self.run_dir = run_dir
+        self.failure = failure
         super().__init__(f"interrupted by {signal_name}")
 
 
-# -- the machine's limits (issue 15: sizes that cannot be allocated) ---------------------------
+# -- the machine's limits: sizes that cannot be allocated ----------------------------------------
 
 
 class WorkerFailed(DlcliError):
@@ -93,11 +100,13 @@ class ResourceError(DlcliError):
     exit_code = 1
 
 
+# How the allocators word a failure: the CPU allocator (glibc's and Windows'), CUDA's caching allocator.
+_ALLOCATION_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
 def is_allocation_failure(exc: BaseException) -> bool:
     """True for PyTorch's and Python's out-of-memory errors (CPU allocator, CUDA caching allocator)."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+    if isinstance(exc, MemoryError) or any(t.__name__ == "OutOfMemoryError" for t in type(exc).__mro__):
         return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "can't allocate memory" in text or "out of memory" in text.lower() or "not enough memory" in text
-    )
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(words in text for words in _ALLOCATION_WORDS)

@@ -21,7 +21,16 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 from . import __version__
 from .config import Config, config_to_dict, dump_config
 from .distributed import Distributed
-from .errors import ConfigError, DeviceError, RunDirError, TrainingDiverged, TrainingInterrupted
+from .errors import (
+    ConfigError,
+    DeviceError,
+    DlcliError,
+    ResourceError,
+    RunDirError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    is_allocation_failure,
+)
 from .plan import (  # load_run_config re-exported: tests and benchmarks import the plan's names from here
     Plan,
     build_network,
@@ -363,6 +372,7 @@ class RunFolder:
     started: float = field(default_factory=time.time)
     trackers: list = field(default_factory=list)  # TensorBoard / MLflow callbacks, told how the run ended
     writer: Any = None  # callbacks.RunFolderWriter of the main process
+    finished: bool = False  # run.json holds the final status
 
     def save_noted_epochs(self, trainer) -> None:
         """Training stopped mid-epoch (an interrupt, a divergence, an error): the complete
@@ -380,6 +390,7 @@ class RunFolder:
             duration_seconds=round(finished - self.started, 3),
             **extra,
         )
+        self.finished = True
         for tracker in self.trackers:
             tracker.finish(status)
 
@@ -542,42 +553,49 @@ def run_fit(
 
     from .devices import keep_freed_memory_for_reuse
 
-    finish = folder.finish if dist.is_main else (lambda status, **extra: None)
     try:
-        # A recurrent layer's step allocates workspaces of steps x batch x gates (an LSTM on
-        # 500 words: over 96 MB), above the size glibc ever keeps for reuse, so each step faults
-        # them in anew. Keeping them took the IMDB LSTM's epoch down a third for 13 % more peak
-        # memory. Other models gain nothing and some lose memory to fragmentation (the Conv1D
-        # text model: +40 %), so only these. After the data is built, before the first step.
+        # A recurrent layer's step allocates workspaces above the size glibc keeps for reuse, so
+        # each step would fault them in anew; other models gain nothing from keeping freed
+        # memory and some lose memory to fragmentation (benchmarks/RESULTS.md). After the data
+        # is built, before the first step.
         if any(isinstance(m, torch.nn.RNNBase) for m in trainer.model.modules()):
             keep_freed_memory_for_reuse()
         return trainer.fit(train_batches, val_batches, exp.config.training.epochs, folder.resumed.epoch)
-    except TrainingInterrupted as exc:
-        if display:
-            display.close()
-        folder.save_noted_epochs(trainer)
-        failure = dist.failure_message()
-        if failure:  # torchrun stopped us because another process failed
-            finish("failed", error=failure)
-            exc.failure = failure  # type: ignore[attr-defined]
-        else:
-            finish("interrupted", stopped_by=exc.signal_name)
-        exc.run_dir = folder.path  # type: ignore[attr-defined]
-        raise
-    except TrainingDiverged as exc:
-        if display:
-            display.close()
-        folder.save_noted_epochs(trainer)
-        finish("failed", error=exc.full_message())
-        exc.run_dir = folder.path  # type: ignore[attr-defined]
-        raise
     except BaseException as exc:
         if display:
             display.close()
-        with contextlib.suppress(Exception):  # the error may be the disk's: the status still goes in
-            folder.save_noted_epochs(trainer)
-        finish("failed", error=dist.failure_message() or f"{type(exc).__name__}: {exc}")
+        _end_fit_early(exc, trainer, folder, dist)
         raise
+
+
+def _end_fit_early(exc: BaseException, trainer, folder: RunFolder, dist: Distributed) -> None:
+    """Training stopped before its last epoch: the complete epochs noted but not yet saved go
+    into the folder, then run.json says how the run ended. When that save fails after an
+    interrupt or a divergence, as when the final save of a normal ending fails, the run has
+    failed with the save's error, which is raised (the folder lacks epochs training completed)."""
+    failure = dist.failure_message()  # torchrun stopped this process because another one failed
+    ending: dict[str, Any]
+    if isinstance(exc, TrainingInterrupted):
+        exc.run_dir, exc.failure = folder.path, failure
+        ending = (
+            {"status": "failed", "error": failure}
+            if failure
+            else {"status": "interrupted", "stopped_by": exc.signal_name}
+        )
+    elif isinstance(exc, TrainingDiverged):
+        ending = {"status": "failed", "error": exc.full_message()}
+    else:
+        ending = {"status": "failed", "error": failure or f"{type(exc).__name__}: {exc}"}
+    try:
+        folder.save_noted_epochs(trainer)
+    except Exception as save_error:
+        if isinstance(exc, (TrainingInterrupted, TrainingDiverged)):
+            if dist.is_main:
+                folder.finish("failed", error=f"{type(save_error).__name__}: {save_error}")
+            raise save_error from exc
+        # A crash, perhaps the disk's own: its error is the one to report.
+    if dist.is_main:
+        folder.finish(**ending)
 
 
 # -- phase 5: finish ----------------------------------------------------------------------
@@ -669,40 +687,97 @@ def train(
     draw_plots: bool = True,
     extra_callbacks: Sequence = (),
 ) -> Outcome:
-    """One run, start to finish: resolve, build, open the run folder, fit, finish."""
+    """One run, start to finish: resolve, build, open the run folder, fit, finish.
+
+    run.json's final status is written here whatever ends the run, never by the caller. An
+    allocation failure becomes a ResourceError that says what to change; a DlcliError that
+    ends a run with a folder names the folder; a TrainingInterrupted carries the folder (and,
+    under torchrun, the other process's failure that stopped this one)."""
     from .data.augment import check_augmentation
     from .models.memory import check_fits
     from .progress import LoadProgress
     from .tracking import require_tracking_packages
 
     dist = dist or Distributed()
-    saved = saved_preprocessing(resume_dir) if resume_dir is not None else None
-    plan = plan_experiment(config, saved)
-    require_tracking_packages(config.tracking)  # before any run folder is made
-    check_world_size(config, dist.world_size)
-    check_augmentation(config.data.augment, plan.info.input_shape, config.training.cuda_graph)
-    device = choose_device(config, dist)
-    check_fits(plan.model_plan, device, config.optimizer)  # before any data or weights are allocated
-    progress = LoadProgress(console, live=live) if dist.is_main and not quiet else None
-    exp = build_experiment(
-        config, plan, device, dist, preprocessing=saved, resuming=resume_dir is not None, progress=progress
-    )
-    if dist.is_main and not quiet:
-        from .data.checks import dataset_notes
+    folder: Optional[RunFolder] = None
+    try:
+        saved = saved_preprocessing(resume_dir) if resume_dir is not None else None
+        plan = plan_experiment(config, saved)
+        require_tracking_packages(config.tracking)  # before any run folder is made
+        check_world_size(config, dist.world_size)
+        check_augmentation(config.data.augment, plan.info.input_shape, config.training.cuda_graph)
+        device = choose_device(config, dist)
+        check_fits(plan.model_plan, device, config.optimizer)  # before any data or weights are allocated
+        progress = LoadProgress(console, live=live) if dist.is_main and not quiet else None
+        exp = build_experiment(
+            config, plan, device, dist, preprocessing=saved, resuming=resume_dir is not None, progress=progress
+        )
+        if dist.is_main and not quiet:
+            from .data.checks import dataset_notes
 
-        for note in dataset_notes(exp.data):  # e.g. an empty test split
-            console.print(note, highlight=False)
-    folder = open_run_folder(exp, runs_dir, resume_dir, dist, command)
-    train_batches, val_batches, test_batches = exp.batches(dist)
-    trainer, display, checkpointer = make_trainer(
-        exp, folder, dist, console=console, control=control, live=live, quiet=quiet, extra_callbacks=extra_callbacks
+            for note in dataset_notes(exp.data):  # e.g. an empty test split
+                console.print(note, highlight=False)
+        folder = open_run_folder(exp, runs_dir, resume_dir, dist, command)
+        train_batches, val_batches, test_batches = exp.batches(dist)
+        trainer, display, checkpointer = make_trainer(
+            exp, folder, dist, console=console, control=control, live=live, quiet=quiet, extra_callbacks=extra_callbacks
+        )
+        if not quiet and dist.is_main and folder.resumed.epoch:
+            console.print(f"Resuming {folder.path} after epoch {folder.resumed.epoch}.", highlight=False)
+        history = run_fit(trainer, train_batches, val_batches, exp, folder, dist, display)
+        return finish_run(
+            trainer, test_batches, exp, folder, history, checkpointer, dist, console=console, draw_plots=draw_plots
+        )
+    except BaseException as exc:
+        ended = _run_ended_by(exc, folder, dist)
+        if ended is exc:
+            raise
+        raise ended from exc
+
+
+def _run_ended_by(exc: BaseException, folder: Optional[RunFolder], dist: Distributed) -> BaseException:
+    """What `train` raises for an error that ended the run: run.json marked failed if the fit
+    did not already say how it ended (moving data to the GPU, the test evaluation), the folder
+    named in a DlcliError, an allocation failure as a ResourceError."""
+    allocation = isinstance(exc, (RuntimeError, MemoryError)) and is_allocation_failure(exc)
+    main_folder = folder.path if folder is not None and dist.is_main else None
+    if folder is not None and dist.is_main and not folder.finished:
+        error = f"out of memory: {str(exc).splitlines()[0][:300]}" if allocation else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(Exception):  # a folder that cannot be updated must not hide the error
+            folder.finish("failed", error=dist.failure_message() or error)
+    if allocation:
+        return ResourceError(out_of_memory_message(exc, main_folder))
+    if isinstance(exc, DlcliError) and main_folder is not None:
+        exc.message += f" (run folder: {main_folder})"
+    return exc
+
+
+def out_of_memory_message(exc: BaseException, run_dir: Optional[Path]) -> str:
+    """dlcli's paragraph for an allocation failure while training (torch.OutOfMemoryError, the
+    CPU allocator's RuntimeError, MemoryError): how much could not be allocated, and where."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"tried to allocate (\d+) bytes", text, re.IGNORECASE)  # the CPU allocator
+    if found:
+        amount = f" {_bytes_text(int(found.group(1)))}"
+    else:
+        found = re.search(r"tried to allocate ([\d.]+ [KMGT]?i?B)", text, re.IGNORECASE)  # CUDA's caching allocator
+        amount = f" {found.group(1)}" if found else ""
+    where = "the GPU" if "cuda" in text.lower() or "gpu" in text.lower() else "this machine"
+    folder = f" (run folder: {run_dir})" if run_dir is not None else ""
+    return (
+        f"Out of memory: {where} could not allocate{amount or ' what training needed'} "
+        f"while training{folder}. Use a smaller training.batch_size, a smaller model or "
+        "data.max_train_samples; the run folder keeps every complete epoch."
     )
-    if not quiet and dist.is_main and folder.resumed.epoch:
-        console.print(f"Resuming {folder.path} after epoch {folder.resumed.epoch}.", highlight=False)
-    history = run_fit(trainer, train_batches, val_batches, exp, folder, dist, display)
-    return finish_run(
-        trainer, test_batches, exp, folder, history, checkpointer, dist, console=console, draw_plots=draw_plots
-    )
+
+
+def _bytes_text(n: int) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _metric_rows(metrics: Path) -> int:

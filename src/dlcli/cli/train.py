@@ -66,8 +66,8 @@ def train(
         return
     resume_dir = None
     if resume is not None:
-        from ..rundir import resolve_run
         from ..plan import load_run_config
+        from ..rundir import resolve_run
 
         resume_dir = resolve_run(resume, runs_dir)
         cfg = load_run_config(resume_dir, tuple(set_ or ()))
@@ -91,9 +91,10 @@ def train(
 class _StartupCollectionsSkipped:
     """Python's cyclic garbage collector paused from the start of `dlcli train` until training
     begins, then the objects made so far (modules, the data, the model) frozen out of its
-    scans. Importing torch, pandas and torch._dynamo made six full collections of a growing
-    heap, 0.44 s of a 4.6 s table run, which found 10 to 30 objects each; and a full collection
-    during training no longer walks every object of every module. Undone when the run ends."""
+    scans: importing torch, pandas and torch._dynamo would otherwise run several full
+    collections of a growing heap that find almost nothing (benchmarks/RESULTS.md), and a full
+    collection during training no longer walks every object of every module. Undone when the
+    run ends."""
 
     def __enter__(self) -> _StartupCollectionsSkipped:
         self.was_enabled = gc.isenabled()
@@ -157,30 +158,18 @@ def _train_with_signals(
         )
         dist.close(wait_for_others=True)
     except TrainingInterrupted as exc:
-        run_dir = getattr(exc, "run_dir", None)
-        failure = getattr(exc, "failure", None)
-        if failure:
-            fail(f"data-parallel training stopped because {failure} (run folder: {run_dir})", 1)
+        if exc.failure:
+            fail(f"data-parallel training stopped because {exc.failure} (run folder: {exc.run_dir})", 1)
         if dist.is_main:
             _error_console().print(
                 f"Interrupted by {exc.signal_name}; the run folder keeps every complete epoch. "
-                f"Resume with: dlcli train --resume {run_dir}"
+                f"Resume with: dlcli train --resume {exc.run_dir}"
             )
         raise typer.Exit(exc.exit_code) from None
     except DlcliError as exc:
-        run_dir = getattr(exc, "run_dir", None)
-        if run_dir is not None and dist.is_main:
-            exc.message += f" (run folder: {run_dir})"
         if dist.world_size > 1:
             dist.abort_others(exc.full_message())
         raise
-    except (RuntimeError, MemoryError) as exc:
-        message = out_of_memory_message(exc, getattr(cfg, "device", ""), dist.run_dir if dist.is_main else None)
-        if dist.world_size > 1:
-            dist.abort_others(message or f"{type(exc).__name__}: {exc}")
-        if message is None:
-            raise
-        fail(message, 1)  # the machine's limit, not the user's mistake: exit 1, no traceback
     except BaseException as exc:
         if dist.world_size > 1 and not isinstance(exc, (SystemExit, typer.Exit)):
             dist.abort_others(f"{type(exc).__name__}: {exc}")
@@ -201,50 +190,3 @@ def _train_with_signals(
     if isinstance(outcome.results.get("baseline"), str):  # a time series: the model against the naive forecast
         console.print(outcome.results["baseline"], highlight=False)
     console.print(f"Run folder: {outcome.run_dir}")
-
-
-# -- allocation failures at run time -----------------------------------------------------
-
-_OOM_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory")
-
-
-def out_of_memory_message(exc: BaseException, device: str, run_dir: Optional[Path]) -> Optional[str]:
-    """dlcli's paragraph for an allocation failure (torch.OutOfMemoryError, the CPU allocator's
-    RuntimeError, MemoryError), or None for any other error. Marks the run failed when the
-    failure came after run.json said running (moving data to the GPU, the test evaluation)."""
-    import re
-
-    text = str(exc)
-    names = {t.__name__ for t in type(exc).__mro__}
-    if not ("OutOfMemoryError" in names or isinstance(exc, MemoryError) or any(w in text.lower() for w in _OOM_WORDS)):
-        return None
-    amount = ""
-    found = re.search(r"tried to allocate (\d+) bytes", text, re.IGNORECASE)  # the CPU allocator
-    if found:
-        amount = f" {_bytes_text(int(found.group(1)))}"
-    else:
-        found = re.search(r"tried to allocate ([\d.]+ [KMGT]?i?B)", text, re.IGNORECASE)  # CUDA's caching allocator
-        amount = f" {found.group(1)}" if found else ""
-    where = "the GPU" if "cuda" in text.lower() or "gpu" in text.lower() else "this machine"
-    folder = ""
-    if run_dir is not None:
-        from ..rundir import RUN_FILE, read_json, update_run_json
-
-        try:
-            if read_json(run_dir / RUN_FILE).get("status") == "running":
-                update_run_json(run_dir, status="failed", error=f"out of memory: {text.splitlines()[0][:300]}")
-        except Exception:  # a run folder that cannot be updated must not hide the message
-            pass
-        folder = f" (run folder: {run_dir})"
-    return (
-        f"Out of memory: {where} could not allocate{amount or ' what training needed'} "
-        f"while training{folder}. Use a smaller training.batch_size, a smaller model or "
-        "data.max_train_samples; the run folder keeps every complete epoch."
-    )
-
-
-def _bytes_text(n: int) -> str:
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"

@@ -198,17 +198,12 @@ def test_summary_json_and_verbose():
             "needs an image input",
         ),
         (
-            [
-                "train",
-                "CONFIG",
-                "--set",
-                "data.dataset=mnist",
-                "--set",
-                "data.root=nowhere",
-                "--set",
-                "data.download=false",
-            ],
+            ["train", "CONFIG", "--set", "data={dataset: mnist, root: nowhere, download: false}"],
             "Cannot find the mnist files",
+        ),
+        (
+            ["train", "CONFIG", "--set", "data.dataset=mnist"],  # the config's synthetic: options stay behind
+            "data.synthetic: is a key of synthetic data, and data.dataset is mnist",
         ),
         (["train", "CONFIG", "--set", "optimizer.momentum=0.9"], "does not apply to adam"),
         (["train", "CONFIG", "--set", "training.early_stopping.monitor=val_acc"], "Did you mean 'val_accuracy'"),

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from conftest import make_idx_dataset, make_imdb_npz, write_idx
-from dlcli.config import DataConfig, SyntheticConfig
+from dlcli.config import data_config
 from dlcli.data import dataset_info, load_dataset
 from dlcli.data.imdb import keras_sequences, multi_hot
+from dlcli.data.synthetic import SyntheticConfig
 from dlcli.data.vision import read_idx
 from dlcli.errors import DataError
 
@@ -20,22 +21,29 @@ def test_read_idx_gzip_and_raw(tmp_path):
         assert np.array_equal(read_idx(path), array)
 
 
-def test_each_builtin_dataset_is_registered_by_the_module_the_lazy_table_names():
-    from dlcli.data import _BUILTIN_MODULES, DATASETS, _register_builtin
+def test_each_builtin_kind_is_registered_whole_by_the_module_the_lazy_table_names():
+    """One registration carries everything about a kind: its keys, info and load, the reader
+    of `dlcli predict` and the input contract of `dlcli export`, all from the kind's module."""
+    from dlcli.config import DataConfig
+    from dlcli.registry import DATASETS
 
-    _register_builtin("no such dataset")  # an unknown name imports every dataset module
-    assert DATASETS.names() == sorted(_BUILTIN_MODULES)
-    for name, module in _BUILTIN_MODULES.items():
-        assert DATASETS.get(name).info.__module__ == f"dlcli.data.{module}", name
+    sources = DATASETS.loaded()  # every known module imported
+    assert sorted(sources) == DATASETS.names() == sorted(DATASETS._modules)
+    for name, source in sources.items():
+        module = DATASETS._modules[name]
+        assert issubclass(source.config, DataConfig) and source.config is not DataConfig, name
+        assert source.config.__module__ == source.info.__module__ == module, name
+        assert callable(source.read_inputs) and callable(source.input_spec), name
+        assert type(data_config(name)) is source.config, name
 
 
 def test_an_unknown_dataset_lists_every_builtin_one_in_a_fresh_process():
     """Only the named dataset's module is imported, so an unknown name must import them all
     before its error lists the valid ones."""
     code = (
-        "from dlcli.config import DataConfig\n"
+        "from dlcli.config import data_config\n"
         "from dlcli.data import dataset_info\n"
-        "try: dataset_info(DataConfig(dataset='fashion-mnist'))\n"
+        "try: dataset_info(data_config(dataset='fashion-mnist'))\n"
         "except Exception as exc: print(exc)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -58,7 +66,7 @@ def test_mnist_found_in_every_layout(tmp_path, layout, compress):
     root = tmp_path / "data"
     folder = {"flat": root, "mnist": root / "mnist", "torchvision": root / "MNIST" / "raw"}[layout]
     make_idx_dataset(folder, compress=compress)
-    data = load_dataset(DataConfig(dataset="mnist", root=str(root), download=False), seed=0)
+    data = load_dataset(data_config(dataset="mnist", root=str(root), download=False), seed=0)
     assert data.x_train.shape == (120, 1, 28, 28) and data.x_train.dtype == torch.uint8
     assert data.y_train.dtype == torch.int64 and data.x_test.shape == (40, 1, 28, 28)
     assert data.info.num_classes == 10 and data.input_scale == pytest.approx(1 / 255)
@@ -72,15 +80,17 @@ def test_mnist_found_in_every_layout(tmp_path, layout, compress):
 def test_missing_files_offline_lists_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr("dlcli.data.vision.DEBIAN_FASHION", tmp_path / "no-debian-package")
     with pytest.raises(DataError) as info:
-        load_dataset(DataConfig(dataset="fashion_mnist", root=str(tmp_path), download=False), seed=0)
+        load_dataset(data_config(dataset="fashion_mnist", root=str(tmp_path), download=False), seed=0)
     message = info.value.full_message()
     assert str(tmp_path / "fashion_mnist") in message and "FashionMNIST" in message
     assert "apt-get install dataset-fashion-mnist" in message and "data.root" in message
 
 
 def test_validation_split_takes_the_last_fraction(idx_root):
-    full = load_dataset(DataConfig(dataset="mnist", root=str(idx_root), download=False), seed=0)
-    split = load_dataset(DataConfig(dataset="mnist", root=str(idx_root), download=False, validation_split=0.25), seed=0)
+    full = load_dataset(data_config(dataset="mnist", root=str(idx_root), download=False), seed=0)
+    split = load_dataset(
+        data_config(dataset="mnist", root=str(idx_root), download=False, validation_split=0.25), seed=0
+    )
     assert len(split.x_train) == 90 and len(split.x_val) == 30
     assert torch.equal(split.x_val, full.x_train[90:])
     assert torch.equal(split.x_train, full.x_train[:90])
@@ -100,7 +110,7 @@ def test_validation_split_rounds_as_keras_does(n, split, held_out):
     from dlcli.data import DataInfo, Dataset, split_validation
 
     data = Dataset(DataInfo((1,), "multiclass", 2), x_train=torch.arange(n), y_train=torch.arange(n) % 2)
-    out = split_validation(data, DataConfig(dataset="synthetic", validation_split=split))
+    out = split_validation(data, data_config(dataset="synthetic", validation_split=split))
     assert torch.equal(out.x_val, torch.arange(n - held_out, n)) and torch.equal(
         out.x_train, torch.arange(n - held_out)
     )
@@ -109,23 +119,23 @@ def test_validation_split_rounds_as_keras_does(n, split, held_out):
 
 def test_max_train_samples_keeps_the_first_samples_before_the_split():
     synthetic = SyntheticConfig(task="multiclass", shape=(2,), classes=3, samples=50, test_samples=10)
-    full = load_dataset(DataConfig(dataset="synthetic", synthetic=synthetic), seed=0)
+    full = load_dataset(data_config(dataset="synthetic", synthetic=synthetic), seed=0)
     cut = load_dataset(
-        DataConfig(dataset="synthetic", synthetic=synthetic, max_train_samples=20, validation_split=0.25), seed=0
+        data_config(dataset="synthetic", synthetic=synthetic, max_train_samples=20, validation_split=0.25), seed=0
     )
     assert torch.equal(cut.x_train, full.x_train[:15]) and torch.equal(cut.x_val, full.x_train[15:20])
     assert torch.equal(cut.y_train, full.y_train[:15]) and torch.equal(cut.x_test, full.x_test)  # test split whole
 
 
 def test_validation_size_from_start(idx_root):
-    full = load_dataset(DataConfig(dataset="mnist", root=str(idx_root), download=False), seed=0)
-    cfg = DataConfig(dataset="mnist", root=str(idx_root), download=False, validation_size=20, validation_from="start")
+    full = load_dataset(data_config(dataset="mnist", root=str(idx_root), download=False), seed=0)
+    cfg = data_config(dataset="mnist", root=str(idx_root), download=False, validation_size=20, validation_from="start")
     split = load_dataset(cfg, seed=0)
     assert torch.equal(split.x_val, full.x_train[:20]) and torch.equal(split.y_train, full.y_train[20:])
 
 
 def test_validation_larger_than_training_set_is_an_error(idx_root):
-    cfg = DataConfig(dataset="mnist", root=str(idx_root), download=False, validation_size=500)
+    cfg = data_config(dataset="mnist", root=str(idx_root), download=False, validation_size=500)
     with pytest.raises(DataError, match="leaves none to train on"):
         load_dataset(cfg, seed=0)
 
@@ -156,7 +166,7 @@ def test_imdb_processing_follows_keras(tmp_path):
 def test_multi_hot_and_imdb_dataset(tmp_path):
     assert multi_hot([np.array([1, 3, 3]), np.array([0])], 5).tolist() == [[0, 1, 0, 1, 0], [1, 0, 0, 0, 0]]
     make_imdb_npz(tmp_path / "imdb" / "imdb.npz")
-    cfg = DataConfig(dataset="imdb", root=str(tmp_path), num_words=50, validation_size=10, validation_from="start")
+    cfg = data_config(dataset="imdb", root=str(tmp_path), num_words=50, validation_size=10, validation_from="start")
     data = load_dataset(cfg, seed=0)
     assert data.x_train.shape == (50, 50) and data.x_val.shape == (10, 50) and data.x_test.shape == (30, 50)
     # float32 rows: they fit the memory many times over, and gather twice as fast as uint8 + convert
@@ -168,7 +178,7 @@ def test_imdb_multi_hot_rows_stay_uint8_where_float32_would_crowd_the_memory(tmp
     import dlcli.devices
 
     make_imdb_npz(tmp_path / "imdb" / "imdb.npz")
-    cfg = DataConfig(dataset="imdb", root=str(tmp_path), num_words=50)
+    cfg = data_config(dataset="imdb", root=str(tmp_path), num_words=50)
     roomy = load_dataset(cfg, seed=0)
     # 90 rows x 50 words x 4 bytes = 18,000 bytes: float32 needs 8x that available.
     monkeypatch.setattr(dlcli.devices, "available_memory", lambda device: (8 * 18_000 - 1, 10**9))
@@ -179,12 +189,12 @@ def test_imdb_multi_hot_rows_stay_uint8_where_float32_would_crowd_the_memory(tmp
 
 def test_imdb_missing_offline(tmp_path):
     with pytest.raises(DataError, match="Cannot find imdb.npz"):
-        load_dataset(DataConfig(dataset="imdb", root=str(tmp_path), download=False), seed=0)
+        load_dataset(data_config(dataset="imdb", root=str(tmp_path), download=False), seed=0)
 
 
 @pytest.mark.parametrize("task", ["multiclass", "binary", "multilabel", "regression"])
 def test_synthetic_tasks_are_seeded(task):
-    cfg = DataConfig(
+    cfg = data_config(
         dataset="synthetic", synthetic=SyntheticConfig(task=task, shape=(2, 3), classes=4, samples=50, test_samples=10)
     )
     a, b = load_dataset(cfg, seed=3), load_dataset(cfg, seed=3)
@@ -207,10 +217,10 @@ def test_npz_dataset_infers_the_task(tmp_path):
         x_test=np.random.rand(6, 4).astype(np.float32),
         y_test=np.arange(6) % 3,
     )
-    data = load_dataset(DataConfig(dataset="npz", path=str(path)), seed=0)
+    data = load_dataset(data_config(dataset="npz", path=str(path)), seed=0)
     assert data.info.task == "multiclass" and data.info.num_classes == 3 and data.info.input_shape == (4,)
     np.savez(path, x_train=np.random.rand(30, 4), y_train=np.random.rand(30, 2))
-    data = load_dataset(DataConfig(dataset="npz", path=str(path)), seed=0)
+    data = load_dataset(data_config(dataset="npz", path=str(path)), seed=0)
     assert data.info.task == "regression" and data.y_train.shape == (30, 2) and not data.has_test
 
 
@@ -223,9 +233,9 @@ def test_missing_images_are_downloaded_into_torchvisions_layout(tmp_path, monkey
         make_idx_dataset(root / "MNIST" / "raw")
 
     monkeypatch.setattr("dlcli.data.vision._download", fake_download)
-    data = load_dataset(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
+    data = load_dataset(data_config(dataset="mnist", root=str(tmp_path)), seed=0)
     assert calls == ["mnist"] and len(data.x_train) == 120
-    load_dataset(DataConfig(dataset="mnist", root=str(tmp_path)), seed=0)
+    load_dataset(data_config(dataset="mnist", root=str(tmp_path)), seed=0)
     assert calls == ["mnist"]  # found locally the second time
 
 
@@ -243,7 +253,7 @@ def test_imdb_download_is_written_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: Response(source))
     root = tmp_path / "data"
-    data = load_dataset(DataConfig(dataset="imdb", root=str(root), num_words=50), seed=0)
+    data = load_dataset(data_config(dataset="imdb", root=str(root), num_words=50), seed=0)
     assert (root / "imdb.npz").read_bytes() == source and len(data.x_train) == 60
     assert [p.name for p in root.iterdir()] == ["imdb.npz"]  # no partial file left
 
@@ -270,7 +280,7 @@ def test_pad_sequences_follows_keras_for_every_padding_and_truncating():
 
 def test_imdb_sequence_mode_gives_int64_ids_and_the_vocabulary(tmp_path):
     make_imdb_npz(tmp_path / "imdb" / "imdb.npz")
-    cfg = DataConfig(
+    cfg = data_config(
         dataset="imdb",
         root=str(tmp_path),
         num_words=20,
@@ -287,14 +297,14 @@ def test_imdb_sequence_mode_gives_int64_ids_and_the_vocabulary(tmp_path):
     first = sequences[0]  # padded at the end: the review, then zeros (reviews are shorter than 40)
     assert data.x_train[0, : len(first)].tolist() == first.tolist() and data.x_train[0, len(first) :].eq(0).all()
     assert int(data.x_train.max()) < 20 and data.x_test.shape == (30, 40)
-    assert DataConfig(dataset="imdb").output_mode == "multi_hot"  # the course's model stays the default
+    assert data_config(dataset="imdb").output_mode == "multi_hot"  # the course's model stays the default
 
 
 def test_imdb_refuses_output_modes_it_does_not_have(tmp_path):
     from dlcli.errors import ConfigError
 
     with pytest.raises(ConfigError, match="imdb dataset comes as multi_hot vectors or word-id sequences, not tf_idf"):
-        dataset_info(DataConfig(dataset="imdb", output_mode="tf_idf"))
+        dataset_info(data_config(dataset="imdb", output_mode="tf_idf"))
 
 
 def test_word_ids_reach_the_model_as_int64():

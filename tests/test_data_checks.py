@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import write_config
 from dlcli.cli import app
-from dlcli.config import DataConfig
+from dlcli.config import DataConfig, data_config
 from dlcli.data import DataInfo, Dataset, load_dataset
 from dlcli.data.checks import check_dataset, dataset_notes
 from dlcli.errors import DataError
@@ -142,7 +142,7 @@ def dataset(task: str, classes: int, x, y, **splits) -> Dataset:
 
 def check_message(data: Dataset) -> str:
     with pytest.raises(DataError) as info:
-        check_dataset(data, DataConfig(dataset="npz"))
+        check_dataset(data, data_config(dataset="npz"))
     return info.value.message
 
 
@@ -165,7 +165,7 @@ def test_class_labels_run_from_zero_to_the_number_of_classes_minus_one():
     x = torch.zeros(4, 2)
     for y in (torch.tensor([0, 1, 2, 2]), torch.tensor([2.0, 0.0, 1.0, 0.0])):
         good = dataset("multiclass", 3, x, y, x_val=x[:2], y_val=y[:2])
-        assert check_dataset(good, DataConfig(dataset="npz")) is good
+        assert check_dataset(good, data_config(dataset="npz")) is good
     assert check_message(dataset("multiclass", 3, x, torch.tensor([0, 1, 3, 2]))) == (
         "The label at row 2 of the training split is 3; a multiclass task with 3 classes needs whole numbers "
         "from 0 to 2."
@@ -184,7 +184,7 @@ def test_class_labels_run_from_zero_to_the_number_of_classes_minus_one():
 def test_a_validation_split_of_zero_rows_is_refused():
     x, y = torch.zeros(4, 2), torch.tensor([0, 1, 0, 1])
     with pytest.raises(DataError) as info:
-        check_dataset(dataset("binary", 2, x, y, x_val=x[:0], y_val=y[:0]), DataConfig(dataset="image_folder"))
+        check_dataset(dataset("binary", 2, x, y, x_val=x[:0], y_val=y[:0]), data_config(dataset="image_folder"))
     assert info.value.full_message() == (
         "The image_folder dataset's validation split has zero rows. Give it samples, or leave it out and use "
         "data.validation_split instead."
@@ -200,14 +200,14 @@ def test_image_inputs_name_the_pixel_and_uint8_is_skipped():
     )
     images = torch.full((3, 1, 4, 4), 255, dtype=torch.uint8)
     good = dataset("binary", 2, images, y, x_test=images[:0], y_test=y[:0])
-    assert check_dataset(good, DataConfig(dataset="npz")) is good
+    assert check_dataset(good, data_config(dataset="npz")) is good
     assert dataset_notes(good) == ["Note: the test split has zero rows, so this run reports no test metrics."]
 
 
 def test_large_finite_values_whose_sum_overflows_pass():
     x = torch.full((4, 3), 3e38)  # the sum is inf, every value is finite
     data = dataset("regression", 1, x, torch.zeros(4, 1))
-    assert check_dataset(data, DataConfig(dataset="npz")) is data
+    assert check_dataset(data, data_config(dataset="npz")) is data
 
 
 @pytest.mark.parametrize("fits_preprocessing", [False, True])
@@ -222,16 +222,23 @@ def test_load_dataset_checks_what_any_source_returns(monkeypatch, fits_preproces
     def load(config, seed, *state_and_progress):
         return dataset("multiclass", 3, x, returned["y"])
 
-    source = DatasetSource(info=None, load=load, fits_preprocessing=fits_preprocessing)
+    source = DatasetSource(
+        config=DataConfig,
+        info=None,
+        load=load,
+        read_inputs=None,
+        input_spec=None,
+        fits_preprocessing=fits_preprocessing,
+    )
     monkeypatch.setitem(DATASETS._items, "fake", source)
     with pytest.raises(DataError) as info:
-        load_dataset(DataConfig(dataset="fake"), seed=0)
+        load_dataset(data_config(dataset="fake"), seed=0)
     assert info.value.message == (
         "The label at row 5 of the training split is 3; a multiclass task with 3 classes needs whole numbers "
         "from 0 to 2."
     )
     returned["y"] = torch.tensor([0, 1, 2, 0, 1, 2])
-    data = load_dataset(DataConfig(dataset="fake"), seed=0)
+    data = load_dataset(data_config(dataset="fake"), seed=0)
     assert data.y_train is returned["y"] and dataset_notes(data) == []
 
 
@@ -260,7 +267,7 @@ def test_npz_inputs_of_one_number_per_sample_are_one_feature(tmp_path):
     x = np.linspace(-1, 1, 12).astype(np.float32)
     code, output = npz_run(tmp_path, "-q", x_train=x, y_train=(x > 0).astype(np.int64))
     assert code == 0, output
-    data = load_dataset(DataConfig(dataset="npz", path=str(tmp_path / "mine.npz")), seed=0)
+    data = load_dataset(data_config(dataset="npz", path=str(tmp_path / "mine.npz")), seed=0)
     assert data.info.input_shape == (1,) and data.x_train.shape == (12, 1)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dlcli.config import DataConfig
+from dlcli.config import data_config
 from dlcli.data import load_dataset
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
@@ -35,7 +35,7 @@ def test_links_to_the_folder_itself_and_its_parent_are_read_once(tmp_path, kind)
     first = sorted(p for p in root.iterdir())[0]
     os.symlink(first, first / "self_loop")  # a class folder holding a link to itself
     os.symlink(root, first / "parent_loop")  # and one to the whole tree
-    data = load_dataset(DataConfig(dataset=kind, root=str(root), test_split=0.25), seed=0)
+    data = load_dataset(data_config(dataset=kind, root=str(root), test_split=0.25), seed=0)
     total = len(data.y_train) + len(data.y_test)
     assert total == 8  # each of the 8 files once, however many paths lead to it
     assert [n for n in data.notes if "Skipped 2 links to a folder or file already read" in n]
@@ -46,7 +46,7 @@ def test_links_to_the_folder_itself_and_its_parent_are_read_once(tmp_path, kind)
 def test_a_file_linked_into_a_second_class_counts_once_in_the_first(tmp_path):
     root = image_folder(tmp_path / "data")
     os.symlink(root / "a" / "0.png", root / "b" / "9.png")
-    data = load_dataset(DataConfig(dataset="image_folder", root=str(root), test_split=0.0), seed=0)
+    data = load_dataset(data_config(dataset="image_folder", root=str(root), test_split=0.0), seed=0)
     assert sorted(data.y_train.tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
     assert any("Skipped 1 link to a folder or file already read" in n and "9.png" in n for n in data.notes)
 
@@ -56,6 +56,6 @@ def test_a_class_folder_that_is_a_link_to_files_elsewhere_is_read(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     (root / "b").rename(elsewhere)
     os.symlink(elsewhere, root / "b")
-    data = load_dataset(DataConfig(dataset="image_folder", root=str(root), test_split=0.0), seed=0)
+    data = load_dataset(data_config(dataset="image_folder", root=str(root), test_split=0.0), seed=0)
     assert sorted(data.y_train.tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
     assert not [n for n in data.notes if "Skipped" in n]

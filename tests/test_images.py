@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import import_or_skip_unless_ci, write_config
 from dlcli.cli import app
-from dlcli.config import DataConfig
+from dlcli.config import DataConfig, data_config
 from dlcli.data import dataset_info, load_dataset
 from dlcli.data.folders import natural_key
 from dlcli.data.images import check_memory, decode_files, decode_image, load_images
@@ -44,7 +44,7 @@ def two_class_folder(root: Path, per_class: int = 4) -> Path:
 
 
 def folder_config(root: Path, **options) -> DataConfig:
-    return DataConfig(dataset="image_folder", root=str(root), **options)
+    return data_config(dataset="image_folder", root=str(root), **options)
 
 
 def test_natural_order():

@@ -143,7 +143,7 @@ def test_conv_on_flat_input_is_an_error():
         plan_model((Conv2DLayer(filters=2, kernel_size=3),), (20,))
 
 
-# ----------------------------------------------------------------------------- issue 13: architectures
+# ----------------------------------------------------------------------------- architectures
 
 import json  # noqa: E402
 import os  # noqa: E402
@@ -443,7 +443,8 @@ def test_summary_of_builtin_datasets_imports_no_numpy_and_only_their_own_reader(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert "rich loaded by --json: False" in out and out.count("Total params") == 5
     assert out.strip().endswith(
-        "loaded: ['dlcli.data.imdb', 'dlcli.data.sequences', 'dlcli.data.synthetic', 'dlcli.data.vision']"
+        "loaded: ['dlcli.data.dataset', 'dlcli.data.imdb', 'dlcli.data.inputs', 'dlcli.data.preprocessing', "
+        "'dlcli.data.sequences', 'dlcli.data.synthetic', 'dlcli.data.vision']"
     )
 
 
@@ -627,7 +628,7 @@ def test_sequence_length_of_zero(tmp_path):
     assert "data.sequence_length: must be at least 1, found 0" in message
 
 
-# ----------------------------------------------------------------------------- memory (issue 15)
+# ----------------------------------------------------------------------------- memory
 
 
 def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path):

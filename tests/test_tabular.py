@@ -10,11 +10,11 @@ from typer.testing import CliRunner
 
 from conftest import write_config
 from dlcli.cli import app
-from dlcli.config import DataConfig
+from dlcli.config import DataConfig, data_config
 from dlcli.data import dataset_info, load_dataset
-from dlcli.data.preprocessing import info_from_state, preprocessing_files, state_json
+from dlcli.data.preprocessing import preprocessing_files, state_json
 from dlcli.data.splits import stratified_order
-from dlcli.data.tabular import encode_table, read_table
+from dlcli.data.tabular import encode_table, info_from_state, read_table
 from dlcli.errors import ConfigError, DataError
 
 runner = CliRunner()
@@ -26,7 +26,7 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 
 def csv_config(path, **options) -> DataConfig:
-    return DataConfig(dataset="csv", path=str(path), **options)
+    return data_config(dataset="csv", path=str(path), **options)
 
 
 MIXED = """\
@@ -95,7 +95,7 @@ def test_columns_are_typed_scaled_and_one_hot_from_the_training_split(tmp_path):
 def test_an_unseen_category_in_the_test_file_takes_the_unknown_slot(tmp_path):
     train = write(tmp_path / "train.csv", MIXED)
     test = write(tmp_path / "test.csv", "height,color,member,score,label\n5.5,purple,no,55,dog\n2.5,red,yes,25,cat\n")
-    data = load_dataset(DataConfig(dataset="csv", train_path=str(train), test_path=str(test), target="label"), seed=0)
+    data = load_dataset(data_config(dataset="csv", train_path=str(train), test_path=str(test), target="label"), seed=0)
     assert data.preprocessing["split"]["test"] == 0 and data.preprocessing["split"]["test_file"] == str(test)
     assert data.x_train.shape == (10, 7) and data.x_test.shape == (2, 7)
     assert data.x_test[0, 1:5].tolist() == [0.0, 0.0, 0.0, 1.0]  # purple -> <unknown>
@@ -223,7 +223,7 @@ def test_a_label_never_seen_in_training_is_an_error(tmp_path):
     train = write(tmp_path / "train.csv", "a,label\n1,p\n2,q\n3,p\n4,q\n")
     test = write(tmp_path / "test.csv", "a,label\n1,p\n2,r\n")
     with pytest.raises(DataError) as info:
-        load_dataset(DataConfig(dataset="csv", train_path=str(train), test_path=str(test), target="label"), seed=0)
+        load_dataset(data_config(dataset="csv", train_path=str(train), test_path=str(test), target="label"), seed=0)
     assert info.value.full_message() == (
         f"{test}, line 3, column 'label': the label 'r' is not one of the classes seen in training: p, q. "
         "Correct the label, or train with data that has this class."

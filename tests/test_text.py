@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlcli.config import DataConfig
+from dlcli.config import DataConfig, data_config
 from dlcli.data import dataset_info, load_dataset
 from dlcli.data.preprocessing import preprocessing_files
 from dlcli.data.text import encode_texts, fit_vocabulary, standardize, tokenize
@@ -27,7 +27,7 @@ def text_folder(root: Path, reviews=REVIEWS) -> Path:
 
 
 def text_config(root: Path, **options) -> DataConfig:
-    return DataConfig(dataset="text_folder", root=str(root), test_split=0.0, **options)
+    return data_config(dataset="text_folder", root=str(root), test_split=0.0, **options)
 
 
 def test_standardisation_is_keras_lower_and_strip_punctuation_without_br_tags():
@@ -82,7 +82,7 @@ def test_the_vocabulary_comes_from_the_training_split_only(tmp_path):
     root = tmp_path / "reviews"
     text_folder(root / "train")
     text_folder(root / "test", {"pos": ["zebra zebra zebra"], "neg": ["yak yak"]})
-    data = load_dataset(DataConfig(dataset="text_folder", root=str(root), num_words=100), seed=0)
+    data = load_dataset(data_config(dataset="text_folder", root=str(root), num_words=100), seed=0)
     assert "zebra" not in data.preprocessing["vocabulary"] and len(data.x_test) == 2
     assert data.x_test[:, 0].tolist() == [1, 1]  # only out-of-vocabulary words
 
@@ -108,12 +108,12 @@ def test_aclimdb_layout_with_an_unlabelled_folder_left_out(tmp_path):
     root = tmp_path / "aclImdb"
     text_folder(root / "train", {**REVIEWS, "unsup": ["no label here"]})
     text_folder(root / "test")
-    info = dataset_info(DataConfig(dataset="text_folder", root=str(root), class_names=("neg", "pos")), seed=0)
+    info = dataset_info(data_config(dataset="text_folder", root=str(root), class_names=("neg", "pos")), seed=0)
     assert info.class_names == ("neg", "pos") and info.num_classes == 2
-    data = load_dataset(DataConfig(dataset="text_folder", root=str(root), class_names=("neg", "pos")), seed=0)
+    data = load_dataset(data_config(dataset="text_folder", root=str(root), class_names=("neg", "pos")), seed=0)
     assert len(data.x_train) == 6 and len(data.x_test) == 6 and "unsup" not in data.preprocessing["class_names"]
     with pytest.raises(DataError) as missing:
-        dataset_info(DataConfig(dataset="text_folder", root=str(root), class_names=("neg", "postive")), seed=0)
+        dataset_info(data_config(dataset="text_folder", root=str(root), class_names=("neg", "postive")), seed=0)
     assert missing.value.full_message() == (
         f"data.class_names: {root / 'train'} has no class folder 'postive'; it has: neg, pos, unsup. "
         "Did you mean 'pos'?"

@@ -12,9 +12,16 @@ from typer.testing import CliRunner
 
 from conftest import import_or_skip_unless_ci, write_config
 from dlcli.cli import app
-from dlcli.config import DataConfig, WindowConfig, load_config
+from dlcli.config import DataConfig, data_config, load_config
 from dlcli.data import load_dataset
-from dlcli.data.timeseries import Window, WindowedSeries, time_feature_columns, window_starts, windows_touching
+from dlcli.data.timeseries import (
+    Window,
+    WindowConfig,
+    WindowedSeries,
+    time_feature_columns,
+    window_starts,
+    windows_touching,
+)
 from dlcli.engine import Batches
 from dlcli.errors import DataError
 
@@ -49,7 +56,7 @@ def series_config(path, length=3, horizon=1, stride=1, sampling_rate=1, **option
     options.setdefault("validation_split", 0.0)
     options.setdefault("test_split", 0.0)
     window = WindowConfig(length=length, horizon=horizon, stride=stride, sampling_rate=sampling_rate)
-    return DataConfig(dataset="timeseries", path=str(path), window=window, **options)
+    return data_config(dataset="timeseries", path=str(path), window=window, **options)
 
 
 def all_windows(x) -> torch.Tensor:
@@ -185,7 +192,7 @@ def test_splits_are_by_time_with_a_quarter_each_by_default_and_no_window_straddl
 def test_a_test_file_tests_and_the_training_file_keeps_its_rows(tmp_path):
     path = index_series(tmp_path, 60)
     test = index_series(tmp_path, 30, "test.csv", first=1000)
-    config = DataConfig(
+    config = data_config(
         dataset="timeseries",
         train_path=str(path),
         test_path=str(test),

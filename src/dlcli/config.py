@@ -16,11 +16,10 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Collection, Literal, Optional, Union
 
 from .errors import ConfigError
-from .layer_specs import LAYER_TYPES, Activation, LayerSpec
-from .layer_specs import option as _opt
+from .layer_specs import LAYER_TYPES, Activation, LayerSpec, option
 
 OutputActivation = Literal["auto", "linear", "sigmoid", "tanh", "relu", "softmax"]
 
@@ -34,10 +33,10 @@ class MlpModel:
     """Flatten, then Dense layers, then an output layer sized from the data."""
 
     preset: Literal["mlp"] = "mlp"
-    hidden: tuple[int, ...] = _opt((64, 64), help="units of each hidden Dense layer", ge=1)
-    activation: Activation = _opt("relu", help="activation of the hidden layers")
-    dropout: float = _opt(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
-    output_activation: OutputActivation = _opt("auto", help="auto picks it from the loss")
+    hidden: tuple[int, ...] = option((64, 64), help="units of each hidden Dense layer", ge=1)
+    activation: Activation = option("relu", help="activation of the hidden layers")
+    dropout: float = option(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
+    output_activation: OutputActivation = option("auto", help="auto picks it from the loss")
 
 
 @dataclass(frozen=True)
@@ -45,13 +44,13 @@ class CnnModel:
     """Conv+MaxPool blocks, Flatten, Dropout, optional hidden Dense layers, output layer."""
 
     preset: Literal["cnn"] = "cnn"
-    filters: tuple[int, ...] = _opt((32, 64), help="filters of each Conv2D block", ge=1)
-    kernel_size: int = _opt(3, help="kernel size of every Conv2D", ge=1)
-    pool_size: int = _opt(2, help="MaxPool2D window after every Conv2D", ge=1)
-    activation: Activation = _opt("relu", help="activation of the hidden layers")
-    hidden: tuple[int, ...] = _opt((), help="units of Dense layers after Flatten", ge=1)
-    dropout: float = _opt(0.5, help="dropout before the output layer", ge=0.0, lt=1.0)
-    output_activation: OutputActivation = _opt("auto", help="auto picks it from the loss")
+    filters: tuple[int, ...] = option((32, 64), help="filters of each Conv2D block", ge=1)
+    kernel_size: int = option(3, help="kernel size of every Conv2D", ge=1)
+    pool_size: int = option(2, help="MaxPool2D window after every Conv2D", ge=1)
+    activation: Activation = option("relu", help="activation of the hidden layers")
+    hidden: tuple[int, ...] = option((), help="units of Dense layers after Flatten", ge=1)
+    dropout: float = option(0.5, help="dropout before the output layer", ge=0.0, lt=1.0)
+    output_activation: OutputActivation = option("auto", help="auto picks it from the loss")
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,16 @@ class BinaryModel:
     """The IMDB-style classifier: Dense hidden layers and one sigmoid unit."""
 
     preset: Literal["binary"] = "binary"
-    hidden: tuple[int, ...] = _opt((16, 16), help="units of each hidden Dense layer", ge=1)
-    activation: Activation = _opt("relu", help="activation of the hidden layers")
-    dropout: float = _opt(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
+    hidden: tuple[int, ...] = option((16, 16), help="units of each hidden Dense layer", ge=1)
+    activation: Activation = option("relu", help="activation of the hidden layers")
+    dropout: float = option(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
 
 
 @dataclass(frozen=True)
 class LayersModel:
     """A general list of layers, applied in order."""
 
-    layers: tuple[LayerSpec, ...] = _opt(help="the layers, each `- type: {options}`")
+    layers: tuple[LayerSpec, ...] = option(help="the layers, each `- type: {options}`")
 
 
 @dataclass(frozen=True)
@@ -77,17 +76,17 @@ class LeNet5Model:
     digits were centred in 32x32 for the original."""
 
     preset: Literal["lenet5"] = "lenet5"
-    activation: Activation = _opt("tanh", help="activation of the hidden layers (the original: tanh)")
-    pooling: Literal["avg", "max"] = _opt("avg", help="subsampling layers: avg (the original) or max")
-    output_activation: OutputActivation = _opt("auto", help="auto picks it from the loss")
+    activation: Activation = option("tanh", help="activation of the hidden layers (the original: tanh)")
+    pooling: Literal["avg", "max"] = option("avg", help="subsampling layers: avg (the original) or max")
+    output_activation: OutputActivation = option("auto", help="auto picks it from the loss")
 
 
 @dataclass(frozen=True)
 class TorchvisionModel:
     """A classification model of torchvision.models, adapted to the data's channels and classes."""
 
-    torchvision: str = _opt(help="the model's name in torchvision.models, e.g. resnet18")
-    weights: Optional[str] = _opt(None, help="a local state-dict file to start from (nothing is downloaded)")
+    torchvision: str = option(help="the model's name in torchvision.models, e.g. resnet18")
+    weights: Optional[str] = option(None, help="a local state-dict file to start from (nothing is downloaded)")
 
 
 PRESETS: dict[str, type] = {"mlp": MlpModel, "cnn": CnnModel, "binary": BinaryModel, "lenet5": LeNet5Model}
@@ -97,143 +96,69 @@ ModelConfig = Union[MlpModel, CnnModel, BinaryModel, LeNet5Model, LayersModel, T
 
 
 @dataclass(frozen=True)
-class SyntheticConfig:
-    task: Literal["multiclass", "binary", "multilabel", "regression"] = _opt(
-        "multiclass", help="kind of targets to generate"
-    )
-    shape: tuple[int, ...] = _opt((20,), help="shape of one sample, e.g. [20] or [1, 8, 8]", ge=1, min_items=1)
-    classes: int = _opt(3, help="classes (multiclass), labels (multilabel) or outputs (regression)", ge=1)
-    samples: int = _opt(1000, help="training samples", ge=1)
-    test_samples: int = _opt(200, help="test samples (0 for none)", ge=0)
-    noise: float = _opt(1.0, help="standard deviation of the noise", ge=0.0)
-
-
-ColumnType = Literal["numeric", "categorical", "boolean", "ignore"]
-
-
-@dataclass(frozen=True)
 class AugmentConfig:
     """Random changes to each training batch of images, on the device, seeded per batch."""
 
-    horizontal_flip: bool = _opt(False, help="mirror half of the images left to right")
-    crop_padding: int = _opt(0, help="pad by N pixels (zeros) and crop back at a random offset", ge=0)
-    rotation: float = _opt(0.0, help="rotate by a random angle of at most this many degrees", ge=0.0, le=180.0)
-    shift: float = _opt(0.0, help="shift by at most this fraction of the height and width", ge=0.0, lt=1.0)
+    horizontal_flip: bool = option(False, help="mirror half of the images left to right")
+    crop_padding: int = option(0, help="pad by N pixels (zeros) and crop back at a random offset", ge=0)
+    rotation: float = option(0.0, help="rotate by a random angle of at most this many degrees", ge=0.0, le=180.0)
+    shift: float = option(0.0, help="shift by at most this fraction of the height and width", ge=0.0, lt=1.0)
 
     @property
     def enabled(self) -> bool:
         return self.horizontal_flip or self.crop_padding > 0 or self.rotation > 0 or self.shift > 0
 
 
-@dataclass(frozen=True)
-class WindowConfig:
-    """timeseries: how a series becomes samples, as Keras's timeseries_dataset_from_array cuts it."""
-
-    length: int = _opt(help="rows in one window (Keras's sequence_length)", ge=1)
-    horizon: Union[int, tuple[int, ...]] = _opt(
-        1,
-        help="rows after the window's last row whose target is predicted; a list for several outputs",
-        ge=1,
-        min_items=1,
-    )
-    stride: int = _opt(1, help="rows between the starts of consecutive windows (sequence_stride)", ge=1)
-    sampling_rate: int = _opt(1, help="every r-th row inside a window (sampling_rate)", ge=1)
-
-    @property
-    def horizons(self) -> tuple[int, ...]:
-        return (self.horizon,) if isinstance(self.horizon, int) else tuple(self.horizon)
-
-
-TimeFeature = Literal["day_of_year", "day_of_week", "hour"]
-# The values of data.missing each kind of users' table takes (one key, one meaning: what to do
-# with an empty cell).
-MISSING_POLICIES = {
-    "csv": ("error", "mean", "zero", "drop_rows"),
-    "timeseries": ("error", "interpolate", "ffill", "drop_windows"),
-}
-TIMESERIES_SPLIT = 0.25  # timeseries: validation_split and test_split when not given
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DataConfig:
-    dataset: str = _opt(help="mnist, fashion_mnist, imdb, npz, synthetic, csv, timeseries, image_folder or text_folder")
-    root: str = _opt("data", help="folder searched for the dataset's files (and downloaded into)")
-    download: bool = _opt(True, help="download missing files when a network is there")
-    path: Optional[str] = _opt(None, help="the data file: the .npz of npz, the table of csv and timeseries")
-    validation_split: float = _opt(
+    """The keys every dataset kind shares, with one meaning each.
+
+    Each kind's module in data/ subclasses this with its own keys (help, defaults, limits and
+    `check`) and registers the subclass (registry.DATASETS); a `data:` mapping is built as the
+    class of the kind it names, so a key of another kind is an error that names its owner.
+    """
+
+    dataset: str = option(help="the kind of data: a built-in dataset or a kind of your own files (docs/config.md)")
+    validation_split: float = option(
         0.0,
         help="fraction of the training set held out (timeseries: of the rows, before the test rows; 0.25)",
         ge=0.0,
         lt=1.0,
     )
-    validation_size: Optional[int] = _opt(None, help="number of training samples held out", ge=1)
-    validation_from: Literal["start", "end"] = _opt("end", help="hold out from the start or end")
-    max_train_samples: Optional[int] = _opt(None, help="use only the first N training samples", ge=1)
-    num_words: int = _opt(10000, help="IMDB vocabulary size (multi-hot width)", ge=4)
-    output_mode: Literal["multi_hot", "count", "tf_idf", "sequence"] = _opt(
-        "multi_hot", help="text: multi_hot, count, tf_idf or sequence (integer ids)"
-    )
-    sequence_length: int = _opt(200, help="sequence mode: ids per sample after padding/truncating", ge=1)
-    padding: Literal["pre", "post"] = _opt("pre", help="sequence mode: pad at the start (pre, as Keras) or end")
-    truncating: Literal["pre", "post"] = _opt("pre", help="sequence mode: cut from the start (pre, as Keras) or end")
-    # -- users' files: csv, image_folder, text_folder (data/tabular.py, images.py, text.py)
-    train_path: Optional[str] = _opt(None, help="csv: the training file, with test_path (instead of path)")
-    test_path: Optional[str] = _opt(None, help="csv, timeseries: a separate test file")
-    target: Union[str, tuple[str, ...], None] = _opt(
-        None, help="csv, timeseries: the target column, or a list of columns (multilabel or several regression outputs)"
-    )
-    features: Optional[tuple[str, ...]] = _opt(
-        None, help="csv: the input columns (default: every other column); timeseries: default every numeric one"
-    )
-    column_types: Optional[dict[str, ColumnType]] = _opt(
-        None, help="csv: per-column type overrides: numeric, categorical, boolean or ignore"
-    )
-    task: Literal["auto", "multiclass", "binary", "multilabel", "regression"] = _opt(
-        "auto", help="csv, timeseries: the task (auto: inferred from the target)"
-    )
-    normalize: Literal["standard", "minmax", "none"] = _opt(
-        "standard",
-        help="csv, timeseries: numeric columns scaled with the training split's mean/std (standard) or min/max",
-    )
-    missing: Literal["error", "mean", "zero", "drop_rows", "interpolate", "ffill", "drop_windows"] = _opt(
-        "error",
-        help="empty cells: an error; csv: filled with the training mean or zero, or their rows dropped; "
-        "timeseries: interpolated, carried forward (ffill), or the windows touching them dropped",
-    )
-    delimiter: Optional[str] = _opt(None, help="csv: the field separator (default: found in the header: , ; tab or |)")
-    test_split: Optional[float] = _opt(
+    validation_size: Optional[int] = option(None, help="number of training samples held out", ge=1)
+    validation_from: Literal["start", "end"] = option("end", help="hold out from the start or end")
+    max_train_samples: Optional[int] = option(None, help="use only the first N training samples", ge=1)
+    test_split: Optional[float] = option(
         None,
         help="users' files without a test file or folder: fraction held out for testing (default 0.2; timeseries: "
         "the last 0.25 of the rows)",
         ge=0.0,
         lt=1.0,
     )
-    time_column: Optional[str] = _opt(None, help="timeseries: the column of time stamps (checked to increase)")
-    window: Optional[WindowConfig] = _opt(None, help="timeseries: {length, horizon, stride, sampling_rate}")
-    frequency: Optional[str] = _opt(
-        None, help="timeseries: the rows' regular step (1h, 1D, 15min...): missing time stamps become missing cells"
-    )
-    time_features: tuple[TimeFeature, ...] = _opt(
-        (), help="timeseries: calendar inputs as sine/cosine pairs: day_of_year, day_of_week, hour"
-    )
-    image_size: Optional[tuple[int, ...]] = _opt(
-        None, help="image_folder: [height, width] every image is resized to (default: the first image's size)", ge=1
-    )
-    channels: Optional[Literal[1, 3]] = _opt(
-        None, help="image_folder: 1 (grayscale) or 3 (RGB); default: from the first image"
-    )
-    class_names: Optional[tuple[str, ...]] = _opt(
-        None, help="image_folder, text_folder: the class folders to use, in this order (default: all, natural order)"
-    )
-    on_bad_file: Literal["error", "skip"] = _opt(
-        "error", help="image_folder, text_folder: an unreadable file is an error, or skipped and counted"
-    )
-    workers: Optional[int] = _opt(None, help="image_folder: decoding processes (default: one per CPU core)", ge=1)
     augment: AugmentConfig = field(
         default_factory=AugmentConfig,
         metadata={"help": "random image augmentation of training batches (off by default)"},
     )
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig, metadata={"help": "synthetic data"})
+
+    def check(self) -> None:
+        """Refuse keys that do not fit together: a ConfigError whose `key` names the key at fault
+        (data.<key>); the loader adds the file and line. Kinds extend it."""
+        if self.validation_split and self.validation_size:
+            raise ConfigError("give validation_split or validation_size, not both.", key="data.validation_size")
+
+    def defaults_for(self, given: Collection[str]) -> dict[str, Any]:
+        """Shared keys whose default depends on the kind, for those not in `given` (the keys the
+        file wrote), so the run's saved config.yaml states them. None by default."""
+        return {}
+
+
+def data_config(dataset: str, **keys: Any) -> DataConfig:
+    """The data config of kind `dataset` built in code (as a YAML mapping would be, without the
+    file's checks): `data_config("csv", path="iris.csv", target="species")`."""
+    from .registry import DATASETS
+
+    cls = DATASETS.get(dataset, key="data.dataset").config if dataset in DATASETS else DataConfig
+    return cls(dataset=dataset, **keys)
 
 
 # ----------------------------------------------------------------------------- training
@@ -243,59 +168,59 @@ class DataConfig:
 class OptimizerConfig:
     """Unset options take the optimizer's default (Keras's defaults, as the course used)."""
 
-    name: str = _opt("adam", help="sgd, adam, adamw or rmsprop")
-    lr: Optional[float] = _opt(None, help="learning rate", gt=0.0)
-    momentum: Optional[float] = _opt(None, help="sgd momentum", ge=0.0)
-    nesterov: Optional[bool] = _opt(None, help="sgd Nesterov momentum")
-    weight_decay: Optional[float] = _opt(None, help="L2 penalty (decoupled for adamw)", ge=0.0)
-    beta_1: Optional[float] = _opt(None, help="adam/adamw first-moment decay", ge=0.0, lt=1.0)
-    beta_2: Optional[float] = _opt(None, help="adam/adamw second-moment decay", ge=0.0, lt=1.0)
-    eps: Optional[float] = _opt(None, help="numerical-stability term", gt=0.0)
-    rho: Optional[float] = _opt(None, help="rmsprop decay of the squared-gradient average", ge=0.0, lt=1.0)
-    centered: Optional[bool] = _opt(None, help="rmsprop centered variant")
+    name: str = option("adam", help="sgd, adam, adamw or rmsprop")
+    lr: Optional[float] = option(None, help="learning rate", gt=0.0)
+    momentum: Optional[float] = option(None, help="sgd momentum", ge=0.0)
+    nesterov: Optional[bool] = option(None, help="sgd Nesterov momentum")
+    weight_decay: Optional[float] = option(None, help="L2 penalty (decoupled for adamw)", ge=0.0)
+    beta_1: Optional[float] = option(None, help="adam/adamw first-moment decay", ge=0.0, lt=1.0)
+    beta_2: Optional[float] = option(None, help="adam/adamw second-moment decay", ge=0.0, lt=1.0)
+    eps: Optional[float] = option(None, help="numerical-stability term", gt=0.0)
+    rho: Optional[float] = option(None, help="rmsprop decay of the squared-gradient average", ge=0.0, lt=1.0)
+    centered: Optional[bool] = option(None, help="rmsprop centered variant")
 
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    monitor: str = _opt("val_loss", help="metric watched, a metrics.csv column")
-    mode: Literal["auto", "min", "max"] = _opt("auto", help="auto: max for accuracy, min otherwise")
-    patience: int = _opt(5, help="epochs without improvement before stopping", ge=0)
-    min_delta: float = _opt(0.0, help="smallest change that counts as improvement", ge=0.0)
+    monitor: str = option("val_loss", help="metric watched, a metrics.csv column")
+    mode: Literal["auto", "min", "max"] = option("auto", help="auto: max for accuracy, min otherwise")
+    patience: int = option(5, help="epochs without improvement before stopping", ge=0)
+    min_delta: float = option(0.0, help="smallest change that counts as improvement", ge=0.0)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = _opt(help="step, cosine or reduce_on_plateau")
-    step_size: int = _opt(10, help="step: epochs between decays", ge=1)
-    gamma: float = _opt(0.1, help="step: factor applied at each decay", gt=0.0, le=1.0)
-    min_lr: float = _opt(0.0, help="cosine, reduce_on_plateau: lowest learning rate", ge=0.0)
-    factor: float = _opt(0.1, help="reduce_on_plateau: factor applied on a plateau", gt=0.0, lt=1.0)
-    patience: int = _opt(5, help="reduce_on_plateau: epochs without improvement", ge=0)
-    monitor: str = _opt("val_loss", help="reduce_on_plateau: metric watched")
-    mode: Literal["auto", "min", "max"] = _opt("auto", help="reduce_on_plateau: direction")
+    name: str = option(help="step, cosine or reduce_on_plateau")
+    step_size: int = option(10, help="step: epochs between decays", ge=1)
+    gamma: float = option(0.1, help="step: factor applied at each decay", gt=0.0, le=1.0)
+    min_lr: float = option(0.0, help="cosine, reduce_on_plateau: lowest learning rate", ge=0.0)
+    factor: float = option(0.1, help="reduce_on_plateau: factor applied on a plateau", gt=0.0, lt=1.0)
+    patience: int = option(5, help="reduce_on_plateau: epochs without improvement", ge=0)
+    monitor: str = option("val_loss", help="reduce_on_plateau: metric watched")
+    mode: Literal["auto", "min", "max"] = option("auto", help="reduce_on_plateau: direction")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = _opt(10, help="passes over the training set", ge=1)
-    batch_size: int = _opt(32, help="samples per step (the global batch under torchrun)", ge=1)
-    shuffle: bool = _opt(True, help="reshuffle the training set every epoch")
-    precision: Literal["fp32", "bf16"] = _opt(
+    epochs: int = option(10, help="passes over the training set", ge=1)
+    batch_size: int = option(32, help="samples per step (the global batch under torchrun)", ge=1)
+    shuffle: bool = option(True, help="reshuffle the training set every epoch")
+    precision: Literal["fp32", "bf16"] = option(
         "fp32", help="bf16 autocast: on a GPU that supports it, or a CPU with native bf16 (dlcli info)"
     )
-    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = _opt(
+    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = option(
         False, help="torch.compile the whole step (model, loss, metric, optimizer): true (default mode) or a mode"
     )
-    cuda_graph: bool = _opt(
+    cuda_graph: bool = option(
         False, help="record each training step as one CUDA graph and replay it (CUDA only; for small models)"
     )
-    channels_last: Union[bool, Literal["auto"]] = _opt(
+    channels_last: Union[bool, Literal["auto"]] = option(
         "auto", help="keep convolution weights and activations channels-last (auto: when the model has Conv2D)"
     )
-    deterministic: bool = _opt(False, help="use only PyTorch's deterministic algorithms")
-    monitor: str = _opt("auto", help="metric that picks best.pt (auto: val_loss, else loss)")
-    early_stopping: Optional[EarlyStoppingConfig] = _opt(None, help="stop when a metric stops improving")
-    schedule: Optional[ScheduleConfig] = _opt(None, help="learning-rate schedule, stepped per epoch")
+    deterministic: bool = option(False, help="use only PyTorch's deterministic algorithms")
+    monitor: str = option("auto", help="metric that picks best.pt (auto: val_loss, else loss)")
+    early_stopping: Optional[EarlyStoppingConfig] = option(None, help="stop when a metric stops improving")
+    schedule: Optional[ScheduleConfig] = option(None, help="learning-rate schedule, stepped per epoch")
 
 
 # ----------------------------------------------------------------------------- tracking
@@ -303,31 +228,31 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class MlflowConfig:
-    uri: Optional[str] = _opt(
+    uri: Optional[str] = option(
         None,
         help="tracking URI: a folder, sqlite:///file.db or http://host:port "
         "(default: $MLFLOW_TRACKING_URI, else MLflow's own default, sqlite:///mlflow.db)",
     )
-    experiment: Optional[str] = _opt(None, help="experiment name, created when missing (default: the config's name)")
-    log_checkpoints: bool = _opt(False, help="also upload checkpoints/ as artifacts at the end of the run")
-    timeout: int = _opt(10, help="seconds one request to a tracking server may take", ge=1)
-    retries: int = _opt(2, help="retries of a failed request before MLflow logging stops for the run", ge=0)
+    experiment: Optional[str] = option(None, help="experiment name, created when missing (default: the config's name)")
+    log_checkpoints: bool = option(False, help="also upload checkpoints/ as artifacts at the end of the run")
+    timeout: int = option(10, help="seconds one request to a tracking server may take", ge=1)
+    retries: int = option(2, help="retries of a failed request before MLflow logging stops for the run", ge=0)
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    tensorboard: bool = _opt(False, help="write TensorBoard event files into the run folder's tensorboard/")
-    mlflow: Optional[MlflowConfig] = _opt(None, help="log the run to MLflow: params, metrics, status, artifacts")
+    tensorboard: bool = option(False, help="write TensorBoard event files into the run folder's tensorboard/")
+    mlflow: Optional[MlflowConfig] = option(None, help="log the run to MLflow: params, metrics, status, artifacts")
 
 
 @dataclass(frozen=True)
 class Config:
-    data: DataConfig = _opt(help="the dataset")
-    model: ModelConfig = _opt(help="a preset (mlp, cnn, binary, lenet5), a list of layers or a torchvision model")
-    name: str = _opt("experiment", help="used in the run folder's name")
-    seed: int = _opt(0, help="seed of every random generator", ge=0)
-    device: str = _opt("auto", help="auto, cpu, cuda or cuda:N")
-    loss: str = _opt("auto", help="the loss (auto picks one from the data)")
+    data: DataConfig = option(help="the dataset")
+    model: ModelConfig = option(help="a preset (mlp, cnn, binary, lenet5), a list of layers or a torchvision model")
+    name: str = option("experiment", help="used in the run folder's name")
+    seed: int = option(0, help="seed of every random generator", ge=0)
+    device: str = option("auto", help="auto, cpu, cuda or cuda:N")
+    loss: str = option("auto", help="the loss (auto picks one from the data)")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "the optimizer"})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "the training loop"})
     tracking: TrackingConfig = field(
@@ -423,6 +348,8 @@ def _coerce(tp: Any, value: Any, path: tuple, ctx: _Context) -> Any:
     origin = typing.get_origin(tp)
     if tp is ModelConfig:
         return _build_model(value, path, ctx)
+    if tp is DataConfig:
+        return _build_data(value, path, ctx)
     if tp is LayerSpec:
         return _build_layer(value, path, ctx)
     if origin in (Union, types.UnionType):
@@ -901,7 +828,6 @@ def load_config(
         overridden.add(key_path)
     ctx = _Context(source, lines, overridden)
     config = _build(Config, raw, (), ctx)
-    config = _kind_defaults(config, raw)
     _check_semantics(config, ctx)
     object.__setattr__(config, "_origin", ctx)  # not a field: equality and dumps ignore it
     return config
@@ -927,22 +853,6 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-def _kind_defaults(config: Config, raw: dict) -> Config:
-    """Shared keys whose default depends on the dataset kind, filled in when the file left them
-    out (so the run's saved config.yaml states them): a time series holds out its last quarter
-    of rows for testing and the quarter before it for validation, as Chollet's chapter does."""
-    data = config.data
-    if data.dataset != "timeseries":
-        return config
-    given = raw.get("data") or {}
-    changes: dict[str, Any] = {}
-    if "validation_split" not in given and "validation_size" not in given:
-        changes["validation_split"] = TIMESERIES_SPLIT
-    if "test_split" not in given and not data.test_path:
-        changes["test_split"] = TIMESERIES_SPLIT
-    return dataclasses.replace(config, data=dataclasses.replace(data, **changes)) if changes else config
-
-
 def _check_semantics(config: Config, ctx: _Context) -> None:
     if not _NAME_PATTERN.match(config.name):
         raise ctx.error(
@@ -952,102 +862,87 @@ def _check_semantics(config: Config, ctx: _Context) -> None:
         )
     if not _DEVICE_PATTERN.match(config.device):
         raise ctx.error(("device",), f"expected auto, cpu, cuda or cuda:N, found {config.device!r}.")
-    data = config.data
-    if data.validation_split and data.validation_size:
-        raise ctx.error(("data", "validation_size"), "give validation_split or validation_size, not both.")
-    if data.dataset == "npz" and not data.path:
-        raise ctx.error(("data", "path"), "the npz dataset needs `path:` to the .npz file.")
-    _check_user_data(data, ctx)
+    try:
+        config.data.check()
+    except ConfigError as exc:
+        if not exc.key:
+            raise
+        raise ctx.error(_key_path(exc.key), exc.message, exc.hint) from None
 
 
-def _check_user_data(data: DataConfig, ctx: _Context) -> None:
-    """The options of users' csv files, image folders and text folders that fit together."""
-    if data.dataset in MISSING_POLICIES:
-        fitting = MISSING_POLICIES[data.dataset]
-        if data.missing not in fitting:
-            owner = next(kind for kind, values in MISSING_POLICIES.items() if data.missing in values)
+def _key_path(dotted: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+
+
+def _build_data(raw: Any, path: tuple, ctx: _Context) -> DataConfig:
+    """`data:` built as the class of the kind that `dataset:` names (its module loaded on first use)."""
+    from .registry import DATASETS
+
+    if not isinstance(raw, dict):
+        raise ctx.error(path, f"expected a mapping of options, found {_describe(raw)}.")
+    if "dataset" not in raw:
+        raise ctx.error(path + ("dataset",), f"is required ({_field_help(DataConfig, 'dataset')}).")
+    name = raw["dataset"]
+    if not isinstance(name, str):
+        raise ctx.error(path + ("dataset",), f"expected a text, found {_describe(name)}.")
+    try:
+        cls = DATASETS.get(name).config
+    except ConfigError as exc:
+        raise ctx.error(path + ("dataset",), exc.message, exc.hint) from None
+    own = {f.name for f in dataclasses.fields(cls) if f.init}
+    foreign = [key for key in raw if key not in own]
+    if foreign:
+        raw = _without_other_kinds_defaults(raw, foreign, name, path, ctx)
+    data = _build(cls, raw, path, ctx)
+    defaults = data.defaults_for(raw.keys())
+    return dataclasses.replace(data, **defaults) if defaults else data
+
+
+def _field_help(cls: type, name: str) -> str:
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _without_other_kinds_defaults(raw: dict, foreign: list, name: str, path: tuple, ctx: _Context) -> dict:
+    """`raw` less the keys of other kinds that hold those kinds' defaults: the config.yaml of a
+    run saved before each kind had its own keys lists every kind's keys at their defaults. A key
+    of another kind set to anything else is an error that says whose key it is."""
+    from .registry import DATASETS, suggest
+
+    owners: dict[str, list[str]] = {}
+    defaults: dict[str, list[Any]] = {}
+    for kind, source in sorted(DATASETS.loaded().items()):
+        for f in dataclasses.fields(source.config):
+            if f.init and f.name in foreign:
+                owners.setdefault(f.name, []).append(kind)
+                if f.default is not dataclasses.MISSING:
+                    defaults.setdefault(f.name, []).append(config_to_dict(f.default))
+                elif f.default_factory is not dataclasses.MISSING:
+                    defaults.setdefault(f.name, []).append(config_to_dict(f.default_factory()))
+    for key in foreign:
+        if key in owners and raw[key] in defaults.get(key, []):
+            continue
+        if key in owners:
+            kinds = ", ".join(owners[key])
             raise ctx.error(
-                ("data", "missing"),
-                f"{data.missing} is a policy for {owner} data; for {data.dataset} data the policies that fit are: "
-                f"{', '.join(fitting)}.",
-                hint=_MISSING_HINTS[data.dataset],
+                path + (key,),
+                f"is a key of {kinds} data, and data.dataset is {name}.",
+                hint=f"Remove it, or check data.dataset. Keys of {name} data: {', '.join(_keys_of(DATASETS.get(name).config))}.",
             )
-    if data.dataset in ("csv", "timeseries"):
-        if not data.path and not data.train_path:
-            example = (
-                "examples/tabular/iris.csv" if data.dataset == "csv" else "examples/timeseries/seattle-weather.csv"
-            )
-            raise ctx.error(
-                ("data", "path"),
-                f"the {data.dataset} dataset needs `path:` (one file) or `train_path:` (with an optional "
-                "`test_path:`).",
-                hint=f"For example `path: {example}`.",
-            )
-        if data.path and (data.train_path or data.test_path):
-            key = "train_path" if data.train_path else "test_path"
-            raise ctx.error(
-                ("data", key),
-                "give either `path:` (one file, split by dlcli) or `train_path:` and `test_path:`, not both.",
-            )
-        if data.test_path and not data.train_path:
-            raise ctx.error(("data", "test_path"), "`test_path:` goes with `train_path:` (the training file).")
-        if data.target is None:
-            raise ctx.error(
-                ("data", "target"),
-                f"the {data.dataset} dataset needs `target:`, the column to predict.",
-                hint="For example `target: species`, or a list of columns for several outputs."
-                if data.dataset == "csv"
-                else "For example `target: temp_max`, or a list of columns for several outputs.",
-            )
-        if data.test_path and data.test_split:
-            raise ctx.error(("data", "test_split"), "give test_path or test_split, not both.")
-    if data.dataset == "timeseries":
-        _check_timeseries(data, ctx)
-    if data.image_size is not None and len(data.image_size) != 2:
+        own = _keys_of(DATASETS.get(name).config)
+        hint = suggest(str(key), own)
         raise ctx.error(
-            ("data", "image_size"),
-            f"expected [height, width], found {len(data.image_size)} number(s).",
-            hint="For example `image_size: [64, 64]`.",
+            path + (key,),
+            f"unknown key {str(key)!r} in {'.'.join(map(str, path))}; keys of {name} data are: {', '.join(own)}.",
+            hint=hint or None,
         )
+    return {key: value for key, value in raw.items() if key not in foreign}
 
 
-_MISSING_HINTS = {
-    "csv": "mean or zero fill a cell, drop_rows leaves its row out.",
-    "timeseries": "A time series' rows are its order: interpolate fills a cell from its neighbouring rows, ffill "
-    "repeats the last value before it, drop_windows leaves out only the windows that touch it.",
-}
-
-
-def _check_timeseries(data: DataConfig, ctx: _Context) -> None:
-    if data.window is None:
-        raise ctx.error(
-            ("data", "window"),
-            "the timeseries dataset needs `window:`, how many rows one sample holds.",
-            hint="For example `window: {length: 14, horizon: 1}`: 14 rows in, the target 1 row after the last.",
-        )
-    horizons = data.window.horizons
-    if len(set(horizons)) != len(horizons):
-        raise ctx.error(("data", "window", "horizon"), f"lists a horizon twice: {list(horizons)}.")
-    if data.time_features and not data.time_column:
-        raise ctx.error(
-            ("data", "time_features"),
-            "calendar features are computed from the time stamps, and no `time_column:` is given.",
-            hint="Name the column of dates or times in data.time_column.",
-        )
-    if data.frequency is not None and not data.time_column:
-        raise ctx.error(
-            ("data", "frequency"),
-            "a frequency places rows by their time stamps, and no `time_column:` is given.",
-            hint="Name the column of dates or times in data.time_column, or leave frequency out (rows are steps).",
-        )
-    if len(set(data.time_features)) != len(data.time_features):
-        raise ctx.error(("data", "time_features"), f"lists a feature twice: {list(data.time_features)}.")
-    if data.column_types:
-        raise ctx.error(
-            ("data", "column_types"),
-            "applies to csv tables; a time series' inputs are its numeric columns.",
-            hint="List the inputs in data.features instead.",
-        )
+def _keys_of(cls: type) -> list[str]:
+    """The keys of a kind's data config: its own first, then the shared ones."""
+    shared = [f.name for f in dataclasses.fields(DataConfig)]
+    own = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in shared]
+    return own + shared
 
 
 # ----------------------------------------------------------------------------- dumping
@@ -1062,6 +957,10 @@ def config_to_dict(config: Any) -> Any:
             return {kind: body}
         if isinstance(config, Config):
             body = {k: body[k] for k in _TOP_ORDER}
+        elif isinstance(config, DataConfig):  # the kind, its own keys, then the shared ones
+            shared = [f.name for f in dataclasses.fields(DataConfig)]
+            order = ["dataset", *(k for k in body if k not in shared), *(k for k in shared if k != "dataset")]
+            body = {k: body[k] for k in order}
         return body
     if isinstance(config, (tuple, list)):
         return [config_to_dict(v) for v in config]

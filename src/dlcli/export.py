@@ -12,10 +12,10 @@ sidecar export.json.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .data.inputs import InputSpec
 from .errors import DlcliError
 from .loading import LoadedRun
 
@@ -29,124 +29,11 @@ class ExportError(DlcliError):
     """An export that cannot be made or does not reproduce the eager model."""
 
 
-@dataclass
-class InputSpec:
-    """What the exported model takes, and the preprocessing that remains the caller's job."""
-
-    dtype: str  # "uint8", "float32" or "int64" (word ids)
-    scale: Any = None  # multiplied after the cast to float (a number or one per feature)
-    shift: Any = None  # subtracted before scaling (one per feature), or None
-    outside: str = ""  # preprocessing outside the graph, in words
-    extra: dict = field(default_factory=dict)
-    # Outputs trained on scaled targets go back to the targets' units: output * scale + shift.
-    output_shift: Any = None
-    output_scale: Any = None
-
-
 def input_spec(run: LoadedRun) -> InputSpec:
-    """The run's input storage and the scaling the graph applies, per dataset kind."""
-    data = run.config.data
-    dataset = data.dataset
-    shape = run.plan.info.input_shape
-    if dataset in ("mnist", "fashion_mnist"):
-        return InputSpec(
-            "uint8",
-            1.0 / 255.0,
-            outside=(
-                f"Decode the image, convert it to grayscale and resize it to {shape[1]}x{shape[2]}; pass the 0-255 gray "
-                "levels as uint8, white strokes on black as in MNIST (invert dark-on-light pictures)."
-            ),
-        )
-    if dataset == "imdb" and data.output_mode == "sequence":
-        return InputSpec(
-            "int64",
-            None,
-            outside=(
-                "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
-                "removed), map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or "
-                f"rank >= {data.num_words}), and pad or cut to {data.sequence_length} ids as keras pad_sequences does "
-                f"(padding {data.padding}, truncating {data.truncating}, 0 = padding)."
-            ),
-        )
-    if dataset == "imdb":
-        return InputSpec(
-            "float32",
-            None,
-            outside=(
-                "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> "
-                "removed), map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or "
-                f"rank >= {data.num_words}) and set a 1 at every id that occurs: a multi-hot vector of {data.num_words}."
-            ),
-        )
-    if dataset == "csv":
-        from .data.tabular import standardisation
+    """The run's input storage and the scaling the graph applies, as its dataset kind declares."""
+    from .data import source
 
-        state = run.preprocessing or {}
-        shift, scale = standardisation(state)
-        features = [{k: v for k, v in f.items() if k in ("name", "type", "categories")} for f in state["features"]]
-        return InputSpec(
-            "float32",
-            scale,
-            shift,
-            outside=(
-                "One float32 row per sample, in the order of input_names: numeric columns as their raw values "
-                "(standardisation is inside the graph), booleans as 0 or 1, and each categorical column as a one-hot "
-                "block over its categories plus a last slot for values never seen in training."
-            ),
-            extra={"input_names": list(state["input_names"]), "features": features},
-        )
-    if dataset == "timeseries":
-        from .data.timeseries import export_inputs
-
-        return InputSpec("float32", **export_inputs(run.preprocessing or {}))
-    if dataset == "image_folder":
-        state = run.preprocessing or {}
-        h, w = state["image_size"]
-        mode = "grayscale" if state["channels"] == 1 else "RGB"
-        return InputSpec(
-            "uint8",
-            1.0 / 255.0,
-            outside=(
-                f"Decode the image, apply its EXIF orientation, convert it to {mode} and resize it to {h}x{w} "
-                "(bilinear); pass the 0-255 values as uint8, channels first."
-            ),
-        )
-    if dataset == "text_folder":
-        state = run.preprocessing or {}
-        mode = state["output_mode"]
-        ids = mode == "sequence"
-        return InputSpec(
-            "int64" if ids else "float32",
-            None,
-            outside=(
-                "Standardise the text (lowercase, <br /> removed, punctuation stripped), split on whitespace, map "
-                "tokens through vocab.txt (line number = id; unknown tokens take the [UNK] id) and "
-                + (
-                    f"pad or cut to {state['sequence_length']} ids (padding {state['padding']}, truncating "
-                    f"{state['truncating']})."
-                    if ids
-                    else f"build the {mode} vector of {state['num_words']} entries."
-                )
-            ),
-        )
-    if dataset == "npz":
-        uint8 = _npz_dtype(Path(data.path)) == "uint8" if data.path else False
-        return InputSpec(
-            "uint8" if uint8 else "float32",
-            1.0 / 255.0 if uint8 else None,
-            outside="Give arrays shaped and typed like the training file's x_train.",
-        )
-    return InputSpec("float32", None, outside="Give float32 arrays shaped like the training data.")
-
-
-def _npz_dtype(path: Path) -> Optional[str]:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return str(f["x_train"].dtype)
-    except (OSError, KeyError, ValueError):
-        return None
+    return source(run.config.data.dataset).input_spec(run.config.data, run.plan.info, run.preprocessing)
 
 
 def exportable_module(run: LoadedRun, spec: InputSpec):
@@ -211,7 +98,7 @@ def example_batch(run: LoadedRun, spec: InputSpec, batch: int, seed: int = 0):
     if spec.dtype == "int64":
         vocab = run.plan.info.vocab_size or 2
         return torch.randint(0, vocab, shape, dtype=torch.int64, generator=gen)
-    if run.config.data.dataset == "imdb":  # multi-hot rows, as the model saw them
+    if spec.binary_rows:  # multi-hot rows, as the model saw them
         return (torch.rand(shape, generator=gen) < 0.02).float()
     return torch.randn(shape, generator=gen)
 

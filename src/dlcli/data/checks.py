@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 from ..config import DataConfig
 from ..errors import DataError
-from . import Dataset
+from .dataset import Dataset
 
 # Rows per block when looking for the first non-finite input, so the search allocates at
 # most a boolean mask of this many elements at a time.

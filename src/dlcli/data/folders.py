@@ -11,17 +11,35 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from ..config import DataConfig
+from ..config import DataConfig, option
 from ..errors import DataError
 from .preprocessing import check_state
 from .splits import Split, split_samples
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _DIGITS = re.compile(r"(\d+)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FolderData(DataConfig):
+    """image_folder and text_folder: root/<class>/<file>, with train/, val/ and test/ when present."""
+
+    root: str = option("data", help="the folder of class folders (or of train/, val/ and test/ folders)")
+    class_names: Optional[tuple[str, ...]] = option(
+        None, help="the class folders to use, in this order (default: all, natural order)"
+    )
+    on_bad_file: Literal["error", "skip"] = option(
+        "error", help="an unreadable file is an error, or skipped and counted"
+    )
+
+
+def folder_task(class_names: Sequence[str]) -> str:
+    """Two class folders make a binary task (one sigmoid unit, as the course's IMDB model)."""
+    return "binary" if len(class_names) == 2 else "multiclass"
 
 
 def natural_key(text: str) -> tuple:
@@ -234,7 +252,7 @@ def first_file(layout: ClassFolders, suffixes: frozenset[str], kind_words: str) 
     )
 
 
-def check_split_options(config: DataConfig, layout: ClassFolders) -> None:
+def check_split_options(config: FolderData, layout: ClassFolders) -> None:
     """A val/ or test/ folder and the matching fraction cannot both be given."""
     if layout.has_val and (config.validation_split or config.validation_size):
         raise DataError(
@@ -250,7 +268,7 @@ def check_split_options(config: DataConfig, layout: ClassFolders) -> None:
 
 
 def scan_for_loading(
-    config: DataConfig,
+    config: FolderData,
     state: Optional[dict],
     kind: str,
     suffixes: frozenset[str],
@@ -278,7 +296,7 @@ FileList = list[tuple[Path, int]]  # (file, class index)
 
 
 def split_class_files(
-    layout: ClassFolders, config: DataConfig, seed: int, what: str
+    layout: ClassFolders, config: FolderData, seed: int, what: str
 ) -> tuple[Split, dict[str, FileList]]:
     """The train, val and test files: a split folder's own files, or held out of the training
     files (stratified by class) as data.validation_split and test_split say."""

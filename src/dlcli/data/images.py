@@ -20,16 +20,20 @@ from __future__ import annotations
 import io
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Literal, Optional, Sequence, Union
 
 import numpy as np
 
-from ..config import DataConfig
-from ..errors import DataError
-from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
+from ..config import option
+from ..errors import ConfigError, DataError
+from ..registry import DATASETS
+from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
+    FolderData,
     first_file,
+    folder_task,
     ignored_files_note,
     scan_class_folders,
     scan_for_loading,
@@ -37,6 +41,7 @@ from .folders import (
     split_state,
     unreadable_files_note,
 )
+from .inputs import Inputs, InputSpec, PredictOptions, ReadRequest, expand_paths, known_labels, label_from_folder
 from .preprocessing import STATE_VERSION, check_state
 
 if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` stays fast
@@ -54,6 +59,26 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # chunk, XMP), which PIL applies, and animation (acTL), where PIL picks the first frame.
 PNG_PIL_MARKERS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp", b"acTL")
 PNG_GRAY, PNG_RGB = 0, 2  # IHDR colour types that libspng decodes to what PIL's "L" / "RGB" hold
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageFolderData(FolderData):
+    """image_folder: class folders of image files, decoded once into one uint8 tensor."""
+
+    image_size: Optional[tuple[int, ...]] = option(
+        None, help="[height, width] every image is resized to (default: the first image's size)", ge=1
+    )
+    channels: Optional[Literal[1, 3]] = option(None, help="1 (grayscale) or 3 (RGB); default: from the first image")
+    workers: Optional[int] = option(None, help="decoding processes (default: one per CPU core)", ge=1)
+
+    def check(self) -> None:
+        if self.image_size is not None and len(self.image_size) != 2:
+            raise ConfigError(
+                f"expected [height, width], found {len(self.image_size)} number(s).",
+                hint="For example `image_size: [64, 64]`.",
+                key="data.image_size",
+            )
+
 
 _spng: object = None  # the pyspng module once looked for; False when it is not installed
 
@@ -277,12 +302,7 @@ def info_from_state(state: dict) -> DataInfo:
     )
 
 
-def folder_task(class_names: Sequence[str]) -> str:
-    """Two class folders make a binary task (one sigmoid unit, as the course's IMDB model)."""
-    return "binary" if len(class_names) == 2 else "multiclass"
-
-
-def _properties(config: DataConfig, layout) -> tuple[tuple[int, int], int]:
+def _properties(config: ImageFolderData, layout) -> tuple[tuple[int, int], int]:
     if config.image_size is not None and config.channels is not None:
         return (config.image_size[0], config.image_size[1]), config.channels
     size, channels = image_properties(first_file(layout, IMAGE_SUFFIXES, KIND_WORDS))
@@ -291,7 +311,7 @@ def _properties(config: DataConfig, layout) -> tuple[tuple[int, int], int]:
     return size, config.channels or channels
 
 
-def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
+def _info(config: ImageFolderData, seed: int, state: Optional[dict]) -> DataInfo:
     if state is not None:
         return info_from_state(check_state(state, "image_folder"))
     layout = scan_class_folders(Path(config.root), IMAGE_SUFFIXES, KIND_WORDS, config.class_names, list_files=False)
@@ -300,7 +320,7 @@ def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
     return DataInfo(input_shape=(channels, *size), task=folder_task(names), num_classes=len(names), class_names=names)
 
 
-def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
+def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
     import torch
 
     layout = scan_for_loading(config, state, "image_folder", IMAGE_SUFFIXES, KIND_WORDS, "images")
@@ -366,4 +386,62 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
     )
 
 
-DATASETS.add("image_folder", DatasetSource(info=_info, load=_load, fits_preprocessing=True))
+def read_image_inputs(
+    paths: list[Path], class_names: list[str], size: tuple[int, int], channels: int, options: PredictOptions
+) -> Inputs:
+    """Image files decoded by this module's decoder (EXIF orientation, conversion to the
+    channels, bilinear resize: what training saw), with labels from class-named folders."""
+    import torch
+
+    names = [str(p) for p in paths]
+    check_memory(len(paths), channels, size)
+    array, problems = decode_files(paths, size, channels) if paths else (None, [])
+    errors = {index: f"{paths[index]} cannot be decoded as an image ({problem})." for index, problem in problems}
+    if errors and not options.skip_bad:
+        raise DataError(
+            errors[min(errors)], hint="Remove or replace the file, or pass --skip-bad to mark it and go on."
+        )
+    if array is None:
+        x = torch.zeros(0, channels, *size, dtype=torch.uint8)
+    else:
+        x = torch.from_numpy(array[[i for i in range(len(paths)) if i not in errors]])
+    if options.invert:
+        x = 255 - x
+    labels = [label_from_folder(p, class_names) for i, p in enumerate(paths) if i not in errors]
+    return Inputs(names, x, known_labels(labels), errors, input_scale=1.0 / 255.0)
+
+
+def _read_inputs(request: ReadRequest) -> Inputs:
+    """Image files or folders, decoded, converted and resized as in training; files in folders
+    named after a class carry that label."""
+    state = request.saved_state("image_folder")
+    size = (state["image_size"][0], state["image_size"][1])
+    paths = expand_paths(request.inputs, IMAGE_SUFFIXES)
+    return read_image_inputs(paths, list(state["class_names"]), size, state["channels"], request.options)
+
+
+def _input_spec(config: ImageFolderData, info: DataInfo, state: Optional[dict]) -> InputSpec:
+    state = check_state(state, "image_folder")
+    h, w = state["image_size"]
+    mode = "grayscale" if state["channels"] == 1 else "RGB"
+    return InputSpec(
+        "uint8",
+        1.0 / 255.0,
+        outside=(
+            f"Decode the image, apply its EXIF orientation, convert it to {mode} and resize it to {h}x{w} "
+            "(bilinear); pass the 0-255 values as uint8, channels first."
+        ),
+    )
+
+
+DATASETS.add(
+    "image_folder",
+    DatasetSource(
+        config=ImageFolderData,
+        info=_info,
+        load=_load,
+        read_inputs=_read_inputs,
+        input_spec=_input_spec,
+        fits_preprocessing=True,
+    ),
+)

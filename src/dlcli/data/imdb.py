@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..config import DataConfig
+from ..config import DataConfig, option
 from ..errors import ConfigError, DataError
-from . import DATASETS, DataInfo, Dataset, DatasetSource
-from .sequences import pad_sequences
+from ..registry import DATASETS
+from .dataset import DataInfo, Dataset, DatasetSource
+from .inputs import Inputs, InputSpec, ReadRequest, known_labels
+from .sequences import TextEncodingKeys, pad_sequences
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImdbData(DataConfig, TextEncodingKeys):
+    """imdb: Keras's imdb.npz, found under root (or downloaded into it)."""
+
+    root: str = option("data", help="folder searched for imdb.npz (and downloaded into)")
+    download: bool = option(True, help="download a missing imdb.npz when a network is there")
+
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb.npz"
 KERAS_SEED = 113
@@ -94,7 +106,7 @@ def _download(root: Path) -> Path:
     return target
 
 
-def _find_or_download(config: DataConfig) -> Path:
+def _find_or_download(config: ImdbData) -> Path:
     root = Path(config.root)
     for path in candidate_files(root):
         if path.is_file():
@@ -113,7 +125,7 @@ def _find_or_download(config: DataConfig) -> Path:
     )
 
 
-def _info(config: DataConfig) -> DataInfo:
+def _info(config: ImdbData) -> DataInfo:
     if config.output_mode == "sequence":
         return DataInfo(
             input_shape=(config.sequence_length,),
@@ -121,6 +133,7 @@ def _info(config: DataConfig) -> DataInfo:
             num_classes=2,
             class_names=CLASS_NAMES,
             vocab_size=config.num_words,
+            token_ids=True,
         )
     if config.output_mode != "multi_hot":
         raise ConfigError(
@@ -131,7 +144,7 @@ def _info(config: DataConfig) -> DataInfo:
     return DataInfo(input_shape=(config.num_words,), task="binary", num_classes=2, class_names=CLASS_NAMES)
 
 
-def _load(config: DataConfig, seed: int) -> Dataset:
+def _load(config: ImdbData, seed: int) -> Dataset:
     import torch
 
     info = _info(config)
@@ -152,7 +165,7 @@ def _load(config: DataConfig, seed: int) -> Dataset:
     )
 
 
-def encode_sequences(reviews: list, config: DataConfig, total_rows: Optional[int] = None):
+def encode_sequences(reviews: list, config: ImdbData, total_rows: Optional[int] = None):
     """Word-id lists as the model's input tensor: padded int64 ids (sequence mode) or multi-hot rows.
 
     Multi-hot rows are kept as float32 when all of the data's rows (`total_rows`) take at most
@@ -173,7 +186,55 @@ def encode_sequences(reviews: list, config: DataConfig, total_rows: Optional[int
     return rows.float() if available is not None and need * 8 <= available else rows
 
 
-DATASETS.add("imdb", DatasetSource(info=_info, load=_load))
+def _read_inputs(request: ReadRequest) -> Inputs:
+    """Texts (.txt files, folders of them such as aclImdb's pos/neg, --text, or - for standard
+    input) through Keras's word index; or Keras's imdb.npz itself (its test split)."""
+    import torch
+
+    from .text import read_texts_given
+
+    data = request.config
+    scale = None if data.output_mode == "sequence" else 1.0
+    npz = [p for p in request.inputs if p.endswith(".npz")]
+    if npz:
+        _, _, x_test, y_test = keras_sequences(Path(npz[0]), data.num_words)
+        names = [f"{Path(npz[0]).name}:test[{i}]" for i in range(len(x_test))]
+        return Inputs(names, encode_sequences(x_test, data), torch.from_numpy(y_test), input_scale=scale)
+    texts, names, labels = read_texts_given(request.inputs, request.options, ["neg", "pos"])
+    index = word_index(Path(data.root), data.download)
+    sequences = [encode_review(text, index, data.num_words) for text in texts]
+    return Inputs(names, encode_sequences(sequences, data), known_labels(labels), input_scale=scale)
+
+
+_KERAS_WORDS = (
+    "Tokenise the review as Keras's text_to_word_sequence does (lowercase, punctuation removed, <br /> removed), "
+    "map words through Keras's imdb_word_index.json (rank + 3; 1 = start, 2 = unknown or rank >= {num_words})"
+)
+
+
+def _input_spec(config: ImdbData, info: DataInfo, state: object) -> InputSpec:
+    words = _KERAS_WORDS.format(num_words=config.num_words)
+    if config.output_mode == "sequence":
+        return InputSpec(
+            "int64",
+            None,
+            outside=(
+                f"{words}, and pad or cut to {config.sequence_length} ids as keras pad_sequences does "
+                f"(padding {config.padding}, truncating {config.truncating}, 0 = padding)."
+            ),
+        )
+    return InputSpec(
+        "float32",
+        None,
+        outside=f"{words} and set a 1 at every id that occurs: a multi-hot vector of {config.num_words}.",
+        binary_rows=True,
+    )
+
+
+DATASETS.add(
+    "imdb",
+    DatasetSource(config=ImdbData, info=_info, load=_load, read_inputs=_read_inputs, input_spec=_input_spec),
+)
 
 
 # -- new reviews, for dlcli predict: Keras's word index ----------------------------------------

@@ -6,16 +6,32 @@ The task is read off the targets: integer labels are classes (binary when there 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
-from ..config import DataConfig
-from ..errors import DataError
-from . import DATASETS, DataInfo, Dataset, DatasetSource
+from ..config import DataConfig, option
+from ..errors import ConfigError, DataError
+from ..registry import DATASETS
+from .dataset import DataInfo, Dataset, DatasetSource
+from .inputs import Inputs, InputSpec, ReadRequest, expand_paths
 
 
-def _read(config: DataConfig) -> dict[str, np.ndarray]:
+@dataclass(frozen=True, kw_only=True)
+class NpzData(DataConfig):
+    """npz: a user's arrays (x_train, y_train, and x_test, y_test when there is a test split)."""
+
+    path: Optional[str] = option(None, help="the .npz file (required)")
+
+    def check(self) -> None:
+        super().check()
+        if not self.path:
+            raise ConfigError("the npz dataset needs `path:` to the .npz file.", key="data.path")
+
+
+def _read(config: NpzData) -> dict[str, np.ndarray]:
     path = Path(config.path or "")
     if not path.is_file():
         raise DataError(f"data.path: {str(path)!r} is not a file.", hint="Point data.path at your .npz file.")
@@ -63,11 +79,11 @@ def _info_of(arrays: dict[str, np.ndarray]) -> DataInfo:
     return DataInfo(input_shape=tuple(arrays["x_train"].shape[1:]), task=task, num_classes=classes)
 
 
-def _info(config: DataConfig) -> DataInfo:
+def _info(config: NpzData) -> DataInfo:
     return _info_of(_read(config))
 
 
-def _load(config: DataConfig, seed: int) -> Dataset:
+def _load(config: NpzData, seed: int) -> Dataset:
     import torch
 
     arrays = _read(config)
@@ -94,4 +110,65 @@ def _load(config: DataConfig, seed: int) -> Dataset:
     )
 
 
-DATASETS.add("npz", DatasetSource(info=_info, load=_load))
+def read_array_inputs(request: ReadRequest) -> Inputs:
+    """.npz files holding x (or x_test), and y (or y_test) when known: npz and synthetic runs."""
+    import torch
+
+    info = request.info
+    xs, ys, names = [], [], []
+    for path in expand_paths(request.inputs, (".npz",)):
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                key = "x" if "x" in f else "x_test" if "x_test" in f else None
+                if key is None:
+                    raise DataError(
+                        f"{path} has no array named x (or x_test); it has {', '.join(f.files) or 'none'}.",
+                        hint="Save the inputs with numpy.savez(path, x=inputs).",
+                    )
+                x = f[key]
+                y = f["y" if key == "x" else "y_test"] if ("y" if key == "x" else "y_test") in f else None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"Cannot read {path} as an .npz file: {exc}.") from None
+        if tuple(x.shape[1:]) != tuple(info.input_shape):
+            raise DataError(
+                f"{path}: {key} has samples of shape {tuple(x.shape[1:])}, but this run's model takes "
+                f"{tuple(info.input_shape)}.",
+                hint="Give arrays shaped like the training data.",
+            )
+        xs.append(x)
+        ys.append(y)
+        names += [f"{path.name}[{i}]" for i in range(len(x))]
+    if not xs:
+        return Inputs([], None)
+    x = np.concatenate(xs)
+    scale = 1.0 / 255.0 if x.dtype == np.uint8 else None
+    tensor = torch.from_numpy(x) if x.dtype == np.uint8 else torch.from_numpy(x.astype(np.float32))
+    labels = None
+    known = [y for y in ys if y is not None]
+    if len(known) == len(ys):
+        y = np.concatenate(known)
+        labels = torch.from_numpy(y.astype(np.int64) if info.task in ("multiclass", "binary") else y.astype(np.float32))
+    return Inputs(names, tensor, labels, input_scale=scale)
+
+
+def _stored_dtype(path: Path) -> Optional[str]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return str(f["x_train"].dtype)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _input_spec(config: NpzData, info: DataInfo, state: object) -> InputSpec:
+    uint8 = _stored_dtype(Path(config.path)) == "uint8" if config.path else False
+    return InputSpec(
+        "uint8" if uint8 else "float32",
+        1.0 / 255.0 if uint8 else None,
+        outside="Give arrays shaped and typed like the training file's x_train.",
+    )
+
+
+DATASETS.add(
+    "npz",
+    DatasetSource(config=NpzData, info=_info, load=_load, read_inputs=read_array_inputs, input_spec=_input_spec),
+)

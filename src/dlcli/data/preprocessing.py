@@ -15,11 +15,10 @@ import json
 from typing import Any, Optional
 
 from ..errors import DataError
-from . import DataInfo
+from ..registry import DATASETS
+from ..rundir import PREPROCESSING_FILE
 
 STATE_VERSION = 1
-KINDS = ("csv", "timeseries", "image_folder", "text_folder")
-STATE_FILE = "preprocessing.json"
 
 
 def check_state(state: Any, kind: str) -> dict:
@@ -27,7 +26,7 @@ def check_state(state: Any, kind: str) -> dict:
     if not isinstance(state, dict) or "kind" not in state or "version" not in state:
         raise DataError(
             "The saved preprocessing is not a dlcli preprocessing state (it lacks `kind` and `version`).",
-            hint=f"Restore the run folder's {STATE_FILE}, or train a new run.",
+            hint=f"Restore the run folder's {PREPROCESSING_FILE}, or train a new run.",
         )
     if state["kind"] != kind:
         raise DataError(
@@ -43,22 +42,6 @@ def check_state(state: Any, kind: str) -> dict:
     return state
 
 
-def info_from_state(state: dict) -> DataInfo:
-    """Input shape, task and classes from a saved state alone (no file is read)."""
-    kind = state.get("kind") if isinstance(state, dict) else None
-    if kind == "csv":
-        from .tabular import info_from_state as info
-    elif kind == "timeseries":
-        from .timeseries import info_from_state as info
-    elif kind == "image_folder":
-        from .images import info_from_state as info
-    elif kind == "text_folder":
-        from .text import info_from_state as info
-    else:
-        raise DataError(f"The saved preprocessing has an unknown kind {kind!r}; known kinds are: {', '.join(KINDS)}.")
-    return info(check_state(state, kind))
-
-
 def state_json(state: dict) -> str:
     """preprocessing.json's text: stable key order, readable, and checked to be plain data."""
     return json.dumps(state, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
@@ -67,23 +50,17 @@ def state_json(state: dict) -> str:
 def preprocessing_files(state: dict) -> dict[str, str]:
     """The human-readable files for the run folder beside preprocessing.json: name -> text.
 
-    classes.txt (one class per line, in output order), vocab.txt (one token per line, in
-    index order) for text, columns.txt (each input column and what was fitted) for csv.
+    classes.txt (one class per line, in output order) for every kind that has classes, and
+    what the state's dataset kind adds (`DatasetSource.state_files`: vocab.txt for text,
+    columns.txt for tables).
     """
     files: dict[str, str] = {}
     names = state.get("class_names")
     if names:
         files["classes.txt"] = "".join(f"{name}\n" for name in names)
-    if state.get("kind") == "text_folder":
-        files["vocab.txt"] = "".join(f"{token}\n" for token in state["vocabulary"])
-    if state.get("kind") == "csv":
-        from .tabular import describe_columns
-
-        files["columns.txt"] = describe_columns(state)
-    if state.get("kind") == "timeseries":
-        from .timeseries import describe_columns as describe_series
-
-        files["columns.txt"] = describe_series(state)
+    kind = DATASETS.get(state["kind"], key="kind") if state.get("kind") in DATASETS else None
+    if kind is not None and kind.state_files is not None:
+        files.update(kind.state_files(state))
     return files
 
 

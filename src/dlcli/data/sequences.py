@@ -3,10 +3,26 @@ the IMDB data (`data.dataset: imdb`) and text folders in sequence mode."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from ..config import option
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextEncodingKeys:
+    """How texts become inputs (imdb and text_folder data share these keys and their meaning)."""
+
+    num_words: int = option(10000, help="vocabulary size (the multi-hot width)", ge=4)
+    output_mode: Literal["multi_hot", "count", "tf_idf", "sequence"] = option(
+        "multi_hot", help="multi_hot, count, tf_idf or sequence (integer ids)"
+    )
+    sequence_length: int = option(200, help="sequence mode: ids per sample after padding/truncating", ge=1)
+    padding: Literal["pre", "post"] = option("pre", help="sequence mode: pad at the start (pre, as Keras) or end")
+    truncating: Literal["pre", "post"] = option("pre", help="sequence mode: cut from the start (pre, as Keras) or end")
 
 
 def pad_sequences(sequences: list, length: int, padding: str = "pre", truncating: str = "pre") -> np.ndarray:

@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Literal
 
-from ..config import DataConfig
-from . import DATASETS, DataInfo, Dataset, DatasetSource
+from ..config import DataConfig, option
+from ..registry import DATASETS
+from .dataset import DataInfo, Dataset, DatasetSource
+from .inputs import Inputs, ReadRequest, generic_input_spec
 
 
-def _info(config: DataConfig) -> DataInfo:
+@dataclass(frozen=True)
+class SyntheticConfig:
+    task: Literal["multiclass", "binary", "multilabel", "regression"] = option(
+        "multiclass", help="kind of targets to generate"
+    )
+    shape: tuple[int, ...] = option((20,), help="shape of one sample, e.g. [20] or [1, 8, 8]", ge=1, min_items=1)
+    classes: int = option(3, help="classes (multiclass), labels (multilabel) or outputs (regression)", ge=1)
+    samples: int = option(1000, help="training samples", ge=1)
+    test_samples: int = option(200, help="test samples (0 for none)", ge=0)
+    noise: float = option(1.0, help="standard deviation of the noise", ge=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyntheticData(DataConfig):
+    """synthetic: generated data of any shape, learnable, and the same for a seed."""
+
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig, metadata={"help": "synthetic data"})
+
+
+def _info(config: SyntheticData) -> DataInfo:
     s = config.synthetic
     classes = 2 if s.task == "binary" else s.classes
     if s.task == "multiclass" and classes < 2:
@@ -20,7 +43,7 @@ def _info(config: DataConfig) -> DataInfo:
     return DataInfo(input_shape=tuple(s.shape), task=s.task, num_classes=classes)
 
 
-def _load(config: DataConfig, seed: int) -> Dataset:
+def _load(config: SyntheticData, seed: int) -> Dataset:
     import torch
 
     s = config.synthetic
@@ -49,4 +72,16 @@ def _load(config: DataConfig, seed: int) -> Dataset:
     )
 
 
-DATASETS.add("synthetic", DatasetSource(info=_info, load=_load))
+def _read_inputs(request: ReadRequest) -> Inputs:
+    """.npz files of arrays, as the npz kind reads them (imported here: NumPy only when predicting)."""
+    from .npz import read_array_inputs
+
+    return read_array_inputs(request)
+
+
+DATASETS.add(
+    "synthetic",
+    DatasetSource(
+        config=SyntheticData, info=_info, load=_load, read_inputs=_read_inputs, input_spec=generic_input_spec
+    ),
+)

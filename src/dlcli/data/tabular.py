@@ -24,16 +24,103 @@ import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..config import DataConfig
+from ..config import DataConfig, option
 from ..errors import ConfigError, DataError
-from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
+from ..registry import DATASETS
+from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import natural_key
+from .inputs import TABLE_SUFFIXES, Inputs, InputSpec, ReadRequest, expand_paths
 from .preprocessing import STATE_VERSION, check_state
 from .splits import split_samples
+
+ColumnType = Literal["numeric", "categorical", "boolean", "ignore"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableData(DataConfig):
+    """The keys of users' tables (csv and timeseries share them, each meaning one thing)."""
+
+    path: Optional[str] = option(None, help="the table, split by dlcli (or train_path with test_path)")
+    train_path: Optional[str] = option(None, help="the training file, with test_path (instead of path)")
+    test_path: Optional[str] = option(None, help="a separate test file")
+    target: Union[str, tuple[str, ...], None] = option(
+        None, help="the target column, or a list of columns (multilabel or several regression outputs)"
+    )
+    features: Optional[tuple[str, ...]] = option(
+        None, help="the input columns (csv default: every other column; timeseries: every numeric one)"
+    )
+    task: Literal["auto", "multiclass", "binary", "multilabel", "regression"] = option(
+        "auto", help="the task (auto: inferred from the target)"
+    )
+    normalize: Literal["standard", "minmax", "none"] = option(
+        "standard", help="numeric columns scaled with the training split's mean/std (standard) or min/max"
+    )
+    missing: Literal["error", "mean", "zero", "drop_rows", "interpolate", "ffill", "drop_windows"] = option(
+        "error",
+        help="empty cells: an error; csv: filled with the training mean or zero, or their rows dropped; "
+        "timeseries: interpolated, carried forward (ffill), or the windows touching them dropped",
+    )
+    delimiter: Optional[str] = option(None, help="the field separator (default: found in the header: , ; tab or |)")
+
+    # Each kind's values of `missing` (one key, one meaning: what to do with an empty cell).
+    MISSING_POLICIES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "csv": ("error", "mean", "zero", "drop_rows"),
+        "timeseries": ("error", "interpolate", "ffill", "drop_windows"),
+    }
+    MISSING_HINT: ClassVar[str] = ""
+    EXAMPLE_PATH: ClassVar[str] = ""
+    EXAMPLE_TARGET: ClassVar[str] = ""
+
+    def check(self) -> None:
+        super().check()
+        fitting = self.MISSING_POLICIES[self.dataset]
+        if self.missing not in fitting:
+            owner = next(kind for kind, values in self.MISSING_POLICIES.items() if self.missing in values)
+            raise ConfigError(
+                f"{self.missing} is a policy for {owner} data; for {self.dataset} data the policies that fit are: "
+                f"{', '.join(fitting)}.",
+                hint=self.MISSING_HINT,
+                key="data.missing",
+            )
+        if not self.path and not self.train_path:
+            raise ConfigError(
+                f"the {self.dataset} dataset needs `path:` (one file) or `train_path:` (with an optional `test_path:`).",
+                hint=f"For example `path: {self.EXAMPLE_PATH}`.",
+                key="data.path",
+            )
+        if self.path and (self.train_path or self.test_path):
+            raise ConfigError(
+                "give either `path:` (one file, split by dlcli) or `train_path:` and `test_path:`, not both.",
+                key="data.train_path" if self.train_path else "data.test_path",
+            )
+        if self.test_path and not self.train_path:
+            raise ConfigError("`test_path:` goes with `train_path:` (the training file).", key="data.test_path")
+        if self.target is None:
+            raise ConfigError(
+                f"the {self.dataset} dataset needs `target:`, the column to predict.",
+                hint=f"For example `target: {self.EXAMPLE_TARGET}`, or a list of columns for several outputs.",
+                key="data.target",
+            )
+        if self.test_path and self.test_split:
+            raise ConfigError("give test_path or test_split, not both.", key="data.test_split")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsvData(TableData):
+    """csv: one row per sample; numeric, boolean and categorical columns, found or given."""
+
+    column_types: Optional[dict[str, ColumnType]] = option(
+        None, help="per-column type overrides: numeric, categorical, boolean or ignore"
+    )
+
+    MISSING_HINT: ClassVar[str] = "mean or zero fill a cell, drop_rows leaves its row out."
+    EXAMPLE_PATH: ClassVar[str] = "examples/tabular/iris.csv"
+    EXAMPLE_TARGET: ClassVar[str] = "species"
+
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -379,7 +466,7 @@ def table_from_rows(
 # ----------------------------------------------------------------------------- fitting
 
 
-def _targets(config: DataConfig) -> list[str]:
+def _targets(config: CsvData) -> list[str]:
     target = config.target
     if target is None:
         raise ConfigError("data.target: the csv dataset needs the column to predict.", key="data.target")
@@ -412,7 +499,7 @@ def check_columns(table: RawTable, names: Iterable[str], key: str, what: str = "
             )
 
 
-def _feature_names(config: DataConfig, table: RawTable, targets: list[str]) -> list[str]:
+def _feature_names(config: CsvData, table: RawTable, targets: list[str]) -> list[str]:
     overrides = config.column_types or {}
     check_columns(table, overrides, "column_types")
     check_columns(table, targets, "target")
@@ -583,7 +670,7 @@ def _infer_task(table: RawTable, targets: list[str], rows: np.ndarray, task: str
     return task, names
 
 
-def _fit_feature(table: RawTable, name: str, rows: np.ndarray, kind: str, config: DataConfig) -> dict:
+def _fit_feature(table: RawTable, name: str, rows: np.ndarray, kind: str, config: CsvData) -> dict:
     column = table.columns[name]
     present = rows[~column.missing[rows]]
     spec: dict[str, Any] = {"name": name, "type": kind}
@@ -630,7 +717,7 @@ def fit_state(
     rows: np.ndarray,
     task: str,
     class_names: Optional[list[str]],
-    config: DataConfig,
+    config: CsvData,
 ) -> dict:
     """The preprocessing state fitted on the training rows `rows` of table."""
     overrides = config.column_types or {}
@@ -892,7 +979,7 @@ class _Fitted:
     split: Any  # splits.Split over `rows`
 
 
-def _fit(config: DataConfig, seed: int, state: Optional[dict]) -> _Fitted:
+def _fit(config: CsvData, seed: int, state: Optional[dict]) -> _Fitted:
     if state is not None:
         check_state(state, "csv")
     delimiter = state["delimiter"] if state is not None else _delimiter(config.delimiter)
@@ -936,13 +1023,13 @@ def _fit(config: DataConfig, seed: int, state: Optional[dict]) -> _Fitted:
     return _Fitted(state, table, rows, split)
 
 
-def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
+def _info(config: CsvData, seed: int, state: Optional[dict]) -> DataInfo:
     if state is not None:
         return info_from_state(check_state(state, "csv"))
     return info_from_state(_fit(config, seed, None).state)
 
 
-def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
+def _load(config: CsvData, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
     import torch
 
     fitted = _fit(config, seed, state)
@@ -982,4 +1069,57 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
     )
 
 
-DATASETS.add("csv", DatasetSource(info=_info, load=_load, fits_preprocessing=True))
+def _read_inputs(request: ReadRequest) -> Inputs:
+    """Tables with the feature columns by name, in any order (extra columns ignored); with the
+    target column(s) the rows carry labels."""
+    import torch
+
+    state = request.saved_state("csv")
+    xs, ys, names, notes = [], [], [], []
+    for path in expand_paths(request.inputs, TABLE_SUFFIXES):
+        table = read_table(path, state["delimiter"], table_text_columns(state))
+        x, y, rows = encode_table(state, table, with_rows=True)
+        xs.append(x)
+        ys.append(y)
+        names += [f"{path.name}:{table.line(int(r))}" for r in rows]
+        for column, values in unseen_categories(state, table).items():
+            shown = ", ".join(repr(v) for v in values[:5]) + (", ..." if len(values) > 5 else "")
+            notes.append(
+                f"{path.name}: column {column!r} has values never seen in training ({shown}); "
+                "they take the column's unknown slot, as in training."
+            )
+    if not xs:
+        return Inputs([], None)
+    labels = torch.cat(ys) if all(y is not None for y in ys) else None
+    return Inputs(names, torch.cat(xs), labels, notes=notes, input_scale=None)
+
+
+def _input_spec(config: CsvData, info: DataInfo, state: Optional[dict]) -> InputSpec:
+    state = check_state(state, "csv")
+    shift, scale = standardisation(state)
+    features = [{k: v for k, v in f.items() if k in ("name", "type", "categories")} for f in state["features"]]
+    return InputSpec(
+        "float32",
+        scale,
+        shift,
+        outside=(
+            "One float32 row per sample, in the order of input_names: numeric columns as their raw values "
+            "(standardisation is inside the graph), booleans as 0 or 1, and each categorical column as a one-hot "
+            "block over its categories plus a last slot for values never seen in training."
+        ),
+        extra={"input_names": list(state["input_names"]), "features": features},
+    )
+
+
+DATASETS.add(
+    "csv",
+    DatasetSource(
+        config=CsvData,
+        info=_info,
+        load=_load,
+        read_inputs=_read_inputs,
+        input_spec=_input_spec,
+        state_files=lambda state: {"columns.txt": describe_columns(state)},
+        fits_preprocessing=True,
+    ),
+)

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import math
 import string
+import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
-from ..config import DataConfig
 from ..errors import DataError
-from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
+from ..registry import DATASETS
+from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
+    FolderData,
+    folder_task,
     ignored_files_note,
     scan_class_folders,
     scan_for_loading,
@@ -32,12 +36,18 @@ from .folders import (
     split_state,
     unreadable_files_note,
 )
-from .images import folder_task
+from .inputs import Inputs, InputSpec, PredictOptions, ReadRequest, expand_paths, known_labels, label_from_folder
 from .preprocessing import STATE_VERSION, check_state
-from .sequences import pad_sequences
+from .sequences import TextEncodingKeys, pad_sequences
 
 if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` stays fast
     import torch
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextFolderData(FolderData, TextEncodingKeys):
+    """text_folder: class folders of .txt files, with a vocabulary fitted on the training split."""
+
 
 TEXT_SUFFIXES = frozenset({".txt"})
 KIND_WORDS = "text files (.txt)"
@@ -153,10 +163,11 @@ def info_from_state(state: dict) -> DataInfo:
         num_classes=len(names),
         class_names=names,
         vocab_size=state["num_words"],
+        token_ids=state["output_mode"] == "sequence",
     )
 
 
-def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
+def _info(config: TextFolderData, seed: int, state: Optional[dict]) -> DataInfo:
     if state is not None:
         return info_from_state(check_state(state, "text_folder"))
     layout = scan_class_folders(Path(config.root), TEXT_SUFFIXES, KIND_WORDS, config.class_names, list_files=False)
@@ -168,10 +179,11 @@ def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
         num_classes=len(names),
         class_names=names,
         vocab_size=config.num_words,
+        token_ids=config.output_mode == "sequence",
     )
 
 
-def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
+def _load(config: TextFolderData, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
     import torch
 
     layout = scan_for_loading(config, state, "text_folder", TEXT_SUFFIXES, KIND_WORDS, "texts")
@@ -235,4 +247,75 @@ def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Option
     )
 
 
-DATASETS.add("text_folder", DatasetSource(info=_info, load=_load, fits_preprocessing=True))
+def read_texts_given(inputs: list[str], options: PredictOptions, class_names: list[str]):
+    """(texts, names, labels) from --text, `-` (standard input) and .txt files or folders."""
+    texts: list[str] = []
+    names: list[str] = []
+    labels: list[Optional[int]] = []
+    if options.text is not None:
+        texts.append(options.text)
+        names.append("--text")
+        labels.append(None)
+    for item in inputs:
+        if item == "-":
+            texts.append(sys.stdin.read())
+            names.append("-")
+            labels.append(None)
+            continue
+        paths = expand_paths([item], TEXT_SUFFIXES)
+        read, problems = read_texts(paths)  # as training reads them: UTF-8, with or without a BOM
+        if problems:
+            index, problem = problems[0]
+            raise DataError(f"{paths[index]} is {problem}.", hint="Convert it to UTF-8.")
+        texts += [text for text in read if text is not None]  # all read: problems raised above
+        names += [str(p) for p in paths]
+        labels += [label_from_folder(p, class_names) for p in paths]
+    return texts, names, labels
+
+
+def _read_inputs(request: ReadRequest) -> Inputs:
+    """.txt files or folders of them, --text, or - for standard input, with the saved
+    vocabulary; files in folders named after a class carry that label."""
+    state = request.saved_state("text_folder")
+    texts, names, labels = read_texts_given(request.inputs, request.options, list(state["class_names"]))
+    scale = None if state["output_mode"] in ("sequence", "tf_idf") else 1.0
+    return Inputs(names, encode_texts(state, texts), known_labels(labels), input_scale=scale)
+
+
+def _input_spec(config: TextFolderData, info: DataInfo, state: Optional[dict]) -> InputSpec:
+    state = check_state(state, "text_folder")
+    mode = state["output_mode"]
+    ids = mode == "sequence"
+    return InputSpec(
+        "int64" if ids else "float32",
+        None,
+        outside=(
+            "Standardise the text (lowercase, <br /> removed, punctuation stripped), split on whitespace, map "
+            "tokens through vocab.txt (line number = id; unknown tokens take the [UNK] id) and "
+            + (
+                f"pad or cut to {state['sequence_length']} ids (padding {state['padding']}, truncating "
+                f"{state['truncating']})."
+                if ids
+                else f"build the {mode} vector of {state['num_words']} entries."
+            )
+        ),
+    )
+
+
+def _state_files(state: dict) -> dict[str, str]:
+    """vocab.txt: one token per line, in index order."""
+    return {"vocab.txt": "".join(f"{token}\n" for token in state["vocabulary"])}
+
+
+DATASETS.add(
+    "text_folder",
+    DatasetSource(
+        config=TextFolderData,
+        info=_info,
+        load=_load,
+        read_inputs=_read_inputs,
+        input_spec=_input_spec,
+        state_files=_state_files,
+        fits_preprocessing=True,
+    ),
+)

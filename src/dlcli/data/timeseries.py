@@ -46,25 +46,103 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Collection, Literal, Optional, Sequence, Union
 
 import numpy as np
 
-from ..config import DataConfig, WindowConfig
+from ..config import option
 from ..errors import ConfigError, DataError
-from . import DATASETS, DataInfo, Dataset, DatasetSource, ProgressFn
+from ..registry import DATASETS
+from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import natural_key
+from .inputs import TABLE_SUFFIXES, Inputs, InputSpec, ReadRequest, expand_paths
 from .preprocessing import STATE_VERSION, check_state
 from .splits import holdout_count
-from .tabular import RawTable, _delimiter, check_columns, check_same_rows, number_text, read_table
+from .tabular import RawTable, TableData, _delimiter, check_columns, check_same_rows, number_text, read_table
 
 if TYPE_CHECKING:
     import torch
 
 KIND = "timeseries"
-DEFAULT_SPLIT = 0.25  # validation and test fractions when a DataConfig is built without them
-TIME_FEATURES = ("day_of_year", "day_of_week", "hour")
-POLICIES = ("error", "interpolate", "ffill", "drop_windows")
+DEFAULT_SPLIT = 0.25  # validation and test fractions when the config does not give them (Chollet's chapter)
+TimeFeature = Literal["day_of_year", "day_of_week", "hour"]
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How a series becomes samples, as Keras's timeseries_dataset_from_array cuts it."""
+
+    length: int = option(help="rows in one window (Keras's sequence_length)", ge=1)
+    horizon: Union[int, tuple[int, ...]] = option(
+        1,
+        help="rows after the window's last row whose target is predicted; a list for several outputs",
+        ge=1,
+        min_items=1,
+    )
+    stride: int = option(1, help="rows between the starts of consecutive windows (sequence_stride)", ge=1)
+    sampling_rate: int = option(1, help="every r-th row inside a window (sampling_rate)", ge=1)
+
+    @property
+    def horizons(self) -> tuple[int, ...]:
+        return (self.horizon,) if isinstance(self.horizon, int) else tuple(self.horizon)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeseriesData(TableData):
+    """timeseries: a table whose rows are time steps, cut into windows (`window:`)."""
+
+    time_column: Optional[str] = option(None, help="the column of time stamps (checked to increase)")
+    window: Optional[WindowConfig] = option(None, help="{length, horizon, stride, sampling_rate}")
+    frequency: Optional[str] = option(
+        None, help="the rows' regular step (1h, 1D, 15min...): missing time stamps become missing cells"
+    )
+    time_features: tuple[TimeFeature, ...] = option(
+        (), help="calendar inputs as sine/cosine pairs: day_of_year, day_of_week, hour"
+    )
+
+    MISSING_HINT: ClassVar[str] = (
+        "A time series' rows are its order: interpolate fills a cell from its neighbouring rows, ffill repeats the "
+        "last value before it, drop_windows leaves out only the windows that touch it."
+    )
+    EXAMPLE_PATH: ClassVar[str] = "examples/timeseries/seattle-weather.csv"
+    EXAMPLE_TARGET: ClassVar[str] = "temp_max"
+
+    def defaults_for(self, given: Collection[str]) -> dict[str, Any]:
+        """The last quarter of the rows for testing and the quarter before it for validation."""
+        changes: dict[str, Any] = {}
+        if "validation_split" not in given and "validation_size" not in given:
+            changes["validation_split"] = DEFAULT_SPLIT
+        if "test_split" not in given and not self.test_path:
+            changes["test_split"] = DEFAULT_SPLIT
+        return changes
+
+    def check(self) -> None:
+        super().check()
+        if self.window is None:
+            raise ConfigError(
+                "the timeseries dataset needs `window:`, how many rows one sample holds.",
+                hint="For example `window: {length: 14, horizon: 1}`: 14 rows in, the target 1 row after the last.",
+                key="data.window",
+            )
+        horizons = self.window.horizons
+        if len(set(horizons)) != len(horizons):
+            raise ConfigError(f"lists a horizon twice: {list(horizons)}.", key="data.window.horizon")
+        if self.time_features and not self.time_column:
+            raise ConfigError(
+                "calendar features are computed from the time stamps, and no `time_column:` is given.",
+                hint="Name the column of dates or times in data.time_column.",
+                key="data.time_features",
+            )
+        if self.frequency is not None and not self.time_column:
+            raise ConfigError(
+                "a frequency places rows by their time stamps, and no `time_column:` is given.",
+                hint="Name the column of dates or times in data.time_column, or leave frequency out (rows are steps).",
+                key="data.frequency",
+            )
+        if len(set(self.time_features)) != len(self.time_features):
+            raise ConfigError(f"lists a feature twice: {list(self.time_features)}.", key="data.time_features")
+
+
 _FREQUENCY = re.compile(r"^\s*(\d+)?\s*(s|sec|min|T|h|H|D|d|W|w)\s*$")
 _UNIT_SECONDS = {"s": 1, "sec": 1, "min": 60, "T": 60, "h": 3600, "H": 3600, "D": 86400, "d": 86400, "W": 604800}
 _UNIT_SECONDS["w"] = 604800
@@ -618,9 +696,9 @@ def shift_and_divisor(spec: dict) -> tuple[float, float]:
     return 0.0, 1.0
 
 
-def _layout(config: DataConfig, table: RawTable) -> Layout:
+def _layout(config: TimeseriesData, table: RawTable) -> Layout:
 
-    if config.window is None:  # config validation requires it; a DataConfig built in code may lack it
+    if config.window is None:  # config validation requires it; a config built in code may lack it
         raise ConfigError("data.window: the timeseries dataset needs `window: {length: N}`.", key="data.window")
     targets = [config.target] if isinstance(config.target, str) else list(config.target or ())
     if not targets:
@@ -699,7 +777,7 @@ def _layout(config: DataConfig, table: RawTable) -> Layout:
     )
 
 
-def _split_rows(n: int, config: DataConfig, has_test_file: bool) -> dict[str, tuple[int, int]]:
+def _split_rows(n: int, config: TimeseriesData, has_test_file: bool) -> dict[str, tuple[int, int]]:
     """Row ranges [start, end) of each part, oldest first."""
     test_split = DEFAULT_SPLIT if config.test_split is None else config.test_split
     n_test = 0 if has_test_file else holdout_count(n, test_split)
@@ -757,7 +835,7 @@ def _class_index(labels: np.ndarray, class_names: list[str], series: Series, tar
     return out
 
 
-def _fit(config: DataConfig, state: Optional[dict]) -> _Fitted:
+def _fit(config: TimeseriesData, state: Optional[dict]) -> _Fitted:
     if state is not None:
         check_state(state, KIND)
     path = config.train_path or config.path
@@ -794,7 +872,7 @@ def _fit(config: DataConfig, state: Optional[dict]) -> _Fitted:
     return _Fitted(state, parts)
 
 
-def _fit_state(config: DataConfig, layout: Layout, table: RawTable, series: Series, parts: list[_Part]) -> dict:
+def _fit_state(config: TimeseriesData, layout: Layout, table: RawTable, series: Series, parts: list[_Part]) -> dict:
     train = parts[0]
     rows = slice(train.start, train.end)
     train_values = fill_missing(series.values[rows], series.missing[rows], layout.missing)
@@ -883,7 +961,7 @@ def info_from_state(state: dict) -> DataInfo:
     return DataInfo(input_shape=shape, task="regression", num_classes=len(outputs), class_names=outputs)
 
 
-def _info(config: DataConfig, seed: int, state: Optional[dict]) -> DataInfo:
+def _info(config: TimeseriesData, seed: int, state: Optional[dict]) -> DataInfo:
     if state is not None:
         return info_from_state(check_state(state, KIND))
     return info_from_state(_fit(config, None).state)
@@ -972,7 +1050,7 @@ def _window_part(state: dict, part: _Part, layout: Layout, limit: Optional[int] 
     return _PartWindows(x, y, starts, dropped)
 
 
-def _too_few_rows(part: _Part, window: Window, config: DataConfig) -> DataError:
+def _too_few_rows(part: _Part, window: Window, config: TimeseriesData) -> DataError:
     rows = part.end - part.start
     where = PART_NAMES[part.name]
     key = {"train": "the test and validation splits", "val": "data.validation_split", "test": "data.test_split"}[
@@ -996,7 +1074,7 @@ def _too_few_rows(part: _Part, window: Window, config: DataConfig) -> DataError:
     )
 
 
-def _load(config: DataConfig, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
+def _load(config: TimeseriesData, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
     fitted = _fit(config, state)
     state = fitted.state
     layout = Layout.from_state(state)
@@ -1272,4 +1350,48 @@ def describe_columns(state: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-DATASETS.add(KIND, DatasetSource(info=_info, load=_load, fits_preprocessing=True, baseline=baseline_results))
+def _read_inputs(request: ReadRequest) -> Inputs:
+    """.csv files of the series' recent rows; the last window of each (every window with
+    --all-windows), with its time stamps and, where the file holds them, the true values."""
+    import torch
+
+    state = request.saved_state(KIND)
+    names: list[str] = []
+    xs: list = []
+    labels: list = []
+    columns: dict[str, list] = {}
+    for path in expand_paths(request.inputs, TABLE_SUFFIXES):
+        recent = read_recent(state, path, request.options.all_windows)
+        names += recent.names
+        xs.append(recent.x)
+        labels.append(recent.labels)
+        for column, values in recent.columns.items():
+            columns.setdefault(column, []).extend(values)
+    if not xs:
+        return Inputs([], None)
+    if all(isinstance(y, torch.Tensor) for y in labels):
+        known: Any = torch.cat(labels)
+    elif all(y is None for y in labels):
+        known = None
+    else:
+        known = [item for y, x in zip(labels, xs) for item in (list(y) if y is not None else [None] * len(x))]
+    return Inputs(names, torch.cat(xs), known, columns={c: v for c, v in columns.items() if len(v) == len(names)})
+
+
+def _input_spec(config: TimeseriesData, info: DataInfo, state: Optional[dict]) -> InputSpec:
+    return InputSpec("float32", **export_inputs(check_state(state, KIND)))
+
+
+DATASETS.add(
+    KIND,
+    DatasetSource(
+        config=TimeseriesData,
+        info=_info,
+        load=_load,
+        read_inputs=_read_inputs,
+        input_spec=_input_spec,
+        state_files=lambda state: {"columns.txt": describe_columns(state)},
+        fits_preprocessing=True,
+        baseline=baseline_results,
+    ),
+)

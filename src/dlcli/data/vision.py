@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import gzip
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import DataConfig
+from ..config import DataConfig, option
 from ..errors import DataError
-from . import DATASETS, DataInfo, Dataset, DatasetSource
+from ..registry import DATASETS
+from .dataset import DataInfo, Dataset, DatasetSource
+from .inputs import Inputs, InputSpec, ReadRequest, expand_paths
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisionData(DataConfig):
+    """mnist, fashion_mnist: the four IDX files, found under root (or downloaded into it)."""
+
+    root: str = option("data", help="folder searched for the dataset's files (and downloaded into)")
+    download: bool = option(True, help="download missing files when a network is there")
+
 
 FASHION_CLASSES = (
     "T-shirt/top",
@@ -110,7 +122,7 @@ def _download(root: Path, dataset: str) -> None:
     cls(str(root), train=False, download=True)
 
 
-def _load(dataset: str, config: DataConfig, seed: int) -> Dataset:
+def _load(dataset: str, config: VisionData, seed: int) -> Dataset:
     import numpy as np
     import torch
 
@@ -164,16 +176,58 @@ def _load(dataset: str, config: DataConfig, seed: int) -> Dataset:
     )
 
 
-def _info(dataset: str, config: DataConfig, hw: tuple[int, ...] = (28, 28)) -> DataInfo:
+def _info(dataset: str, config: VisionData, hw: tuple[int, ...] = (28, 28)) -> DataInfo:
     names = FASHION_CLASSES if dataset == "fashion_mnist" else DIGIT_CLASSES
     return DataInfo(input_shape=(1, *hw), task="multiclass", num_classes=10, class_names=names)
+
+
+def _read_inputs(request: ReadRequest) -> Inputs:
+    """IDX image files (labels from the labels file beside them), or any image files,
+    converted to 28x28 grayscale."""
+    import torch
+
+    from .images import IMAGE_SUFFIXES, read_image_inputs
+
+    info = request.info
+    names = list(info.class_names or [])
+    idx = [p for p in request.inputs if "idx3-ubyte" in Path(p).name]
+    if idx:
+        xs, ys, all_names = [], [], []
+        for item in idx:
+            images = read_idx(Path(item))
+            xs.append(torch.from_numpy(images).unsqueeze(1))
+            all_names += [f"{Path(item).name}[{i}]" for i in range(len(images))]
+            label_file = Path(item.replace("images-idx3", "labels-idx1"))
+            ys.append(torch.from_numpy(read_idx(label_file).astype("int64")) if label_file.is_file() else None)
+        known = [y for y in ys if y is not None]
+        labels = torch.cat(known) if len(known) == len(ys) else None
+        if len(idx) < len(request.inputs):
+            raise DataError("Give either IDX files or image files to one dlcli predict, not both.")
+        return Inputs(all_names, torch.cat(xs), labels, input_scale=1.0 / 255.0)
+    paths = expand_paths(request.inputs, IMAGE_SUFFIXES)
+    size = (info.input_shape[1], info.input_shape[2])
+    return read_image_inputs(paths, names, size, info.input_shape[0], request.options)
+
+
+def _input_spec(config: VisionData, info: DataInfo, state: object) -> InputSpec:
+    return InputSpec(
+        "uint8",
+        1.0 / 255.0,
+        outside=(
+            f"Decode the image, convert it to grayscale and resize it to {info.input_shape[1]}x{info.input_shape[2]}; "
+            "pass the 0-255 gray levels as uint8, white strokes on black as in MNIST (invert dark-on-light pictures)."
+        ),
+    )
 
 
 for _name in ("mnist", "fashion_mnist"):
     DATASETS.add(
         _name,
         DatasetSource(
+            config=VisionData,
             info=lambda cfg, _n=_name: _info(_n, cfg),
             load=lambda cfg, seed, _n=_name: _load(_n, cfg, seed),
+            read_inputs=_read_inputs,
+            input_spec=_input_spec,
         ),
     )

@@ -588,9 +588,12 @@ def _projection_stride(size: int, out: int) -> Optional[int]:
     return None
 
 
-@layer_planner("residual", "Residual", nested=True)
-def plan_residual(spec: ResidualLayer, flow: Flow, where: str, plan_layers: PlanLayers) -> Planned:
-    children, out = plan_layers(spec.layers, replace(flow, after=None))
+Shortcut = tuple[Optional[LayerRecord], Optional[Callable[[], list]]]
+
+
+def _shortcut(flow: Flow, out: Flow, where: str) -> Shortcut:
+    """How a block's input reaches the addition: (None, None) unchanged, else the projection's
+    record (None for a mere transpose) and what builds the shortcut's modules."""
     src, dst = flow.shape, out.shape
     cannot = (
         f"{where}: its layers turn {shape_text(src)} into {shape_text(dst)}, which cannot be added to the block's input"
@@ -647,6 +650,13 @@ def plan_residual(spec: ResidualLayer, flow: Flow, where: str, plan_layers: Plan
                 back = [] if out.channels_first else [_transpose()]
                 return _to_channels_first(flow) + [nn.Conv1d(c_in, c_out, 1, stride)] + back
 
+    return projection, make_shortcut
+
+
+@layer_planner("residual", "Residual", nested=True)
+def plan_residual(spec: ResidualLayer, flow: Flow, where: str, plan_layers: PlanLayers) -> Planned:
+    children, out = plan_layers(spec.layers, replace(flow, after=None))
+    projection, make_shortcut = _shortcut(flow, out, where)
     if projection is not None:
         children = children + [projection]
 

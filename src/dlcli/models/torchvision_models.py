@@ -135,12 +135,35 @@ def plan_torchvision(
     spec: Any, input_shape: tuple[int, ...], num_classes: int, output_activation: str, absorb: tuple[str, ...]
 ):
     """The ModelPlan of a torchvision model: its top-level parts as rows, counted on the meta device."""
-    import torch
-
-    from .layers import shape_text
-    from .plan import LayerRecord, ModelPlan, running_statistics
+    from .plan import ModelPlan
 
     name = spec.torchvision
+    _check_model(name, input_shape)
+    in_channels = input_shape[0]
+    model = _on_meta(name, in_channels, num_classes)
+    model.eval()
+    shapes, macs, final = _trace(model, name, input_shape)
+    records = _part_records(model, shapes, macs, final)
+    unused = sum(p.numel() for n, c in model.named_children() if n not in shapes for p in c.parameters())
+    if unused:
+        raise ConfigError(
+            f"model.torchvision: {name} has parts unused in its forward pass; dlcli cannot count it.",
+            key="model.torchvision",
+        )
+    absorbed = output_activation in absorb and output_activation != "linear"
+    return ModelPlan(
+        tuple(input_shape),
+        records,
+        output_activation,
+        absorbed,
+        TorchvisionPlan(name, spec.weights, in_channels, num_classes),
+    )
+
+
+def _check_model(name: str, input_shape: tuple[int, ...]) -> None:
+    """Refuses data that is not images and names that are not torchvision classifiers."""
+    from .layers import shape_text
+
     if len(input_shape) != 3:
         raise ConfigError(
             f"model.torchvision: {name} takes images (height x width x channels), but this data's samples have "
@@ -158,26 +181,37 @@ def plan_torchvision(
             hint=close or 'Run python -c "import torchvision; print(torchvision.models.list_models())" for the list.',
             key="model.torchvision",
         )
-    in_channels = input_shape[0]
-    model = _on_meta(name, in_channels, num_classes)
-    model.eval()
+
+
+def _first_tensor(value):
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            t = _first_tensor(v)
+            if t is not None:
+                return t
+    return None
+
+
+def _trace(
+    model, name: str, input_shape: tuple[int, ...]
+) -> tuple[dict[str, tuple[tuple, tuple]], dict[str, int], tuple]:
+    """One forward pass on the meta device: each top-level part's (input, output) shape and
+    multiply-adds per sample (parts that forward does not call are left out), and the output's shape."""
+    import torch
+
+    from .layers import shape_text
+
     shapes: dict[str, tuple[tuple, tuple]] = {}
     macs: dict[str, int] = {}
     hooks = []
 
-    def first_tensor(value):
-        if isinstance(value, torch.Tensor):
-            return value
-        if isinstance(value, (tuple, list)):
-            for v in value:
-                t = first_tensor(v)
-                if t is not None:
-                    return t
-        return None
-
     def shape_hook(child_name):
         def hook(module, inputs, output):
-            x, y = first_tensor(inputs), first_tensor(output)
+            x, y = _first_tensor(inputs), _first_tensor(output)
             if x is not None and y is not None and child_name not in shapes:
                 shapes[child_name] = (tuple(x.shape[1:]), tuple(y.shape[1:]))
 
@@ -185,7 +219,7 @@ def plan_torchvision(
 
     def macs_hook(child_name):
         def hook(module, inputs, output):
-            y = first_tensor(output)
+            y = _first_tensor(output)
             if y is None:
                 return
             per_sample = y.numel() // y.shape[0]
@@ -197,15 +231,14 @@ def plan_torchvision(
 
         return hook
 
-    children = list(model.named_children())
-    for child_name, child in children:
+    for child_name, child in model.named_children():
         hooks.append(child.register_forward_hook(shape_hook(child_name)))
         for sub in child.modules():
             if isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear)):
                 hooks.append(sub.register_forward_hook(macs_hook(child_name)))
     try:
         with torch.no_grad():
-            output = first_tensor(model(torch.empty(1, *input_shape, device="meta")))
+            output = _first_tensor(model(torch.empty(1, *input_shape, device="meta")))
     except (RuntimeError, ValueError, IndexError, AssertionError) as exc:
         message = str(exc).strip().splitlines()[0].rstrip(".! ") if str(exc).strip() else type(exc).__name__
         raise ConfigError(
@@ -217,10 +250,17 @@ def plan_torchvision(
     finally:
         for h in hooks:
             h.remove()
+    return shapes, macs, tuple(output.shape[1:])
+
+
+def _part_records(model, shapes: dict[str, tuple[tuple, tuple]], macs: dict[str, int], final: tuple) -> list:
+    """A LayerRecord per top-level parameter and per part that forward calls, in order."""
+    from .plan import LayerRecord, running_statistics
+
     records = []
     for param_name, param in model.named_parameters(recurse=False):  # e.g. a ViT's class token
         records.append(LayerRecord(param_name, "Parameter", None, (), tuple(param.shape[1:]), 0, param.numel()))
-    for child_name, child in children:
+    for child_name, child in model.named_children():
         if child_name not in shapes:
             continue  # defined but not used in forward (e.g. disabled auxiliary classifiers)
         trainable = sum(p.numel() for p in child.parameters() if p.requires_grad)
@@ -229,23 +269,9 @@ def plan_torchvision(
         records.append(
             LayerRecord(child_name, type(child).__name__, None, inp, out, macs.get(child_name, 0), trainable, frozen)
         )
-    final = tuple(output.shape[1:])
     if records and records[-1].output_shape != final:  # a torch.flatten in forward, after the last part
         records.append(LayerRecord("flatten", "Flatten", None, records[-1].output_shape, final, 0))
-    unused = sum(p.numel() for n, c in children if n not in shapes for p in c.parameters())
-    if unused:
-        raise ConfigError(
-            f"model.torchvision: {name} has parts unused in its forward pass; dlcli cannot count it.",
-            key="model.torchvision",
-        )
-    absorbed = output_activation in absorb and output_activation != "linear"
-    return ModelPlan(
-        tuple(input_shape),
-        records,
-        output_activation,
-        absorbed,
-        TorchvisionPlan(name, spec.weights, in_channels, num_classes),
-    )
+    return records
 
 
 def _on_meta(name: str, in_channels: int, num_classes: int):

@@ -39,14 +39,33 @@ class RunRecord:
         return asdict(self)
 
 
-def _process_alive(pid: int) -> bool:
+# How `dlcli runs`, a sweep's tables and its live display colour each status of a run or trial.
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "cyan",
+    "pruned": "magenta",
+    "interrupted": "yellow",
+    "failed": "red",
+    "killed": "red",
+    "damaged": "bold red",
+    "waiting": "dim",
+}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (a zombie, killed but not yet reaped by
+    its parent, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:  # no /proc (not Linux): trust the signal test
+        return True
 
 
 def best_of(rows: list[dict], column: str) -> tuple[Optional[float], Optional[int]]:
@@ -71,7 +90,7 @@ def read_run(folder: Path) -> RunRecord:
     record.duration_seconds = info.get("duration_seconds")
     record.created_at = info.get("created_at")
     if record.status == "running" and info.get("host") == socket.gethostname() and info.get("pid"):
-        if not _process_alive(int(info["pid"])):
+        if not process_alive(int(info["pid"])):
             record.status = "killed"  # its process is gone without saying so: resume it
     if (folder / METRICS_FILE).exists():
         try:

@@ -31,8 +31,8 @@ def summary(
     """
     import json
 
-    from ..summary import render_summary, summary_data
     from ..plan import plan_experiment
+    from ..summary import render_summary, summary_data
 
     cfg = _load(config, set_)
     with _located(cfg):
@@ -95,16 +95,6 @@ def _duration(seconds) -> str:
     return format_seconds(float(seconds))
 
 
-STATUS_STYLE = {
-    "completed": "green",
-    "running": "cyan",
-    "interrupted": "yellow",
-    "failed": "red",
-    "killed": "red",
-    "damaged": "bold red",
-}
-
-
 @app.command("runs")
 @handle_errors
 def runs_command(
@@ -122,7 +112,7 @@ def runs_command(
     from rich.table import Table
     from rich.text import Text
 
-    from ..runs import list_runs
+    from ..runs import STATUS_STYLE, list_runs
 
     records = list_runs(dir_)
     if json_:
@@ -176,6 +166,7 @@ def _print_sweeps(console, sweeps) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from ..runs import STATUS_STYLE
     from ..sweep.display import fmt_value
     from ..sweep.space import params_label
 
@@ -202,7 +193,7 @@ def _print_sweeps(console, sweeps) -> None:
         for col, justify in columns:
             table.add_column(col, justify=justify, no_wrap=col == "params")
         for t in sw.trials:
-            status = Text(t.status, style={**STATUS_STYLE, "pruned": "magenta"}.get(t.status, ""))
+            status = Text(t.status, style=STATUS_STYLE.get(t.status, ""))
             if t.problem:
                 status.append(f" ({t.problem})", style="dim")
             test_key = f"test_{t.metric}" if t.metric else None

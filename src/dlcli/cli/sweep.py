@@ -221,7 +221,8 @@ def _print_table(console, spec, rows: list, limit: Optional[int] = None) -> None
     from rich.text import Text
 
     from ..progress import format_seconds
-    from ..sweep.display import STATUS_STYLE, _short_keys, fmt_value
+    from ..runs import STATUS_STYLE
+    from ..sweep.display import _short_keys, fmt_value
     from ..sweep.results import sort_rows
 
     ordered = sort_rows(rows, spec.direction)

@@ -18,18 +18,10 @@ from rich.text import Text
 from ..errors import DlcliError
 from ..progress import format_seconds
 from ..rundir import METRICS_FILE, read_metrics
+from ..runs import STATUS_STYLE
 from .space import params_label, yaml_text
 from .spec import SweepSpec, best_value
 
-STATUS_STYLE = {
-    "completed": "green",
-    "running": "cyan",
-    "pruned": "magenta",
-    "interrupted": "yellow",
-    "failed": "red",
-    "killed": "red",
-    "waiting": "dim",
-}
 REFRESH_S = 0.5
 LIVE_ROWS = 30  # more trials than this: the running ones and the most recent others
 

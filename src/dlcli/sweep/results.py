@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from ..errors import DlcliError
 from ..rundir import METRICS_FILE, atomic_write_text, read_json, read_metrics
+from ..runs import process_alive
 from .space import yaml_text
 from .spec import (
     BEST_FILE,
@@ -26,7 +27,6 @@ from .spec import (
     SweepSpec,
     best_value,
     best_yaml_text,
-    process_alive,
     sweeps_root,
 )
 

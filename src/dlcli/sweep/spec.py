@@ -491,22 +491,6 @@ def best_yaml_text(spec: SweepSpec, number: int, params: dict[str, Any], value: 
     return header + dump_config(config)
 
 
-def process_alive(pid: int) -> bool:
-    """Whether a process of this machine still runs (a zombie, killed but not yet reaped by
-    its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:  # no /proc (not Linux): trust the signal test
-        return True
-
-
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -38,6 +38,7 @@ from ..rundir import (
     read_metrics,
     write_json,
 )
+from ..runs import process_alive
 from .spec import (
     TRIAL_FILE,
     TRIALS_DIR,
@@ -45,7 +46,6 @@ from .spec import (
     best_value,
     check_config,
     cpu_count,
-    process_alive,
     trial_dir_name,
     unfit_trial_message,
 )

@@ -226,7 +226,7 @@ def test_dumped_config_writes_every_field():
     assert missing == []
 
 
-# -- hostile YAML (issue 15): duplicate keys, alias bombs, self-reference, depth -----------------
+# -- hostile YAML: duplicate keys, alias bombs, self-reference, depth -----------------------------
 
 BASE_YAML = "name: t\ndata: {dataset: synthetic}\nmodel: {preset: mlp}\n"
 

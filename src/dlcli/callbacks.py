@@ -22,8 +22,8 @@ class MetricsLogger(EpochSaver):
     """Rewrites metrics.csv with the new epochs' rows (atomically: a crash leaves the previous file).
 
     The text of the rows so far is kept, so a save formats only its new rows: formatting
-    all of them again took 1.7 ms an epoch on average over a 200-epoch table run (measured),
-    whose epochs take 5 to 6 ms."""
+    all of them again would cost more with every epoch, a large share of a small table's
+    millisecond epochs in a long run."""
 
     def __init__(self, run_dir: Path, columns: list[str], rows: Optional[list[dict]] = None) -> None:
         self.path = Path(run_dir) / METRICS_FILE
@@ -101,11 +101,10 @@ class SaveSchedule:
     `cost_multiple` times what that save took (saving then costs at most 1/cost_multiple of
     the time: 2 %), or `max_unsaved_s`, whichever comes first.
 
-    A run whose epochs take seconds saves after every one, as before. A small table's 5 ms
-    epochs (whose metrics.csv, last.pt and run.json took 4 ms to write) save every 0.2 s or
-    so: a run killed without warning loses at most that much training, and the writes no
-    longer double the run's time or slow the epochs after them (measured: 1.15-1.26x the
-    hand-written loop's epoch with a save after every epoch)."""
+    A run whose epochs take seconds saves after every one. A run whose epochs take a few
+    milliseconds, about what writing metrics.csv, last.pt and run.json takes, saves a few
+    times a second instead: a run killed without warning loses at most that much training,
+    and the writes neither double the run's time nor slow the epochs after them."""
 
     def __init__(
         self, cost_multiple: float = 50.0, max_unsaved_s: float = 10.0, clock: Callable[[], float] = time.perf_counter

@@ -1,7 +1,10 @@
 """Losses by name, matched against the data's task and the model's last layer.
 
 Each loss is computed stably on logits: a final softmax or sigmoid that the user wrote is
-"absorbed" (left out of the network, applied inside the loss), as DESIGN.md's table asks.
+"absorbed" (left out of the network, applied inside the loss), because the log of a
+probability that rounded to 0 or 1 is infinite, where log-softmax and the logits form of
+binary cross-entropy stay finite. Each loss says which tasks it fits, which final activations
+may precede it and which of them it absorbs (`LossSpec`).
 Metrics are returned as on-device sums so the engine never syncs per step.
 """
 

@@ -316,3 +316,108 @@ def test_word_ids_reach_the_model_as_int64():
     images = torch.tensor([[0, 255]], dtype=torch.uint8)
     ((xb, _, _),) = list(Batches(images, torch.tensor([0]), 1, input_scale=1 / 255))
     assert xb.dtype == torch.float32 and xb.tolist() == [[0.0, 1.0]]
+
+
+# ----------------------------------------------------------------------------- each kind's keys
+
+# data: as the config.yaml of a csv run saved before each kind had its own keys: every kind's keys,
+# at their defaults (written by dlcli at 3a5f424).
+OLD_CSV_DUMP = """
+dataset: csv
+root: data
+download: true
+path: iris.csv
+validation_split: 0.0
+validation_size: null
+validation_from: end
+max_train_samples: null
+num_words: 10000
+output_mode: multi_hot
+sequence_length: 200
+padding: pre
+truncating: pre
+train_path: null
+test_path: null
+target: species
+features: null
+column_types: null
+task: auto
+normalize: standard
+missing: error
+delimiter: null
+test_split: null
+time_column: null
+window: null
+frequency: null
+time_features: []
+image_size: null
+channels: null
+class_names: null
+on_bad_file: error
+workers: null
+augment: {horizontal_flip: false, crop_padding: 0, rotation: 0.0, shift: 0.0}
+synthetic: {task: multiclass, shape: [20], classes: 3, samples: 1000, test_samples: 200, noise: 1.0}
+"""
+
+
+def _config_with_data(data: dict, *overrides: str):
+    from dlcli.config import load_config
+
+    return load_config(None, overrides, raw={"data": data, "model": {"preset": "mlp"}})
+
+
+def test_a_run_saved_with_every_kinds_keys_still_loads_as_its_own_kind():
+    import yaml
+
+    from dlcli.config import dump_config
+    from dlcli.data.tabular import CsvData
+
+    old = _config_with_data(yaml.safe_load(OLD_CSV_DUMP))
+    new = _config_with_data({"dataset": "csv", "path": "iris.csv", "target": "species"})
+    assert type(old.data) is CsvData and old == new
+    data_lines = dump_config(new).split("model:")[0]
+    assert "num_words" not in data_lines and "image_size" not in data_lines and "window" not in data_lines
+    assert data_lines.index("dataset:") < data_lines.index("path:") < data_lines.index("validation_split:")
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        # A time series' key on a csv table was silently ignored; it names its owner now.
+        (
+            {"dataset": "csv", "path": "t.csv", "target": "y", "window": {"length": 3}},
+            "data.window: is a key of timeseries data, and data.dataset is csv",
+        ),
+        (
+            {"dataset": "csv", "path": "t.csv", "target": "y", "image_size": [8, 8]},
+            "data.image_size: is a key of image_folder data",
+        ),
+        # Another kind's key at anything but its default (old runs' dumps hold defaults only).
+        (
+            {"dataset": "mnist", "num_words": 500},
+            "data.num_words: is a key of imdb, text_folder data, and data.dataset is mnist",
+        ),
+        ({"dataset": "mnist", "roots": "x"}, "unknown key 'roots' in data; keys of mnist data are: root, download"),
+        ({"dataset": "timeseries", "path": "t.csv", "target": "y"}, "needs `window:`"),
+        (
+            {"dataset": "timeseries", "path": "t.csv", "target": "y", "window": {"length": 2}, "missing": "mean"},
+            "mean is a policy for csv data; for timeseries data the policies that fit are",
+        ),
+        ({"dataset": "image_folder", "image_size": [8, 8, 3]}, "data.image_size: expected [height, width]"),
+        ({"dataset": "npz"}, "data.path: the npz dataset needs `path:`"),
+    ],
+)
+def test_keys_are_checked_against_the_kind_named(data, words):
+    from dlcli.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _config_with_data(data)
+    assert words in str(info.value)
+
+
+def test_a_kind_fills_the_shared_keys_whose_default_is_its_own():
+    series = {"dataset": "timeseries", "path": "t.csv", "target": "y", "window": {"length": 2}}
+    assert _config_with_data(series).data.validation_split == 0.25
+    assert _config_with_data(series).data.test_split == 0.25
+    assert _config_with_data({**series, "validation_size": 5}).data.validation_split == 0.0
+    assert _config_with_data({"dataset": "csv", "path": "t.csv", "target": "y"}).data.test_split is None

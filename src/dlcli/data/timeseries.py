@@ -1184,10 +1184,48 @@ def read_recent(state: dict, path: Path, all_windows: bool = False) -> RecentWin
     """The last window of a file (every window with all_windows), read as training read its rows."""
     import torch
 
-    from ..registry import suggest
-
     check_state(state, KIND)
     layout = Layout.from_state(state)
+    window = layout.window
+    series, with_targets, source = _recent_series(state, layout, path)
+    feature_count = len(layout.features)
+    feature_missing = series.missing[:, :feature_count]
+    if layout.missing == "error" and feature_missing.any():
+        row, col = divmod(int(np.flatnonzero(feature_missing.ravel())[0]), feature_count)
+        raise DataError(
+            f"{series.where(row, layout.features[col])}: the cell is empty (or a missing-value marker such as NA), "
+            "and this run was trained with data.missing: error.",
+            hint="Fill it in; the run's missing policy is error.",
+        )
+    last_start = series.n - window.span
+    if all_windows:
+        starts = np.arange(last_start % window.stride, last_start + 1, window.stride, dtype=np.int64)
+    else:
+        starts = np.array([last_start], dtype=np.int64)
+    if layout.missing == "drop_windows":
+        starts = starts[~windows_touching(feature_missing.any(axis=1), starts, window)]
+        if not len(starts):
+            raise DataError(
+                f"{source}: every window touches a missing cell, and this run was trained with "
+                "data.missing: drop_windows.",
+                hint="Fill the cells of the last rows in.",
+            )
+    filled = fill_missing(series.values[:, :feature_count], feature_missing, layout.missing)
+    inputs = scaled_inputs(state, np.nan_to_num(filled, nan=0.0), series.times)
+    gathered = inputs[starts[:, None] + window_offsets(window)[None, :]]
+    lasts = starts + (window.length - 1) * window.sampling_rate
+    rows = lasts[:, None] + np.asarray(window.horizons, dtype=np.int64)[None, :]
+    names = [f"{Path(path).name}:{series.line(int(s))}-{series.line(int(e))}" for s, e in zip(starts, lasts)]
+    columns = _time_columns(state, series, window, lasts, rows) if series.times is not None else {}
+    labels = _recent_labels(state, layout, series, rows) if with_targets else None
+    return RecentWindows(names, torch.from_numpy(np.ascontiguousarray(gathered)), labels, columns)
+
+
+def _recent_series(state: dict, layout: Layout, path: Path) -> tuple[Series, bool, str]:
+    """(the file's rows, whether it holds the targets, its name): the columns the model reads
+    and at least one window's rows, or a DataError saying what is missing."""
+    from ..registry import suggest
+
     window = layout.window
     time_columns = [layout.time_column] if layout.time_column else []
     table = read_table(path, state["delimiter"], time_columns)
@@ -1210,74 +1248,57 @@ def read_recent(state: dict, path: Path, all_windows: bool = False) -> RecentWin
             + ").",
             hint=f"Give at least the last {window.span} rows of the series.",
         )
-    feature_count = len(layout.features)
-    feature_missing = series.missing[:, :feature_count]
-    if layout.missing == "error" and feature_missing.any():
-        row, col = divmod(int(np.flatnonzero(feature_missing.ravel())[0]), feature_count)
-        raise DataError(
-            f"{series.where(row, layout.features[col])}: the cell is empty (or a missing-value marker such as NA), "
-            "and this run was trained with data.missing: error.",
-            hint="Fill it in; the run's missing policy is error.",
-        )
-    last_start = series.n - window.span
-    if all_windows:
-        starts = np.arange(last_start % window.stride, last_start + 1, window.stride, dtype=np.int64)
-    else:
-        starts = np.array([last_start], dtype=np.int64)
-    if layout.missing == "drop_windows":
-        starts = starts[~windows_touching(feature_missing.any(axis=1), starts, window)]
-        if not len(starts):
-            raise DataError(
-                f"{table.source}: every window touches a missing cell, and this run was trained with "
-                "data.missing: drop_windows.",
-                hint="Fill the cells of the last rows in.",
-            )
-    filled = fill_missing(series.values[:, :feature_count], feature_missing, layout.missing)
-    inputs = scaled_inputs(state, np.nan_to_num(filled, nan=0.0), series.times)
-    gathered = inputs[starts[:, None] + window_offsets(window)[None, :]]
-    lasts = starts + (window.length - 1) * window.sampling_rate
-    rows = lasts[:, None] + np.asarray(window.horizons, dtype=np.int64)[None, :]
-    names = [f"{Path(path).name}:{series.line(int(s))}-{series.line(int(e))}" for s, e in zip(starts, lasts)]
-    columns: dict[str, list] = {}
-    if series.times is not None:
-        step = state.get("step")
-        whole_days = series.time_kind == "datetime" and bool(np.all(series.times % 86400 == 0))
-        if step is not None and series.time_kind == "datetime":
-            whole_days = whole_days and step % 86400 == 0
-        columns["last_time"] = [time_text(series.times[e], series.time_kind, whole_days) for e in lasts]
-        for j, h in enumerate(window.horizons):
-            key = "forecast_time" if len(window.horizons) == 1 else f"forecast_time+{h}"
-            stamps = []
-            for target_row in rows[:, j]:
-                if target_row < series.n:
-                    stamps.append(time_text(series.times[target_row], series.time_kind, whole_days))
-                elif step is not None:
-                    moment = series.times[-1] + (target_row - (series.n - 1)) * step
-                    stamps.append(time_text(moment, series.time_kind, whole_days))
-                else:
-                    stamps.append("")
-            columns[key] = stamps
-    labels: Any = None
-    if with_targets:
-        known: list[Any] = []
-        for window_rows in rows:
-            inside = window_rows < series.n
-            if not inside.all():
-                known.append(None)
-            elif layout.classify:
-                label = series.labels[window_rows[0]]  # type: ignore[index]
-                classes = state["class_names"]
-                known.append(torch.tensor(classes.index(label)) if label in classes else None)
+    return series, with_targets, table.source
+
+
+def _time_columns(state: dict, series: Series, window: Window, lasts: np.ndarray, rows: np.ndarray) -> dict[str, list]:
+    """last_time and forecast_time (one per horizon) for each window; a forecast past the file's
+    last row is placed by the run's frequency, else left empty."""
+    assert series.times is not None
+    step = state.get("step")
+    whole_days = series.time_kind == "datetime" and bool(np.all(series.times % 86400 == 0))
+    if step is not None and series.time_kind == "datetime":
+        whole_days = whole_days and step % 86400 == 0
+    columns = {"last_time": [time_text(series.times[e], series.time_kind, whole_days) for e in lasts]}
+    for j, h in enumerate(window.horizons):
+        key = "forecast_time" if len(window.horizons) == 1 else f"forecast_time+{h}"
+        stamps = []
+        for target_row in rows[:, j]:
+            if target_row < series.n:
+                stamps.append(time_text(series.times[target_row], series.time_kind, whole_days))
+            elif step is not None:
+                moment = series.times[-1] + (target_row - (series.n - 1)) * step
+                stamps.append(time_text(moment, series.time_kind, whole_days))
             else:
-                cols = [series.columns.index(t) for t in layout.targets]
-                cells = series.values[window_rows][:, cols]  # (horizons, targets)
-                if series.missing[window_rows][:, cols].any():
-                    known.append(None)
-                else:
-                    known.append(torch.from_numpy(cells.T.reshape(-1).astype(np.float32)))
-        if any(k is not None for k in known):
-            labels = torch.stack(known) if all(k is not None for k in known) else known
-    return RecentWindows(names, torch.from_numpy(np.ascontiguousarray(gathered)), labels, columns)
+                stamps.append("")
+        columns[key] = stamps
+    return columns
+
+
+def _recent_labels(state: dict, layout: Layout, series: Series, rows: np.ndarray) -> Any:
+    """The true values of each window's targets where the file holds them: a tensor when all are
+    known, a list with None where one is not, or None when none is."""
+    import torch
+
+    known: list[Any] = []
+    for window_rows in rows:
+        inside = window_rows < series.n
+        if not inside.all():
+            known.append(None)
+        elif layout.classify:
+            label = series.labels[window_rows[0]]  # type: ignore[index]
+            classes = state["class_names"]
+            known.append(torch.tensor(classes.index(label)) if label in classes else None)
+        else:
+            cols = [series.columns.index(t) for t in layout.targets]
+            cells = series.values[window_rows][:, cols]  # (horizons, targets)
+            if series.missing[window_rows][:, cols].any():
+                known.append(None)
+            else:
+                known.append(torch.from_numpy(cells.T.reshape(-1).astype(np.float32)))
+    if not any(k is not None for k in known):
+        return None
+    return torch.stack(known) if all(k is not None for k in known) else known
 
 
 def export_inputs(state: dict) -> dict[str, Any]:

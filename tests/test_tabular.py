@@ -432,3 +432,57 @@ def test_a_validation_split_that_holds_out_zero_rows_is_refused(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset(csv_config(path, target="label", test_split=0.0, validation_split=1e-20), seed=0)
     assert info.value.message == "data.validation_split: 1e-20 of 10 training samples holds out zero rows."
+
+
+# ----------------------------------------------------------------------------- columns that explode
+
+
+def id_table(tmp_path: Path, rows: int = 120) -> Path:
+    lines = ["user,age,label"] + [f"u{i:05d},{20 + i % 50},{'yes' if i % 3 else 'no'}" for i in range(rows)]
+    return write(tmp_path / "users.csv", "\n".join(lines) + "\n")
+
+
+def test_an_identifier_column_is_refused_before_one_hot_encoding_with_the_fix(tmp_path):
+    path = id_table(tmp_path)
+    with pytest.raises(DataError) as info:
+        load_dataset(csv_config(path, target="label"), seed=0)
+    message = str(info.value)
+    # 120 rows, test_split 0.2: 96 training rows, each user once
+    assert "column 'user' has 96 distinct values in 96 training rows" in message
+    assert "one-hot encoding would make 97 inputs" in message and "{user: ignore}" in message
+    ignored = load_dataset(csv_config(path, target="label", column_types={"user": "ignore"}), seed=0)
+    assert ignored.preprocessing["input_names"] == ["age"]
+    kept = load_dataset(csv_config(path, target="label", column_types={"user": "categorical"}), seed=0)
+    assert len(kept.preprocessing["input_names"]) == 1 + 96 + 1  # asked for: the user's choice
+
+
+def test_a_small_table_keeps_a_category_with_a_value_per_row(tmp_path):
+    # Under FEW_CATEGORIES distinct values is a category whatever the share of rows.
+    path = id_table(tmp_path, rows=20)
+    data = load_dataset(csv_config(path, target="label", test_split=0.25), seed=0)
+    assert [s["type"] for s in data.preprocessing["features"]] == ["categorical", "numeric"]
+
+
+def test_an_encoded_table_too_large_for_memory_is_refused_naming_the_widest_column(tmp_path, monkeypatch):
+    import dlcli.devices
+
+    path = id_table(tmp_path)
+    monkeypatch.setattr(dlcli.devices, "available_memory", lambda device: (2 * 120 * 98 * 4 - 1, 10**9))
+    with pytest.raises(DataError) as info:
+        load_dataset(csv_config(path, target="label", column_types={"user": "categorical"}), seed=0)
+    assert "120 rows x 98 inputs" in str(info.value) and "the widest column is 'user' with 96 categories" in str(
+        info.value
+    )
+    monkeypatch.setattr(dlcli.devices, "available_memory", lambda device: (2 * 120 * 98 * 4, 10**9))
+    load_dataset(csv_config(path, target="label", column_types={"user": "categorical"}), seed=0)
+
+
+def test_an_identifier_column_is_one_paragraph_and_exit_2_from_the_cli(tmp_path):
+    path = id_table(tmp_path)
+    config = write_config(
+        tmp_path / "c.yaml",
+        {"data": {"dataset": "csv", "path": str(path), "target": "label"}, "model": {"preset": "mlp"}},
+    )
+    result = runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "column 'user' has 96 distinct values" in result.output

@@ -223,33 +223,20 @@ def decode_files(
     return out, errors
 
 
-def available_memory() -> Optional[int]:
-    """Bytes of memory available to new data now (Linux's MemAvailable), or None if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _gib(n: float) -> str:
+def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def check_memory(count: int, channels: int, size: tuple[int, int], available: Optional[int] = None) -> int:
     """Refuse before decoding when the uint8 tensors would not fit; returns the bytes needed."""
+    from ..devices import available_memory
+
     need = count * channels * size[0] * size[1]
-    available = available_memory() if available is None else available
+    available = available_memory("cpu")[0] if available is None else available
     if available is not None and need > MEMORY_FRACTION * available:
         raise DataError(
-            f"The {count} images would need {_gib(need)} of memory as uint8 tensors ({channels}x{size[0]}x{size[1]} "
-            f"each), more than {MEMORY_FRACTION:.0%} of the {_gib(available)} available.",
+            f"The {count} images would need {gib(need)} of memory as uint8 tensors ({channels}x{size[0]}x{size[1]} "
+            f"each), more than {MEMORY_FRACTION:.0%} of the {gib(available)} available.",
             hint="Use a smaller data.image_size, data.channels: 1, or fewer images (data.max_train_samples).",
         )
     return need

@@ -722,6 +722,7 @@ def fit_state(
     """The preprocessing state fitted on the training rows `rows` of table."""
     overrides = config.column_types or {}
     specs = [_fit_feature(table, f, rows, _infer_type(table, f, rows, overrides.get(f)), config) for f in features]
+    _check_encoded_width(table, specs, len(rows), overrides)
     state: dict[str, Any] = {
         "kind": "csv",
         "version": STATE_VERSION,
@@ -735,6 +736,46 @@ def fit_state(
     }
     state["input_names"] = input_names(state)
     return state
+
+
+MAX_CATEGORIES_SHARE = 0.5  # of the training rows: more distinct values than this is an identifier
+FEW_CATEGORIES = 20  # as many distinct values as this are a category in any table, however small
+ENCODED_MEMORY_SHARE = 0.5  # of the memory available that the encoded table may take
+
+
+def _check_encoded_width(table: RawTable, specs: list[dict], training_rows: int, overrides: Mapping) -> None:
+    """Refuse, before one-hot encoding allocates it, a categorical column that is an identifier
+    (a distinct value on most rows: nothing to generalise from) unless column_types names it
+    categorical, and a table whose encoded inputs would not fit in memory."""
+    from ..devices import available_memory
+    from .images import gib
+
+    for spec in specs:
+        count = len(spec.get("categories", ()))
+        if (
+            spec["type"] == "categorical"
+            and overrides.get(spec["name"]) != "categorical"
+            and count > max(FEW_CATEGORIES, MAX_CATEGORIES_SHARE * training_rows)
+        ):
+            raise DataError(
+                f"{table.source}: column {spec['name']!r} has {count:,} distinct values in {training_rows:,} training "
+                f"rows, so one-hot encoding would make {count + 1:,} inputs, most of them seen once: it looks like an "
+                "identifier or free text, which a model cannot learn from as a category.",
+                hint=f"Leave it out with data.column_types: {{{spec['name']}: ignore}}, read it as numbers with "
+                f"{{{spec['name']}: numeric}}, or keep it with {{{spec['name']}: categorical}}.",
+            )
+    width = sum(len(s["categories"]) + 1 if s["type"] == "categorical" else 1 for s in specs)
+    need = table.n_rows * width * 4  # float32 inputs of every row
+    available, _ = available_memory("cpu")
+    if available is not None and need > ENCODED_MEMORY_SHARE * available:
+        widest = max(specs, key=lambda s: len(s.get("categories", ())))
+        raise DataError(
+            f"{table.source}: the encoded table would need {gib(need)} ({table.n_rows:,} rows x {width:,} inputs as "
+            f"float32), more than {ENCODED_MEMORY_SHARE:.0%} of the {gib(available)} available; the widest column is "
+            f"{widest['name']!r} with {len(widest.get('categories', ())):,} categories.",
+            hint=f"Leave it out with data.column_types: {{{widest['name']}: ignore}}, or read it as numbers with "
+            f"{{{widest['name']}: numeric}}.",
+        )
 
 
 def input_names(state: dict) -> list[str]:

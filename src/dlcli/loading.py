@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import Config
-from .errors import CheckpointError
 from .plan import Plan, build_network, load_run_config, plan_experiment, resolve_device, saved_preprocessing
 
 
@@ -36,11 +35,6 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: Optional[str] = No
 
     from .checkpoint import check_signature, checkpoint_path, load_checkpoint, unwrap_model
 
-    if checkpoint not in ("best", "last"):
-        raise CheckpointError(
-            f"--checkpoint must be best or last, not {checkpoint!r}.",
-            hint="Use --checkpoint best or --checkpoint last.",
-        )
     config = load_run_config(run_dir)
     path = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(path)

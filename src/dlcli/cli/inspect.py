@@ -8,10 +8,24 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from . import RunsDir, SetOption, _load, _located, _stdout_console, app, fail, handle_errors
+from .common import (
+    Checkpoint,
+    CheckpointOption,
+    RunsDir,
+    SetOption,
+    Split,
+    choice,
+    fail,
+    handle_errors,
+    load_experiment,
+    located,
+    stdout_console,
+)
 
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
+
+app = typer.Typer()
 
 
 @app.command()
@@ -34,14 +48,14 @@ def summary(
     from ..plan import plan_experiment
     from ..summary import render_summary, summary_data
 
-    cfg = _load(config, set_)
-    with _located(cfg):
+    cfg = load_experiment(config, set_)
+    with located(cfg):
         plan = plan_experiment(cfg)
     data = summary_data(plan.model_plan, plan)  # analytic: nothing is built, torch is not imported
     if json_:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
-        render_summary(data, _stdout_console(wide=True), verbose)
+        render_summary(data, stdout_console(wide=True), verbose)
 
 
 @app.command()
@@ -76,7 +90,7 @@ def plot(
         loaded.append((folder.name, columns, rows))
     written = plot_runs(loaded, metric, out or folders[0])
     for path in written:
-        _stdout_console().print(f"Wrote {path}")
+        stdout_console().print(f"Wrote {path}")
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -118,7 +132,7 @@ def runs_command(
     if json_:
         sys.stdout.write(json.dumps([r.to_dict() for r in records], indent=2) + "\n")
         return
-    console = _stdout_console(wide=True)
+    console = stdout_console(wide=True)
     from ..sweep.results import list_sweeps
 
     sweeps = list_sweeps(dir_)
@@ -237,7 +251,7 @@ def compare(
     if json_:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return
-    console = _stdout_console(wide=True)
+    console = stdout_console(wide=True)
     table = Table(title="Metrics", title_justify="left")
     table.add_column("")
     for r in data["runs"]:
@@ -278,8 +292,8 @@ def compare(
 @handle_errors
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder (or id under --runs-dir).", show_default=False)],
-    checkpoint: Annotated[str, typer.Option("--checkpoint", "-c", help="best or last.")] = "best",
-    split: Annotated[str, typer.Option("--split", help="test or val.")] = "test",
+    checkpoint: CheckpointOption = Checkpoint.best,
+    split: Annotated[Split, typer.Option("--split", help="test or val.", parser=choice(Split, "--split"))] = Split.test,
     runs_dir: RunsDir = Path("runs"),
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -297,27 +311,24 @@ def evaluate(
     from ..plots import plot_confusion
     from ..rundir import resolve_run, write_json
 
-    if checkpoint not in ("best", "last"):
-        fail(f"--checkpoint must be best or last, not {checkpoint!r}.")
-    if split not in ("test", "val"):
-        fail(f"--split must be test or val, not {split!r}.")
     folder = resolve_run(run, runs_dir)
-    result = evaluate_run(folder, checkpoint, split)
-    write_json(folder / f"evaluation-{split}-{checkpoint}.json", result)
+    which, part = checkpoint.value, split.value
+    result = evaluate_run(folder, which, part)
+    write_json(folder / f"evaluation-{part}-{which}.json", result)
     if "confusion" in result:
         plot_confusion(
             result["confusion"],
             result["class_names"],
             folder / "confusion.png",
-            f"{folder.name}: {split} split, {checkpoint} checkpoint (epoch {result['epoch']})",
+            f"{folder.name}: {part} split, {which} checkpoint (epoch {result['epoch']})",
         )
     if json_:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
-    console = _stdout_console(wide=True)
+    console = stdout_console(wide=True)
     metrics = "  ".join(f"{k}: {v:.4f}" for k, v in result.items() if isinstance(v, float))
     console.print(
-        f"{folder.name} - {checkpoint} checkpoint (epoch {result['epoch']}) on the {split} split "
+        f"{folder.name} - {which} checkpoint (epoch {result['epoch']}) on the {part} split "
         f"({result['samples']} samples): {metrics}"
     )
     if isinstance(result.get("baseline"), str):  # a time series: the model against the naive forecast
@@ -353,7 +364,7 @@ def info(
     if json_:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
-    console = _stdout_console()
+    console = stdout_console()
     cpu = report["cpu"]
     console.print(f"torch {report['torch']}")
     console.print(

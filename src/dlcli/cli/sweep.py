@@ -10,12 +10,12 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
 
-from . import RunsDir, SetOption, _error_console, _stdout_console, app, fail, handle_errors
+from .common import RunsDir, SetOption, error_console, fail, handle_errors, stdout_console
 
 
 class _RunByDefault(TyperGroup):
@@ -27,7 +27,7 @@ class _RunByDefault(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-sweep_app = typer.Typer(
+app = typer.Typer(
     name="sweep",
     cls=_RunByDefault,
     help="Run many trainings from one command: a grid or an Optuna search over config keys. "
@@ -37,7 +37,6 @@ sweep_app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-app.add_typer(sweep_app, name="sweep")
 
 SweepRef = Annotated[
     str, typer.Argument(metavar="SWEEP", help="Sweep folder (runs/sweeps/<id>) or its id.", show_default=False)
@@ -70,33 +69,8 @@ FailFast = Annotated[bool, typer.Option("--fail-fast", help="Stop the sweep at t
 # -- running -------------------------------------------------------------------------------
 
 
-def _mlflow_parent(sweep_dir: Path, spec, console):
-    """When the sweep's config logs to MLflow: the sweep's parent run (made once, kept in
-    mlflow_parent.json so a resumed sweep continues it), handed to every trial through
-    DLCLI_MLFLOW_PARENT_RUN_ID so that each trial's run is its child. (tracking, run id or None)."""
-    import json
-    import os
-
-    from ..config import load_config
-
-    tracking = load_config(None, (), raw=spec.base).tracking
-    if tracking.mlflow is None:
-        return tracking, None
-    from ..tracking import start_parent_run
-
-    record = sweep_dir / "mlflow_parent.json"
-    parent = json.loads(record.read_text())["run_id"] if record.is_file() else None
-    if parent is None:
-        parent = start_parent_run(
-            tracking, f"sweep {spec.id}", warn=lambda text: console.print(text, highlight=False, markup=False)
-        )
-        if parent is not None:
-            from ..rundir import write_json
-
-            write_json(record, {"run_id": parent})
-    if parent is not None:
-        os.environ["DLCLI_MLFLOW_PARENT_RUN_ID"] = parent  # the trial processes inherit it
-    return tracking, parent
+def _warn(console):
+    return lambda text: console.print(text, highlight=False, markup=False)
 
 
 def _execute(
@@ -111,53 +85,39 @@ def _execute(
 ) -> None:
     """Run trials until none is left (or a stop), then write summary.csv, best.yaml and plots."""
     from ..sweep.display import SweepDisplay
-    from ..sweep.results import rows_from_study
-    from ..sweep.worker import RunOptions, SweepRun
+    from ..sweep.session import SweepSession
+    from ..sweep.worker import RunOptions
 
-    console = _stdout_console()
+    console = stdout_console()
     options = RunOptions(workers=workers, max_failures=max_failures, fail_fast=fail_fast, recover_stale=recover_stale)
     display = SweepDisplay(console, spec, sweep_dir)
-    display.start(
-        [r for r in rows_from_study(sweep_dir, spec, study.trials()) if r.status in ("completed", "pruned", "failed")]
-    )
-    runner = SweepRun(sweep_dir, spec, study, url, options, on_event=display.event)
+    session = SweepSession(sweep_dir, spec, study, url, options, warn=_warn(console), on_event=display.event)
+    display.start(session.finished_rows())
 
     def request_stop(signum, frame):
-        name = signal.Signals(signum).name
-        runner.request_stop("interrupted", name)
+        session.request_stop("interrupted", signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    tracking, parent = _mlflow_parent(sweep_dir, spec, console)
     try:
-        outcome = runner.run(refresh=display.refresh)
+        outcome = session.run(refresh=display.refresh)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
         display.stop()
-    rows = _finish_files(sweep_dir, spec, study, console)
-    if parent is not None:
-        from ..tracking import finish_parent_run
+    rows = session.finish(outcome)
+    _report(console, sweep_dir, spec, outcome, rows)
 
-        files = [sweep_dir / n for n in ("sweep.yaml", "summary.csv", "best.yaml")] + sorted(sweep_dir.glob("*.png"))
-        status = "interrupted" if outcome.stopped == "interrupted" else "failed" if outcome.stopped else "completed"
-        finish_parent_run(
-            tracking,
-            parent,
-            status,
-            artifacts=[f for f in files if f.is_file()],
-            warn=lambda text: console.print(text, highlight=False, markup=False),
-        )
-    counts = outcome.counts
-    done = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
-    parts = ", ".join(
-        f"{counts[s]} {s}"
-        for s in ("completed", "pruned", "failed", "interrupted", "running", "waiting")
-        if counts.get(s)
-    )
+
+def _report(console, sweep_dir: Path, spec, outcome, rows: list) -> None:
+    """How the sweep's run of trials ended, the table of the best trials, the best config; exits
+    130/143 after an interrupt and 1 after a stop by failures."""
+    from ..sweep.session import counts_text, finished_count
+
+    done, parts = finished_count(outcome), counts_text(outcome)
     if not console.is_terminal or outcome.stopped is None:
-        _print_table(_stdout_console(wide=True), spec, rows, limit=10)
+        _print_table(stdout_console(wide=True), spec, rows, limit=10)
     if outcome.stopped == "interrupted":
-        _error_console().print(
+        error_console().print(
             f"Interrupted by {outcome.signal_name}: {done} of {outcome.planned} trials done ({parts}). "
             f"Running trials keep every complete epoch. Resume with: dlcli sweep resume {sweep_dir}"
         )
@@ -177,19 +137,6 @@ def _execute(
     else:
         console.print(f"Sweep finished: {outcome.planned} trials ({parts}).")
     _print_best(console, sweep_dir, spec, rows)
-
-
-def _finish_files(sweep_dir: Path, spec, study, console) -> list:
-    from ..sweep.plots import plot_sweep
-    from ..sweep.results import rows_from_study, write_summaries
-
-    rows = rows_from_study(sweep_dir, spec, study.trials())
-    write_summaries(sweep_dir, spec, rows)
-    try:
-        plot_sweep(sweep_dir, spec, rows)
-    except Exception as exc:  # a plot must never cost a sweep its summary
-        console.print(f"(plots not drawn: {exc})", highlight=False)
-    return rows
 
 
 def _print_best(console, sweep_dir: Path, spec, rows: list) -> None:
@@ -258,7 +205,7 @@ def _print_table(console, spec, rows: list, limit: Optional[int] = None) -> None
 # -- commands --------------------------------------------------------------------------------
 
 
-@sweep_app.command("run")
+@app.command("run")
 @handle_errors
 def run(
     config: Annotated[
@@ -343,11 +290,10 @@ def run(
     ordinary run folders in runs/sweeps/<id>/trials/; summary.csv, best.yaml and the plots
     are written when the sweep ends.
     """
-    import shutil
-
-    from ..sweep.space import grid_points, parse_cli_param
-    from ..sweep.spec import SWEEP_FILE, SweepRequest, check_sweep_id, create_sweep_dir, plan_sweep, write_spec
-    from ..sweep.study import Study, is_url, redact
+    from ..sweep.session import create_sweep
+    from ..sweep.space import parse_cli_param
+    from ..sweep.spec import SWEEP_FILE, SweepRequest, check_sweep_id, plan_sweep
+    from ..sweep.study import is_url, redact
 
     if sweep_id is not None:
         check_sweep_id(sweep_id)
@@ -369,23 +315,8 @@ def run(
     if dry_run:
         _print_plan(spec)
         return
-    if storage is not None:
-        spec.storage = storage if is_url(storage) else str(Path(storage).resolve())
-    sweep_dir = create_sweep_dir(runs_dir, spec.name, sweep_id)
-    spec.id = sweep_dir.name
-    url = spec.storage_url(sweep_dir)
-    points = grid_points(spec.space)[: spec.trials] if spec.method == "grid" else [{} for _ in range(spec.trials)]
-    from ..sweep.space import encode_choice
-
-    points = [{k: encode_choice(v) for k, v in p.items()} for p in points]
-    try:
-        study = Study.create(spec, url, points)
-    except BaseException:
-        if not any((sweep_dir / "trials").iterdir()):
-            shutil.rmtree(sweep_dir, ignore_errors=True)  # nothing of value in it yet
-        raise
-    write_spec(sweep_dir, spec)
-    console = _stdout_console()
+    sweep_dir, study, url = create_sweep(spec, runs_dir, storage, sweep_id)
+    console = stdout_console()
     over = ", ".join(p.key for p in spec.space)
     console.print(
         f"Sweep {spec.id}: {spec.method} over {over}, {spec.trials} trials, {spec.metric} ({spec.direction}), "
@@ -406,7 +337,7 @@ def run(
 def _print_plan(spec) -> None:
     from ..sweep.space import grid_points, yaml_text
 
-    console = _stdout_console()
+    console = stdout_console()
     console.print(
         f"Plan: {spec.method}, {spec.trials} trials of {spec.name}; objective: best-epoch {spec.metric} "
         f"({spec.direction}); pruning: {spec.prune}; seed {spec.seed}",
@@ -425,35 +356,7 @@ def _print_plan(spec) -> None:
     console.print("Every key and value fits the config. Nothing was written (--dry-run).")
 
 
-def _open_existing(ref: str, storage: Optional[str], runs_dir: Path, *, creator: bool = False):
-    """(sweep folder, spec, study, url) of an existing sweep, from its folder or its storage."""
-    from ..sweep.spec import TRIALS_DIR, SweepSpec, read_spec, resolve_sweep, sweeps_root, write_spec
-    from ..sweep.study import Study, is_url
-
-    folder = resolve_sweep(ref, runs_dir)
-    if folder is not None:
-        spec = read_spec(folder)
-        if storage is not None:
-            spec.storage = storage if is_url(storage) else str(Path(storage).resolve())
-        url = spec.storage_url(folder)
-    elif storage is not None:
-        # A machine without the sweep folder: the definition comes from the storage, and the
-        # trials it runs go into a sweep folder of the same id here.
-        url = storage if is_url(storage) else str(Path(storage).resolve())
-        spec = SweepSpec.from_data(Study.spec_data_from_storage(url, ref), f"the study {ref!r}")
-        spec.storage = url
-        folder = sweeps_root(runs_dir) / spec.id
-        (folder / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
-        write_spec(folder, spec)
-    else:
-        from ..sweep.spec import require_sweep
-
-        require_sweep(ref, runs_dir)  # raises with the message
-        raise AssertionError("unreachable")
-    return folder, spec, Study.open(spec, url, creator=creator), url
-
-
-@sweep_app.command()
+@app.command()
 @handle_errors
 def worker(
     sweep: SweepRef,
@@ -468,8 +371,10 @@ def worker(
     SWEEP is the sweep's folder (on a shared filesystem) or, with --storage URL, its id: the
     definition is then read from the storage and trials go to runs/sweeps/<id>/ here.
     """
-    folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
-    _stdout_console().print(
+    from ..sweep.session import open_sweep
+
+    folder, spec, study, url = open_sweep(sweep, storage, runs_dir)
+    stdout_console().print(
         f"Joining sweep {spec.id} ({spec.method}, {study.planned()} trials) with {workers} worker(s)",
         highlight=False,
         soft_wrap=True,
@@ -477,7 +382,7 @@ def worker(
     _execute(folder, spec, study, url, workers, max_failures, fail_fast)
 
 
-@sweep_app.command()
+@app.command()
 @handle_errors
 def resume(
     sweep: SweepRef,
@@ -493,12 +398,12 @@ def resume(
     epoch in their own folder (or start again there if they had none); waiting trials run.
     The sweep ends with exactly its planned trials.
     """
-    from ..sweep.worker import RunOptions, SweepRun
+    from ..sweep.session import finish_files, open_sweep, stale_trials
 
-    folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
-    stale = SweepRun(folder, spec, study, url, RunOptions(gpus=[])).find_stale()
+    folder, spec, study, url = open_sweep(sweep, storage, runs_dir)
+    stale = stale_trials(folder, spec, study, url)
     waiting = sum(1 for t in study.trials() if t.state == "waiting")
-    console = _stdout_console()
+    console = stdout_console()
     if not stale and not waiting:
         running = sum(1 for t in study.trials() if t.state == "running")
         console.print(
@@ -507,7 +412,7 @@ def resume(
             highlight=False,
             soft_wrap=True,
         )
-        rows = _finish_files(folder, spec, study, console)
+        rows = finish_files(folder, spec, study, _warn(console))
         _print_table(console, spec, rows, limit=10)
         _print_best(console, folder, spec, rows)
         return
@@ -519,7 +424,7 @@ def resume(
     _execute(folder, spec, study, url, workers, max_failures, fail_fast, recover_stale=True)
 
 
-@sweep_app.command()
+@app.command()
 @handle_errors
 def summary(
     sweep: SweepRef,
@@ -533,42 +438,22 @@ def summary(
     """
     import json
 
-    from ..sweep.results import best_row, rows_from_study, sort_rows, write_summaries
-    from ..sweep.spec import BEST_FILE
-    from ..sweep.study import redact
+    from ..sweep.results import rows_from_study, write_summaries
+    from ..sweep.session import open_sweep, summary_data
 
-    folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
+    folder, spec, study, url = open_sweep(sweep, storage, runs_dir)
     rows = rows_from_study(folder, spec, study.trials())
     write_summaries(folder, spec, rows)
     if json_:
-        best = best_row(rows, spec.direction)
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r.status] = counts.get(r.status, 0) + 1
-        data: dict[str, Any] = {
-            "sweep": {
-                "id": spec.id,
-                "folder": str(folder),
-                "method": spec.method,
-                "metric": spec.metric,
-                "direction": spec.direction,
-                "prune": spec.prune,
-                "planned": study.planned(),
-                "counts": counts,
-                "params": {p.key: p.spec_text() for p in spec.space},
-                "storage": redact(url),
-            },
-            "best": None if best is None else {**best.to_dict(), "config": str(folder / BEST_FILE)},
-            "trials": [r.to_dict() for r in sort_rows(rows, spec.direction)],
-        }
+        data = summary_data(folder, spec, study, url, rows)
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return
-    console = _stdout_console(wide=True)
+    console = stdout_console(wide=True)
     _print_table(console, spec, rows)
     _print_best(console, folder, spec, rows)
 
 
-@sweep_app.command()
+@app.command()
 @handle_errors
 def plot(
     sweep: SweepRef,
@@ -593,11 +478,12 @@ def plot(
     """
     from ..sweep.plots import plot_sweep
     from ..sweep.results import rows_from_study
+    from ..sweep.session import open_sweep
 
-    folder, spec, study, url = _open_existing(sweep, storage, runs_dir)
+    folder, spec, study, url = open_sweep(sweep, storage, runs_dir)
     rows = rows_from_study(folder, spec, study.trials())
     written = plot_sweep(folder, spec, rows, out, metric)
     if not written:
         fail(f"Nothing to plot yet in {folder}: no trial has finished an epoch.")
     for path in written:
-        _stdout_console().print(f"Wrote {path}")
+        stdout_console().print(f"Wrote {path}")

@@ -10,7 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import RunsDir, SetOption, _error_console, _load, _located, _stdout_console, app, fail, handle_errors
+from .common import RunsDir, SetOption, error_console, fail, handle_errors, load_experiment, located, stdout_console
+
+app = typer.Typer()
 
 
 @app.command()
@@ -59,8 +61,8 @@ def train(
         from ..sweep.trial import trial_run
 
         trial_dir, sweep_callback = trial_run(sweep_trial)
-        cfg = _load(config, set_)
-        with _located(cfg):
+        cfg = load_experiment(config, set_)
+        with located(cfg):
             _run_training(cfg, runs_dir, trial_dir, quiet, extra_callbacks=[sweep_callback])
         sweep_callback.finish()
         return
@@ -72,7 +74,7 @@ def train(
         resume_dir = resolve_run(resume, runs_dir)
         cfg = load_run_config(resume_dir, tuple(set_ or ()))
     else:
-        cfg = _load(config, set_)
+        cfg = load_experiment(config, set_)
     if print_config:
         sys.stdout.write(dump_config(cfg))
         return
@@ -80,11 +82,11 @@ def train(
         from ..distributed import launch
         from ..training import check_world_size
 
-        with _located(cfg):
+        with located(cfg):
             check_world_size(cfg, nproc)  # before starting any process: one clear message
 
         raise typer.Exit(launch(nproc, sys.argv))
-    with _located(cfg):
+    with located(cfg):
         _run_training(cfg, runs_dir, resume_dir, quiet)
 
 
@@ -134,7 +136,7 @@ def _train_with_signals(
     from ..rundir import release_run_locks
     from ..training import train as run_train
 
-    console = _stdout_console()
+    console = stdout_console()
     control = RunControl()
     dist = distributed_from_env()
 
@@ -161,7 +163,7 @@ def _train_with_signals(
         if exc.failure:
             fail(f"data-parallel training stopped because {exc.failure} (run folder: {exc.run_dir})", 1)
         if dist.is_main:
-            _error_console().print(
+            error_console().print(
                 f"Interrupted by {exc.signal_name}; the run folder keeps every complete epoch. "
                 f"Resume with: dlcli train --resume {exc.run_dir}"
             )

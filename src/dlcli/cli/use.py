@@ -8,9 +8,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import RunsDir, _error_console, app, fail, handle_errors
+from .common import (
+    Checkpoint,
+    CheckpointOption,
+    ExportFormat,
+    RunsDir,
+    choice,
+    error_console,
+    fail,
+    handle_errors,
+    stdout_console,
+)
 
-Checkpoint = Annotated[str, typer.Option("--checkpoint", "-c", help="best or last.")]
+app = typer.Typer()
 
 
 @app.command()
@@ -24,7 +34,7 @@ def predict(
             show_default=False,
         ),
     ] = None,
-    checkpoint: Checkpoint = "best",
+    checkpoint: CheckpointOption = Checkpoint.best,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Write the predictions here instead of standard output.")
     ] = None,
@@ -60,12 +70,10 @@ def predict(
     from ..predict import PredictOptions, accuracy, mean_absolute_error, predict_inputs, prediction_rows, read_inputs
     from ..rundir import resolve_run
 
-    if checkpoint not in ("best", "last"):
-        fail(f"--checkpoint must be best or last, not {checkpoint!r}.")
     if out is not None and out.is_dir():
         fail(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}.")
     folder = resolve_run(run, runs_dir)
-    loaded = load_run(folder, checkpoint, device)
+    loaded = load_run(folder, checkpoint.value, device)
     options = PredictOptions(text=text, invert=invert, skip_bad=skip_bad, all_windows=all_windows)
     read = read_inputs(loaded, list(inputs or []), options)
     predictions = predict_inputs(loaded, read, batch_size)
@@ -78,7 +86,7 @@ def predict(
         from ..rundir import atomic_write_text
 
         atomic_write_text(out, body)
-    err = _error_console()
+    err = error_console()
     for note in read.notes:
         err.print(f"Note: {note}")
     if read.errors:
@@ -124,11 +132,19 @@ def _json_lines(rows: list[dict]) -> str:
 @handle_errors
 def export(
     run: Annotated[str, typer.Argument(help="Run folder or id.", show_default=False)],
-    format_: Annotated[str, typer.Option("--format", "-f", help="onnx or pt2 (torch.export).")] = "onnx",
+    format_: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help="onnx or pt2 (torch.export).",
+            parser=choice(ExportFormat, "--format", " (TorchScript is deprecated upstream)"),
+        ),
+    ] = ExportFormat.onnx,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="The model file (default: RUN/export/FORMAT/model.FORMAT).")
     ] = None,
-    checkpoint: Checkpoint = "best",
+    checkpoint: CheckpointOption = Checkpoint.best,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Export a trained run as a self-contained model file, verified right after export.
@@ -142,19 +158,14 @@ def export(
     from ..loading import load_run
     from ..rundir import resolve_run
 
-    if checkpoint not in ("best", "last"):
-        fail(f"--checkpoint must be best or last, not {checkpoint!r}.")
-    if format_ not in ("onnx", "pt2"):
-        fail(f"--format must be onnx or pt2, not {format_!r} (TorchScript is deprecated upstream).")
     folder = resolve_run(run, runs_dir)
-    loaded = load_run(folder, checkpoint, "cpu")
-    sidecar = export_run(loaded, format_, out)
+    which, fmt = checkpoint.value, format_.value
+    loaded = load_run(folder, which, "cpu")
+    sidecar = export_run(loaded, fmt, out)
     worst = max(sidecar["verified"]["max_abs_difference"].values())
-    from . import _stdout_console
-
-    console = _stdout_console()
-    path = Path(out) if out is not None else default_path(loaded, format_)
-    console.print(f"Exported {folder.name} ({checkpoint} checkpoint, epoch {sidecar['epoch']}) as {format_}: {path}")
+    console = stdout_console()
+    path = Path(out) if out is not None else default_path(loaded, fmt)
+    console.print(f"Exported {folder.name} ({which} checkpoint, epoch {sidecar['epoch']}) as {fmt}: {path}")
     console.print(
         f"Verified at batch sizes 1 and 3: largest difference from the eager model {worst:.2g}. "
         f"Input {sidecar['input']['dtype']} {sidecar['input']['shape']}; see {path.parent / 'export.json'}."

@@ -10,5 +10,6 @@ definition, its folder and the validation of every key and value against the con
 `study` (every Optuna call, so its API can move between major versions in one place),
 `trial` (the callback inside a trial's process), `worker` (launching and watching trials),
 `results` (summary rows, summary.csv, best.yaml, the listing for `dlcli runs`), `display`
-(the live table) and `plots`.
+(the live table), `plots`, and `session` (a sweep from start to end: creating or reopening it,
+the MLflow parent run around its trials, the files written when it stops).
 """

@@ -486,3 +486,46 @@ def test_an_identifier_column_is_one_paragraph_and_exit_2_from_the_cli(tmp_path)
     result = runner.invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "column 'user' has 96 distinct values" in result.output
+
+
+# ----------------------------------------------------------------------------- decimal commas
+
+EUROPEAN = """\
+sepal_length;sepal_width;species
+5,1;3,5;setosa
+4,9;3;setosa
+7;3,2;versicolor
+6,4;3,2;versicolor
+6,3;3,3;virginica
+5,8;2,7;virginica
+"""
+
+
+def test_numbers_with_decimal_commas_are_read_as_numbers_and_said(tmp_path):
+    path = write(tmp_path / "eu.csv", EUROPEAN * 1)
+    data = load_dataset(csv_config(path, target="species", test_split=0.0), seed=0)
+    assert [(s["name"], s["type"]) for s in data.preprocessing["features"]] == [
+        ("sepal_length", "numeric"),
+        ("sepal_width", "numeric"),
+    ]
+    means = [s["mean"] for s in data.preprocessing["features"]]
+    train_rows = data.x_train.shape[0]
+    assert train_rows == 6 and means == pytest.approx(
+        [(5.1 + 4.9 + 7 + 6.4 + 6.3 + 5.8) / 6, (3.5 + 3 + 3.2 * 2 + 3.3 + 2.7) / 6]
+    )
+    assert any("read 'sepal_length', 'sepal_width' as numbers written with a decimal comma" in n for n in data.notes)
+    # The same file with points gives the same numbers.
+    points = write(tmp_path / "points.csv", EUROPEAN.replace(",", "."))
+    same = load_dataset(csv_config(points, target="species", test_split=0.0), seed=0)
+    assert torch.equal(same.x_train, data.x_train) and not same.notes
+
+
+def test_decimal_commas_stay_categories_where_the_user_says_so_or_the_comma_separates(tmp_path):
+    path = write(tmp_path / "eu.csv", EUROPEAN)
+    kept = load_dataset(
+        csv_config(path, target="species", test_split=0.0, column_types={"sepal_length": "categorical"}), seed=0
+    )
+    assert [s["type"] for s in kept.preprocessing["features"]] == ["categorical", "numeric"]
+    # A comma-separated file: "5,1" is two cells, never a number.
+    table = read_table(write(tmp_path / "c.csv", "a,b\n5,1\n4,9\n"))
+    assert table.decimal_comma_columns == () and list(table.columns["a"].values) == [5.0, 4.0]

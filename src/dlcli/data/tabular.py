@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Literal, Mapping, Optional, Sequence, Union
@@ -145,9 +146,6 @@ class RawColumn:
     missing: np.ndarray  # bool: empty, or a missing-value marker (NA, NaN, null, None, ?)
     texts: Optional[np.ndarray]  # object array of stripped cell texts; None when every cell is a number or missing
 
-    def is_number(self) -> np.ndarray:
-        return ~self.missing & ~np.isnan(self.values)
-
     def text(self, row: int) -> str:
         if self.texts is not None:
             return self.texts[row]
@@ -171,6 +169,7 @@ class RawTable:
     delimiter: str = ","
     path: Optional[Path] = None
     _lines: Optional[np.ndarray] = None  # file line of each row, computed when a message needs it
+    decimal_comma_columns: tuple[str, ...] = ()  # read as numbers written with a decimal comma
 
     def line(self, row: int) -> int:
         if self._lines is None:
@@ -415,9 +414,35 @@ def read_table(
         table = _read_python(path, header, delimiter, texts)
     if table.n_rows == 0:
         raise DataError(f"{path} has a header but no data rows.")
+    if table.delimiter != ",":  # where the comma is free to be the decimal mark, as spreadsheets write it
+        table = _read_decimal_commas(table, texts)
     if len(_CACHE) >= 4:
         _CACHE.pop(next(iter(_CACHE)))
     _CACHE[key] = table
+    return table
+
+
+_DECIMAL_COMMA = re.compile(r"^[+-]?(\d+,\d*|\d*,\d+)$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+def _read_decimal_commas(table: RawTable, text_columns: frozenset[str]) -> RawTable:
+    """Columns whose every cell is a number written with a decimal comma (5,1) or a whole
+    number, read as numbers: what spreadsheets write in many locales, and otherwise taken for
+    categories. Columns that column_types names categorical or boolean keep their texts."""
+    converted = []
+    for name, column in table.columns.items():
+        if column.texts is None or name in text_columns:
+            continue
+        present = column.texts[~column.missing]
+        if not len(present) or not all(_DECIMAL_COMMA.match(t) or _INTEGER.match(t) for t in present):
+            continue
+        if not any("," in t for t in present):
+            continue
+        table.columns[name] = _column_from_texts([t.replace(",", ".") for t in column.texts], keep_texts=False)
+        converted.append(name)
+    if converted:
+        table.decimal_comma_columns = tuple(converted)
     return table
 
 
@@ -1088,14 +1113,18 @@ def _load(config: CsvData, seed: int, state: Optional[dict], progress: Optional[
         x_test, y_test = encode_table(state, config.test_path)
     else:
         x_test, y_test = encode(split.test) if len(split.test) else (None, None)
-    notes: tuple[str, ...] = ()
+    notes: list[str] = []
     dropped = state["split"]["dropped_rows"]
     if dropped:
-        notes = (
-            (
-                f"{table.source}: {dropped} row{'s' if dropped != 1 else ''} with missing cells left out "
-                "(data.missing: drop_rows)."
-            ),
+        notes.append(
+            f"{table.source}: {dropped} row{'s' if dropped != 1 else ''} with missing cells left out "
+            "(data.missing: drop_rows)."
+        )
+    if table.decimal_comma_columns:
+        shown = ", ".join(repr(c) for c in table.decimal_comma_columns)
+        notes.append(
+            f"{table.source}: read {shown} as numbers written with a decimal comma (5,1 is 5.1); "
+            "data.column_types: {column: categorical} keeps a column's texts as categories."
         )
     return Dataset(
         info=info_from_state(state),
@@ -1106,7 +1135,7 @@ def _load(config: CsvData, seed: int, state: Optional[dict], progress: Optional[
         x_test=x_test,
         y_test=y_test,
         preprocessing=state,
-        notes=notes,
+        notes=tuple(notes),
     )
 
 

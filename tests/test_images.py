@@ -302,3 +302,16 @@ def test_the_libspng_fast_path_gives_pils_pixels_and_errors(tmp_path, monkeypatc
     # file, which libspng refused and PIL then explained) only when RGB is wanted.
     taken = {name for name, path in paths.items() if path.read_bytes() in decoded_by_libspng}
     assert taken == ({"gray"} if channels == 1 else {"gray", "rgb", "truncated"})
+
+
+def test_a_folder_whose_every_image_is_skipped_says_so_with_the_first_problem(tmp_path):
+    root = tmp_path / "imgs"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(2):
+            (root / label / f"{i}.png").write_bytes(b"not a png at all")
+    with pytest.raises(DataError) as info:
+        load_dataset(folder_config(root, on_bad_file="skip", image_size=(4, 4), channels=1, test_split=0.0), seed=0)
+    message = str(info.value)
+    assert "all 4 training images were unreadable and skipped (data.on_bad_file: skip)" in message
+    assert "the first: " in message

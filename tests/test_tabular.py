@@ -529,3 +529,13 @@ def test_decimal_commas_stay_categories_where_the_user_says_so_or_the_comma_sepa
     # A comma-separated file: "5,1" is two cells, never a number.
     table = read_table(write(tmp_path / "c.csv", "a,b\n5,1\n4,9\n"))
     assert table.decimal_comma_columns == () and list(table.columns["a"].values) == [5.0, 4.0]
+
+
+def test_inputs_that_never_change_are_refused(tmp_path):
+    lines = ["size,colour,label"] + [f"3,red,{'a' if i % 2 else 'b'}" for i in range(12)]
+    path = write(tmp_path / "flat.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        load_dataset(csv_config(path, target="label", test_split=0.25), seed=0)
+    assert "every input column (size, colour) holds one value on all 9 training rows" in str(info.value)
+    varied = write(tmp_path / "ok.csv", "\n".join(lines[:-1] + ["4,red,a"]) + "\n")
+    load_dataset(csv_config(varied, target="label", test_split=0.0), seed=0)  # one row differs: fine

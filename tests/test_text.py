@@ -118,3 +118,21 @@ def test_aclimdb_layout_with_an_unlabelled_folder_left_out(tmp_path):
         f"data.class_names: {root / 'train'} has no class folder 'postive'; it has: neg, pos, unsup. "
         "Did you mean 'pos'?"
     )
+
+
+def test_a_folder_of_empty_texts_is_refused_with_the_count(tmp_path):
+    root = text_folder(tmp_path / "t", {"pos": ["", "  "], "neg": ["...", "<br />"]})
+    with pytest.raises(DataError) as info:
+        load_dataset(text_config(root), seed=0)
+    assert "all 4 training texts are empty (no word once standardised)" in str(info.value)
+    one_word = text_folder(tmp_path / "u", {"pos": ["", "good"], "neg": ["", ""]})
+    assert load_dataset(text_config(one_word), seed=0).x_train.shape[0] == 4  # one word is something
+
+
+def test_a_folder_whose_every_text_is_skipped_says_so(tmp_path):
+    root = text_folder(tmp_path / "t", {"pos": ["a"], "neg": ["b"]})
+    for path in root.rglob("*.txt"):
+        path.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(DataError) as info:
+        load_dataset(text_config(root, on_bad_file="skip"), seed=0)
+    assert "all 2 training texts were unreadable and skipped (data.on_bad_file: skip)" in str(info.value)

@@ -358,7 +358,12 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
     x_val, y_val = part(1)
     x_test, y_test = part(2)
     if x_train is None or len(x_train) == 0:
-        raise DataError(f"{layout.root}: no training images are left to train on.")
+        bad = [problem for index, problem in errors if index < bounds[1]]
+        raise DataError(
+            f"{layout.root}: all {len(parts['train'])} training images were unreadable and skipped "
+            f"(data.on_bad_file: skip), so there is nothing to train on; the first: {bad[0] if bad else 'none'}.",
+            hint="Check that the class folders hold images dlcli can decode (PNG, JPEG, BMP, GIF or WebP).",
+        )
     return Dataset(
         info=info_from_state(state),
         x_train=x_train,

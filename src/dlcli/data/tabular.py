@@ -748,6 +748,7 @@ def fit_state(
     overrides = config.column_types or {}
     specs = [_fit_feature(table, f, rows, _infer_type(table, f, rows, overrides.get(f)), config) for f in features]
     _check_encoded_width(table, specs, len(rows), overrides)
+    _check_something_varies(table, features, rows)
     state: dict[str, Any] = {
         "kind": "csv",
         "version": STATE_VERSION,
@@ -761,6 +762,22 @@ def fit_state(
     }
     state["input_names"] = input_names(state)
     return state
+
+
+def _check_something_varies(table: RawTable, features: list[str], rows: np.ndarray) -> None:
+    """Refuse inputs that are all constant on the training rows: the model could only learn the
+    classes' frequencies."""
+    for name in features:
+        column = table.columns[name]
+        present = rows[~column.missing[rows]]
+        cells = column.texts[present] if column.texts is not None else column.values[present]
+        if len(set(cells.tolist())) > 1:
+            return
+    raise DataError(
+        f"{table.source}: every input column ({', '.join(features)}) holds one value on all {len(rows)} training "
+        "rows, so there is nothing to learn from.",
+        hint="Check the file (a column filled down, or the wrong delimiter), or list other columns in data.features.",
+    )
 
 
 MAX_CATEGORIES_SHARE = 0.5  # of the training rows: more distinct values than this is an identifier

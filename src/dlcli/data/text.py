@@ -202,6 +202,12 @@ def _load(config: TextFolderData, seed: int, state: Optional[dict], progress: Op
     bounds = np.cumsum([0] + [len(parts[k]) for k in ("train", "val", "test")])
     if state is None:
         training = [tokenize(t) for t in texts[: bounds[1]] if t is not None]
+        if training and not any(training):
+            raise DataError(
+                f"{layout.root}: all {len(training)} training texts are empty (no word once standardised), so there "
+                "is nothing to learn from.",
+                hint="Check that the .txt files hold the texts (and were not emptied or truncated on copying).",
+            )
         vocabulary, idf = fit_vocabulary(training, config.num_words, config.output_mode)
         state = {
             "kind": "text_folder",
@@ -231,7 +237,11 @@ def _load(config: TextFolderData, seed: int, state: Optional[dict], progress: Op
     x_val, y_val = part(1)
     x_test, y_test = part(2)
     if x_train is None or len(x_train) == 0:
-        raise DataError(f"{layout.root}: no training texts are left to train on.")
+        raise DataError(
+            f"{layout.root}: all {len(parts['train'])} training texts were unreadable and skipped "
+            "(data.on_bad_file: skip), so there is nothing to train on.",
+            hint="Save the files as UTF-8 text.",
+        )
     scale = None if state["output_mode"] in ("sequence", "tf_idf") else 1.0
     return Dataset(
         info=info_from_state(state),

@@ -498,7 +498,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_pat
     assert (run / "metrics.csv").read_text() == before
 
 
-# -- allocation failures at run time (issue 15) -------------------------------------------------
+# -- allocation failures at run time ----------------------------------------------------------
 
 
 def _refuses_huge_allocations() -> bool:

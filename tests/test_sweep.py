@@ -474,11 +474,11 @@ def test_trial_environment_divides_threads_and_gpus(tmp_path, tiny_config, monke
     folder, spec, study = make_study(tmp_path, tiny_config, "optimizer.lr=[0.01,0.1]")
     spec.base["device"] = "auto"
     run = SweepRun(folder, spec, study, "", RunOptions(workers=2, gpus=["3", "5"]))
-    envs = [run._environment(slot) for slot in range(3)]
+    envs = [run.processes.environment(slot) for slot in range(3)]
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["3", "5", "3"]
     assert {e["OMP_NUM_THREADS"] for e in envs} == {str(max(1, cpu_count() // 2))}
     spec.base["device"] = "cpu"
-    on_cpu = SweepRun(folder, spec, study, "", RunOptions(workers=2))._environment(0)
+    on_cpu = SweepRun(folder, spec, study, "", RunOptions(workers=2)).processes.environment(0)
     assert on_cpu.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")  # left as it was
 
 

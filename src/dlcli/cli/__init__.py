@@ -70,9 +70,9 @@ def _exit_without_teardown(code: object) -> None:
     """End the process now, skipping the interpreter's teardown of every module and object.
 
     After torch (and the torch._dynamo that any optimizer imports) that teardown takes seconds
-    (benchmarks/RESULTS.md): time a user waits for nothing, as the OS frees the memory anyway. What an exit does that matters still happens first: the exit
-    handlers run (logging, MLflow, coverage, temporary folders) and stdout and stderr are
-    flushed. Returns instead (a normal exit follows) for an exit message, under a profiler,
+    (benchmarks/RESULTS.md): time a user waits for nothing, as the OS frees the memory anyway.
+    What an exit does that matters still happens first: the exit handlers run (logging, MLflow,
+    coverage, temporary folders) and stdout and stderr are flushed. Returns instead (a normal exit follows) for an exit message, under a profiler,
     tracer or coverage, while a non-daemon thread still runs, or when flushing fails.
     """
     import atexit

@@ -205,84 +205,92 @@ def _print_table(console, spec, rows: list, limit: Optional[int] = None) -> None
 # -- commands --------------------------------------------------------------------------------
 
 
+# -- `dlcli sweep run`'s options ---------------------------------------------------------------
+
+ConfigArgument = Annotated[
+    Path, typer.Argument(help="Experiment YAML file (may hold a `sweep:` section).", show_default=False)
+]
+ParamOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--param",
+        "-p",
+        metavar="KEY=SPEC",
+        help="A searched key: KEY=[a,b,...] (grid axis), or KEY=loguniform(lo,hi), uniform(lo,hi), int(lo,hi), "
+        "int(lo,hi,log), choice(a,b,...) (repeatable).",
+    ),
+]
+MethodOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--method",
+        help="grid (the product of all lists), random or tpe (default: grid when every parameter is a list, else tpe).",
+    ),
+]
+TrialsOption = Annotated[
+    Optional[int], typer.Option("--trials", "-n", min=1, help="Trials to run (default for a grid: all its points).")
+]
+MetricOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--metric",
+        help="Objective: a metrics.csv column; a trial's value is its best epoch's (default: the run's monitor).",
+    ),
+]
+DirectionOption = Annotated[
+    Optional[str], typer.Option("--direction", help="max, min or auto (from the metric's name).")
+]
+PruneOption = Annotated[
+    Optional[str],
+    typer.Option("--prune", help="median, hyperband or none (default: none for a grid, median for a search)."),
+]
+PruneStartupOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--prune-startup-trials", min=0, help="Median pruning starts once this many trials have finished (default 5)."
+    ),
+]
+PruneWarmupOption = Annotated[
+    Optional[int],
+    typer.Option("--prune-warmup-epochs", min=0, help="Epochs every trial runs before it may be pruned (default 0)."),
+]
+SeedOption = Annotated[
+    Optional[int], typer.Option("--seed", min=0, help="Seed of the search (default: the config's seed).")
+]
+IdOption = Annotated[
+    Optional[str],
+    typer.Option("--id", help="The sweep's id (default: <date>-<time>-<name>); other machines join it by this name."),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Check the config, space and objective, print the plan (every grid point) and stop; nothing is written.",
+    ),
+]
+
+
 @app.command("run")
 @handle_errors
 def run(
-    config: Annotated[
-        Path, typer.Argument(help="Experiment YAML file (may hold a `sweep:` section).", show_default=False)
-    ],
-    param: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--param",
-            "-p",
-            metavar="KEY=SPEC",
-            help="A searched key: KEY=[a,b,...] (grid axis), or KEY=loguniform(lo,hi), uniform(lo,hi), int(lo,hi), "
-            "int(lo,hi,log), choice(a,b,...) (repeatable).",
-        ),
-    ] = None,
+    config: ConfigArgument,
+    param: ParamOption = None,
     set_: SetOption = None,
-    method: Annotated[
-        Optional[str],
-        typer.Option(
-            "--method",
-            help="grid (the product of all lists), random or tpe "
-            "(default: grid when every parameter is a list, else tpe).",
-        ),
-    ] = None,
-    trials: Annotated[
-        Optional[int], typer.Option("--trials", "-n", min=1, help="Trials to run (default for a grid: all its points).")
-    ] = None,
-    metric: Annotated[
-        Optional[str],
-        typer.Option(
-            "--metric",
-            help="Objective: a metrics.csv column; a trial's value is its best epoch's (default: the run's monitor).",
-        ),
-    ] = None,
-    direction: Annotated[
-        Optional[str], typer.Option("--direction", help="max, min or auto (from the metric's name).")
-    ] = None,
-    prune: Annotated[
-        Optional[str],
-        typer.Option("--prune", help="median, hyperband or none (default: none for a grid, median for a search)."),
-    ] = None,
-    prune_startup_trials: Annotated[
-        Optional[int],
-        typer.Option(
-            "--prune-startup-trials",
-            min=0,
-            help="Median pruning starts once this many trials have finished (default 5).",
-        ),
-    ] = None,
-    prune_warmup_epochs: Annotated[
-        Optional[int],
-        typer.Option(
-            "--prune-warmup-epochs", min=0, help="Epochs every trial runs before it may be pruned (default 0)."
-        ),
-    ] = None,
-    seed: Annotated[
-        Optional[int], typer.Option("--seed", min=0, help="Seed of the search (default: the config's seed).")
-    ] = None,
+    method: MethodOption = None,
+    trials: TrialsOption = None,
+    metric: MetricOption = None,
+    direction: DirectionOption = None,
+    prune: PruneOption = None,
+    prune_startup_trials: PruneStartupOption = None,
+    prune_warmup_epochs: PruneWarmupOption = None,
+    seed: SeedOption = None,
     workers: WorkersOption = 1,
     storage: StorageOption = None,
-    sweep_id: Annotated[
-        Optional[str],
-        typer.Option(
-            "--id", help="The sweep's id (default: <date>-<time>-<name>); other machines join it by this name."
-        ),
-    ] = None,
+    sweep_id: IdOption = None,
     max_failures: MaxFailures = None,
     fail_fast: FailFast = False,
     runs_dir: RunsDir = Path("runs"),
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Check the config, space and objective, print the plan "
-            "(every grid point) and stop; nothing is written.",
-        ),
-    ] = False,
+    dry_run: DryRunOption = False,
 ) -> None:
     """Start a sweep: a grid or a search over config keys, each trial its own `dlcli train`.
 
@@ -292,8 +300,7 @@ def run(
     """
     from ..sweep.session import create_sweep
     from ..sweep.space import parse_cli_param
-    from ..sweep.spec import SWEEP_FILE, SweepRequest, check_sweep_id, plan_sweep
-    from ..sweep.study import is_url, redact
+    from ..sweep.spec import SweepRequest, check_sweep_id, plan_sweep
 
     if sweep_id is not None:
         check_sweep_id(sweep_id)
@@ -316,6 +323,14 @@ def run(
         _print_plan(spec)
         return
     sweep_dir, study, url = create_sweep(spec, runs_dir, storage, sweep_id)
+    _print_start(spec, sweep_dir, url, workers)
+    _execute(sweep_dir, spec, study, url, workers, max_failures, fail_fast)
+
+
+def _print_start(spec, sweep_dir: Path, url: str, workers: int) -> None:
+    from ..sweep.spec import SWEEP_FILE
+    from ..sweep.study import is_url, redact
+
     console = stdout_console()
     over = ", ".join(p.key for p in spec.space)
     console.print(
@@ -331,7 +346,6 @@ def run(
             highlight=False,
             soft_wrap=True,
         )
-    _execute(sweep_dir, spec, study, url, workers, max_failures, fail_fast)
 
 
 def _print_plan(spec) -> None:

@@ -134,6 +134,146 @@ def describe_exit(code: int) -> str:
     return f"the trial process exited with code {code}"
 
 
+def trial_epochs(folder: Path) -> Optional[int]:
+    """training.epochs of the trial prepared in this folder."""
+    import yaml
+
+    try:
+        return int(yaml.safe_load((folder / CONFIG_FILE).read_text())["training"]["epochs"])
+    except Exception:
+        return None
+
+
+def finished_unrecorded(folder: Path) -> Optional[str]:
+    """How a trial ended whose process finished (or was pruned) before its sweep could record
+    it: completed or pruned, else None."""
+    try:
+        info = read_json(folder / RUN_FILE)
+    except DlcliError:
+        return None
+    status = info.get("status")
+    if status in ("completed", "pruned"):
+        return status
+    if info.get("pruned_at_epoch") is not None:
+        return "pruned"
+    epochs, done = info.get("epochs"), info.get("epochs_completed") or 0
+    if status in ("running", "interrupted") and epochs and done >= epochs:
+        return "completed"  # killed after its last epoch, while testing or plotting
+    return None
+
+
+def wait_for_orphan(folder: Path, host: str, stopping: Callable[[], bool]) -> None:
+    """A killed sweep's trial notices within a step and stops; wait for it before going on."""
+    try:
+        info = read_json(folder / RUN_FILE)
+    except DlcliError:
+        return
+    pid = info.get("pid")
+    if info.get("status") != "running" or info.get("host") != host or not pid:
+        return
+    deadline = time.monotonic() + 120
+    while process_alive(int(pid)) and time.monotonic() < deadline and not stopping():
+        time.sleep(POLL_S)
+
+
+def write_trial_file(folder: Path, sweep_dir: Path, spec: SweepSpec, view: TrialView, storage_url: str) -> None:
+    """trial.json: what the trial's process needs to report to its sweep."""
+    write_json(
+        folder / TRIAL_FILE,
+        {
+            "sweep": spec.id,
+            "sweep_dir": str(sweep_dir.resolve()),
+            "number": view.number,
+            "trial_id": view.trial_id,
+            "params": view.params,
+            "metric": spec.metric,
+            "direction": spec.direction,
+            "prune": spec.prune,
+            "prune_startup_trials": spec.prune_startup_trials,
+            "prune_warmup_epochs": spec.prune_warmup_epochs,
+            "storage": storage_url,
+        },
+    )
+
+
+class TrialProcesses:
+    """The trial processes this sweep process runs: each `dlcli train` started in a session of
+    its own with its share of the CPU threads and one GPU, its heartbeat kept in the study, and
+    all of them told to stop at once. None starts after a stop."""
+
+    def __init__(self, options: RunOptions, gpus: list[str]) -> None:
+        self.options = options
+        self.gpus = gpus
+        self.lock = threading.Lock()
+        self.stopped = False
+        self.running: dict[int, subprocess.Popen] = {}
+
+    def stop_all(self, signal_name: str) -> None:
+        with self.lock:
+            self.stopped = True
+            procs = list(self.running.values())
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGINT if signal_name == "SIGINT" else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    def environment(self, slot: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        workers = max(1, self.options.workers)
+        if "OMP_NUM_THREADS" not in os.environ:
+            # torch sizes its CPU thread pool from OMP_NUM_THREADS: the cores are shared out
+            # instead of every trial taking all of them and all running slower.
+            threads = str(max(1, cpu_count() // workers))
+            env["OMP_NUM_THREADS"] = threads
+            env["MKL_NUM_THREADS"] = threads
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+        return env
+
+    def run(self, slot: int, folder: Path, trial_id: int, study: Any) -> tuple[int, float]:
+        """Run the trial prepared in `folder` to its end: (exit code, seconds)."""
+        cmd = [*self.options.python, "train", str(folder / CONFIG_FILE), "--sweep-trial", str(folder)]
+        started = time.monotonic()
+        with open(folder / LOG_FILE, "ab") as log:
+            with self.lock:
+                if self.stopped:
+                    return 130, 0.0
+                # A session of its own: a Ctrl-C on the terminal reaches the sweep alone, which
+                # forwards it exactly once (twice would stop the trial mid-step).
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.environment(slot),
+                    start_new_session=True,
+                )
+                self.running[trial_id] = proc
+        try:
+            study.set_attrs(trial_id, pid=proc.pid)
+            code = self._wait(proc, trial_id, study)
+        finally:
+            with self.lock:
+                self.running.pop(trial_id, None)
+        return code, time.monotonic() - started
+
+    def _wait(self, proc: subprocess.Popen, trial_id: int, study: Any) -> int:
+        next_beat = time.monotonic() + HEARTBEAT_S
+        while True:
+            try:
+                return proc.wait(timeout=POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + HEARTBEAT_S
+                try:
+                    study.set_attrs(trial_id, heartbeat=time.time())
+                except Exception:
+                    pass  # a missed heartbeat is not worth a trial
+
+
 class SweepRun:
     def __init__(
         self,
@@ -158,16 +298,16 @@ class SweepRun:
         self.signal_name: Optional[str] = None
         self.stop_requests = 0
         self._stale: list[int] = []
-        self._procs: dict[int, subprocess.Popen] = {}
         self.host = socket.gethostname()
         self.failures_seen = 0
         device = str(spec.base.get("device", "auto"))
         if options.gpus is not None:
-            self.gpus = list(options.gpus)
+            gpus = list(options.gpus)
         elif device in ("auto", "cuda"):
-            self.gpus = detect_gpus()
+            gpus = detect_gpus()
         else:
-            self.gpus = []  # the CPU, or a GPU the config names itself (cuda:N)
+            gpus = []  # the CPU, or a GPU the config names itself (cuda:N)
+        self.processes = TrialProcesses(options, gpus)
 
     # -- stopping --------------------------------------------------------------------
 
@@ -181,12 +321,7 @@ class SweepRun:
             self.stop_requests += 1
             if self.stop_reason is None:
                 self.stop_reason, self.signal_name = reason, signal_name
-            procs = list(self._procs.values())
-        for proc in procs:
-            try:
-                proc.send_signal(signal.SIGINT if signal_name == "SIGINT" else signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        self.processes.stop_all(signal_name)
 
     # -- finding work --------------------------------------------------------------------
 
@@ -320,12 +455,12 @@ class SweepRun:
         )
         if (folder / CONFIG_FILE).is_file():
             view.resumed = True
-            done = self._already_done(folder)
+            done = finished_unrecorded(folder)
             if done is not None:
                 self._emit("started", view)
                 self._finish_from_folder(view, done)
                 return
-            self._wait_for_orphan(folder)
+            wait_for_orphan(folder, self.host, lambda: self.stopping)
         else:
             try:
                 config = spec.trial_config(params)
@@ -337,25 +472,10 @@ class SweepRun:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / CHECKPOINTS).mkdir(exist_ok=True)
             atomic_write_text(folder / CONFIG_FILE, dump_config(config))
-        view.epochs = self._epochs(folder)
-        write_json(
-            folder / TRIAL_FILE,
-            {
-                "sweep": spec.id,
-                "sweep_dir": str(self.sweep_dir.resolve()),
-                "number": number,
-                "trial_id": trial_id,
-                "params": params,
-                "metric": spec.metric,
-                "direction": spec.direction,
-                "prune": spec.prune,
-                "prune_startup_trials": spec.prune_startup_trials,
-                "prune_warmup_epochs": spec.prune_warmup_epochs,
-                "storage": self.storage_url,
-            },
-        )
+        view.epochs = trial_epochs(folder)
+        write_trial_file(folder, self.sweep_dir, spec, view, self.storage_url)
         self._emit("started", view)
-        code, seconds = self._launch(slot, folder, trial_id, view)
+        code, seconds = self.processes.run(slot, folder, trial_id, self.study)
         previous = float(self._attr(trial_id, "seconds", 0.0) or 0.0)
         self.study.set_attrs(trial_id, seconds=round(previous + seconds, 3))
         self._conclude(view, code)
@@ -365,95 +485,6 @@ class SweepRun:
             return self.study.trial(trial_id).attrs.get(key, default)
         except StopIteration:
             return default
-
-    def _epochs(self, folder: Path) -> Optional[int]:
-        import yaml
-
-        try:
-            return int(yaml.safe_load((folder / CONFIG_FILE).read_text())["training"]["epochs"])
-        except Exception:
-            return None
-
-    def _already_done(self, folder: Path) -> Optional[str]:
-        """A trial whose process finished (or was pruned) before its sweep could record it."""
-        try:
-            info = read_json(folder / RUN_FILE)
-        except DlcliError:
-            return None
-        status = info.get("status")
-        if status in ("completed", "pruned"):
-            return status
-        if info.get("pruned_at_epoch") is not None:
-            return "pruned"
-        epochs, done = info.get("epochs"), info.get("epochs_completed") or 0
-        if status in ("running", "interrupted") and epochs and done >= epochs:
-            return "completed"  # killed after its last epoch, while testing or plotting
-        return None
-
-    def _wait_for_orphan(self, folder: Path) -> None:
-        """A killed sweep's trial notices within a step and stops; wait for it before going on."""
-        try:
-            info = read_json(folder / RUN_FILE)
-        except DlcliError:
-            return
-        pid = info.get("pid")
-        if info.get("status") != "running" or info.get("host") != self.host or not pid:
-            return
-        deadline = time.monotonic() + 120
-        while process_alive(int(pid)) and time.monotonic() < deadline and not self.stopping:
-            time.sleep(POLL_S)
-
-    def _environment(self, slot: int) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
-        workers = max(1, self.options.workers)
-        if "OMP_NUM_THREADS" not in os.environ:
-            # torch sizes its CPU thread pool from OMP_NUM_THREADS: the cores are shared out
-            # instead of every trial taking all of them and all running slower.
-            threads = str(max(1, cpu_count() // workers))
-            env["OMP_NUM_THREADS"] = threads
-            env["MKL_NUM_THREADS"] = threads
-        if self.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
-        return env
-
-    def _launch(self, slot: int, folder: Path, trial_id: int, view: TrialView) -> tuple[int, float]:
-        cmd = [*self.options.python, "train", str(folder / CONFIG_FILE), "--sweep-trial", str(folder)]
-        started = time.monotonic()
-        with open(folder / LOG_FILE, "ab") as log:
-            with self.lock:
-                if self.stopping:
-                    return 130, 0.0
-                # A session of its own: a Ctrl-C on the terminal reaches the sweep alone, which
-                # forwards it exactly once (twice would stop the trial mid-step).
-                proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self._environment(slot),
-                    start_new_session=True,
-                )
-                self._procs[trial_id] = proc
-        try:
-            self.study.set_attrs(trial_id, pid=proc.pid)
-            next_beat = time.monotonic() + HEARTBEAT_S
-            while True:
-                try:
-                    code = proc.wait(timeout=POLL_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + HEARTBEAT_S
-                    try:
-                        self.study.set_attrs(trial_id, heartbeat=time.time())
-                    except Exception:
-                        pass  # a missed heartbeat is not worth a trial
-        finally:
-            with self.lock:
-                self._procs.pop(trial_id, None)
-        return code, time.monotonic() - started
 
     def _conclude(self, view: TrialView, code: int) -> None:
         folder = view.folder

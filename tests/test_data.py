@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -421,3 +422,40 @@ def test_a_kind_fills_the_shared_keys_whose_default_is_its_own():
     assert _config_with_data(series).data.test_split == 0.25
     assert _config_with_data({**series, "validation_size": 5}).data.validation_split == 0.0
     assert _config_with_data({"dataset": "csv", "path": "t.csv", "target": "y"}).data.test_split is None
+
+
+def test_synthetic_input_shape_is_in_the_summarys_order_and_shape_is_a_deprecated_alias(tmp_path):
+    """`input_shape: [8, 6, 3]` is an 8x6 image of 3 channels, as the summary shows it; the old
+    `shape` keeps its channels-first meaning for now, with a note naming the new key."""
+    from dlcli.data.checks import dataset_notes
+    from dlcli.data.synthetic import DEPRECATED_SHAPE
+    from dlcli.errors import ConfigError
+
+    new = _config_with_data({"dataset": "synthetic", "synthetic": {"input_shape": [8, 6, 3], "samples": 20}})
+    old = _config_with_data({"dataset": "synthetic", "synthetic": {"shape": [3, 8, 6], "samples": 20}})
+    assert dataset_info(new.data).input_shape == dataset_info(old.data).input_shape == (3, 8, 6)
+    new_data, old_data = load_dataset(new.data, seed=0), load_dataset(old.data, seed=0)
+    assert torch.equal(new_data.x_train, old_data.x_train)
+    assert DEPRECATED_SHAPE in dataset_notes(old_data) and DEPRECATED_SHAPE not in dataset_notes(new_data)
+    flat = _config_with_data({"dataset": "synthetic", "synthetic": {"input_shape": [5, 4]}})
+    assert dataset_info(flat.data).input_shape == (5, 4)  # sequences: (steps, features) in both orders
+    assert dataset_info(_config_with_data({"dataset": "synthetic"}).data).input_shape == (20,)
+    with pytest.raises(ConfigError, match="give input_shape .* or the deprecated shape"):
+        _config_with_data({"dataset": "synthetic", "synthetic": {"input_shape": [4], "shape": [4]}})
+
+
+def test_the_summary_shows_a_synthetic_image_as_written(tmp_path):
+    from conftest import invoke, write_config
+
+    config = write_config(
+        tmp_path / "img.yaml",
+        {
+            "data": {"dataset": "synthetic", "synthetic": {"input_shape": [32, 32, 3]}},
+            "model": {"layers": [{"conv2d": {"filters": 4, "kernel_size": 3}}, "flatten", {"dense": {"units": 3}}]},
+        },
+    )
+    result = invoke("summary", config, "--json")
+    summary = json.loads(result.output)
+    assert summary["input_shape"] == [None, 32, 32, 3]
+    conv = summary["layers"][0]
+    assert conv["output_shape"] == [None, 30, 30, 4] and conv["params"] == 3 * 3 * 3 * 4 + 4

@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Collection, Literal, Optional, Union
+from typing import Any, Callable, ClassVar, Collection, Literal, Optional, Union
 
 from .errors import ConfigError
 from .layer_specs import LAYER_TYPES, Activation, LayerSpec, option
@@ -139,6 +139,10 @@ class DataConfig:
         default_factory=AugmentConfig,
         metadata={"help": "random image augmentation of training batches (off by default)"},
     )
+
+    # Keys whose default changed: {key: the default older dlcli wrote into config.yaml}, so a run
+    # saved then still loads as another kind (see _without_other_kinds_defaults).
+    FORMER_DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def check(self) -> None:
         """Refuse keys that do not fit together: a ConfigError whose `key` names the key at fault
@@ -918,6 +922,8 @@ def _without_other_kinds_defaults(raw: dict, foreign: list, name: str, path: tup
                     defaults.setdefault(f.name, []).append(config_to_dict(f.default))
                 elif f.default_factory is not dataclasses.MISSING:
                     defaults.setdefault(f.name, []).append(config_to_dict(f.default_factory()))
+                if f.name in source.config.FORMER_DEFAULTS:  # what older dlcli wrote as the default
+                    defaults.setdefault(f.name, []).append(source.config.FORMER_DEFAULTS[f.name])
     for key in foreign:
         if key in owners and raw[key] in defaults.get(key, []):
             continue

@@ -56,8 +56,9 @@ def check_dataset(data: Dataset, config: DataConfig) -> Dataset:
 
 
 def dataset_notes(data: Dataset) -> list[str]:
-    """What the user should know about the data that is not an error."""
-    notes = []
+    """What the user should know about the data that is not an error: what loading noted (files
+    skipped, rows dropped, decimal commas read) and an empty test split."""
+    notes = list(data.notes)
     if data.x_test is not None and len(data.x_test) == 0:
         notes.append("Note: the test split has zero rows, so this run reports no test metrics.")
     return notes

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, ClassVar, Literal, Optional
 
 from ..config import DataConfig, option
+from ..errors import ConfigError
 from ..registry import DATASETS
 from .dataset import DataInfo, Dataset, DatasetSource
 from .inputs import Inputs, ReadRequest, generic_input_spec
@@ -17,11 +18,33 @@ class SyntheticConfig:
     task: Literal["multiclass", "binary", "multilabel", "regression"] = option(
         "multiclass", help="kind of targets to generate"
     )
-    shape: tuple[int, ...] = option((20,), help="shape of one sample, e.g. [20] or [1, 8, 8]", ge=1, min_items=1)
+    input_shape: Optional[tuple[int, ...]] = option(
+        None,
+        help="one sample's shape as dlcli summary shows it: [features], [steps, features] or [height, width, "
+        "channels] (default [20])",
+        ge=1,
+        min_items=1,
+    )
+    shape: Optional[tuple[int, ...]] = option(
+        None,
+        help="deprecated: the shape channels first ([channels, height, width]); use input_shape",
+        ge=1,
+        min_items=1,
+    )
     classes: int = option(3, help="classes (multiclass), labels (multilabel) or outputs (regression)", ge=1)
     samples: int = option(1000, help="training samples", ge=1)
     test_samples: int = option(200, help="test samples (0 for none)", ge=0)
     noise: float = option(1.0, help="standard deviation of the noise", ge=0.0)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape the tensors hold: images channels first, as every dataset stores them."""
+        if self.input_shape is not None:
+            if len(self.input_shape) == 3:
+                height, width, channels = self.input_shape
+                return (channels, height, width)
+            return tuple(self.input_shape)
+        return tuple(self.shape) if self.shape is not None else (20,)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,17 +53,40 @@ class SyntheticData(DataConfig):
 
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig, metadata={"help": "synthetic data"})
 
+    FORMER_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "synthetic": {
+            "task": "multiclass",
+            "shape": [20],
+            "classes": 3,
+            "samples": 1000,
+            "test_samples": 200,
+            "noise": 1.0,
+        }
+    }
+
+    def check(self) -> None:
+        super().check()
+        if self.synthetic.shape is not None and self.synthetic.input_shape is not None:
+            raise ConfigError(
+                "give input_shape (in the summary's order) or the deprecated shape (channels first), not both.",
+                key="data.synthetic.shape",
+            )
+
+
+DEPRECATED_SHAPE = (
+    "data.synthetic.shape is deprecated: it reads [channels, height, width]; write data.synthetic.input_shape "
+    "in the order dlcli summary shows ([height, width, channels])."
+)
+
 
 def _info(config: SyntheticData) -> DataInfo:
     s = config.synthetic
     classes = 2 if s.task == "binary" else s.classes
     if s.task == "multiclass" and classes < 2:
-        from ..errors import ConfigError
-
         raise ConfigError(
             "data.synthetic.classes: a multiclass task needs at least 2 classes.", key="data.synthetic.classes"
         )
-    return DataInfo(input_shape=tuple(s.shape), task=s.task, num_classes=classes)
+    return DataInfo(input_shape=s.sample_shape, task=s.task, num_classes=classes)
 
 
 def _load(config: SyntheticData, seed: int) -> Dataset:
@@ -49,7 +95,8 @@ def _load(config: SyntheticData, seed: int) -> Dataset:
     s = config.synthetic
     info = _info(config)
     gen = torch.Generator().manual_seed(seed)
-    features = math.prod(s.shape)
+    shape = s.sample_shape
+    features = math.prod(shape)
     total = s.samples + s.test_samples
     if s.task in ("multiclass", "binary"):
         # Centers about 2.8 apart whatever the width, so noise 1.0 makes classes overlap a little.
@@ -61,7 +108,7 @@ def _load(config: SyntheticData, seed: int) -> Dataset:
         weights = torch.randn(features, info.num_classes, generator=gen) / math.sqrt(features)
         signal = x @ weights + s.noise * torch.randn(total, info.num_classes, generator=gen)
         y = (signal > 0).float() if s.task == "multilabel" else signal
-    x = x.reshape(total, *s.shape).contiguous()
+    x = x.reshape(total, *shape).contiguous()
     n = s.samples
     return Dataset(
         info=info,
@@ -69,6 +116,7 @@ def _load(config: SyntheticData, seed: int) -> Dataset:
         y_train=y[:n],
         x_test=x[n:] if s.test_samples else None,
         y_test=y[n:] if s.test_samples else None,
+        notes=(DEPRECATED_SHAPE,) if s.shape is not None else (),
     )
 
 

@@ -31,7 +31,7 @@ def outputs_on_the_test_split(run: Path, weights: dict):
     (outputs, targets), computed here without the engine."""
     from dlcli.data import load_dataset
     from dlcli.models import build_model
-    from dlcli.training import plan_experiment
+    from dlcli.plan import plan_experiment
 
     config = load_config(run / "config.yaml")
     model = build_model(plan_experiment(config).model_plan)
@@ -288,7 +288,7 @@ def test_channels_last_cnn_trains_like_the_default_layout(tmp_path):
     """auto stores a CNN's 4-D weights channels-last; losses and test results match the
     channels-first run up to float rounding, and the MLP stays as it is."""
     from dlcli.models import use_channels_last
-    from dlcli.training import plan_experiment
+    from dlcli.plan import plan_experiment
 
     raw = synthetic_config(epochs=3)
     raw["data"]["synthetic"].update(shape=[3, 10, 10], samples=160)

@@ -179,7 +179,7 @@ def test_evaluate_recomputes_the_test_metrics(two_runs):
     assert np.trace(matrix) / 60 == pytest.approx(data["accuracy"])
     # Rows are the true classes: each row adds up to that class's count in the test split.
     from dlcli.data import load_dataset
-    from dlcli.training import load_run_config
+    from dlcli.plan import load_run_config
 
     config = load_run_config(run)
     y_test = load_dataset(config.data, config.seed).y_test

@@ -315,3 +315,29 @@ def test_a_folder_whose_every_image_is_skipped_says_so_with_the_first_problem(tm
     message = str(info.value)
     assert "all 4 training images were unreadable and skipped (data.on_bad_file: skip)" in message
     assert "the first: " in message
+
+
+def test_an_image_over_the_pixel_limit_is_named_as_too_large_not_as_an_attack(tmp_path, monkeypatch):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(2):  # BMP: PIL decodes it (a PNG may take the libspng path, which has no such limit)
+            Image.new("L", (6, 4), 40 * i).save(root / label / f"{i}.bmp")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4)  # 6x4 exceeds twice this
+    with pytest.raises(DataError) as info:
+        load_dataset(folder_config(root, image_size=(4, 4), channels=1, test_split=0.0), seed=0)
+    message = str(info.value)
+    assert "it has more than 8 pixels, which is refused as a possible decompression bomb; shrink it first" in message
+    assert "DOS" not in message and "DecompressionBombError" not in message
+
+
+def test_a_file_that_is_no_image_is_named_in_the_users_terms(tmp_path):
+    root = two_class_folder(tmp_path / "imgs")
+    bad = root / "a" / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(DataError) as info:
+        load_dataset(folder_config(root, image_size=(4, 4), channels=1, test_split=0.0), seed=0)
+    assert "not an image in a format dlcli reads (PNG, JPEG, BMP, GIF or WebP)" in str(info.value)
+    assert "PIL" not in str(info.value)

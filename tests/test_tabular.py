@@ -237,7 +237,7 @@ def test_a_file_that_is_not_utf8_is_an_error(tmp_path):
         load_dataset(csv_config(path, target="label"), seed=0)
     assert info.value.full_message() == (
         f"{path}, line 2: the file is not UTF-8 text (byte 0xe9 at offset 13). Save it as UTF-8 (in a spreadsheet: "
-        "'CSV UTF-8'), then train again."
+        "'CSV UTF-8')."
     )
 
 
@@ -539,3 +539,22 @@ def test_inputs_that_never_change_are_refused(tmp_path):
     assert "every input column (size, colour) holds one value on all 9 training rows" in str(info.value)
     varied = write(tmp_path / "ok.csv", "\n".join(lines[:-1] + ["4,red,a"]) + "\n")
     load_dataset(csv_config(varied, target="label", test_split=0.0), seed=0)  # one row differs: fine
+
+
+@pytest.mark.parametrize(
+    "head, words",
+    [
+        (
+            b"\x1f\x8b\x08\x00" + bytes(range(128, 200)),
+            "is compressed with gzip, not a text table. Decompress it first",
+        ),
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(128, 200)), "is a PNG image, not a text table"),
+        (b"PK\x03\x04" + bytes(range(128, 200)), "is a ZIP archive (an .xlsx or .ods workbook is one)"),
+    ],
+)
+def test_a_compressed_file_or_an_image_given_as_a_table_is_named_as_such(tmp_path, head, words):
+    path = tmp_path / "table.csv"
+    path.write_bytes(head)
+    with pytest.raises(DataError) as info:
+        load_dataset(csv_config(path, target="label"), seed=0)
+    assert f"{path} {words}" in str(info.value) and "byte 0x" not in str(info.value)

@@ -136,3 +136,14 @@ def test_a_folder_whose_every_text_is_skipped_says_so(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset(text_config(root, on_bad_file="skip"), seed=0)
     assert "all 2 training texts were unreadable and skipped (data.on_bad_file: skip)" in str(info.value)
+
+
+def test_a_gzip_file_in_a_text_folder_is_named_compressed(tmp_path):
+    import gzip
+
+    root = text_folder(tmp_path / "t")
+    bad = root / "pos" / "packed.txt"
+    bad.write_bytes(gzip.compress(b"a great movie"))
+    with pytest.raises(DataError) as info:
+        load_dataset(text_config(root), seed=0)
+    assert f"{bad}: compressed with gzip, not text" in str(info.value) and "0x8b" not in str(info.value)

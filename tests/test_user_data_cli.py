@@ -74,7 +74,7 @@ def latin1_csv(tmp_path):
     data, path = csv_case(tmp_path, "a,label\n1,\u00e9t\u00e9\n".encode("latin-1"))
     return data, (
         f"{path}, line 2: the file is not UTF-8 text (byte 0xe9 at offset 10). Save it as UTF-8 (in a "
-        "spreadsheet: 'CSV UTF-8'), then train again."
+        "spreadsheet: 'CSV UTF-8')."
     )
 
 

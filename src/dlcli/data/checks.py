@@ -10,7 +10,7 @@ are finite by type and skipped.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from ..config import DataConfig
 from ..errors import DataError
@@ -171,3 +171,26 @@ def _check_labels(split: str, y: Any, task: str, num_classes: int) -> None:
         raise DataError(
             f"The label at {_where(split, row, position, 'column')} is {_value_text(value)}; {need}.", hint=hint
         )
+
+
+# Leading bytes of files people hand over for a text or a table by mistake, and what they are.
+_BINARY_KINDS = (
+    (b"\x1f\x8b", "compressed with gzip", "Decompress it first (gunzip FILE, or 7-Zip on Windows)."),
+    (b"PK\x03\x04", "a ZIP archive (an .xlsx or .ods workbook is one)", "Save the sheet as CSV, or unzip it first."),
+    (b"BZh", "compressed with bzip2", "Decompress it first (bunzip2 FILE)."),
+    (b"\xfd7zXZ\x00", "compressed with xz", "Decompress it first (unxz FILE)."),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image", "Give the text or table it shows, not the picture."),
+    (b"\xff\xd8\xff", "a JPEG image", "Give the text or table it shows, not the picture."),
+    (b"GIF8", "a GIF image", "Give the text or table it shows, not the picture."),
+    (b"%PDF", "a PDF document", "Export its text or tables first."),
+    (b"\x93NUMPY", "a NumPy array file", "Use data.dataset: npz for arrays, or save the array as CSV."),
+)
+
+
+def binary_kind(head: bytes) -> Optional[tuple[str, str]]:
+    """(what the file is, the fix) when its first bytes show a compressed file, an archive, an
+    image or a document rather than text; None when they do not."""
+    for magic, what, fix in _BINARY_KINDS:
+        if head.startswith(magic):
+            return what, fix
+    return None

@@ -155,11 +155,14 @@ def decode_image(path: Union[str, Path], size: Optional[tuple[int, int]], channe
 
 def _problem(exc: BaseException) -> str:
     """What went wrong with one file, in words (PIL's messages vary by format)."""
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     text = str(exc).strip()
     if isinstance(exc, UnidentifiedImageError):
-        return "it is not an image that PIL can read, or it is damaged"
+        return "it is not an image in a format dlcli reads (PNG, JPEG, BMP, GIF or WebP), or it is damaged"
+    if isinstance(exc, Image.DecompressionBombError):
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        return f"it has more than {limit:,} pixels, which is refused as a possible decompression bomb; shrink it first"
     if isinstance(exc, FileNotFoundError):
         return "the file does not exist"
     if isinstance(exc, OSError) and "truncated" in text.lower():

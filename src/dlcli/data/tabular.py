@@ -236,7 +236,12 @@ def _delimiter(config_delimiter: Optional[str]) -> Optional[str]:
 
 
 def _decode_error(path: Path, exc: UnicodeDecodeError) -> DataError:
+    from .checks import binary_kind
+
     data = path.read_bytes()
+    kind = binary_kind(data[:16])
+    if kind is not None:
+        return DataError(f"{path} is {kind[0]}, not a text table.", hint=kind[1])
     start = exc.start
     try:
         data.decode("utf-8-sig")
@@ -245,7 +250,7 @@ def _decode_error(path: Path, exc: UnicodeDecodeError) -> DataError:
     line = data.count(b"\n", 0, start) + 1
     return DataError(
         f"{path}, line {line}: the file is not UTF-8 text (byte 0x{data[start]:02x} at offset {start}).",
-        hint="Save it as UTF-8 (in a spreadsheet: 'CSV UTF-8'), then train again.",
+        hint="Save it as UTF-8 (in a spreadsheet: 'CSV UTF-8').",
     )
 
 

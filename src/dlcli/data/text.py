@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..registry import DATASETS
+from .checks import binary_kind
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     FolderData,
@@ -82,7 +83,15 @@ def read_texts(
             texts.append(data.decode("utf-8-sig"))
         except UnicodeDecodeError as exc:
             texts.append(None)
-            errors.append((i, f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"))
+            kind = binary_kind(data[:16])
+            errors.append(
+                (
+                    i,
+                    f"{kind[0]}, not text"
+                    if kind
+                    else f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                )
+            )
         except OSError as exc:
             texts.append(None)
             errors.append((i, exc.strerror or str(exc)))
@@ -276,7 +285,7 @@ def read_texts_given(inputs: list[str], options: PredictOptions, class_names: li
         read, problems = read_texts(paths)  # as training reads them: UTF-8, with or without a BOM
         if problems:
             index, problem = problems[0]
-            raise DataError(f"{paths[index]} is {problem}.", hint="Convert it to UTF-8.")
+            raise DataError(f"{paths[index]} is {problem}.", hint="Give .txt files of UTF-8 text.")
         texts += [text for text in read if text is not None]  # all read: problems raised above
         names += [str(p) for p in paths]
         labels += [label_from_folder(p, class_names) for p in paths]

@@ -351,3 +351,35 @@ def test_multilabel_predictions_give_each_labels_probability_and_those_over_one_
     assert {r["predicted"] for r in rows} == {"", "p", "q", "p;q"}
     correct = sum(r["correct"] == "true" for r in rows)
     assert f"accuracy: {correct / 20:.4f} ({correct}/20 inputs with labels)" in err
+
+
+def test_file_names_that_are_not_utf8_are_written_escaped_and_said(text_run, tmp_path):
+    """A name with a Latin-1 byte crashed predict with UnicodeEncodeError, printing and in --out."""
+    import os
+    import subprocess
+    import sys
+
+    tmp, run = text_run
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    (folder / "good.txt").write_text("good film")
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.txt"), "w") as fh:  # a name no UTF-8 can hold
+        fh.write("bad film")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}  # a UTF-8 terminal, strict as terminals are
+    out = tmp_path / "predictions.csv"
+    printed = b""
+    for args in ([], ["--out", str(out)]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "dlcli", "predict", str(run), str(folder), *args],
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert b"Traceback" not in proc.stderr
+        assert b"written with \\xNN escapes" in proc.stderr
+        printed = printed or proc.stdout
+    escaped_name = str(folder) + "/caf\\xe9.txt"
+    assert escaped_name.encode() in printed
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert sorted(r["input"] for r in rows) == sorted([str(folder / "good.txt"), escaped_name])

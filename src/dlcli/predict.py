@@ -32,9 +32,29 @@ def read_inputs(run: LoadedRun, inputs: list[str], options: PredictOptions) -> I
     read = source(run.config.data.dataset).read_inputs(request)
     if not read.names:
         raise DataError(
-            f"The inputs ({', '.join(inputs) or '--text'}) hold nothing to predict on.",
+            f"The inputs ({', '.join(escaped(i) for i in inputs) or '--text'}) hold nothing to predict on.",
             hint="Check the paths: folders are searched for the files the run's data takes.",
         )
+    return _printable(read)
+
+
+def escaped(text: str) -> str:
+    """A file name as UTF-8 text: bytes that are not UTF-8 (which Python keeps as lone
+    surrogates, and which no UTF-8 terminal or file can take) written as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _printable(read: Inputs) -> Inputs:
+    """The inputs with names and messages safe to print and to write into --out."""
+    names = [escaped(name) for name in read.names]
+    if names != read.names:
+        count = sum(a != b for a, b in zip(names, read.names))
+        read.notes.append(
+            f"{count} input name{'s' if count != 1 else ''} hold bytes that are not UTF-8; they are written with "
+            "\\xNN escapes (the file name's bytes in hexadecimal)."
+        )
+        read.names = names
+    read.errors = {index: escaped(message) for index, message in read.errors.items()}
     return read
 
 

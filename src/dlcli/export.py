@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .data.inputs import InputSpec
-from .errors import DlcliError
+from .errors import DlcliError, RunDirError
 from .loading import LoadedRun
 
 FORMATS = ("onnx", "pt2")
@@ -127,9 +127,16 @@ def check_close(expected, actual, batch: int, fmt: str, tolerance: float = TOLER
     return diff
 
 
-def export_run(run: LoadedRun, fmt: str, out: Optional[Path] = None, tolerance: float = TOLERANCE) -> dict[str, Any]:
-    """Export, verify at batch sizes 1 and 3, write export.json beside it; returns the sidecar's content."""
+def export_run(
+    run: LoadedRun, fmt: str, out: Optional[Path] = None, tolerance: float = TOLERANCE, force: bool = False
+) -> dict[str, Any]:
+    """Export, verify at batch sizes 1 and 3, write export.json beside it; returns the sidecar's content.
+
+    `out` may not be a file of the run folder outside its export/ folder, nor an existing file
+    that is not an earlier export (its export.json names it) unless `force`."""
     import torch
+
+    from .rundir import check_output_file
 
     if fmt not in FORMATS:
         raise ExportError(
@@ -139,7 +146,12 @@ def export_run(run: LoadedRun, fmt: str, out: Optional[Path] = None, tolerance: 
     path = Path(out) if out is not None else default_path(run, fmt)
     if path.is_dir():
         raise ExportError(f"--out {path} is a folder.", hint=f"Give a file path such as {path / f'model.{fmt}'}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(
+        path, option="--out", run_dir=run.run_dir, allowed_in_run=("export",), force=force, written_by_dlcli=is_export
+    )
+    check_output_file(  # written beside the model
+        path.parent / SIDECAR, option="--out's sidecar", force=force, written_by_dlcli=_is_sidecar
+    )
     spec = input_spec(run)
     module = exportable_module(run, spec)
     run.model.to("cpu")
@@ -187,6 +199,26 @@ def export_run(run: LoadedRun, fmt: str, out: Optional[Path] = None, tolerance: 
             if leftover.exists():
                 leftover.unlink()
     return _sidecar(run, fmt, path, spec, differences)
+
+
+def is_export(path: Path) -> bool:
+    """Whether `path` is a model dlcli exported: the export.json beside it names it."""
+    from .rundir import read_json
+
+    sidecar = Path(path).parent / SIDECAR
+    try:
+        return sidecar.is_file() and read_json(sidecar).get("file") == Path(path).name
+    except RunDirError:  # an unreadable sidecar does not vouch for the file
+        return False
+
+
+def _is_sidecar(path: Path) -> bool:
+    from .rundir import read_json
+
+    try:
+        return "verified" in read_json(path) and "preprocessing_outside_the_graph" in read_json(path)
+    except RunDirError:
+        return False
 
 
 def _require(*modules: str) -> None:

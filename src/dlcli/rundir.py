@@ -322,3 +322,81 @@ def _lock_holder(fd: int) -> str:
         return "another process"
     host = f" on {lines[1]}" if len(lines) > 1 and lines[1] != socket.gethostname() else ""
     return f"process {lines[0]}{host}"
+
+
+def training_holder(run_dir: Path) -> Optional[str]:
+    """'process 1234' when a live process holds the run folder's lock (it is training there),
+    else None: for commands that read a run, to say why its files are not there yet."""
+    path = Path(run_dir) / LOCK_FILE
+    if str(path) in _held_locks or not path.exists():
+        return None
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it
+    except BlockingIOError:
+        return _lock_holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # also drops the shared lock taken to test it
+
+
+# -- outputs that never destroy inputs ----------------------------------------------------
+
+
+def check_output_file(
+    path: Path,
+    *,
+    option: str,
+    inputs: Iterable[Path] = (),
+    run_dir: Optional[Path] = None,
+    allowed_in_run: Iterable[str] = (),
+    force: bool = False,
+    written_by_dlcli: Optional[Any] = None,
+) -> Path:
+    """Where a command may write `path` (given with `option`, e.g. --out), or a RunDirError.
+
+    Never one of the command's inputs (by any path or link to it), even with --force; never a
+    file of a run folder other than those under `allowed_in_run` (its checkpoints, config and
+    metrics are what every later command reads); an existing file only if dlcli wrote it
+    (`written_by_dlcli(path)` says so) or with --force. A missing folder is created.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RunDirError(f"{option} {path} is a folder.", hint=f"Give a file path such as {path / 'out'}.")
+    target = path.resolve()
+    for given in inputs:
+        if Path(given).exists() and target.exists() and os.path.samefile(target, given):
+            raise RunDirError(
+                f"{option} {path} is the input {given}: writing there would replace it.",
+                hint=f"Give {option} another file.",
+            )
+    if run_dir is not None:
+        run = Path(run_dir).resolve()
+        inside = target.is_relative_to(run) and not any(target.is_relative_to(run / a) for a in allowed_in_run)
+        if inside:
+            allowed = ", ".join(f"{run_dir}/{a}/" for a in allowed_in_run) or "nowhere in it"
+            raise RunDirError(
+                f"{option} {path} is inside the run folder {run_dir}, whose checkpoints, config and metrics later "
+                "commands read.",
+                hint=f"Write it outside the run folder, or under {allowed}.",
+            )
+    if target.exists() and not force and not (written_by_dlcli is not None and written_by_dlcli(target)):
+        raise RunDirError(
+            f"{option} {path} exists and was not written by dlcli.",
+            hint="Pass --force to replace it, or give another file.",
+        )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(
+            f"Cannot create the folder {path.parent} for {option}: {exc.strerror or exc}.",
+            hint="Check the path and its permissions.",
+        ) from None
+    return path

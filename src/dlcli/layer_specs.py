@@ -68,12 +68,18 @@ class Conv2DLayer(LayerSpec):
     use_bias: bool = option(True, help="add a bias vector")
 
 
+_POOL_PADDING_HELP = "pixels added on every side (PyTorch's padding; at most half the window)"
+_CEIL_MODE_HELP = "count a last window that overhangs the edge, as Caffe and the papers of its time did"
+
+
 @layer_spec
 @dataclass(frozen=True)
 class MaxPool2DLayer(LayerSpec):
     kind: ClassVar[str] = "maxpool2d"
     pool_size: int = option(2, help="square window size", ge=1)
     strides: Optional[int] = option(None, help="step of the window (default: pool_size)", ge=1)
+    padding: int = option(0, help=_POOL_PADDING_HELP, ge=0)
+    ceil_mode: bool = option(False, help=_CEIL_MODE_HELP)
 
 
 @layer_spec
@@ -82,6 +88,8 @@ class AvgPool2DLayer(LayerSpec):
     kind: ClassVar[str] = "avgpool2d"
     pool_size: int = option(2, help="square window size", ge=1)
     strides: Optional[int] = option(None, help="step of the window (default: pool_size)", ge=1)
+    padding: int = option(0, help=_POOL_PADDING_HELP + "; averages leave the padding out", ge=0)
+    ceil_mode: bool = option(False, help=_CEIL_MODE_HELP)
 
 
 @layer_spec
@@ -212,3 +220,67 @@ class ResidualLayer(LayerSpec):
         help="the block's layers; their output is added to the block's input", min_items=1
     )
     activation: Activation = option("linear", help="activation after the addition")
+
+
+# ----------------------------------------------------------------------------- video: (frames, height, width, channels)
+
+# A size along frames, height and width: one number for all three, or [frames, height, width].
+Size3D = Union[int, tuple[int, ...]]
+
+
+@layer_spec
+@dataclass(frozen=True)
+class Conv3DLayer(LayerSpec):
+    kind: ClassVar[str] = "conv3d"
+    filters: int = option(help="number of output channels", ge=1)
+    kernel_size: Size3D = option(help="kernel size: one number, or [frames, height, width]", ge=1)
+    strides: Size3D = option(1, help="step of the kernel: one number, or [frames, height, width]", ge=1)
+    padding: Union[Literal["valid", "same"], int] = option(
+        "valid", help="valid (none), same (keep the size at stride 1) or a number of frames and pixels"
+    )
+    activation: Activation = option("linear", help="activation after the layer")
+    use_bias: bool = option(True, help="add a bias vector")
+
+
+@layer_spec
+@dataclass(frozen=True)
+class MaxPool3DLayer(LayerSpec):
+    kind: ClassVar[str] = "maxpool3d"
+    pool_size: Size3D = option(2, help="window: one number, or [frames, height, width]", ge=1)
+    strides: Optional[Size3D] = option(None, help="step of the window (default: pool_size)", ge=1)
+    padding: int = option(0, help="frames and pixels added on every side (at most half the window)", ge=0)
+    ceil_mode: bool = option(False, help=_CEIL_MODE_HELP)
+
+
+@layer_spec
+@dataclass(frozen=True)
+class AvgPool3DLayer(LayerSpec):
+    kind: ClassVar[str] = "avgpool3d"
+    pool_size: Size3D = option(2, help="window: one number, or [frames, height, width]", ge=1)
+    strides: Optional[Size3D] = option(None, help="step of the window (default: pool_size)", ge=1)
+    padding: int = option(
+        0, help="frames and pixels added on every side (at most half the window); averages leave it out", ge=0
+    )
+    ceil_mode: bool = option(False, help=_CEIL_MODE_HELP)
+
+
+@layer_spec
+@dataclass(frozen=True)
+class TimeDistributedLayer(LayerSpec):
+    kind: ClassVar[str] = "time_distributed"
+    layers: tuple[LayerSpec, ...] = option(
+        help="layers applied to every frame (or step) separately, with the same weights", min_items=1
+    )
+
+
+@layer_spec
+@dataclass(frozen=True)
+class ConvLSTM2DLayer(LayerSpec):
+    kind: ClassVar[str] = "conv_lstm2d"
+    filters: int = option(help="channels of the hidden state", ge=1)
+    kernel_size: int = option(help="square kernel size of the input and recurrent convolutions", ge=1)
+    padding: Literal["valid", "same"] = option(
+        "valid", help="of the input convolution (the recurrent one keeps the size)"
+    )
+    activation: Activation = option("tanh", help="activation of the cell input and output")
+    return_sequences: bool = option(False, help="output every frame (a video) instead of the last (an image)")

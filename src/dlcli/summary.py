@@ -1,8 +1,8 @@
 """The layer table of a model plan, in Keras's spirit: names, output shapes, parameters.
 
 Shapes come from the model plan (computed analytically), so no forward pass, no data and
-no device are needed. Image shapes are shown channels-last (None, H, W, C), as Keras and
-the course show them.
+no device are needed. Image shapes are shown channels-last (None, H, W, C), and video shapes
+(None, frames, H, W, C), as Keras and the course show them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ _NO_DETAILS: dict[str, Any] = {"kernel": None, "stride": None, "padding": None, 
 
 
 def _keras_shape(shape: tuple[int, ...]) -> list:
-    return [None, *(shape[1:] + shape[:1] if len(shape) == 3 else shape)]
+    """(None, ...) with channels last: plans hold images as (C, H, W) and videos as (C, T, H, W)."""
+    return [None, *(shape[1:] + shape[:1] if len(shape) in (3, 4) else shape)]
 
 
 def _layer_data(rec) -> dict[str, Any]:
@@ -115,12 +116,21 @@ def render_summary(data: dict[str, Any], console: Console, verbose: bool = False
     if verbose:
         console.print(f" Mult-adds per sample: {data['mult_adds']:,}", highlight=False)
     notes = []
-    if any(len(layer["output_shape"]) == 4 for layer in data["layers"]):
+    ranks = {len(layer["output_shape"]) for layer in data["layers"]}
+    if 4 in ranks:
         notes.append("image shapes are (batch, height, width, channels), as Keras shows them")
+    if 5 in ranks:
+        notes.append("video shapes are (batch, frames, height, width, channels), as Keras shows them")
     if data["non_trainable_params"]:
         notes.append("non-trainable params are batch norm's running means and variances, as Keras counts them")
-    if any("layers" in layer for layer in data["layers"]):
+    blocks = {layer["type"] for layer in data["layers"] if "layers" in layer}
+    if "Residual" in blocks:
         notes.append("a residual block's row counts the layers under it (└), whose output is added to its input")
+    if "TimeDistributed" in blocks:
+        notes.append(
+            "a time_distributed row counts the layers under it (└), which run on every frame: their shapes are "
+            "one frame's"
+        )
     if data.get("output_activation_in_loss"):
         notes.append(f"the final {data['output_activation']} is applied inside the loss, on the logits, for stability")
     for note in notes:

@@ -7,7 +7,8 @@ torch, so `dlcli summary` and the memory check run before anything is allocated;
 that does not fit is a ConfigError naming the layer, its input shape and what it needs.
 
 Shapes of one sample: flat (features,), sequences (steps, channels) as Keras shows them,
-images (channels, height, width) as PyTorch stores them (shown channels-last). Embeddings
+images (channels, height, width) and videos (channels, frames, height, width) as PyTorch
+stores them (both shown channels-last, as Keras shows them). Embeddings
 and recurrent layers read sequences as (batch, steps, channels); convolutions, pooling and
 batch norm as (batch, channels, steps): a transpose is built only where the two meet, as a
 person would write it by hand.
@@ -26,6 +27,8 @@ from ..layer_specs import (
     BatchNormLayer,
     Conv1DLayer,
     Conv2DLayer,
+    Conv3DLayer,
+    ConvLSTM2DLayer,
     DenseLayer,
     DropoutLayer,
     EmbeddingLayer,
@@ -34,6 +37,7 @@ from ..layer_specs import (
     MaxPool2DLayer,
     ReshapeLayer,
     ResidualLayer,
+    TimeDistributedLayer,
 )
 from ..registry import Registry
 from .plan import LayerRecord
@@ -119,16 +123,15 @@ def layer_planner(kind: str, keras_name: str, **declared: Any) -> Callable[[Plan
 
 
 def shape_text(shape: tuple[int, ...]) -> str:
-    """Channels-last text (H x W x C), as Keras and the course show image shapes."""
-    if len(shape) == 3:
-        c, h, w = shape
-        return f"{h}x{w}x{c}"
+    """Channels-last text (H x W x C, T x H x W x C for a video), as Keras and the course show shapes."""
+    if len(shape) in (3, 4):
+        return "x".join(str(s) for s in (*shape[1:], shape[0]))
     return "x".join(str(s) for s in shape)
 
 
 def _described(flow: Flow) -> str:
     rank = len(flow.shape)
-    kind = {1: "flat", 2: "a sequence", 3: "an image"}.get(rank, f"rank {rank}")
+    kind = {1: "flat", 2: "a sequence", 3: "an image", 4: "a video"}.get(rank, f"rank {rank}")
     after = f", after {flow.after.kind}" if flow.after is not None else ""
     return f"{shape_text(flow.shape)} ({kind}{after})"
 
@@ -164,13 +167,63 @@ def _to_steps_first(flow: Flow) -> list:
     return [_transpose()] if len(flow.shape) == 2 and flow.channels_first else []
 
 
+_VIDEO_HINT = (
+    "This is a video (frames x height x width x channels): use conv3d, maxpool3d and avgpool3d on it, or "
+    "apply 2-D layers to every frame inside `- time_distributed: {layers: [...]}`."
+)
+
+
 def _need_image(shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ConfigError(
-            f"{where} needs an image input (height x width x channels), but its input has shape {shape_text(shape)}.",
-            hint="Image layers must come before flatten; for data of shape [N] use dense layers.",
+            f"{where} needs an image input (height x width x channels), but its input has shape {shape_text(shape)}"
+            f"{' (a video)' if len(shape) == 4 else ''}.",
+            hint=_VIDEO_HINT
+            if len(shape) == 4
+            else "Image layers must come before flatten; for data of shape [N] use dense layers.",
         )
     return shape  # type: ignore[return-value]
+
+
+def _need_video(flow: Flow, where: str) -> tuple[int, int, int, int]:
+    """(channels, frames, height, width), or an error saying that the layer needs frames."""
+    rank = len(flow.shape)
+    if rank == 4:
+        return flow.shape  # type: ignore[return-value]
+    if rank == 3:
+        hint = (
+            "Give it clips (data.dataset: video_folder, or an npz array of rank 5); for images use conv2d, "
+            "maxpool2d and avgpool2d."
+        )
+    elif rank == 1 and flow.after is not None and flow.after.kind == "flatten":
+        hint = "Remove the flatten before it: flatten turns the video into one vector."
+    else:
+        hint = "3-D layers read clips; give video data, or reshape into [frames, height, width, channels] first."
+    raise ConfigError(
+        f"{where} needs frames: a video input (frames x height x width x channels, a rank-5 batch), but its "
+        f"input has shape {_described(flow)}.",
+        hint=hint,
+    )
+
+
+def _triple(value: Any, name: str, where: str) -> tuple[int, int, int]:
+    """A size along (frames, height, width) from one number or three."""
+    if isinstance(value, int):
+        return value, value, value
+    if len(value) == 1:
+        return value[0], value[0], value[0]
+    if len(value) == 3:
+        return tuple(value)  # type: ignore[return-value]
+    raise ConfigError(
+        f"{where}: {name} {list(value)} needs one number or three ([frames, height, width]).",
+        hint=f"For example `{name}: 3` or `{name}: [1, 3, 3]`.",
+    )
+
+
+def _size_text(value: Any, dims: int) -> str:
+    """A kernel or window as the summary writes it: 3x3 (2-D), 3x3x3 or 1x3x3 (3-D, frames first)."""
+    sizes = (value,) * dims if isinstance(value, int) else tuple(value) * (dims if len(value) == 1 else 1)
+    return "x".join(str(s) for s in sizes)
 
 
 def _need_sequence(flow: Flow, where: str, what: str) -> tuple[int, int]:
@@ -205,14 +258,31 @@ def _padding(padding: Any, size: int, kernel: int, stride: int) -> tuple[int, in
     return int(padding), int(padding)
 
 
+def _dims(kind: str) -> int:
+    """Dimensions a kernel spans: conv2d and conv_lstm2d 2, conv3d 3, conv1d 1."""
+    return 3 if "3d" in kind else 2 if "2d" in kind else 1
+
+
 def _conv_details(spec: Any) -> dict[str, Any]:
-    kernel = f"{spec.kernel_size}x{spec.kernel_size}" if spec.kind == "conv2d" else str(spec.kernel_size)
-    return {"kernel": kernel, "stride": spec.strides, "padding": spec.padding, "activation": spec.activation}
+    dims = _dims(spec.kind)
+    kernel = _size_text(spec.kernel_size, dims)
+    strides = getattr(spec, "strides", 1)
+    stride = strides if isinstance(strides, int) else _size_text(strides, dims)
+    return {"kernel": kernel, "stride": stride, "padding": spec.padding, "activation": spec.activation}
 
 
 def _pool_details(spec: Any) -> dict[str, Any]:
-    kernel = f"{spec.pool_size}x{spec.pool_size}" if spec.kind.endswith("2d") else str(spec.pool_size)
-    return {"kernel": kernel, "stride": spec.strides or spec.pool_size, "padding": "valid", "activation": None}
+    dims = _dims(spec.kind)
+    strides = spec.strides or spec.pool_size
+    padding: Any = getattr(spec, "padding", 0) or "valid"
+    if getattr(spec, "ceil_mode", False):
+        padding = f"{padding}, ceil"
+    return {
+        "kernel": _size_text(spec.pool_size, dims),
+        "stride": strides if isinstance(strides, int) else _size_text(strides, dims),
+        "padding": padding,
+        "activation": None,
+    }
 
 
 def _dropout_details(spec: Any) -> dict[str, Any]:
@@ -236,7 +306,7 @@ def plan_dense(spec: DenseLayer, flow: Flow, where: str) -> Planned:
                 "return_sequences: false on the last recurrent layer, or add `- global_max_pool: {}` "
                 "or `- flatten: {}` before the dense layer."
             )
-        elif len(flow.shape) == 2:
+        elif len(flow.shape) in (2, 4):
             hint = "Add `- global_max_pool: {}`, `- global_avg_pool: {}` or `- flatten: {}` before it."
         else:
             hint = "Add `- flatten: {}` before it."
@@ -283,23 +353,53 @@ def plan_conv2d(spec: Conv2DLayer, flow: Flow, where: str) -> Planned:
     return Planned(Flow((spec.filters, ho, wo)), make, macs, params)
 
 
+def _pooled(size: int, window: int, stride: int, padding: int, ceil_mode: bool) -> int:
+    """PyTorch's output length of a pooling window (its pooling_output_shape): with ceil_mode a
+    last window that overhangs the end counts, unless it would start in the padding alone."""
+    span = size + 2 * padding - window
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool_sizes(
+    spec: Any, sizes: tuple[int, ...], windows: tuple[int, ...], strides: tuple[int, ...], flow: Flow, where: str
+) -> tuple[int, ...]:
+    """The pooled lengths, or an error for a window that does not fit or padding PyTorch refuses."""
+    window_text = "x".join(map(str, windows))
+    if any(spec.padding > w // 2 for w in windows):
+        raise ConfigError(
+            f"{where}: padding {spec.padding} is more than half its {window_text} window; PyTorch pads a window "
+            f"by at most half its size ({min(windows) // 2} here).",
+            hint="Use a smaller padding or a larger pool_size.",
+        )
+    if any(n + 2 * spec.padding < w for n, w in zip(sizes, windows)):
+        raise ConfigError(
+            f"{where}: a {window_text} window does not fit its input of shape {shape_text(flow.shape)}.",
+            hint="Use a smaller pool_size or remove a pooling layer.",
+        )
+    return tuple(_pooled(n, w, s, spec.padding, spec.ceil_mode) for n, w, s in zip(sizes, windows, strides))
+
+
+def _pool_module(module: str, window: Any, stride: Any, spec: Any):
+    import torch.nn as nn
+
+    if module.startswith("Avg"):  # the average of the input's own values, as Keras's padding="same" takes it
+        return getattr(nn, module)(window, stride, spec.padding, spec.ceil_mode, count_include_pad=False)
+    return getattr(nn, module)(window, stride, spec.padding, ceil_mode=spec.ceil_mode)
+
+
 def _pool2d(spec: Any, flow: Flow, where: str, module: str) -> Planned:
     c, h, w = _need_image(flow.shape, where)
     stride = spec.strides or spec.pool_size
-    if h < spec.pool_size or w < spec.pool_size:
-        raise ConfigError(
-            f"{where}: a {spec.pool_size}x{spec.pool_size} window does not fit its input "
-            f"of shape {shape_text(flow.shape)}.",
-            hint="Use a smaller pool_size or remove a pooling layer.",
-        )
-    out = (c, (h - spec.pool_size) // stride + 1, (w - spec.pool_size) // stride + 1)
+    k = spec.pool_size
+    ho, wo = _pool_sizes(spec, (h, w), (k, k), (stride, stride), flow, where)
 
     def make() -> list:
-        import torch.nn as nn
+        return [_pool_module(module, k, stride, spec)]
 
-        return [getattr(nn, module)(spec.pool_size, stride)]
-
-    return Planned(Flow(out), make)
+    return Planned(Flow((c, ho, wo)), make)
 
 
 @layer_planner("maxpool2d", "MaxPooling2D", details=_pool_details)
@@ -441,14 +541,16 @@ def plan_avgpool1d(spec: Any, flow: Flow, where: str) -> Planned:
 
 def _global_pool(spec: Any, flow: Flow, where: str, op: str) -> Planned:
     rank = len(flow.shape)
-    if rank not in (2, 3):
+    if rank not in (2, 3, 4):
         raise ConfigError(
-            f"{where} needs a sequence (steps x channels) or an image (height x width x channels), "
-            f"but its input has shape {_described(flow)}.",
+            f"{where} needs a sequence (steps x channels), an image (height x width x channels) or a video "
+            f"(frames x height x width x channels), but its input has shape {_described(flow)}.",
             hint="Global pooling replaces flatten: put it right after the last convolutional or recurrent layer.",
         )
     dims: tuple[int, ...]
-    if rank == 3:
+    if rank == 4:  # over frames and pixels
+        dims, channels = (2, 3, 4), flow.shape[0]
+    elif rank == 3:
         dims, channels = (2, 3), flow.shape[0]
     else:
         dims, channels = ((2,) if flow.channels_first else (1,)), flow.shape[1]
@@ -507,14 +609,18 @@ def plan_gru(spec: Any, flow: Flow, where: str) -> Planned:
 @layer_planner("batchnorm", "BatchNormalization", keeps_mask=True)
 def plan_batchnorm(spec: BatchNormLayer, flow: Flow, where: str) -> Planned:
     rank = len(flow.shape)
-    if rank not in (1, 2, 3):
-        raise ConfigError(f"{where} needs a flat, sequence or image input, but its input has shape {_described(flow)}.")
-    channels = flow.shape[0] if rank in (1, 3) else flow.shape[1]
+    if rank not in (1, 2, 3, 4):
+        raise ConfigError(
+            f"{where} needs a flat, sequence, image or video input, but its input has shape {_described(flow)}."
+        )
+    channels = flow.shape[1] if rank == 2 else flow.shape[0]
     momentum = round(1.0 - spec.momentum, 12)  # PyTorch weighs the new batch, Keras the running value
 
     def make() -> list:
         import torch.nn as nn
 
+        if rank == 4:
+            return [nn.BatchNorm3d(channels, eps=spec.epsilon, momentum=momentum)]
         if rank == 3:
             return [nn.BatchNorm2d(channels, eps=spec.epsilon, momentum=momentum)]
         return _to_channels_first(flow) + [nn.BatchNorm1d(channels, eps=spec.epsilon, momentum=momentum)]
@@ -561,13 +667,13 @@ def plan_reshape(spec: ReshapeLayer, flow: Flow, where: str) -> Planned:
             f"{shape_text(flow.shape)} has {total}.",
             hint="The product of target_shape must equal the input's size; one entry may be -1.",
         )
-    if len(target) > 3:
+    if len(target) > 4:
         raise ConfigError(
             f"{where}: target_shape {target} has {len(target)} dimensions; dlcli's layers take 1 "
-            "(features), 2 (steps, channels) or 3 (height, width, channels)."
+            "(features), 2 (steps, channels), 3 (height, width, channels) or 4 (frames, height, width, channels)."
         )
-    # target_shape is written as the summary shows shapes: images as height x width x channels
-    shape = (target[2], target[0], target[1]) if len(target) == 3 else tuple(target)
+    # target_shape is written as the summary shows shapes: channels last
+    shape = (target[-1], *target[:-1]) if len(target) >= 3 else tuple(target)
 
     def make() -> list:
         from .modules import Reshape
@@ -620,17 +726,27 @@ def _shortcut(flow: Flow, out: Flow, where: str) -> Shortcut:
 
             return [nn.Linear(f_in, f_out)]
     else:
-        lengths = list(zip(src[1:], dst[1:])) if len(src) == 3 else [(src[0], dst[0])]
+        lengths = list(zip(src[1:], dst[1:])) if len(src) >= 3 else [(src[0], dst[0])]
         strides = {_projection_stride(a, b) for a, b in lengths}
         if None in strides or len(strides) != 1:
             sizes = " x ".join(f"{a} -> {b}" for a, b in lengths)
             raise ConfigError(
-                f"{cannot}: no 1x1 projection with one stride maps its {'pixels' if len(src) == 3 else 'steps'} "
+                f"{cannot}: no 1x1 projection with one stride maps its {'pixels' if len(src) >= 3 else 'steps'} "
                 f"({sizes}).",
                 hint="Use padding: same in the block's convolutions, and strides only where the size halves.",
             )
         stride = next(s for s in strides if s is not None)
-        if len(src) == 3:
+        if len(src) == 4:
+            c_in, c_out, positions = src[0], dst[0], math.prod(dst[1:])
+            projection = LayerRecord(
+                "projection", "Conv3D", None, src, dst, positions * c_in * c_out, c_in * c_out + c_out
+            )
+
+            def make_shortcut() -> list:
+                import torch.nn as nn
+
+                return [nn.Conv3d(c_in, c_out, 1, stride)]
+        elif len(src) == 3:
             c_in, c_out, positions = src[0], dst[0], dst[1] * dst[2]
             projection = LayerRecord(
                 "projection", "Conv2D", None, src, dst, positions * c_in * c_out, c_in * c_out + c_out
@@ -678,5 +794,147 @@ def plan_residual(spec: ResidualLayer, flow: Flow, where: str, plan_layers: Plan
         sum(c.mult_adds for c in children),
         sum(c.params for c in children),
         sum(c.frozen for c in children),
+        children,
+    )
+
+
+# ----------------------------------------------------------------------------- video: (channels, frames, height, width)
+
+
+@layer_planner("conv3d", "Conv3D", details=_conv_details)
+def plan_conv3d(spec: Conv3DLayer, flow: Flow, where: str) -> Planned:
+    c, t, h, w = _need_video(flow, where)
+    k, s = _triple(spec.kernel_size, "kernel_size", where), _triple(spec.strides, "strides", where)
+    pads = [_padding(spec.padding, n, kn, sn) for n, kn, sn in zip((t, h, w), k, s)]
+    if any(n + before + after < kn for n, (before, after), kn in zip((t, h, w), pads, k)):
+        raise ConfigError(
+            f"{where}: a {'x'.join(map(str, k))} kernel (frames x height x width) does not fit its input of shape "
+            f"{shape_text(flow.shape)}.",
+            hint="Use a smaller kernel_size, padding: same, or fewer pooling layers before it.",
+        )
+    out = tuple((n + before + after - kn) // sn + 1 for n, (before, after), kn, sn in zip((t, h, w), pads, k, s))
+
+    def make() -> list:
+        import torch.nn as nn
+
+        if all(before == after for before, after in pads):
+            padding = (pads[0][0], pads[1][0], pads[2][0])
+            return _with_activation([nn.Conv3d(c, spec.filters, k, s, padding, bias=spec.use_bias)], spec.activation)
+        # asymmetric "same" padding at stride > 1, as Keras pads (more at the end); width's pair first
+        (tf, tb), (ht, hb), (wl, wr) = pads
+        return _with_activation(
+            [nn.ConstantPad3d((wl, wr, ht, hb, tf, tb), 0.0), nn.Conv3d(c, spec.filters, k, s, 0, bias=spec.use_bias)],
+            spec.activation,
+        )
+
+    # Keras's Conv3D: k_t * k_h * k_w * c_in * filters weights, plus a bias per filter
+    params = math.prod(k) * c * spec.filters + (spec.filters if spec.use_bias else 0)
+    macs = math.prod(out) * math.prod(k) * c * spec.filters
+    return Planned(Flow((spec.filters, *out)), make, macs, params)
+
+
+def _pool3d(spec: Any, flow: Flow, where: str, module: str) -> Planned:
+    c, t, h, w = _need_video(flow, where)
+    window = _triple(spec.pool_size, "pool_size", where)
+    stride = _triple(spec.strides, "strides", where) if spec.strides is not None else window
+    out = _pool_sizes(spec, (t, h, w), window, stride, flow, where)
+
+    def make() -> list:
+        return [_pool_module(module, window, stride, spec)]
+
+    return Planned(Flow((c, *out)), make)
+
+
+@layer_planner("maxpool3d", "MaxPooling3D", details=_pool_details)
+def plan_maxpool3d(spec: Any, flow: Flow, where: str) -> Planned:
+    return _pool3d(spec, flow, where, "MaxPool3d")
+
+
+@layer_planner("avgpool3d", "AveragePooling3D", details=_pool_details)
+def plan_avgpool3d(spec: Any, flow: Flow, where: str) -> Planned:
+    return _pool3d(spec, flow, where, "AvgPool3d")
+
+
+@layer_planner("conv_lstm2d", "ConvLSTM2D", details=_conv_details)
+def plan_conv_lstm2d(spec: ConvLSTM2DLayer, flow: Flow, where: str) -> Planned:
+    c, t, h, w = _need_video(flow, where)
+    k, f = spec.kernel_size, spec.filters
+    (top, bottom), (left, right) = _padding(spec.padding, h, k, 1), _padding(spec.padding, w, k, 1)
+    if h + top + bottom < k or w + left + right < k:
+        raise ConfigError(
+            f"{where}: a {k}x{k} kernel does not fit the frames of its input of shape {shape_text(flow.shape)}.",
+            hint="Use a smaller kernel_size, padding: same, or fewer pooling layers before it.",
+        )
+    ho, wo = h + top + bottom - k + 1, w + left + right - k + 1
+
+    def make() -> list:
+        from .modules import ConvLSTM2d
+
+        return [ConvLSTM2d(c, f, k, (left, right, top, bottom), spec.activation, spec.return_sequences)]
+
+    # Keras's ConvLSTM2D: four gates, each an input kernel (k x k x c_in), a recurrent kernel
+    # (k x k x filters) and a bias, per filter.
+    params = 4 * f * (k * k * (c + f)) + 4 * f
+    macs = t * ho * wo * 4 * f * k * k * (c + f)
+    out = (f, t, ho, wo) if spec.return_sequences else (f, ho, wo)
+    return Planned(Flow(out), make, macs, params)
+
+
+@layer_planner("time_distributed", "TimeDistributed", nested=True)
+def plan_time_distributed(spec: TimeDistributedLayer, flow: Flow, where: str, plan_layers: PlanLayers) -> Planned:
+    """Keras's TimeDistributed: the same layers on every frame of a video (every step of a
+    sequence); frames become a batch of images for them, and their outputs a video again (each
+    frame still an image) or a sequence of steps x features (each frame flat: for an lstm)."""
+    rank = len(flow.shape)
+    if rank == 4:
+        c, steps, h, w = flow.shape
+        one = Flow((c, h, w))
+        unit = "frame"
+    elif rank == 2:
+        steps, features = flow.shape
+        one = Flow((features,))
+        unit = "step"
+    else:
+        raise ConfigError(
+            f"{where} needs frames to apply its layers to: a video (frames x height x width x channels) or a "
+            f"sequence (steps x features), but its input has shape {_described(flow)}.",
+            hint="For images, use the layers without time_distributed.",
+        )
+    try:
+        children, out = plan_layers(spec.layers, one)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc.message.rstrip('.')} (time_distributed applies its layers to each {unit} on its own: one "
+            f"{unit} of its input {shape_text(flow.shape)} is {shape_text(one.shape)}).",
+            hint=exc.hint,
+            key=exc.key,
+        ) from None
+    inner = len(out.shape)
+    if inner == 1:
+        output = Flow((steps, out.shape[0]))
+    elif inner == 3 and rank == 4:
+        output = Flow((out.shape[0], steps, *out.shape[1:]))
+    else:
+        wanted = "an image or flat features" if rank == 4 else "flat features"
+        raise ConfigError(
+            f"{where}: its layers turn each {unit} ({shape_text(one.shape)}) into {_described(out)}; "
+            f"time_distributed needs each {unit} to end as {wanted}.",
+            hint="End its layers with flatten or global pooling (for an lstm after it), or with a 2-D layer.",
+        )
+
+    def make() -> list:
+        import torch.nn as nn
+
+        from .modules import TimeDistributed
+
+        body = nn.Sequential(*[m for child in children if child.make for m in child.make()])
+        return _to_steps_first(flow) + [TimeDistributed(body, video_in=rank == 4, video_out=len(output.shape) == 4)]
+
+    return Planned(
+        output,
+        make,
+        steps * sum(child.mult_adds for child in children),
+        sum(child.params for child in children),
+        sum(child.frozen for child in children),
         children,
     )

@@ -210,3 +210,114 @@ class MaskedSequential(nn.Sequential):
         for index, module in enumerate(self):
             x = module(x, mask) if index in self.mask_users else module(x)
         return x
+
+
+class TimeDistributed(nn.Module):
+    """Keras's TimeDistributed: `body` on every frame of (batch, channels, frames, height, width)
+    (or every step of (batch, steps, features)) at once, as one batch of batch x frames images;
+    its outputs go back to a video (images out) or to (batch, frames, features) (flat out)."""
+
+    def __init__(self, body: nn.Module, video_in: bool, video_out: bool) -> None:
+        super().__init__()
+        self.body = body
+        self.video_in = video_in
+        self.video_out = video_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        if self.video_in:
+            steps = x.shape[2]
+            each = x.transpose(1, 2).flatten(0, 1)  # (batch * frames, channels, height, width)
+        else:
+            steps = x.shape[1]
+            each = x.flatten(0, 1)
+        y = self.body(each).unflatten(0, (batch, steps))
+        return y.transpose(1, 2) if self.video_out else y
+
+    def extra_repr(self) -> str:
+        return f"video_in={self.video_in}, video_out={self.video_out}"
+
+
+def _activation_function(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    return {
+        "linear": lambda x: x,
+        "relu": torch.relu,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "softmax": lambda x: torch.softmax(x, dim=1),
+    }[name]
+
+
+def _same_padding(kernel: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) that keeps the size at stride 1, the extra pixel at the end (Keras)."""
+    before, after = (kernel - 1) // 2, kernel // 2
+    return before, after, before, after
+
+
+class ConvLSTM2d(nn.Module):
+    """Keras's ConvLSTM2D on (batch, channels, frames, height, width): an LSTM whose input and
+    recurrent transforms are convolutions. Gates in Keras's order (input, forget, cell, output);
+    `activation` on the cell input and output, sigmoid on the gates; the recurrent convolution
+    keeps the size ("same"), the input one pads as `padding` says. The input convolution runs on
+    all frames at once; only the recurrent one steps through time."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        filters: int,
+        kernel_size: int,
+        padding: tuple[int, int, int, int],
+        activation: str,
+        return_sequences: bool,
+    ) -> None:
+        super().__init__()
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.padding = padding  # (left, right, top, bottom) of the input convolution
+        self.activation = activation
+        self.return_sequences = return_sequences
+        self.weight_ih = nn.Parameter(torch.empty(4 * filters, in_channels, kernel_size, kernel_size))
+        self.weight_hh = nn.Parameter(torch.empty(4 * filters, filters, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(4 * filters))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Keras's initial weights: Glorot-uniform input kernel, orthogonal recurrent kernel,
+        zero biases but the forget gate's, which starts at 1 (unit_forget_bias)."""
+        nn.init.xavier_uniform_(self.weight_ih)
+        with torch.no_grad():
+            # Keras's recurrent kernel is (k, k, filters, 4 * filters) made orthogonal as a
+            # (k * k * filters) x (4 * filters) matrix: the same here, transposed.
+            flat = torch.empty(4 * self.filters, self.weight_hh[0].numel(), device=self.weight_hh.device)
+            nn.init.orthogonal_(flat)
+            self.weight_hh.copy_(flat.view_as(self.weight_hh))
+            self.bias.zero_()
+            self.bias[self.filters : 2 * self.filters].fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        batch, _, steps = x.shape[:3]
+        act = _activation_function(self.activation)
+        frames = x.transpose(1, 2).flatten(0, 1)
+        if any(self.padding):
+            frames = F.pad(frames, self.padding)
+        inputs = F.conv2d(frames, self.weight_ih, self.bias).unflatten(0, (batch, steps))
+        h = inputs.new_zeros(batch, self.filters, *inputs.shape[3:])
+        c = torch.zeros_like(h)
+        recurrent_padding = _same_padding(self.kernel_size)
+        outputs = []
+        for step in range(steps):
+            gates = inputs[:, step] + F.conv2d(F.pad(h, recurrent_padding), self.weight_hh)
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * act(g)
+            h = torch.sigmoid(o) * act(c)
+            if self.return_sequences:
+                outputs.append(h)
+        return torch.stack(outputs, dim=2) if self.return_sequences else h
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.weight_ih.shape[1]}, {self.filters}, kernel_size={self.kernel_size}, padding={self.padding}, "
+            f"activation={self.activation}, return_sequences={self.return_sequences}"
+        )

@@ -96,5 +96,6 @@ DATASETS: Registry = Registry(
         "timeseries": "dlcli.data.timeseries",
         "image_folder": "dlcli.data.images",
         "text_folder": "dlcli.data.text",
+        "video_folder": "dlcli.data.video",
     },
 )

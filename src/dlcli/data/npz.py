@@ -2,13 +2,20 @@
 
 The task is read off the targets: integer labels are classes (binary when there are two),
 0/1 float matrices are multilabel, other floats are regression.
+
+`data.layout` names the axes of image and video arrays in letters (N samples, T frames, C
+channels, H height, W width): rank 5 `NTHWC` (Keras's, the default), `NTCHW` or `NCTHW`;
+rank 4 `NCHW` (the default: arrays are used as stored) or `NHWC`. They are converted once, at
+load, into the storage order dlcli's layers take, channels first: N,C,H,W and N,C,T,H,W
+(PyTorch's Conv3d order). `dlcli predict` converts its arrays the same way; an export takes
+the converted order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -24,11 +31,52 @@ class NpzData(DataConfig):
     """npz: a user's arrays (x_train, y_train, and x_test, y_test when there is a test split)."""
 
     path: Optional[str] = option(None, help="the .npz file (required)")
+    layout: Optional[Literal["NTHWC", "NTCHW", "NCTHW", "NHWC", "NCHW"]] = option(
+        None,
+        help="the axes of x: rank 5 NTHWC (default), NTCHW or NCTHW; rank 4 NCHW (default) or NHWC "
+        "(N samples, T frames, C channels, H height, W width)",
+    )
 
     def check(self) -> None:
         super().check()
         if not self.path:
             raise ConfigError("the npz dataset needs `path:` to the .npz file.", key="data.path")
+
+
+STORAGE = {4: "NCHW", 5: "NCTHW"}  # the order the layers take, by rank
+DEFAULT_LAYOUT = {4: "NCHW", 5: "NTHWC"}  # rank 4: as stored (as dlcli always did); rank 5: Keras's
+
+
+def array_layout(layout: Optional[str], ndim: int, where: str) -> Optional[str]:
+    """The layout of an x array of rank ndim: data.layout, or the rank's default; None for
+    arrays of other ranks (features, sequences), which are used as stored."""
+    if layout is None:
+        return DEFAULT_LAYOUT.get(ndim)
+    if len(layout) != ndim:
+        shapes = "rank 4 (NCHW or NHWC) or rank 5 (NTHWC, NTCHW or NCTHW)"
+        raise DataError(
+            f"data.layout: {layout} names {len(layout)} axes, but {where} has {ndim} ({shapes} arrays take a layout).",
+            hint=f"Use a layout of {ndim} letters, or remove data.layout."
+            if ndim in STORAGE
+            else "Remove data.layout for this array.",
+        )
+    return layout
+
+
+def to_storage(x: np.ndarray, layout: Optional[str]) -> np.ndarray:
+    """x from its layout into the storage order (N,C,H,W or N,C,T,H,W); unchanged when it is
+    already in it or has no layout."""
+    if layout is None or layout == STORAGE[len(layout)]:
+        return x
+    return np.ascontiguousarray(x.transpose([layout.index(axis) for axis in STORAGE[len(layout)]]))
+
+
+def from_storage_shape(shape: tuple[int, ...], layout: Optional[str]) -> tuple[int, ...]:
+    """One sample's shape in storage order, written in the layout's order (for messages)."""
+    if layout is None or len(shape) + 1 != len(layout):
+        return tuple(shape)
+    storage = STORAGE[len(layout)][1:]
+    return tuple(shape[storage.index(axis)] for axis in layout[1:])
 
 
 def _read(config: NpzData) -> dict[str, np.ndarray]:
@@ -57,6 +105,8 @@ def _read(config: NpzData) -> dict[str, np.ndarray]:
             )
         if a is not None and a.ndim == 1 and key.startswith("x"):  # one number per sample: a single feature
             arrays[key] = a.reshape(-1, 1)
+        if a is not None and key.startswith("x"):
+            arrays[key] = to_storage(arrays[key], array_layout(config.layout, arrays[key].ndim, f"{path}'s {key}"))
     if len(arrays["x_train"]) != len(arrays["y_train"]):
         raise DataError(f"{path}: x_train has {len(arrays['x_train'])} rows but y_train {len(arrays['y_train'])}.")
     return arrays
@@ -129,11 +179,14 @@ def read_array_inputs(request: ReadRequest) -> Inputs:
                 y = f["y" if key == "x" else "y_test"] if ("y" if key == "x" else "y_test") in f else None
         except (OSError, ValueError) as exc:
             raise DataError(f"Cannot read {path} as an .npz file: {exc}.") from None
+        given, trained = _predict_layouts(request.config, x.ndim, len(info.input_shape) + 1)
+        x = to_storage(x, given)
         if tuple(x.shape[1:]) != tuple(info.input_shape):
             raise DataError(
-                f"{path}: {key} has samples of shape {tuple(x.shape[1:])}, but this run's model takes "
-                f"{tuple(info.input_shape)}.",
-                hint="Give arrays shaped like the training data.",
+                f"{path}: {key} has samples of shape {from_storage_shape(tuple(x.shape[1:]), given)}"
+                f"{f' ({given[1:]})' if given else ''}, but this run's model takes "
+                f"{from_storage_shape(tuple(info.input_shape), trained)}{f' ({trained[1:]})' if trained else ''}.",
+                hint="Give arrays shaped like the training data, in its layout.",
             )
         xs.append(x)
         ys.append(y)
@@ -151,6 +204,17 @@ def read_array_inputs(request: ReadRequest) -> Inputs:
     return Inputs(names, tensor, labels, input_scale=scale)
 
 
+def _predict_layouts(config: object, ndim: int, trained_ndim: int) -> tuple[Optional[str], Optional[str]]:
+    """(the layout of an array of rank ndim given to predict, the training data's layout): the
+    run's data.layout or the rank's default for npz runs; None for data without layouts."""
+    if not isinstance(config, NpzData):  # synthetic data: arrays as stored
+        return None, None
+    layout = config.layout
+    trained = DEFAULT_LAYOUT.get(trained_ndim) if layout is None else layout
+    given = DEFAULT_LAYOUT.get(ndim) if layout is None else layout if len(layout) == ndim else None
+    return given, trained
+
+
 def _stored_dtype(path: Path) -> Optional[str]:
     try:
         with np.load(path, allow_pickle=False) as f:
@@ -161,10 +225,27 @@ def _stored_dtype(path: Path) -> Optional[str]:
 
 def _input_spec(config: NpzData, info: DataInfo, state: object) -> InputSpec:
     uint8 = _stored_dtype(Path(config.path)) == "uint8" if config.path else False
+    layout = array_layout(config.layout, len(info.input_shape) + 1, "the training data")
+    if layout is None or (config.layout is None and layout == STORAGE[len(layout)]):  # as before layouts
+        return InputSpec(
+            "uint8" if uint8 else "float32",
+            1.0 / 255.0 if uint8 else None,
+            outside="Give arrays shaped and typed like the training file's x_train.",
+        )
+    storage = STORAGE[len(layout)]
+    moved = (
+        ""
+        if layout == storage
+        else (
+            f", with their axes moved from the training file's {layout} into {storage} "
+            f"(numpy: x.transpose({', '.join(str(layout.index(a)) for a in storage)}))"
+        )
+    )
     return InputSpec(
         "uint8" if uint8 else "float32",
         1.0 / 255.0 if uint8 else None,
-        outside="Give arrays shaped and typed like the training file's x_train.",
+        outside=f"Give arrays typed like the training file's x_train, in {storage} order{moved}.",
+        extra={"layout": storage},
     )
 
 

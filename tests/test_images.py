@@ -341,3 +341,8 @@ def test_a_file_that_is_no_image_is_named_in_the_users_terms(tmp_path):
         load_dataset(folder_config(root, image_size=(4, 4), channels=1, test_split=0.0), seed=0)
     assert "not an image in a format dlcli reads (PNG, JPEG, BMP, GIF or WebP)" in str(info.value)
     assert "PIL" not in str(info.value)
+
+
+def test_natural_order_compares_a_name_with_a_longer_one_that_starts_like_it():
+    # Found by the csv fuzzer: class labels 1 and 1.5 compared a tuple with a text.
+    assert sorted(["1.5", "red", "1", "0"], key=natural_key) == ["0", "1", "1.5", "red"]

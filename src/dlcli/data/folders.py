@@ -45,7 +45,9 @@ def folder_task(class_names: Sequence[str]) -> str:
 def natural_key(text: str) -> tuple:
     """Sort key that orders digit runs by value: `2` < `10` < `cat`, `img2` < `img10`."""
     parts = _DIGITS.split(text)
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.casefold()) for p in parts if p != "") + (text,)
+    # The parts in a tuple of their own, then the text: a prefix (`1`) and a longer name (`1.5`)
+    # compare part by part, never a part against the text.
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p.casefold()) for p in parts if p != ""), text
 
 
 def _visible(name: str) -> bool:

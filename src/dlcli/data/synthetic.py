@@ -38,11 +38,11 @@ class SyntheticConfig:
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        """The shape the tensors hold: images channels first, as every dataset stores them."""
+        """The shape the tensors hold: images and videos channels first, as every dataset stores them."""
         if self.input_shape is not None:
-            if len(self.input_shape) == 3:
-                height, width, channels = self.input_shape
-                return (channels, height, width)
+            if len(self.input_shape) in (3, 4):  # [height, width, channels] or [frames, height, width, channels]
+                *rest, channels = self.input_shape
+                return (channels, *rest)
             return tuple(self.input_shape)
         return tuple(self.shape) if self.shape is not None else (20,)
 

@@ -1,9 +1,10 @@
-"""`model: {torchvision: NAME}`: a classification model of torchvision.models, adapted to the data.
+"""`model: {torchvision: NAME}`: a classification model of torchvision.models (images) or of
+torchvision.models.video (clips), adapted to the data.
 
 Adaptation, as the README describes: the model is built as torchvision defines it with
 `num_classes` set to the data's classes (so its classifier has the right outputs), and when
-the data does not have 3 channels its first convolution is replaced by one of the same
-kernel, stride and padding that takes the data's channels. Weights start random (torchvision's
+the data does not have 3 channels its first convolution (Conv2d, or Conv3d for a video model)
+is replaced by one of the same kernel, stride and padding that takes the data's channels. Weights start random (torchvision's
 own initialisation); `weights: PATH` loads a local state-dict file, never a download.
 
 The plan is made on the meta device: the model is constructed without allocating memory and
@@ -27,7 +28,12 @@ _NO_AUX = {
     "googlenet": {"aux_logits": False, "init_weights": True},
     "inception_v3": {"aux_logits": False, "init_weights": True},
 }
-_DEFAULT_CLASSES = 1000  # what torchvision's models are defined with (ImageNet)
+_DEFAULT_CLASSES = 1000  # what torchvision's image models are defined with (ImageNet)
+_DEFAULT_VIDEO_CLASSES = 400  # and its video models (Kinetics-400)
+
+
+def _default_classes(name: str) -> int:
+    return _DEFAULT_VIDEO_CLASSES if name in video_models() else _DEFAULT_CLASSES
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,13 @@ def classification_models() -> list[str]:
     return sorted(tvm.list_models(module=tvm))
 
 
+def video_models() -> list[str]:
+    """Every video classification model name in torchvision.models.video (r3d_18, s3d, mvit_v2_s, ...)."""
+    import torchvision.models as tvm
+
+    return sorted(tvm.list_models(module=tvm.video))
+
+
 def _construct(name: str, num_classes: int):
     import torchvision.models as tvm
 
@@ -52,14 +65,14 @@ def _construct(name: str, num_classes: int):
 
 
 def _first_conv(model):
-    """(parent module, attribute name, conv) of the first Conv2d, the stem that reads the image."""
+    """(parent module, attribute name, conv) of the first Conv2d or Conv3d, the stem that reads the image or clip."""
     import torch.nn as nn
 
     for full_name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv2d, nn.Conv3d)):
             parent_name, _, attr = full_name.rpartition(".")
             return model.get_submodule(parent_name) if parent_name else model, attr, module
-    raise ConfigError("model.torchvision: this model has no Conv2d to adapt to the data's channels.")
+    raise ConfigError("model.torchvision: this model has no convolution to adapt to the data's channels.")
 
 
 def _replace_first_conv(model, in_channels: int, keep_weights: bool = False) -> None:
@@ -67,12 +80,11 @@ def _replace_first_conv(model, in_channels: int, keep_weights: bool = False) -> 
     `keep_weights` its kernel comes from the old one: summed over RGB for one channel, as
     timm adapts pretrained stems, or repeated and rescaled for other counts."""
     import torch
-    import torch.nn as nn
 
     parent, attr, old = _first_conv(model)
     if old.in_channels == in_channels:
         return
-    new = nn.Conv2d(
+    new = type(old)(
         in_channels,
         old.out_channels,
         old.kernel_size,
@@ -91,23 +103,25 @@ def _replace_first_conv(model, in_channels: int, keep_weights: bool = False) -> 
                 new.weight.copy_(weight.sum(1, keepdim=True))
             else:
                 repeats = math.ceil(in_channels / weight.shape[1])
-                new.weight.copy_(weight.repeat(1, repeats, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels))
+                tiled = weight.repeat(1, repeats, *[1] * (weight.dim() - 2))[:, :in_channels]
+                new.weight.copy_(tiled * (weight.shape[1] / in_channels))
             if old.bias is not None and new.bias is not None:
                 new.bias.copy_(old.bias)
     setattr(parent, attr, new)
 
 
-def _replace_classifier(model, num_classes: int) -> None:
-    """A new last layer with the data's classes, in place of the one with ImageNet's 1,000."""
+def _replace_classifier(model, num_classes: int, defined: int = _DEFAULT_CLASSES) -> None:
+    """A new last layer with the data's classes, in place of the one with the `defined` classes
+    (ImageNet's 1,000, Kinetics' 400 for a video model)."""
     import torch.nn as nn
 
     last: Optional[tuple[str, Any]] = None
     for full_name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and module.out_features == _DEFAULT_CLASSES:
+        if isinstance(module, nn.Linear) and module.out_features == defined:
             last = (full_name, module)
-        elif isinstance(module, nn.Conv2d) and module.out_channels == _DEFAULT_CLASSES:  # squeezenet
+        elif isinstance(module, (nn.Conv2d, nn.Conv3d)) and module.out_channels == defined:  # squeezenet, s3d
             last = (full_name, module)
-    if last is None or num_classes == _DEFAULT_CLASSES:
+    if last is None or num_classes == defined:
         return
     full_name, old = last
     parent_name, _, attr = full_name.rpartition(".")
@@ -116,7 +130,7 @@ def _replace_classifier(model, num_classes: int) -> None:
     if isinstance(old, nn.Linear):
         new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     else:
-        new = nn.Conv2d(
+        new = type(old)(
             old.in_channels, num_classes, old.kernel_size, old.stride, old.padding, bias=old.bias is not None
         )
     setattr(parent, attr, new)
@@ -161,24 +175,37 @@ def plan_torchvision(
 
 
 def _check_model(name: str, input_shape: tuple[int, ...]) -> None:
-    """Refuses data that is not images and names that are not torchvision classifiers."""
+    """Refuses names that are not torchvision classifiers, and data that the model cannot read:
+    an image model takes images, a video model clips."""
     from .layers import shape_text
 
-    if len(input_shape) != 3:
-        raise ConfigError(
-            f"model.torchvision: {name} takes images (height x width x channels), but this data's samples have "
-            f"shape {shape_text(tuple(input_shape))}.",
-            hint="Use a torchvision model with image data, or a layer list for other data.",
-            key="model.torchvision",
-        )
-    names = classification_models()
-    if name not in names:
-        close = suggest(name, names)
+    images, clips = classification_models(), video_models()
+    shape = shape_text(tuple(input_shape))
+    if name not in images and name not in clips:
+        close = suggest(name, images + clips)
         raise ConfigError(
             f"model.torchvision: {name!r} is not a classification model of torchvision "
-            f"{_torchvision_version()}; there are {len(names)}, e.g. resnet18, resnet50, vgg16_bn, "
-            "mobilenet_v3_small, efficientnet_b0, convnext_tiny.",
+            f"{_torchvision_version()}; there are {len(images)} for images, e.g. resnet18, resnet50, vgg16_bn, "
+            f"mobilenet_v3_small, efficientnet_b0, convnext_tiny, and {len(clips)} for video: {', '.join(clips)}.",
             hint=close or 'Run python -c "import torchvision; print(torchvision.models.list_models())" for the list.',
+            key="model.torchvision",
+        )
+    if name in clips and len(input_shape) != 4:
+        raise ConfigError(
+            f"model.torchvision: {name} is a video model: it takes clips (frames x height x width x channels), "
+            f"but this data's samples have shape {shape}{' (images)' if len(input_shape) == 3 else ''}.",
+            hint="Give it video data (data.dataset: video_folder, or an npz array of rank 5), or use an image "
+            "model such as resnet18 for images.",
+            key="model.torchvision",
+        )
+    if name in images and len(input_shape) != 3:
+        video = len(input_shape) == 4
+        raise ConfigError(
+            f"model.torchvision: {name} takes images (height x width x channels), but this data's samples have "
+            f"shape {shape}{' (clips: frames x height x width x channels)' if video else ''}.",
+            hint=f"For clips use a video model ({', '.join(clips)}) or a layer list with conv3d."
+            if video
+            else "Use a torchvision model with image data, or a layer list for other data.",
             key="model.torchvision",
         )
 
@@ -207,13 +234,17 @@ def _trace(
 
     shapes: dict[str, tuple[tuple, tuple]] = {}
     macs: dict[str, int] = {}
-    hooks = []
+    hooks: list = []
 
-    def shape_hook(child_name):
+    def shape_hook(child_name, in_list=False):
         def hook(module, inputs, output):
             x, y = _first_tensor(inputs), _first_tensor(output)
-            if x is not None and y is not None and child_name not in shapes:
+            if x is None or y is None:
+                return
+            if child_name not in shapes:
                 shapes[child_name] = (tuple(x.shape[1:]), tuple(y.shape[1:]))
+            elif in_list:  # a ModuleList's blocks (MViT's): the first one's input, the last one's output
+                shapes[child_name] = (shapes[child_name][0], tuple(y.shape[1:]))
 
         return hook
 
@@ -223,8 +254,8 @@ def _trace(
             if y is None:
                 return
             per_sample = y.numel() // y.shape[0]
-            if isinstance(module, torch.nn.Conv2d):
-                k = module.kernel_size[0] * module.kernel_size[1]
+            if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
+                k = math.prod(module.kernel_size)
                 macs[child_name] = macs.get(child_name, 0) + per_sample * k * module.in_channels // module.groups
             elif isinstance(module, torch.nn.Linear):
                 macs[child_name] = macs.get(child_name, 0) + per_sample * module.in_features
@@ -232,9 +263,12 @@ def _trace(
         return hook
 
     for child_name, child in model.named_children():
-        hooks.append(child.register_forward_hook(shape_hook(child_name)))
+        if isinstance(child, torch.nn.ModuleList):  # never called itself: forward loops over its blocks
+            hooks.extend(block.register_forward_hook(shape_hook(child_name, in_list=True)) for block in child)
+        else:
+            hooks.append(child.register_forward_hook(shape_hook(child_name)))
         for sub in child.modules():
-            if isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear)):
+            if isinstance(sub, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)):
                 hooks.append(sub.register_forward_hook(macs_hook(child_name)))
     try:
         with torch.no_grad():
@@ -374,7 +408,8 @@ def build_torchvision(plan, initial_weights: bool = True):
     if not _mismatch(model, state):  # saved from a model adapted the same way (e.g. by dlcli)
         model.load_state_dict(state)
         return model
-    original = _construct(tv.name, _DEFAULT_CLASSES)  # as torchvision defines it: 3 channels, 1,000 classes
+    defined = _default_classes(tv.name)
+    original = _construct(tv.name, defined)  # as torchvision defines it: 3 channels, 1,000 (or 400) classes
     problems = _mismatch(original, state)
     if problems:
         raise ConfigError(
@@ -386,5 +421,5 @@ def build_torchvision(plan, initial_weights: bool = True):
         )
     original.load_state_dict(state)
     _replace_first_conv(original, tv.in_channels, keep_weights=True)
-    _replace_classifier(original, tv.num_classes)
+    _replace_classifier(original, tv.num_classes, defined)
     return original

@@ -16,7 +16,7 @@ from dlcli.layer_specs import (
     MaxPool2DLayer,
 )
 from dlcli.models import build_model, parameter_counts, plan_model
-from dlcli.training import plan_experiment
+from dlcli.plan import plan_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -476,7 +476,8 @@ def test_torchvision_resnet18_adapted_to_grayscale_and_ten_classes():
 
 def tv_config(tmp_path, name, weights=None, shape=(1, 28, 28), classes=10):
     raw = synthetic_config(epochs=1)
-    raw["data"]["synthetic"].update(shape=list(shape), classes=classes, samples=32, test_samples=8)
+    height_width_channels = [*shape[1:], shape[0]]  # `shape` is channels first, as the tensors hold it
+    raw["data"]["synthetic"].update(input_shape=height_width_channels, classes=classes, samples=32, test_samples=8)
     raw["model"] = {"torchvision": name, **({"weights": str(weights)} if weights else {})}
     raw["training"]["batch_size"] = 16
     return write_config(tmp_path / "tv.yaml", raw)
@@ -602,14 +603,14 @@ def test_return_sequences_before_dense(tmp_path):
 def test_residual_that_cannot_be_projected(tmp_path):
     block = {"residual": {"layers": [{"conv2d": {"filters": 4, "kernel_size": 3, "padding": 2}}]}}
     raw_layers = [block, "flatten", {"dense": {"units": 3}}]
-    message = error_of(layers_config(tmp_path, raw_layers), "data.synthetic.shape=[1, 6, 6]")
+    message = error_of(layers_config(tmp_path, raw_layers), "data.synthetic.input_shape=[6, 6, 1]")
     assert (
         "model layer 1 (residual): its layers turn 6x6x1 into 8x8x4, which cannot be added to the block's "
         "input: no 1x1 projection with one stride maps its pixels (6 -> 8 x 6 -> 8)"
     ) in message
     block = {"residual": {"layers": ["flatten", {"dense": {"units": 4}}]}}
     message = error_of(
-        layers_config(tmp_path, [block, "flatten", {"dense": {"units": 3}}]), "data.synthetic.shape=[1, 6, 6]"
+        layers_config(tmp_path, [block, "flatten", {"dense": {"units": 3}}]), "data.synthetic.input_shape=[6, 6, 1]"
     )
     assert "a 1x1 projection keeps the rank (3 dimensions here, 1 after)" in message
 
@@ -832,3 +833,107 @@ def test_every_layer_type_has_one_planner():
     from dlcli.models.layers import LAYER_PLANNERS
 
     assert LAYER_PLANNERS.names() == sorted(LAYER_TYPES)
+
+
+# ----------------------------------------------------------------------------- pooling options, ZFNet, the course's CNNs
+
+
+@pytest.mark.parametrize("size", [7, 8, 13])
+@pytest.mark.parametrize(
+    "pool_size, strides, padding, ceil_mode",
+    [(3, 2, 0, True), (3, 2, 1, False), (3, 2, 1, True), (2, None, 0, True), (2, 1, 1, False), (5, 3, 2, True)],
+)
+def test_2d_pooling_padding_and_ceil_mode_give_pytorchs_sizes(size, pool_size, strides, padding, ceil_mode):
+    for layer in (MaxPool2DLayer, AvgPool2DLayer):
+        spec = layer(pool_size=pool_size, strides=strides, padding=padding, ceil_mode=ceil_mode)
+        plan, counts, model = count([spec], (2, size, size + 1))
+        out = model(torch.randn(1, 2, size, size + 1))
+        assert tuple(out.shape[1:]) == plan.layers[0].output_shape
+
+
+def test_pool_padding_is_checked_and_shown():
+    with pytest.raises(ConfigError, match="padding 2 is more than half its 3x3 window"):
+        plan_model((MaxPool2DLayer(pool_size=3, padding=2),), (1, 8, 8))
+    plan = plan_model((MaxPool2DLayer(pool_size=3, strides=2, padding=1, ceil_mode=True),), (1, 8, 8))
+    assert plan.layers[0].details["padding"] == "1+ceil"
+    assert plan_model((MaxPool2DLayer(pool_size=3, ceil_mode=True),), (1, 8, 8)).layers[0].details["padding"] == "ceil"
+
+
+def test_zfnet_feature_maps_are_those_of_figure_3_of_the_paper():
+    """Zeiler and Fergus (2013), Figure 3, for a 224x224x3 input: 110x110x96 after conv 1, 55x55 after
+    pool 1, 26x26x256 after conv 2, 13x13 after pool 2 and convs 3 to 5, 6x6x256 after pool 5, then
+    4096, 4096 and the classes."""
+    from dlcli.models.layers import shape_text
+    from dlcli.models.presets import zfnet_layers
+
+    plan = plan_model(tuple(zfnet_layers()) + (DenseLayer(units=1000, activation="softmax"),), (3, 224, 224))
+    sizes = [shape_text(r.output_shape) for r in plan.layers if r.type_name != "Dropout"]
+    assert sizes == [
+        "110x110x96",  # conv 1: 96 7x7 filters, stride 2
+        "55x55x96",  # pool 1: 3x3, stride 2
+        "26x26x256",  # conv 2: 256 5x5 filters, stride 2
+        "13x13x256",  # pool 2
+        "13x13x384",  # conv 3
+        "13x13x384",  # conv 4
+        "13x13x256",  # conv 5
+        "6x6x256",  # pool 5
+        "9216",
+        "4096",  # fc 6
+        "4096",  # fc 7
+        "1000",
+    ]
+    by_hand = (
+        (7 * 7 * 3 * 96 + 96)  # conv 1: 14,208
+        + (5 * 5 * 96 * 256 + 256)  # conv 2: 614,656
+        + (3 * 3 * 256 * 384 + 384)  # conv 3: 885,120
+        + (3 * 3 * 384 * 384 + 384)  # conv 4: 1,327,488
+        + (3 * 3 * 384 * 256 + 256)  # conv 5: 884,992
+        + (6 * 6 * 256 * 4096 + 4096)  # fc 6: 37,752,832
+        + (4096 * 4096 + 4096)  # fc 7: 16,781,312
+        + (4096 * 1000 + 1000)  # output: 4,097,000
+    )
+    assert by_hand == 62_357_608 == plan.trainable_params
+    with torch.device("meta"):  # the modules the plan builds, without 250 MB of weights
+        modules = [m for r in plan.layers if r.make for m in r.make()]
+    assert sum(p.numel() for m in modules for p in m.parameters()) == by_hand
+
+
+def _torchvision_count(weights: str) -> int:
+    """Torchvision's own parameter count of a model, from its weights' metadata (nothing is downloaded)."""
+    import torchvision.models as tvm
+
+    return getattr(tvm, weights).DEFAULT.meta["num_params"]
+
+
+@pytest.mark.parametrize(
+    "model, shape, classes, expected",
+    [
+        ({"preset": "lenet5"}, [28, 28, 1], 10, 61_706),  # LeCun et al. (1998), as the course counts it
+        ({"preset": "zfnet"}, [224, 224, 3], 1000, 62_357_608),  # by hand, above
+        ({"torchvision": "alexnet"}, [224, 224, 3], 1000, "AlexNet_Weights"),
+        ({"torchvision": "vgg16"}, [224, 224, 3], 1000, "VGG16_Weights"),
+        ({"torchvision": "googlenet"}, [224, 224, 3], 1000, "GoogLeNet_Weights"),
+        ({"torchvision": "resnet18"}, [224, 224, 3], 1000, "ResNet18_Weights"),
+    ],
+    ids=["lenet5", "zfnet", "alexnet", "vgg16", "googlenet", "resnet18"],
+)
+def test_every_cnn_the_course_names_builds_and_summarises(model, shape, classes, expected):
+    from dlcli.config import PRESETS
+
+    if model.get("preset") == "zfnet" and "zfnet" not in PRESETS:
+        pytest.skip("config.PRESETS has no zfnet preset class yet")
+    raw = {
+        "name": model.get("preset") or model["torchvision"],
+        "data": {"dataset": "synthetic", "synthetic": {"input_shape": shape, "classes": classes}},
+        "model": model,
+        "loss": "sparse_categorical_crossentropy",
+    }
+    plan = plan_experiment(load_config(None, raw=raw))  # torchvision's models on the meta device
+    if isinstance(expected, str):
+        expected = _torchvision_count(expected)
+    assert plan.model_plan.trainable_params == expected
+    text = summary_text(plan.model_plan, plan)
+    assert f"Trainable params: {expected:,}" in text
+    if model.get("preset") == "lenet5":
+        built_model = build_model(plan.model_plan)
+        assert sum(p.numel() for p in built_model.parameters()) == expected

@@ -275,8 +275,8 @@ def _pool_details(spec: Any) -> dict[str, Any]:
     dims = _dims(spec.kind)
     strides = spec.strides or spec.pool_size
     padding: Any = getattr(spec, "padding", 0) or "valid"
-    if getattr(spec, "ceil_mode", False):
-        padding = f"{padding}, ceil"
+    if getattr(spec, "ceil_mode", False):  # a last window over the edge counts
+        padding = "ceil" if padding == "valid" else f"{padding}+ceil"
     return {
         "kernel": _size_text(spec.pool_size, dims),
         "stride": strides if isinstance(strides, int) else _size_text(strides, dims),

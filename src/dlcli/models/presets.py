@@ -32,6 +32,8 @@ def expand(model, output_units: int, output_activation: Activation) -> tuple:
             DenseLayer(units=120, activation=model.activation),
             DenseLayer(units=84, activation=model.activation),
         ]
+    elif getattr(model, "preset", None) == "zfnet":
+        layers += zfnet_layers(model.activation, model.dropout)
     elif isinstance(model, CnnModel):
         for filters in model.filters:
             layers.append(Conv2DLayer(filters=filters, kernel_size=model.kernel_size, activation=model.activation))
@@ -53,3 +55,46 @@ def expand(model, output_units: int, output_activation: Activation) -> tuple:
         output_activation = model.output_activation
     layers.append(DenseLayer(units=output_units, activation=output_activation))
     return tuple(layers)
+
+
+def zfnet_layers(activation: Activation = "relu", dropout: float = 0.5) -> list:
+    """ZFNet's layers before its output layer, from the table of Figure 3 of Zeiler and Fergus,
+    "Visualizing and Understanding Convolutional Networks" (arXiv:1311.2901, 2013; ECCV 2014),
+    for 224x224x3 inputs:
+
+    | layer   | the figure                        | here                                 | output     |
+    |---------|-----------------------------------|--------------------------------------|------------|
+    | conv 1  | 96 filters 7x7, stride 2          | conv2d 96@7x7, stride 2, padding 1   | 110x110x96 |
+    | pool 1  | 3x3 max pool, stride 2            | maxpool2d 3, stride 2, ceil_mode     | 55x55x96   |
+    | conv 2  | 256 filters 5x5, stride 2         | conv2d 256@5x5, stride 2             | 26x26x256  |
+    | pool 2  | 3x3 max pool, stride 2            | maxpool2d 3, stride 2, ceil_mode     | 13x13x256  |
+    | conv 3  | 384 filters 3x3, stride 1         | conv2d 384@3x3, padding 1            | 13x13x384  |
+    | conv 4  | 384 filters 3x3, stride 1         | conv2d 384@3x3, padding 1            | 13x13x384  |
+    | conv 5  | 256 filters 3x3, stride 1         | conv2d 256@3x3, padding 1            | 13x13x256  |
+    | pool 5  | 3x3 max pool, stride 2            | maxpool2d 3, stride 2, ceil_mode     | 6x6x256    |
+    | fc 6, 7 | 4096 units (dropout 0.5, sec. 3)  | dense 4096, dropout                  | 4096       |
+    | output  | C-way softmax                     | dense, sized from the data           | classes    |
+
+    The figure gives the sizes; the padding of conv 1 and the rounding up of the pools (Caffe's
+    pooling, which the paper's code base used) are what reproduce them. ReLU after every
+    convolution and hidden dense layer, as in the paper. Left out: the local contrast
+    normalisation after pools 1 and 2 (no parameters; later work found it of little use) and
+    the paper's renormalisation of conv filters whose RMS exceeds 0.1 (a training rule).
+    """
+    pool = MaxPool2DLayer(pool_size=3, strides=2, ceil_mode=True)
+    layers: list = [
+        Conv2DLayer(filters=96, kernel_size=7, strides=2, padding=1, activation=activation),
+        pool,
+        Conv2DLayer(filters=256, kernel_size=5, strides=2, activation=activation),
+        pool,
+        Conv2DLayer(filters=384, kernel_size=3, padding=1, activation=activation),
+        Conv2DLayer(filters=384, kernel_size=3, padding=1, activation=activation),
+        Conv2DLayer(filters=256, kernel_size=3, padding=1, activation=activation),
+        pool,
+        FlattenLayer(),
+    ]
+    for _ in range(2):
+        layers.append(DenseLayer(units=4096, activation=activation))
+        if dropout:
+            layers.append(DropoutLayer(rate=dropout))
+    return layers

@@ -24,6 +24,13 @@ from dlcli.registry import DATASETS
 av = import_or_skip_unless_ci("av", "PyAV (the video extra) is not installed")
 runner = CliRunner()
 FLAT = {"layers": [{"flatten": {}}, {"dense": {"units": 1, "activation": "sigmoid"}}]}
+CONV3D = {
+    "layers": [
+        {"conv3d": {"filters": 3, "kernel_size": 2, "activation": "relu"}},
+        {"global_avg_pool": {}},
+        {"dense": {"units": 1, "activation": "sigmoid"}},
+    ]
+}
 
 
 def write_clip(path: Path, frames: np.ndarray, codec: str = "libx264") -> Path:
@@ -361,7 +368,7 @@ def test_rank5_npz_layouts_train_to_identical_metrics_and_predict_converts(tmp_p
         data = {"dataset": "npz", "path": str(path), **({"layout": layout} if layout else {})}
         cfg = write_config(
             tmp_path / f"{name}.yaml",
-            {"seed": 0, "device": "cpu", "data": data, "model": FLAT, "training": {"epochs": 1, "batch_size": 4}},
+            {"seed": 0, "device": "cpu", "data": data, "model": CONV3D, "training": {"epochs": 1, "batch_size": 4}},
         )
         runs.append(trained_run(cfg, tmp_path / name))
 
@@ -383,3 +390,24 @@ def test_rank5_npz_layouts_train_to_identical_metrics_and_predict_converts(tmp_p
     result = runner.invoke(app, ["predict", str(runs[0]), str(tmp_path / "rank4.npz")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "has samples of shape (4, 6, 2)" in result.stderr and "takes (3, 4, 6, 2) (THWC)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "rank, model, words", [(4, CONV3D, "(conv3d) needs frames"), (5, None, "(conv2d) needs an image")]
+)
+def test_an_array_of_the_wrong_rank_for_the_model_names_the_shapes(tmp_path, rank, model, words):
+    shape = (8, 3, 6, 6) if rank == 4 else (8, 3, 6, 6, 2)
+    np.savez(tmp_path / "x.npz", x_train=np.zeros(shape, np.float32), y_train=np.arange(8) % 2)
+    model = model or {
+        "layers": [
+            {"conv2d": {"filters": 2, "kernel_size": 2}},
+            {"flatten": {}},
+            {"dense": {"units": 1, "activation": "sigmoid"}},
+        ]
+    }
+    data = {"dataset": "npz", "path": str(tmp_path / "x.npz")}
+    cfg = write_config(tmp_path / "c.yaml", {"data": data, "model": model, "device": "cpu", "training": {"epochs": 1}})
+    result = runner.invoke(app, ["train", str(cfg), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    output = result.stderr.replace("\n", " ")
+    assert words in output and ("6x6x3" if rank == 4 else "3x6x6x2") in output  # Keras's order, as the summary

@@ -270,53 +270,43 @@ def _frame_array(image: Any, size: tuple[int, int], resize: bool, channels: int)
     return array[None] if channels == 1 else np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def _video_pass(path: Path, wanted: set[int], last: Optional[int], convert) -> tuple[dict[int, np.ndarray], int]:
-    """One decoding pass: the converted frames whose index is wanted, and how many frames were
-    decoded (stopping after frame `last` when given)."""
+def _video_pass(
+    path: Path, frames: int, step: Optional[int], convert, count: Optional[int] = None
+) -> tuple[dict[int, np.ndarray], int, int]:
+    """One decoding pass: the converted frames sampled from a clip of `count` frames (None: the
+    count the container states, if any), the number of frames decoded (for frame_step: up to
+    the last one needed), and the count the sampling was for (0 when unknown: nothing taken)."""
     av = _av()
     picked: dict[int, np.ndarray] = {}
-    count = 0
+    decoded = 0
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise ClipProblem(NO_STREAM)
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1  # one decoding thread per process: the processes share the cores
+        last = frames_needed(frames, step) - 1 if step is not None else None
+        if step is None and count is None:
+            count = int(stream.frames or 0)
+        wanted = set(sample_indices(count or 0, frames, None) if last is None else range(0, last + 1, step or 1))
         for index, frame in enumerate(container.decode(stream)):
-            count = index + 1
+            decoded = index + 1
             if index in wanted:
                 picked[index] = convert(frame.to_image())
             if last is not None and index >= last:
                 break
-    return picked, count
+    return picked, decoded, count or 0
 
 
 def decode_video(path: Path, frames: int, step: Optional[int], convert) -> tuple[list[np.ndarray], int]:
     """A video file's sampled frames (converted) and its frame count (for frame_step: how many
-    were decoded before the last one needed). The count the container states is trusted for a
-    single pass; when the decoded frames turn out to differ, the file is decoded again."""
-    if step is not None:
-        needed = frames_needed(frames, step)
-        picked, count = _video_pass(path, set(range(0, needed, step)), needed - 1, convert)
-        return [picked[i] for i in sorted(picked)], count
-    stated = _stated_frames(path)
-    if stated:
-        indices = sample_indices(stated, frames, None)
-        picked, count = _video_pass(path, set(indices), None, convert)
-        if count == stated:
-            return [picked[i] for i in indices], count
-    else:
-        _, count = _video_pass(path, set(), None, convert)
-    indices = sample_indices(count, frames, None)
-    picked, count2 = _video_pass(path, set(indices), None, convert)
-    return [picked[i] for i in indices if i in picked], min(count, count2)
-
-
-def _stated_frames(path: Path) -> int:
-    av = _av()
-    with av.open(str(path)) as container:
-        if not container.streams.video:
-            raise ClipProblem(NO_STREAM)
-        return int(container.streams.video[0].frames or 0)
+    were decoded, up to the last one needed). The count the container states is trusted for a
+    single pass; when it is missing or the frames decoded differ from it, the file is decoded
+    again with the count found."""
+    picked, decoded, assumed = _video_pass(path, frames, step, convert)
+    if step is None and decoded != assumed:
+        picked, again, _ = _video_pass(path, frames, None, convert, count=decoded)
+        decoded = min(decoded, again)
+    return [picked[i] for i in sorted(picked)], decoded
 
 
 def decode_clip(

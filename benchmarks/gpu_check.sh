@@ -3,12 +3,15 @@
 # ResNet-18 on 3x32x32 at batch 256 (fp32, bf16, channels-last, compile, cuda_graph, against a
 # hand-written loop: does bf16 pay on a model this size?), the CNN under each speed option
 # (batch, bf16, CUDA graphs, channels-last), then the speed benchmark at fp32 with
-# training.cuda_graph and eager. Prints the numbers; about 11 minutes in all, at most 14.
+# training.cuda_graph and eager, and r3d_18 on 16x112x112 clips at batch 32 (fp32, bf16,
+# channels-last-3d, against a hand-written loop: the video issue's question). Prints the
+# numbers; about 13 minutes in all, at most 19.
 #   bash benchmarks/gpu_check.sh [DATA_ROOT]     (DATA_ROOT holds mnist/ and fashion_mnist/;
 #                                                 synthetic IDX files of the same shapes otherwise)
-# PARTS picks sections (default all: tests,resnet,variants,graph,fp32); all of them can pass
+# PARTS picks sections (default all: tests,resnet,variants,graph,fp32,video); all of them can pass
 # 10 minutes, so split them over two calls where a call is limited, e.g.
 #   PARTS=tests,resnet bash benchmarks/gpu_check.sh   then   PARTS=variants,graph,fp32 bash ...
+# or run one question alone: PARTS=video bash benchmarks/gpu_check.sh (about 2 minutes, at most 5).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -18,7 +21,7 @@ mkdir -p "$LOGS"
 DATA_ARGS=()
 [ -n "${1:-}" ] && DATA_ARGS=(--data "$1")
 status=0
-PARTS=",${PARTS:-tests,resnet,variants,graph,fp32},"
+PARTS=",${PARTS:-tests,resnet,variants,graph,fp32,video},"
 want() { [[ "$PARTS" == *",$1,"* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
@@ -54,6 +57,11 @@ if want fp32; then
 echo "== speed at fp32: dlcli against the hand-written loop (same tensors, same GPU)"
 timeout 100 $PY benchmarks/bench_train.py --device cuda --reps 2 --skip memory,startup,scaling \
     --json "$LOGS/bench_fp32.json" "${DATA_ARGS[@]}" || status=1
+fi
+
+if want video; then
+echo "== r3d_18, 16x112x112x3 clips, batch 32: fp32, bf16, channels-last-3d; dlcli vs hand-written"
+timeout 300 $PY benchmarks/gpu_video.py --json "$LOGS/video.json" || status=1
 fi
 
 exit $status

@@ -467,7 +467,7 @@ def test_video_model_errors_name_the_fix():
     exc = tv_error("resnet18", VIDEO)
     assert "resnet18 takes images" in exc.message and "4x8x8x3 (clips" in exc.message and "r3d_18" in exc.hint
     exc = tv_error("s3d", VIDEO)
-    assert "s3d does not fit inputs of 4x8x8x3" in exc.message
+    assert "s3d does not fit inputs of 4x8x8x3" in exc.message and "larger clips" in exc.hint
 
 
 # ----------------------------------------------------------------------------- training and export

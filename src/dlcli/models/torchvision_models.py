@@ -277,7 +277,10 @@ def _trace(
         message = str(exc).strip().splitlines()[0].rstrip(".! ") if str(exc).strip() else type(exc).__name__
         raise ConfigError(
             f"model.torchvision: {name} does not fit inputs of {shape_text(tuple(input_shape))}: {message}.",
-            hint="It needs larger images: use a model that takes small inputs (resnet18, mobilenet_v3_small, "
+            hint="It needs larger clips: use a video model that takes small clips (r3d_18, mc3_18, r2plus1d_18, "
+            "swin3d_t) or larger clips (mvit_v1_b and mvit_v2_s take 16 frames of 224x224)."
+            if len(input_shape) == 4
+            else "It needs larger images: use a model that takes small inputs (resnet18, mobilenet_v3_small, "
             "efficientnet_b0) or larger images.",
             key="model.torchvision",
         ) from None

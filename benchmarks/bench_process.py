@@ -237,11 +237,11 @@ def bench(args, data: Path, runs_dir: Path) -> dict[str, Any]:
 PARTS = (
     ("start-up: import dlcli.cli (typer, rich)", "dlcli.cli:<module>"),
     ("config: load_config", "dlcli.config:load_config"),
-    ("plan: plan_experiment", "dlcli.training:plan_experiment"),
+    ("plan: plan_experiment", "dlcli.plan:plan_experiment"),
     ("device: choose_device", "dlcli.training:choose_device"),
     ("build_experiment", "dlcli.training:build_experiment"),
     ("  data: load_dataset", "dlcli.data:load_dataset"),
-    ("  model: build_network", "dlcli.training:build_network"),
+    ("  model: build_network", "dlcli.plan:build_network"),
     ("  optimizer: build_optimizer", "dlcli.optim:build_optimizer"),
     ("open_run_folder", "dlcli.training:open_run_folder"),
     ("  summary_text", "dlcli.summary:summary_text"),

@@ -82,7 +82,8 @@ def speed(reps: int, rows: int, length: int) -> dict:
     from dlcli.data import load_dataset
     from dlcli.engine import Batches, Trainer
     from dlcli.losses import make_objective
-    from dlcli.training import build_network, objective_in_target_units, plan_experiment
+    from dlcli.plan import build_network, plan_experiment
+    from dlcli.training import objective_in_target_units
 
     results = {}
     with tempfile.TemporaryDirectory() as folder:

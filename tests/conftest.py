@@ -98,7 +98,7 @@ def synthetic_config(**training) -> dict:
         "data": {
             "dataset": "synthetic",
             "validation_split": 0.2,
-            "synthetic": {"task": "multiclass", "shape": [8], "classes": 3, "samples": 200, "test_samples": 60},
+            "synthetic": {"task": "multiclass", "input_shape": [8], "classes": 3, "samples": 200, "test_samples": 60},
         },
         "model": {"preset": "mlp", "hidden": [16]},
         "loss": "sparse_categorical_crossentropy",

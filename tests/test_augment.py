@@ -245,7 +245,7 @@ def test_augmentation_transforms_the_training_batches_only(tmp_path, monkeypatch
 
     monkeypatch.setattr(augment, "augment_batch", counted)
     raw = synthetic_config(epochs=2, batch_size=24)
-    raw["data"]["synthetic"].update(shape=[1, 6, 6], samples=200, test_samples=60)
+    raw["data"]["synthetic"].update(input_shape=[6, 6, 1], samples=200, test_samples=60)
     raw["data"]["augment"] = {"horizontal_flip": True, "rotation": 10}
     run = trained_run(write_config(tmp_path / "c.yaml", raw), tmp_path / "runs")
     assert "val_loss" in (run / "metrics.csv").read_text().splitlines()[0]

@@ -238,7 +238,9 @@ def test_bad_input_is_one_clear_error(tmp_path, tiny_config, args, words):
 )
 def test_the_four_problem_types_train_end_to_end(tmp_path, task, loss, model, metric):
     raw = synthetic_config(epochs=4)
-    raw["data"]["synthetic"].update(task=task, classes=3, shape=[1, 8, 8] if model.get("preset") == "cnn" else [8])
+    raw["data"]["synthetic"].update(
+        task=task, classes=3, input_shape=[8, 8, 1] if model.get("preset") == "cnn" else [8]
+    )
     raw.update(loss=loss, model=model)
     config = write_config(tmp_path / "c.yaml", raw)
     result = invoke("train", config, "--runs-dir", tmp_path / "runs", "-q")
@@ -291,7 +293,7 @@ def test_channels_last_cnn_trains_like_the_default_layout(tmp_path):
     from dlcli.plan import plan_experiment
 
     raw = synthetic_config(epochs=3)
-    raw["data"]["synthetic"].update(shape=[3, 10, 10], samples=160)
+    raw["data"]["synthetic"].update(input_shape=[10, 10, 3], samples=160)
     raw["model"] = {"preset": "cnn", "filters": [6, 8], "kernel_size": 3, "dropout": 0.0}
     config = write_config(tmp_path / "cnn.yaml", raw)
     histories = {}

@@ -9,7 +9,8 @@ from rich.console import Console
 
 from dlcli.config import load_config
 from dlcli.errors import DeviceError
-from dlcli.training import check_device_options, resolve_device, train
+from dlcli.plan import resolve_device
+from dlcli.training import check_device_options, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 
@@ -103,7 +104,7 @@ def test_data_goes_to_the_gpu_once():
         ["training.precision=bf16"],
         ["optimizer={name: sgd, lr: 0.05, momentum: 0.9}"],
         ["optimizer={name: rmsprop}"],
-        ["model={preset: cnn, filters: [4], kernel_size: 3, dropout: 0.3}", "data.synthetic.shape=[1, 8, 8]"],
+        ["model={preset: cnn, filters: [4], kernel_size: 3, dropout: 0.3}", "data.synthetic.input_shape=[8, 8, 1]"],
     ],
 )
 def test_cuda_graph_training(tmp_path, tiny_config, options):

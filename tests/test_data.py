@@ -50,7 +50,7 @@ def test_an_unknown_dataset_lists_every_builtin_one_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == (
         "data.dataset: unknown dataset 'fashion-mnist'; valid datasets are: csv, fashion_mnist, image_folder, "
-        "imdb, mnist, npz, synthetic, text_folder, timeseries. Did you mean 'fashion_mnist' or 'mnist'?"
+        "imdb, mnist, npz, synthetic, text_folder, timeseries, video_folder. Did you mean 'fashion_mnist' or 'mnist'?"
     )
 
 
@@ -391,7 +391,7 @@ def test_a_run_saved_with_every_kinds_keys_still_loads_as_its_own_kind():
         ),
         (
             {"dataset": "csv", "path": "t.csv", "target": "y", "image_size": [8, 8]},
-            "data.image_size: is a key of image_folder data",
+            "data.image_size: is a key of image_folder, video_folder data",
         ),
         # Another kind's key at anything but its default (old runs' dumps hold defaults only).
         (

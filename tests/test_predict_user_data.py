@@ -17,7 +17,7 @@ from conftest import trained_run, write_config
 from dlcli.checkpoint import load_checkpoint
 from dlcli.cli import app
 from dlcli.data import load_dataset
-from dlcli.training import load_run_config
+from dlcli.plan import load_run_config
 
 runner = CliRunner()
 MLP = {"preset": "mlp", "hidden": [8]}

@@ -30,7 +30,7 @@ def slow_config(tmp_path: Path, epochs: int = 6) -> Path:
         schedule={"name": "step", "step_size": 2, "gamma": 0.5},
         early_stopping={"monitor": "val_loss", "patience": 20},
     )
-    raw["data"]["synthetic"].update(samples=3000, shape=[32])
+    raw["data"]["synthetic"].update(samples=3000, input_shape=[32])
     raw["model"] = {"preset": "mlp", "hidden": [64, 64], "dropout": 0.2}  # dropout: the global RNG matters
     return write_config(tmp_path / "slow.yaml", raw)
 
@@ -513,7 +513,7 @@ def _refuses_huge_allocations() -> bool:
 @pytest.mark.skipif(not _refuses_huge_allocations(), reason="needs vm.overcommit_memory 0 or 2 to fail a 9 TiB malloc")
 def test_out_of_memory_while_training_is_exit_1_and_a_failed_run(tmp_path):
     raw = synthetic_config(epochs=1, batch_size=4)
-    raw["data"] = {"dataset": "synthetic", "synthetic": {"shape": [1, 2, 2], "samples": 8, "test_samples": 0}}
+    raw["data"] = {"dataset": "synthetic", "synthetic": {"input_shape": [2, 2, 1], "samples": 8, "test_samples": 0}}
     raw["loss"] = "auto"
     # Few parameters, but the first forward pass needs 16 channels of 200,002 x 200,002 pixels.
     raw["model"] = {

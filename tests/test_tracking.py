@@ -113,11 +113,11 @@ def test_config_flattens_to_params_without_the_tracking_section(tmp_path):
     assert flat["model.layers.0.dense.units"] == 8
     assert flat["model.layers.0.dense.activation"] == "relu"
     assert flat["model.layers.1.flatten"] == {}
-    assert flat["data.synthetic.shape"] == [8]
+    assert flat["data.synthetic.input_shape"] == [8]
     assert flat["optimizer.lr"] == 0.01
     assert [
         param_text(flat[k])
-        for k in ("model.layers.1.flatten", "data.synthetic.shape", "optimizer.momentum", "training.shuffle")
+        for k in ("model.layers.1.flatten", "data.synthetic.input_shape", "optimizer.momentum", "training.shuffle")
     ] == ["{}", "[8]", "null", "true"]
 
 

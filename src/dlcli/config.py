@@ -89,8 +89,25 @@ class TorchvisionModel:
     weights: Optional[str] = option(None, help="a local state-dict file to start from (nothing is downloaded)")
 
 
-PRESETS: dict[str, type] = {"mlp": MlpModel, "cnn": CnnModel, "binary": BinaryModel, "lenet5": LeNet5Model}
-ModelConfig = Union[MlpModel, CnnModel, BinaryModel, LeNet5Model, LayersModel, TorchvisionModel]
+@dataclass(frozen=True)
+class ZFNetModel:
+    """Zeiler and Fergus's ZFNet (2013) for 224x224 images: AlexNet with a 7x7 stride-2 first
+    convolution and 3x3 stride-2 pooling (the layer table of the paper's Figure 3)."""
+
+    preset: Literal["zfnet"] = "zfnet"
+    activation: Activation = option("relu", help="activation of the hidden layers (the original: relu)")
+    dropout: float = option(0.5, help="dropout after each of the two 4096-unit layers", ge=0.0, lt=1.0)
+    output_activation: OutputActivation = option("auto", help="auto picks it from the loss")
+
+
+PRESETS: dict[str, type] = {
+    "mlp": MlpModel,
+    "cnn": CnnModel,
+    "binary": BinaryModel,
+    "lenet5": LeNet5Model,
+    "zfnet": ZFNetModel,
+}
+ModelConfig = Union[MlpModel, CnnModel, BinaryModel, LeNet5Model, ZFNetModel, LayersModel, TorchvisionModel]
 
 # ----------------------------------------------------------------------------- data
 
@@ -149,6 +166,12 @@ class DataConfig:
         (data.<key>); the loader adds the file and line. Kinds extend it."""
         if self.validation_split and self.validation_size:
             raise ConfigError("give validation_split or validation_size, not both.", key="data.validation_size")
+
+    def has_validation(self) -> bool:
+        """Whether runs of this data hold out validation data, known without loading it (so a
+        sweep knows its default objective is val_loss): rows held out here; kinds with more
+        ways (a val/ folder) extend it."""
+        return bool(self.validation_split or self.validation_size)
 
     def defaults_for(self, given: Collection[str]) -> dict[str, Any]:
         """Shared keys whose default depends on the kind, for those not in `given` (the keys the
@@ -252,7 +275,9 @@ class TrackingConfig:
 @dataclass(frozen=True)
 class Config:
     data: DataConfig = option(help="the dataset")
-    model: ModelConfig = option(help="a preset (mlp, cnn, binary, lenet5), a list of layers or a torchvision model")
+    model: ModelConfig = option(
+        help="a preset (mlp, cnn, binary, lenet5, zfnet), a list of layers or a torchvision model"
+    )
     name: str = option("experiment", help="used in the run folder's name")
     seed: int = option(0, help="seed of every random generator", ge=0)
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")

@@ -38,8 +38,7 @@ def plan_experiment(config: Config, preprocessing: Optional[dict] = None) -> Pla
     loss_name = resolve_loss_name(config.loss, info.task)
     spec = loss_spec(loss_name, info.task)
     units, activation = output_layer(loss_name, info.task, info.num_classes)
-    # Inputs are word ids (text kinds' output_mode: sequence); other kinds have no such key.
-    ids_vocab = info.vocab_size if getattr(config.data, "output_mode", None) == "sequence" else None
+    ids_vocab = info.vocab_size if info.token_ids else None  # inputs are word ids for an embedding
     model_plan = plan_network(config.model, info.input_shape, units, activation, spec.absorbs, ids_vocab)
     out = model_plan.layers[-1].output_shape
     if len(out) != 1:
@@ -63,18 +62,8 @@ def metric_columns(metric: str, has_val: bool) -> list[str]:
 
 def has_validation_data(config: Config) -> bool:
     """Whether a run of this config will have validation data (and so log val_ metrics), known
-    before its data is loaded: rows held out by data.validation_split or validation_size, or
-    the validation folder (val/, valid/ or validation/ beside train/) of a class-folder dataset."""
-    data = config.data
-    if data.validation_split or data.validation_size:
-        return True
-    if data.dataset in ("image_folder", "text_folder"):
-        # The rule that decides the folders' splits when the data is loaded.
-        from .data.folders import _split_folders
-
-        root = Path(getattr(data, "root", "data"))
-        return root.is_dir() and "val" in _split_folders(root)
-    return False
+    before its data is loaded: as its dataset kind says (DataConfig.has_validation)."""
+    return config.data.has_validation()
 
 
 def resolve_device(name: str):

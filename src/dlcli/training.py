@@ -31,10 +31,9 @@ from .errors import (
     TrainingInterrupted,
     is_allocation_failure,
 )
-from .plan import (  # load_run_config re-exported: tests and benchmarks import the plan's names from here
+from .plan import (
     Plan,
     build_network,
-    load_run_config,  # noqa: F401
     metric_columns,
     plan_experiment,
     resolve_device,
@@ -716,7 +715,7 @@ def train(
             from .data.checks import dataset_notes
 
             for note in dataset_notes(exp.data):  # e.g. an empty test split
-                console.print(note, highlight=False)
+                console.print(note, highlight=False, markup=False)  # notes quote [shapes] and paths
         folder = open_run_folder(exp, runs_dir, resume_dir, dist, command)
         train_batches, val_batches, test_batches = exp.batches(dist)
         trainer, display, checkpointer = make_trainer(

@@ -36,6 +36,11 @@ class FolderData(DataConfig):
         "error", help="an unreadable file is an error, or skipped and counted"
     )
 
+    def has_validation(self) -> bool:
+        """Rows held out, or a validation folder (val/, valid/ or validation/ beside train/)."""
+        root = Path(self.root)
+        return super().has_validation() or (root.is_dir() and "val" in _split_folders(root))
+
 
 def folder_task(class_names: Sequence[str]) -> str:
     """Two class folders make a binary task (one sigmoid unit, as the course's IMDB model)."""

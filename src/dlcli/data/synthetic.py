@@ -20,8 +20,8 @@ class SyntheticConfig:
     )
     input_shape: Optional[tuple[int, ...]] = option(
         None,
-        help="one sample's shape as dlcli summary shows it: [features], [steps, features] or [height, width, "
-        "channels] (default [20])",
+        help="one sample's shape as dlcli summary shows it: [features], [steps, features], [height, width, "
+        "channels] or [frames, height, width, channels] (default [20])",
         ge=1,
         min_items=1,
     )

@@ -918,10 +918,6 @@ def _torchvision_count(weights: str) -> int:
     ids=["lenet5", "zfnet", "alexnet", "vgg16", "googlenet", "resnet18"],
 )
 def test_every_cnn_the_course_names_builds_and_summarises(model, shape, classes, expected):
-    from dlcli.config import PRESETS
-
-    if model.get("preset") == "zfnet" and "zfnet" not in PRESETS:
-        pytest.skip("config.PRESETS has no zfnet preset class yet")
     raw = {
         "name": model.get("preset") or model["torchvision"],
         "data": {"dataset": "synthetic", "synthetic": {"input_shape": shape, "classes": classes}},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import BinaryModel, CnnModel, LayersModel, LeNet5Model
+from ..config import BinaryModel, CnnModel, LayersModel, LeNet5Model, ZFNetModel
 from ..layer_specs import (
     Activation,
     AvgPool2DLayer,
@@ -32,7 +32,7 @@ def expand(model, output_units: int, output_activation: Activation) -> tuple:
             DenseLayer(units=120, activation=model.activation),
             DenseLayer(units=84, activation=model.activation),
         ]
-    elif getattr(model, "preset", None) == "zfnet":
+    elif isinstance(model, ZFNetModel):
         layers += zfnet_layers(model.activation, model.dropout)
     elif isinstance(model, CnnModel):
         for filters in model.filters:

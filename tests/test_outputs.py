@@ -105,3 +105,64 @@ def test_the_cli_says_it_in_one_paragraph_with_exit_2(run):
     result = invoke("export", run, "--format", "pt2", "--out", run / "config.yaml")
     assert result.exit_code == 2 and "is inside the run folder" in result.output
     assert os.path.getsize(run / "config.yaml") > 0
+
+
+def inputs_npz(path: Path) -> Path:
+    import numpy as np
+
+    np.savez(path, x=np.zeros((3, 8), dtype=np.float32))
+    return path
+
+
+def test_predict_never_writes_over_its_input_by_any_path(run, tmp_path):
+    table = inputs_npz(tmp_path / "inputs.npz")
+    before = table.read_bytes()
+    for out in (table, tmp_path / "." / "inputs.npz"):
+        result = invoke("predict", run, table, "--out", out, "--force")
+        assert result.exit_code == 2 and "writing there would replace it" in result.output
+    folder = tmp_path / "batch"
+    folder.mkdir()
+    inside = inputs_npz(folder / "more.npz")
+    result = invoke("predict", run, folder, "--out", inside)  # a file found inside an input folder
+    assert result.exit_code == 2 and "is the input" in result.output
+    assert table.read_bytes() == before and inside.stat().st_size > 0
+
+
+def test_predict_out_refuses_a_users_file_rewrites_its_own_and_makes_folders(run, tmp_path):
+    table = inputs_npz(tmp_path / "inputs.npz")
+    users = tmp_path / "report.csv"
+    users.write_text("quarter,revenue\nq1,10\n")
+    result = invoke("predict", run, table, "--out", users)
+    assert result.exit_code == 2 and "exists and was not written by dlcli" in result.output
+    assert users.read_text() == "quarter,revenue\nq1,10\n"
+    assert invoke("predict", run, table, "--out", users, "--force").exit_code == 0
+    assert users.read_text().startswith("input,")
+    assert invoke("predict", run, table, "--out", users).exit_code == 0  # dlcli's own predictions now
+    deep = tmp_path / "new" / "folder" / "p.csv"
+    assert invoke("predict", run, table, "--out", deep).exit_code == 0 and deep.read_text().startswith("input,")
+    result = invoke("predict", run, table, "--out", run / "run.json")
+    assert result.exit_code == 2 and "is inside the run folder" in result.output
+    assert invoke("predict", run, table, "--out", run / "predictions" / "p.csv").exit_code == 0
+
+
+def test_plot_out_keeps_a_users_png_and_redraws_its_own(run, tmp_path):
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "loss.png").write_bytes(b"\x89PNG\r\n\x1a\nsomeone's chart")
+    result = invoke("plot", run, "--out", out)
+    assert result.exit_code == 2 and "loss.png exists and was not written by dlcli" in result.output
+    assert (out / "loss.png").read_bytes().endswith(b"someone's chart")
+    assert invoke("plot", run, "--out", out, "--force").exit_code == 0
+    assert invoke("plot", run, "--out", out).exit_code == 0  # its own PNGs are redrawn
+    assert invoke("plot", run, "--out", tmp_path / "made" / "here").exit_code == 0
+    assert (tmp_path / "made" / "here" / "loss.png").is_file()
+    result = invoke("plot", run, "--out", run / "config.yaml")
+    assert result.exit_code == 2 and "is a file" in result.output
+
+
+def test_export_force_is_a_cli_option(run, tmp_path):
+    users = tmp_path / "model.pt2"
+    users.write_text("someone's model")
+    result = invoke("export", run, "--format", "pt2", "--out", users)
+    assert result.exit_code == 2 and "Pass --force to replace it" in result.output
+    assert invoke("export", run, "--format", "pt2", "--out", users, "--force").exit_code == 0

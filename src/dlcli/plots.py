@@ -54,8 +54,21 @@ def _png_bytes(fig) -> bytes:
     fig.tight_layout()
     fig.set_layout_engine(None)  # the subplot positions stay as tight_layout set them
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", metadata={"Software": PNG_SOFTWARE})  # how --out knows its own files
     return buffer.getvalue()
+
+
+PNG_SOFTWARE = "dlcli"
+
+
+def is_dlcli_png(path: Path) -> bool:
+    """Whether the file is a PNG that dlcli drew (its Software text chunk says so)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and b"Software\x00" + PNG_SOFTWARE.encode() in head
 
 
 def plot_metric(runs: Sequence[tuple[str, list[dict]]], metric: str, out_path: Path) -> dict:

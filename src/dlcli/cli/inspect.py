@@ -72,22 +72,28 @@ def plot(
             "--metric", "-m", help="Column of metrics.csv to plot (repeatable; default: loss and the metric)."
         ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace PNGs in --out that dlcli did not draw.")] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Draw training and validation curves.
 
     Writes loss.png and accuracy.png (or --metric NAME) from metrics.csv alone.
     """
-    from ..plots import plot_runs
-    from ..rundir import METRICS_FILE, read_metrics, resolve_run
+    from ..plots import default_metrics, is_dlcli_png, plot_runs
+    from ..rundir import METRICS_FILE, check_output_file, read_metrics, resolve_run
 
     folders = [resolve_run(r, runs_dir) for r in runs]
     if len(folders) > 1 and out is None:
         fail("several runs are drawn into one set of PNGs: give --out FOLDER for them.")
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; plot writes its PNGs into a folder.")
     loaded = []
     for folder in folders:
         columns, rows = read_metrics(folder / METRICS_FILE)
         loaded.append((folder.name, columns, rows))
+    if out is not None:  # the PNGs about to be written: none a file of the user's, unless --force
+        for name in metric or default_metrics(loaded[0][1]):
+            check_output_file(out / f"{name}.png", option="--out", force=force, written_by_dlcli=is_dlcli_png)
     written = plot_runs(loaded, metric, out or folders[0])
     for path in written:
         stdout_console().print(f"Wrote {path}")

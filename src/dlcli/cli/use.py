@@ -54,6 +54,9 @@ def predict(
         bool,
         typer.Option("--all-windows", help="Time series: forecast from every window of the file, not only the last."),
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --out file that dlcli did not write.")
+    ] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Predict with a trained run on new inputs.
@@ -68,11 +71,21 @@ def predict(
     """
     from ..loading import load_run
     from ..predict import PredictOptions, accuracy, mean_absolute_error, predict_inputs, prediction_rows, read_inputs
-    from ..rundir import resolve_run
+    from ..rundir import check_output_file, resolve_run
 
     if out is not None and out.is_dir():
         fail(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}.")
     folder = resolve_run(run, runs_dir)
+    if out is not None:
+        check_output_file(
+            out,
+            option="--out",
+            inputs=_input_files(inputs or []),
+            run_dir=folder,
+            allowed_in_run=("predictions",),
+            force=force,
+            written_by_dlcli=_is_predictions_file,
+        )
     loaded = load_run(folder, checkpoint.value, device)
     options = PredictOptions(text=text, invert=invert, skip_bad=skip_bad, all_windows=all_windows)
     read = read_inputs(loaded, list(inputs or []), options)
@@ -100,6 +113,29 @@ def predict(
         err.print(f"mean absolute error: {mae:.4f}")
     if out is not None:
         err.print(f"{len(rows)} predictions written to {out}")
+
+
+def _input_files(inputs: list[str]) -> list[Path]:
+    """The files an output must not replace: those named, and those inside folders named."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += [p for p in path.rglob("*") if p.is_file()]
+        elif path.exists():
+            files.append(path)
+    return files
+
+
+def _is_predictions_file(path: Path) -> bool:
+    """Whether the file is predictions dlcli wrote: a CSV whose header starts with `input`, or
+    JSON lines with an "input" key."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.startswith("input,") or first.rstrip("\n") == "input" or first.startswith('{"input": ')
 
 
 def _cell(value) -> str:
@@ -145,6 +181,9 @@ def export(
         Optional[Path], typer.Option("--out", "-o", help="The model file (default: RUN/export/FORMAT/model.FORMAT).")
     ] = None,
     checkpoint: CheckpointOption = Checkpoint.best,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --out file that dlcli did not export.")
+    ] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Export a trained run as a self-contained model file, verified right after export.
@@ -161,7 +200,7 @@ def export(
     folder = resolve_run(run, runs_dir)
     which, fmt = checkpoint.value, format_.value
     loaded = load_run(folder, which, "cpu")
-    sidecar = export_run(loaded, fmt, out)
+    sidecar = export_run(loaded, fmt, out, force=force)
     worst = max(sidecar["verified"]["max_abs_difference"].values())
     console = stdout_console()
     path = Path(out) if out is not None else default_path(loaded, fmt)

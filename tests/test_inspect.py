@@ -244,7 +244,7 @@ def test_each_plot_is_drawn_once_without_pyplot_and_unchanged_by_it(two_runs, tm
     def as_savefig_draws_it(fig) -> bytes:  # tight_layout leaves an engine: savefig draws a dry run first
         fig.tight_layout()
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
+        fig.savefig(buffer, format="png", metadata={"Software": plots.PNG_SOFTWARE})
         return buffer.getvalue()
 
     monkeypatch.setattr(plots, "_png_bytes", as_savefig_draws_it)

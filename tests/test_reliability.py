@@ -187,7 +187,7 @@ def test_resume_with_a_different_model_or_a_damaged_checkpoint(tmp_path, tiny_co
     result = runner.invoke(
         app, ["train", "--resume", str(run), "--set", "training.epochs=4", "--set", "model.hidden=[7]"]
     )
-    assert result.exit_code == 2 and "different model" in result.output
+    assert result.exit_code == 2 and "--set model.hidden=[7] changes the model of" in result.output
     (run / "checkpoints" / "last.pt").write_bytes(b"garbage")
     result = runner.invoke(app, ["train", "--resume", str(run), "--set", "training.epochs=4"])
     assert result.exit_code == 2 and "damaged" in result.output

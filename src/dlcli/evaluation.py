@@ -16,7 +16,9 @@ def confusion_matrix(predicted, actual, classes: int) -> list[list[int]]:
     return counts.reshape(classes, classes).tolist()
 
 
-def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path, checkpoint: str = "best", split: str = "test", batch_size: int = 1024
+) -> dict[str, Any]:
     from .data import baseline_results, load_dataset
     from .engine import Batches, Trainer, predict
     from .loading import load_run
@@ -34,7 +36,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "best", split: str = "test") -
         make_objective(run.plan.loss_name, info.task, info.num_classes), data.preprocessing
     )
     targets = prepare_targets(y, run.plan.loss_name, info.task)
-    batches = Batches(x, targets, 1024, input_scale=data.input_scale, device=run.device)
+    batches = Batches(x, targets, batch_size, input_scale=data.input_scale, device=run.device)
     trainer = Trainer(
         run.model,
         None,

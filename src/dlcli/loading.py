@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import Config
+from .errors import RunDirError
 from .plan import Plan, build_network, load_run_config, plan_experiment, resolve_device, saved_preprocessing
 
 
@@ -37,6 +38,16 @@ def load_run(run_dir: Path, checkpoint: str = "best", device: Optional[str] = No
 
     config = load_run_config(run_dir)
     path = checkpoint_path(run_dir, checkpoint)
+    if not path.is_file():
+        from .rundir import training_holder
+
+        holder = training_holder(run_dir)
+        if holder is not None:
+            raise RunDirError(
+                f"The run {Path(run_dir).name} is still training ({holder}) and has not saved its {checkpoint} "
+                "checkpoint yet: it is written when an epoch ends.",
+                hint="Wait for the first epoch to end (`dlcli runs` shows its progress), then try again.",
+            )
     state = load_checkpoint(path)
     # The checkpoint's own copy first: it is the state these weights were trained with.
     preprocessing = state.get("preprocessing") or saved_preprocessing(run_dir)

@@ -113,6 +113,28 @@ def load_run_config(run_dir: Path, overrides: tuple[str, ...] = ()) -> Config:
         ) from None
 
 
+def check_resume_overrides(run_dir: Path, overrides: tuple[str, ...]) -> None:
+    """Refuse --set overrides of a resume that change the model the checkpoints hold (a layer,
+    its size, the number of classes), naming them; others (epochs, the learning rate) pass."""
+    if not overrides:
+        return
+    preprocessing = saved_preprocessing(run_dir)
+
+    def layers(config: Config) -> list[tuple]:
+        plan = plan_experiment(config, preprocessing)
+        return [(r.name, r.output_shape, r.params) for r in plan.model_plan.layers]
+
+    saved = layers(load_run_config(run_dir))
+    changing = [o for o in overrides if layers(load_run_config(run_dir, (o,))) != saved]
+    if changing:
+        listed = " ".join(f"--set {o}" for o in changing)
+        raise ConfigError(
+            f"{listed} changes the model of {run_dir} (its layers or their sizes), so its checkpoints cannot be "
+            "resumed with it.",
+            hint="Resume without it, or start a new run with the changed config: dlcli train CONFIG " + listed + ".",
+        )
+
+
 def saved_preprocessing(run_dir: Path) -> Optional[dict]:
     """The data preprocessing fitted when the run started (None for data that fits nothing).
     A damaged file is an error that says so, never a silent re-fit."""

@@ -53,6 +53,15 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+# What to lower when a command runs out of memory: its own option where it has one.
+_MEMORY_ADVICE = {
+    "train": "Use a smaller training.batch_size, a smaller model (dlcli summary shows its parameters) or "
+    "data.max_train_samples.",
+    "predict": "Use a smaller --batch-size, or predict on fewer inputs at a time.",
+    "evaluate": "Use a smaller --batch-size.",
+}
+
+
 def handle_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -65,19 +74,13 @@ def handle_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             error_console().print("Interrupted.")
             raise typer.Exit(130) from None
-        except MemoryError:
-            fail("Out of memory. Use a smaller training.batch_size or data.max_train_samples.", 1)
-        except RuntimeError as exc:  # PyTorch's allocators (CPU and CUDA) raise RuntimeErrors
+        except (MemoryError, RuntimeError) as exc:  # PyTorch's allocators (CPU and CUDA) raise RuntimeErrors
             from ..errors import is_allocation_failure
 
             if not is_allocation_failure(exc):
                 raise
-            first = str(exc).strip().splitlines()[0][:300]
-            fail(
-                f"Out of memory ({first}). Use a smaller training.batch_size, a smaller model "
-                "(dlcli summary shows its parameters) or data.max_train_samples.",
-                1,
-            )
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            fail(f"Out of memory ({first}). {_MEMORY_ADVICE.get(fn.__name__, _MEMORY_ADVICE['train'])}", 1)
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
                 fail(

@@ -300,6 +300,7 @@ def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder (or id under --runs-dir).", show_default=False)],
     checkpoint: CheckpointOption = Checkpoint.best,
     split: Annotated[Split, typer.Option("--split", help="test or val.", parser=choice(Split, "--split"))] = Split.test,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per forward pass.", min=1)] = 1024,
     runs_dir: RunsDir = Path("runs"),
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -319,7 +320,7 @@ def evaluate(
 
     folder = resolve_run(run, runs_dir)
     which, part = checkpoint.value, split.value
-    result = evaluate_run(folder, which, part)
+    result = evaluate_run(folder, which, part, batch_size)
     write_json(folder / f"evaluation-{part}-{which}.json", result)
     if "confusion" in result:
         plot_confusion(

@@ -68,11 +68,12 @@ def train(
         return
     resume_dir = None
     if resume is not None:
-        from ..plan import load_run_config
+        from ..plan import check_resume_overrides, load_run_config
         from ..rundir import resolve_run
 
         resume_dir = resolve_run(resume, runs_dir)
         cfg = load_run_config(resume_dir, tuple(set_ or ()))
+        check_resume_overrides(resume_dir, tuple(set_ or ()))
     else:
         cfg = load_experiment(config, set_)
     if print_config:

@@ -92,6 +92,11 @@ def expand_paths(inputs: list[str], suffixes: Collection[str]) -> list[Path]:
     hidden files such as ._x.jpg and .DS_Store are skipped)."""
     found: list[Path] = []
     for item in inputs:
+        if item == "-":
+            raise DataError(
+                "- (standard input) gives one text to runs of texts (imdb, text_folder); this run reads files.",
+                hint="Name the files or folders to predict on.",
+            )
         path = Path(item)
         if path.is_dir():
             found += sorted(

@@ -70,22 +70,14 @@ def predict(
     stamps of its last row and of the forecast, in the target's units.
     """
     from ..loading import load_run
-    from ..predict import PredictOptions, accuracy, mean_absolute_error, predict_inputs, prediction_rows, read_inputs
-    from ..rundir import check_output_file, resolve_run
+    from ..predict import PredictOptions, predict_inputs, prediction_rows, read_inputs
+    from ..rundir import resolve_run
 
     if out is not None and out.is_dir():
         fail(f"--out {out} is a folder; give a file path such as {out / 'predictions.csv'}.")
     folder = resolve_run(run, runs_dir)
     if out is not None:
-        check_output_file(
-            out,
-            option="--out",
-            inputs=_input_files(inputs or []),
-            run_dir=folder,
-            allowed_in_run=("predictions",),
-            force=force,
-            written_by_dlcli=_is_predictions_file,
-        )
+        _check_out(out, inputs or [], folder, force)
     loaded = load_run(folder, checkpoint.value, device)
     options = PredictOptions(text=text, invert=invert, skip_bad=skip_bad, all_windows=all_windows)
     read = read_inputs(loaded, list(inputs or []), options)
@@ -99,20 +91,42 @@ def predict(
         from ..rundir import atomic_write_text
 
         atomic_write_text(out, body)
+    _report(read, columns, rows, predictions.task, out)
+
+
+def _check_out(out: Path, inputs: list[str], run_dir: Path, force: bool) -> None:
+    from ..rundir import check_output_file
+
+    check_output_file(
+        out,
+        option="--out",
+        inputs=_input_files(inputs),
+        run_dir=run_dir,
+        allowed_in_run=("predictions",),
+        force=force,
+        written_by_dlcli=_is_predictions_file,
+    )
+
+
+def _report(read, columns: list[str], rows: list[dict], task: str, out: Optional[Path]) -> None:
+    """Notes, unreadable inputs, accuracy or error where labels are known: on standard error, so
+    the predictions on standard output stay clean CSV."""
+    from ..predict import accuracy, mean_absolute_error
+
     err = error_console()
     for note in read.notes:
-        err.print(f"Note: {note}")
+        err.print(f"Note: {note}", markup=False, highlight=False)
     if read.errors:
         err.print(f"{len(read.errors)} of {len(read.names)} inputs could not be read (see the error column).")
     acc = accuracy(rows)
     if acc is not None:
         judged = sum(1 for r in rows if "correct" in r)
         err.print(f"accuracy: {acc:.4f} ({sum(1 for r in rows if r.get('correct'))}/{judged} inputs with labels)")
-    mae = mean_absolute_error(rows, columns) if predictions.task == "regression" else None
+    mae = mean_absolute_error(rows, columns) if task == "regression" else None
     if mae is not None:
         err.print(f"mean absolute error: {mae:.4f}")
     if out is not None:
-        err.print(f"{len(rows)} predictions written to {out}")
+        err.print(f"{len(rows)} predictions written to {out}", markup=False, highlight=False)
 
 
 def _input_files(inputs: list[str]) -> list[Path]:

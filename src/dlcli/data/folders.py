@@ -373,3 +373,23 @@ def ignored_files_note(layout: ClassFolders, kind_words: str) -> Optional[str]:
             f"({shown}): each file is counted once, in the first place it was found."
         )
     return " ".join(notes) or None
+
+
+def kept_parts(x: Any, y: Any, sizes: Sequence[int], keep: np.ndarray) -> list[tuple[Any, Any]]:
+    """(x, y) of each part (train, val, test) laid one after another in the tensors x and y,
+    less the rows `keep` marks False: views when a part keeps every row (no copy of the
+    decoded images or clips), (None, None) for an empty part."""
+    import torch
+
+    bounds = np.cumsum([0, *sizes])
+    parts: list[tuple[Any, Any]] = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        rows = slice(int(start), int(stop))
+        if stop == start:
+            parts.append((None, None))
+        elif keep[rows].all():
+            parts.append((x[rows], y[rows]))
+        else:
+            mask = torch.from_numpy(keep[rows])
+            parts.append((x[rows][mask], y[rows][mask]))
+    return parts

@@ -35,6 +35,7 @@ from .folders import (
     first_file,
     folder_task,
     ignored_files_note,
+    kept_parts,
     scan_class_folders,
     scan_for_loading,
     split_class_files,
@@ -346,22 +347,10 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
         }
     x = torch.from_numpy(array)
     y = torch.tensor([c for _, c in items], dtype=torch.int64)
-    bounds = np.cumsum([0] + [len(parts[k]) for k in ("train", "val", "test")])
-
-    def part(i: int):
-        sl = slice(int(bounds[i]), int(bounds[i + 1]))
-        if sl.stop == sl.start:
-            return None, None
-        if keep[sl].all():
-            return x[sl], y[sl]  # views: no copy of the images
-        mask = torch.from_numpy(keep[sl])
-        return x[sl][mask], y[sl][mask]
-
-    x_train, y_train = part(0)
-    x_val, y_val = part(1)
-    x_test, y_test = part(2)
+    sizes = [len(parts[k]) for k in ("train", "val", "test")]
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = kept_parts(x, y, sizes, keep)
     if x_train is None or len(x_train) == 0:
-        bad = [problem for index, problem in errors if index < bounds[1]]
+        bad = [problem for index, problem in errors if index < sizes[0]]
         raise DataError(
             f"{layout.root}: all {len(parts['train'])} training images were unreadable and skipped "
             f"(data.on_bad_file: skip), so there is nothing to train on; the first: {bad[0] if bad else 'none'}.",

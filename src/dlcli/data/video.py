@@ -42,6 +42,7 @@ from .folders import (
     files_under,
     folder_task,
     ignored_files_note,
+    kept_parts,
     natural_key,
     scan_class_folders,
     split_class_files,
@@ -541,6 +542,34 @@ def _mismatch_error(path: Path, found: tuple[int, int], size: tuple[int, int]) -
     )
 
 
+def _short_clips(
+    items: list, counts: Any, keep: np.ndarray, frames: int, step: Optional[int], policy: str, notes: list[str]
+) -> list[int]:
+    """The readable clips with fewer frames than sampling needs, as data.short_clips says: an
+    error naming the first, or a note (and, for skip, the clips left out of `keep`)."""
+    needed = frames_needed(frames, step)
+    short = [i for i in range(len(items)) if keep[i] and counts[i] < needed]
+    if short and policy == "error":
+        first = short[0]
+        more = f" ({len(short) - 1} more clips are short too)" if len(short) > 1 else ""
+        raise DataError(
+            f"The clip {items[first][0]} is too short: "
+            f"{_short_clip_words(int(counts[first]), needed, frames, step)} (data.short_clips: error){more}.",
+            hint="Set data.short_clips: pad to repeat a short clip's last frame, or skip to leave short clips out; "
+            "or ask for fewer data.frames.",
+        )
+    if short:
+        verb = "Padded" if policy == "pad" else "Left out"
+        how = "by repeating their last frame" if policy == "pad" else "as data.short_clips: skip says"
+        notes.append(
+            f"{verb} {len(short)} clip{'s' if len(short) != 1 else ''} shorter than {needed} frames {how} "
+            f"(data.short_clips: {policy}); the first: {items[short[0]][0]} ({int(counts[short[0]])} frames)."
+        )
+        if policy == "skip":
+            keep[short] = False
+    return short
+
+
 def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
     import torch
 
@@ -573,27 +602,8 @@ def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: O
     )
     keep = np.ones(len(items), dtype=bool)
     keep[[i for i, _ in errors]] = False
-    needed = frames_needed(frames, step)
-    short = [i for i in range(len(items)) if keep[i] and decoded.counts[i] < needed]
     notes = [note for note in (skipped, ignored_files_note(layout, "video clips")) if note]
-    if short and policy == "error":
-        first = short[0]
-        more = f" ({len(short) - 1} more clips are short too)" if len(short) > 1 else ""
-        raise DataError(
-            f"The clip {items[first][0]} is too short: "
-            f"{_short_clip_words(int(decoded.counts[first]), needed, frames, step)} (data.short_clips: error){more}.",
-            hint="Set data.short_clips: pad to repeat a short clip's last frame, or skip to leave short clips out; "
-            "or ask for fewer data.frames.",
-        )
-    if short:
-        verb = "Padded" if policy == "pad" else "Left out"
-        how = "by repeating their last frame" if policy == "pad" else "as data.short_clips: skip says"
-        notes.append(
-            f"{verb} {len(short)} clip{'s' if len(short) != 1 else ''} shorter than {needed} frames {how} "
-            f"(data.short_clips: {policy}); the first: {items[short[0]][0]} ({int(decoded.counts[short[0]])} frames)."
-        )
-        if policy == "skip":
-            keep[short] = False
+    short = _short_clips(items, decoded.counts, keep, frames, step, policy, notes)
     if state is None:
         state = {
             "kind": KIND,
@@ -612,20 +622,8 @@ def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: O
         }
     x = torch.from_numpy(decoded.array)
     y = torch.tensor([c for _, c in items], dtype=torch.int64)
-    bounds = np.cumsum([0] + [len(parts[k]) for k in ("train", "val", "test")])
-
-    def part(i: int):
-        sl = slice(int(bounds[i]), int(bounds[i + 1]))
-        if sl.stop == sl.start:
-            return None, None
-        if keep[sl].all():
-            return x[sl], y[sl]  # views: no copy of the clips
-        mask = torch.from_numpy(keep[sl])
-        return x[sl][mask], y[sl][mask]
-
-    x_train, y_train = part(0)
-    x_val, y_val = part(1)
-    x_test, y_test = part(2)
+    sizes = [len(parts[k]) for k in ("train", "val", "test")]
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = kept_parts(x, y, sizes, keep)
     if x_train is None or len(x_train) == 0:
         raise DataError(
             f"{layout.root}: all {len(parts['train'])} training clips were unreadable or too short and left out, "

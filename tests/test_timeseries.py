@@ -676,3 +676,32 @@ def test_a_categorical_target_trains_and_predicts_classes(tmp_path):
     header, row = predicted.stdout.strip().splitlines()
     assert header.startswith("input,last_time,forecast_time,predicted,probability")
     assert row.split(",")[3] in weather and (run / "classes.txt").read_text() == "fog\nrain\nsun\n"
+
+
+def test_a_part_whose_every_window_is_dropped_is_a_clear_error(tmp_path):
+    # Found by the fuzzer: with several horizons, no window left made a reshape fail (a ValueError).
+    rows = [[f"2024-01-{day:02d}", 1.0 * day, 0.0] for day in range(1, 29)] + [["2024-02-01", 3.0, 0.0]]
+    path = write_table(tmp_path / "gap.csv", ["date", "temp", "other"], rows)
+    config = series_config(
+        path,
+        length=3,
+        horizon=(1, 3),
+        target="temp",
+        missing="drop_windows",
+        time_column="date",
+        frequency="1D",
+        validation_split=0.25,
+        test_split=0.25,
+    )
+    with pytest.raises(DataError, match="Every window of the test part touches a missing cell"):
+        load_dataset(config, seed=0)
+
+
+def test_too_few_training_rows_advise_smaller_test_and_validation_splits(tmp_path):
+    rows = [[float(i), 0.0] for i in range(12)]
+    path = write_table(tmp_path / "short.csv", ["temp", "other"], rows)
+    config = series_config(path, length=3, horizon=3, target="temp", validation_split=0.25, test_split=0.25)
+    with pytest.raises(DataError) as info:
+        load_dataset(config, seed=0)
+    assert "The training part of the series (6 rows) holds no window" in str(info.value)
+    assert "or smaller data.test_split and data.validation_split." in str(info.value)

@@ -1040,7 +1040,7 @@ def _window_part(state: dict, part: _Part, layout: Layout, limit: Optional[int] 
         def outputs(values: np.ndarray) -> np.ndarray:
             """(windows, targets x horizons), target-major as output_names."""
             picked = values[targets[:, None, :], np.arange(values.shape[1])[None, :, None]]
-            return picked.reshape(len(starts), -1)
+            return picked.reshape(len(starts), values.shape[1] * targets.shape[1])  # no window left: (0, width)
 
         y = torch.from_numpy(outputs(scaled).astype(np.float32))
         persistence = Persistence(np.repeat(raw[last], len(window.horizons), axis=1), outputs(raw))
@@ -1053,24 +1053,26 @@ def _window_part(state: dict, part: _Part, layout: Layout, limit: Optional[int] 
 def _too_few_rows(part: _Part, window: Window, config: TimeseriesData) -> DataError:
     rows = part.end - part.start
     where = PART_NAMES[part.name]
-    key = {"train": "the test and validation splits", "val": "data.validation_split", "test": "data.test_split"}[
-        part.name
-    ]
+    fix = {
+        "train": "smaller data.test_split and data.validation_split",
+        "val": "a larger data.validation_split",
+        "test": "a larger data.test_split",
+    }[part.name]
     if part.name == "test" and config.test_path:
-        key = "the test file"
+        fix = "a longer test file"
     if rows < window.span:
         return DataError(
             f"The window (length {window.length}"
             + (f", sampling_rate {window.sampling_rate}" if window.sampling_rate > 1 else "")
             + f": {window.span} rows) is longer than the {where} part of the series ({rows} rows).",
-            hint=f"Use a shorter data.window, or a larger {key}.",
+            hint=f"Use a shorter data.window, or {fix}.",
         )
     return DataError(
         f"The {where} part of the series ({rows} rows) holds no window with its target: a window spans "
         f"{window.span} rows and its target lies {max(window.horizons)} rows after its last, and, as Keras's "
         f"timeseries_dataset_from_array(data[:-delay], targets=target[delay:]) counts them, a part needs at least "
         f"{window.rows_needed()} rows for one window.",
-        hint=f"Use a smaller data.window.horizon or length, or a larger {key}.",
+        hint=f"Use a smaller data.window.horizon or length, or {fix}.",
     )
 
 

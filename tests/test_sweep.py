@@ -993,3 +993,32 @@ def test_two_worker_processes_on_postgresql_share_the_grid_and_run_each_point_on
         by_worker.setdefault(trial.user_attrs["worker_pid"], set()).add(Path(trial.user_attrs["folder"]).name)
     assert by_worker == {first.pid: ran_a, second.pid: ran_b}
     assert read_spec(runs_b / "sweeps" / "pg").storage == postgres_url  # joined from the storage alone
+
+
+@pytest.mark.parametrize(
+    "storage, words",
+    [
+        ("postgresql:/localhost/db", "starts like a URL (postgresql:) but is not one"),
+        ("mysql:localhost/db", "starts like a URL (mysql:) but is not one"),
+        ("postgres://me:secret@localhost/db", "the scheme is postgresql://, not postgres://"),
+        ("postgresql://me@localhost:54x2/db", "the port '54x2' is not a number"),
+    ],
+)
+def test_a_storage_that_looks_like_a_url_but_is_not_is_refused_before_anything_is_made(
+    tmp_path, monkeypatch, storage, words
+):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "c.yaml", synthetic_config(epochs=1))
+    result = invoke(
+        "sweep", config, "-p", "optimizer.lr=[0.01, 0.02]", "--storage", storage, "--runs-dir", tmp_path / "runs"
+    )
+    assert result.exit_code == 2 and words in result.output, result.output
+    assert "secret" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]  # no folder named postgresql:, no runs
+
+
+def test_a_journal_path_and_a_windows_drive_are_paths():
+    from dlcli.sweep.study import check_storage
+
+    for path in ("study.journal", "sweeps/a.journal", "C:\\sweeps\\a.journal", "/abs/x.journal"):
+        assert check_storage(path) == path

@@ -26,8 +26,9 @@ Warn = Callable[[str], None]
 
 def storage_location(storage: str) -> str:
     """--storage as the sweep keeps it: a URL as given, a journal file as an absolute path."""
-    from .study import is_url
+    from .study import check_storage, is_url
 
+    check_storage(storage)
     return storage if is_url(storage) else str(Path(storage).resolve())
 
 

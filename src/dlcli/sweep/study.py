@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import time
 import warnings
@@ -58,6 +59,41 @@ def _optuna():
 
 def is_url(storage: str) -> bool:
     return "://" in storage
+
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")  # two letters or more: C:\ is a Windows drive
+URL_FORM = "scheme://[user[:password]@]host[:port]/database, such as postgresql://user@host:5432/optuna, or sqlite:///path/file.db"
+
+
+def check_storage(storage: str) -> str:
+    """--storage as given, when it is a well-formed URL or a journal file path; else a SweepError
+    naming what is wrong (a URL mistyped as `postgresql:/host/db` would be a journal file in a
+    folder named `postgresql:`)."""
+    from urllib.parse import urlsplit
+
+    scheme = _SCHEME.match(storage)
+    if not scheme:
+        return storage
+    name = scheme.group(1).lower()
+    if not is_url(storage):
+        raise SweepError(
+            f"--storage {redact(storage)} starts like a URL ({name}:) but is not one.",
+            hint=f"A storage URL is {URL_FORM}; a journal file is a plain path.",
+        )
+    if name.split("+")[0] == "postgres":
+        raise SweepError(
+            f"--storage {redact(storage)}: the scheme is postgresql://, not postgres:// (SQLAlchemy dropped that name).",
+            hint="Write postgresql://" + storage.split("://", 1)[1].split("@")[-1] + " with your user.",
+        )
+    try:
+        _ = urlsplit(storage).port  # parsing the port is what checks it
+    except ValueError:
+        port = urlsplit(storage).netloc.rsplit("@", 1)[-1].rpartition(":")[2]
+        raise SweepError(
+            f"--storage {redact(storage)}: the port {port!r} is not a number.",
+            hint=f"A storage URL is {URL_FORM}.",
+        ) from None
+    return storage
 
 
 # SQLAlchemy's default driver for a plain scheme, and the other common one, tried in turn.

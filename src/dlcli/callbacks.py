@@ -35,6 +35,38 @@ class MetricsLogger(EpochSaver):
         atomic_write_text(self.path, self._text)
 
 
+LR_STEPS_FILE = "lr_steps.csv"
+
+
+class LrStepsLogger(EpochSaver):
+    """Writes lr_steps.csv (epoch, step, lr: the learning rate of every optimizer update) for a
+    per-step schedule (one_cycle, warm-up), saved with metrics.csv; the rates are written with
+    repr, exactly. A resumed run keeps the rows of the epochs it resumes after."""
+
+    def __init__(self, run_dir: Path, schedule, resumed_epoch: int = 0) -> None:
+        self.path = Path(run_dir) / LR_STEPS_FILE
+        self.schedule = schedule
+        self._text = "epoch,step,lr\n"
+        if resumed_epoch and self.path.exists():
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()[1:]
+                if line and int(line.split(",", 1)[0]) <= resumed_epoch
+            ]
+            self._text += "".join(line + "\n" for line in kept)
+        self._pending: list[str] = []
+
+    def note(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None:
+        lrs = self.schedule.take_step_lrs()
+        first = self.schedule.steps - len(lrs) + 1
+        self._pending += [f"{epoch},{first + i},{lr!r}\n" for i, lr in enumerate(lrs)]
+
+    def save(self, rows: list[dict[str, float]], trainer: Trainer) -> None:
+        self._text += "".join(self._pending)
+        self._pending = []
+        atomic_write_text(self.path, self._text)
+
+
 class EarlyStopping(Callback):
     """Stops when `monitor` has not improved for `patience` epochs; always ends on the best weights."""
 

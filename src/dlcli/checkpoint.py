@@ -21,7 +21,7 @@ from .metrics import infer_mode, is_improvement
 from .rundir import CHECKPOINTS, atomic_write_bytes
 
 # Bump when a key changes meaning; readers refuse newer formats instead of misreading them.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the schedule's state holds its update count and targets (optim.LrSchedule)
 LAST = "last.pt"
 BEST = "best.pt"
 

@@ -205,6 +205,27 @@ class OptimizerConfig:
     eps: Optional[float] = option(None, help="numerical-stability term", gt=0.0)
     rho: Optional[float] = option(None, help="rmsprop decay of the squared-gradient average", ge=0.0, lt=1.0)
     centered: Optional[bool] = option(None, help="rmsprop centered variant")
+    clipnorm: Optional[float] = option(None, help="clip each weight tensor's gradient to this norm (Keras)", gt=0.0)
+    global_clipnorm: Optional[float] = option(
+        None, help="clip all gradients together to this global norm (Keras; torch's clip_grad_norm_)", gt=0.0
+    )
+    clipvalue: Optional[float] = option(None, help="clip each gradient value to [-clipvalue, clipvalue]", gt=0.0)
+
+    # Keys every optimizer takes (the others are the optimizer's own, checked against its defaults).
+    CLIP_KEYS: ClassVar[tuple[str, ...]] = ("clipnorm", "global_clipnorm", "clipvalue")
+
+    def check(self) -> None:
+        """Keras refuses clipnorm with global_clipnorm and silently ignores clipvalue beside either:
+        one clipping at a time, so what is applied is what is written."""
+        given = [k for k in self.CLIP_KEYS if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ConfigError(
+                f"optimizer.{given[1]}: set one way of clipping gradients, not {' and '.join(given)} "
+                "(Keras rejects or ignores the second).",
+                hint="Keep optimizer.global_clipnorm (the usual choice), optimizer.clipnorm or optimizer.clipvalue, "
+                "and remove the others.",
+                key=f"optimizer.{given[1]}",
+            )
 
 
 @dataclass(frozen=True)
@@ -217,7 +238,7 @@ class EarlyStoppingConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = option(help="step, cosine or reduce_on_plateau")
+    name: str = option(help="step, cosine, reduce_on_plateau, one_cycle or constant")
     step_size: int = option(10, help="step: epochs between decays", ge=1)
     gamma: float = option(0.1, help="step: factor applied at each decay", gt=0.0, le=1.0)
     min_lr: float = option(0.0, help="cosine, reduce_on_plateau: lowest learning rate", ge=0.0)
@@ -225,6 +246,33 @@ class ScheduleConfig:
     patience: int = option(5, help="reduce_on_plateau: epochs without improvement", ge=0)
     monitor: str = option("val_loss", help="reduce_on_plateau: metric watched")
     mode: Literal["auto", "min", "max"] = option("auto", help="reduce_on_plateau: direction")
+    max_lr: Optional[float] = option(None, help="one_cycle: peak learning rate (default: optimizer.lr)", gt=0.0)
+    pct_start: float = option(0.25, help="one_cycle: share of the steps spent rising to max_lr", gt=0.0, lt=1.0)
+    div_factor: float = option(25.0, help="one_cycle: the first learning rate is max_lr / div_factor", gt=0.0)
+    final_div_factor: float = option(
+        1e4, help="one_cycle: the last learning rate is the first / final_div_factor", gt=0.0
+    )
+    warmup_steps: int = option(0, help="optimizer steps of linear warm-up to the schedule's rate", ge=0)
+    warmup_epochs: int = option(0, help="epochs of linear warm-up, stepped per batch", ge=0)
+
+    def check(self) -> None:
+        if self.warmup_steps and self.warmup_epochs:
+            raise ConfigError(
+                "training.schedule.warmup_epochs: give the warm-up in steps or in epochs, not both.",
+                hint="Remove training.schedule.warmup_steps or training.schedule.warmup_epochs.",
+                key="training.schedule.warmup_epochs",
+            )
+        if self.name == "one_cycle" and (self.warmup_steps or self.warmup_epochs):
+            raise ConfigError(
+                "training.schedule.warmup_steps: one_cycle warms up by itself, over pct_start of the steps.",
+                hint="Remove the warm-up key and set training.schedule.pct_start instead.",
+                key="training.schedule.warmup_steps" if self.warmup_steps else "training.schedule.warmup_epochs",
+            )
+
+    @property
+    def per_step(self) -> bool:
+        """Whether the learning rate changes every optimizer step (not only between epochs)."""
+        return self.name == "one_cycle" or bool(self.warmup_steps or self.warmup_epochs)
 
 
 @dataclass(frozen=True)
@@ -247,7 +295,48 @@ class TrainingConfig:
     deterministic: bool = option(False, help="use only PyTorch's deterministic algorithms")
     monitor: str = option("auto", help="metric that picks best.pt (auto: val_loss, else loss)")
     early_stopping: Optional[EarlyStoppingConfig] = option(None, help="stop when a metric stops improving")
-    schedule: Optional[ScheduleConfig] = option(None, help="learning-rate schedule, stepped per epoch")
+    schedule: Optional[ScheduleConfig] = option(
+        None, help="learning-rate schedule: per epoch, or per step for one_cycle and warm-up"
+    )
+    gradient_accumulation_steps: int = option(
+        1, help="micro-batches of batch_size per optimizer step (the effective batch is batch_size x this)", ge=1
+    )
+
+    def check(self) -> None:
+        if self.schedule is not None:
+            self.schedule.check()
+        if self.cuda_graph and self.gradient_accumulation_steps > 1:
+            raise ConfigError(
+                "training.gradient_accumulation_steps: a recorded CUDA graph holds one whole step, "
+                "not a window of micro-batches.",
+                hint="Use training.cuda_graph: false with gradient accumulation (training.compile still works).",
+                key="training.gradient_accumulation_steps",
+            )
+        if self.cuda_graph and self.schedule is not None and self.schedule.per_step:
+            raise ConfigError(
+                "training.schedule: a recorded CUDA graph keeps the learning rate it was recorded with, "
+                "and one_cycle and warm-up change it every step.",
+                hint="Use training.cuda_graph: false with a per-step schedule, or a per-epoch schedule.",
+                key="training.schedule",
+            )
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """`loss: {name: ..., label_smoothing: 0.1}`; a plain `loss: NAME` means this with no smoothing."""
+
+    name: str = option("auto", help="the loss (auto picks one from the data)")
+    label_smoothing: float = option(
+        0.0, help="cross-entropy: share of each target spread over all classes (Keras)", ge=0.0, lt=1.0
+    )
+
+    def check(self) -> None:
+        if self.label_smoothing and self.name in ("mse", "mae"):
+            raise ConfigError(
+                f"loss.label_smoothing: smooths class targets, and {self.name} is a regression loss.",
+                hint="Remove loss.label_smoothing, or use it with a cross-entropy loss.",
+                key="loss.label_smoothing",
+            )
 
 
 # ----------------------------------------------------------------------------- tracking
@@ -281,7 +370,9 @@ class Config:
     name: str = option("experiment", help="used in the run folder's name")
     seed: int = option(0, help="seed of every random generator", ge=0)
     device: str = option("auto", help="auto, cpu, cuda or cuda:N")
-    loss: str = option("auto", help="the loss (auto picks one from the data)")
+    loss: Union[str, LossConfig] = option(
+        "auto", help="the loss (auto picks one from the data): a name, or {name, label_smoothing}"
+    )
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "the optimizer"})
     training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "the training loop"})
     tracking: TrackingConfig = field(
@@ -386,7 +477,10 @@ def _coerce(tp: Any, value: Any, path: tuple, ctx: _Context) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for alt in (a for a in args if a is not type(None)):
+        alts = [a for a in args if a is not type(None)]
+        if isinstance(value, dict) and any(dataclasses.is_dataclass(a) for a in alts):
+            alts = [a for a in alts if dataclasses.is_dataclass(a)]  # a mapping is the mapping's form
+        for alt in alts:
             try:
                 return _coerce(alt, value, path, ctx)
             except ConfigError as exc:
@@ -893,6 +987,10 @@ def _check_semantics(config: Config, ctx: _Context) -> None:
         raise ctx.error(("device",), f"expected auto, cpu, cuda or cuda:N, found {config.device!r}.")
     try:
         config.data.check()
+        config.optimizer.check()
+        config.training.check()
+        if isinstance(config.loss, LossConfig):
+            config.loss.check()
     except ConfigError as exc:
         if not exc.key:
             raise

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 
 from .errors import TrainingDiverged, TrainingInterrupted
-from .steps import TrainingStep, make_step, required_optimizer
+from .steps import TrainingStep, UpdateOptions, make_step, required_optimizer
 
 REPORT_INTERVAL_S = 0.25  # how often running metrics are reduced and shown
 SYNC_STEPS = 25  # under data parallelism: steps between the collective stop/divergence checks
@@ -200,7 +200,12 @@ class Trainer:
         world_size: int = 1,
         cuda_graph: bool = False,
         compile_mode: Optional[str] = None,
+        clip: Optional[Callable[[list], None]] = None,
+        accumulation: int = 1,
     ) -> None:
+        """`schedule`: `step(logs)` after each epoch, and `step_batch()` after each optimizer
+        update when its `per_step` is true; `clip(params)`: gradient clipping before each
+        update; `accumulation`: micro-batches per update."""
         self.model = model
         self._optimizer = optimizer
         self.loss_fn = loss_fn
@@ -225,6 +230,11 @@ class Trainer:
             compile_mode=compile_mode,
             world_size=world_size,
             data_parallel=all_reduce is not None,
+            updates=UpdateOptions(
+                clip=clip,
+                after_update=schedule.step_batch if getattr(schedule, "per_step", False) else None,
+                accumulation=accumulation,
+            ),
         )
         self.epoch = 0
         self.epochs = 0

@@ -74,8 +74,43 @@ AUTO_LOSS = {
 }
 
 
-def resolve_loss_name(name: str, task: str) -> str:
+def resolve_loss_name(loss: Any, task: str) -> str:
+    """The loss's name for this data: `loss` is the config's plain name or its LossConfig."""
+    name = loss if isinstance(loss, str) else loss.name
     return AUTO_LOSS[task] if name == "auto" else name
+
+
+def label_smoothing_of(loss: Any) -> float:
+    """The config's loss.label_smoothing (0 for a plain loss name)."""
+    return 0.0 if isinstance(loss, str) else float(loss.label_smoothing)
+
+
+SMOOTHABLE = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")
+
+
+def with_label_smoothing(loss_fn: Callable, loss_name: str, label_smoothing: float) -> Callable:
+    """Keras's label smoothing: cross-entropy's targets become (1 - s) * one_hot + s / classes
+    (PyTorch's cross_entropy(label_smoothing=s), class indices included); binary targets
+    become (1 - s) * y + s / 2. A regression loss has no classes to smooth over."""
+    if not label_smoothing:
+        return loss_fn
+    if loss_name not in SMOOTHABLE:
+        raise ConfigError(
+            f"loss.label_smoothing: smooths class targets, and {loss_name} is a regression loss.",
+            hint="Remove loss.label_smoothing, or use it with a cross-entropy loss.",
+            key="loss.label_smoothing",
+        )
+    if loss_name == "binary_crossentropy":
+
+        def smoothed_bce(out, y):
+            return loss_fn(out, y * (1.0 - label_smoothing) + 0.5 * label_smoothing)
+
+        return smoothed_bce
+
+    def smoothed_cross_entropy(out, y):
+        return loss_fn(out, y, label_smoothing=label_smoothing)
+
+    return smoothed_cross_entropy
 
 
 def loss_spec(name: str, task: str) -> LossSpec:
@@ -154,9 +189,9 @@ class Objective:
     metric_per_sample: int  # how many metric terms one sample contributes
 
 
-def make_objective(loss_name: str, task: str, num_classes: int) -> Objective:
+def make_objective(loss_name: str, task: str, num_classes: int, label_smoothing: float = 0.0) -> Objective:
     spec = LOSSES.get(loss_name)
-    loss_fn = spec.make()
+    loss_fn = with_label_smoothing(spec.make(), loss_name, label_smoothing)
     if task in ("multiclass",) or (task == "binary" and loss_name != "binary_crossentropy"):
 
         def correct(out, y):

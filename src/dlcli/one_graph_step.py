@@ -25,11 +25,20 @@ Update = Callable[..., None]  # called as update(grads=[...], lr=tensor)
 
 
 def one_graph_blocker(
-    model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer], device: torch.device, world_size: int
+    model: torch.nn.Module,
+    optimizer: Optional[torch.optim.Optimizer],
+    device: torch.device,
+    world_size: int,
+    updates: Any = None,
 ) -> Optional[str]:
-    """Why the step cannot be one graph, or None when it can."""
+    """Why the step cannot be one graph, or None when it can. `updates`: the step's
+    steps.UpdateOptions (accumulation and clipping happen between backward and the update)."""
     if optimizer is None:
         return "evaluation only (no optimizer)"
+    if updates is not None and updates.accumulation > 1:
+        return "gradient accumulation: one graph cannot hold a window of micro-batches"
+    if updates is not None and updates.clip is not None:
+        return "gradient clipping runs between the gradients and the update"
     if device.type != "cpu":
         # Measured and tested on the CPU only; on CUDA the fused update and CUDA graphs
         # (compile: reduce-overhead) already take the per-kernel launch cost away.

@@ -7,7 +7,7 @@ because the course's reference results come from Keras.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Callable, Literal, cast
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, cast
 
 from .config import OptimizerConfig, ScheduleConfig
 from .errors import ConfigError
@@ -76,7 +76,7 @@ def optimizer_options(config: OptimizerConfig) -> dict[str, Any]:
     options = dict(spec.defaults)
     for f in fields(config):
         value = getattr(config, f.name)
-        if f.name == "name" or value is None:
+        if f.name == "name" or f.name in config.CLIP_KEYS or value is None:
             continue
         if f.name not in spec.defaults:
             raise ConfigError(
@@ -86,6 +86,39 @@ def optimizer_options(config: OptimizerConfig) -> dict[str, Any]:
             )
         options[f.name] = value
     return options
+
+
+def make_clipper(config: OptimizerConfig) -> Optional[Callable[[list], None]]:
+    """Keras's gradient clipping as a function of the parameters, applied between backward and
+    the update (after DDP's all-reduce, so every process clips the same averaged gradients):
+    `clipnorm` clips each tensor's gradient to that norm, `global_clipnorm` all of them together
+    (torch.nn.utils.clip_grad_norm_), `clipvalue` each value. None when nothing is clipped."""
+    import torch
+
+    if config.global_clipnorm is not None:
+        limit = config.global_clipnorm
+
+        def clip_global(params: list) -> None:
+            torch.nn.utils.clip_grad_norm_(params, limit)
+
+        return clip_global
+    if config.clipnorm is not None:
+        per_tensor = config.clipnorm
+
+        def clip_each(params: list) -> None:
+            for p in params:
+                if p.grad is not None:
+                    torch.nn.utils.clip_grad_norm_([p], per_tensor)
+
+        return clip_each
+    if config.clipvalue is not None:
+        value = config.clipvalue
+
+        def clip_values(params: list) -> None:
+            torch.nn.utils.clip_grad_value_(params, value)
+
+        return clip_values
+    return None
 
 
 # On a GPU a small model's step is bound by kernel launches from Python; the fused Adam kernels
@@ -134,18 +167,31 @@ def load_optimizer_state(optimizer, state: dict) -> None:
                 optimizer.state[p]["step"] = step.to(device=p.device if on_device else "cpu", dtype=torch.float32)
 
 
-SCHEDULES = ("step", "cosine", "reduce_on_plateau")
+SCHEDULES = ("step", "cosine", "reduce_on_plateau", "one_cycle", "constant")
+SCHEDULE_STATE = "dlcli_schedule"  # marks the state_dict layout below (checkpoint format 2)
 
 
 class LrSchedule:
-    """A per-epoch learning-rate schedule; `step(logs)` after each epoch's validation."""
+    """A learning-rate schedule: `step(logs)` after each epoch's validation, and, for one_cycle
+    and warm-up (`per_step`), `step_batch()` after each optimizer update.
 
-    def __init__(self, config: ScheduleConfig, optimizer, epochs: int) -> None:
+    one_cycle is PyTorch's OneCycleLR over the run's updates (the learning rate only; momentum
+    is not cycled). Warm-up scales the rate that the per-epoch schedule sets by (s + 1) / W for
+    the update s (from 0) of the first W updates, so the first update already moves and the
+    W-th uses the full rate; the per-epoch schedule steps on the full rate, never a warmed one.
+    """
+
+    def __init__(self, config: ScheduleConfig, optimizer, epochs: int, steps_per_epoch: int = 1) -> None:
         import torch
 
         self.config = config
+        self.optimizer = optimizer
+        self.per_step = config.per_step
+        self.warmup = config.warmup_steps or config.warmup_epochs * steps_per_epoch
+        self.steps = 0  # optimizer updates so far
+        self.step_lrs: list[float] = []  # the learning rate of each update since `take_step_lrs`
         sched = torch.optim.lr_scheduler
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler
+        self.scheduler: Any = None
         if config.name == "step":
             self.scheduler = sched.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
         elif config.name == "cosine":
@@ -159,7 +205,17 @@ class LrSchedule:
                 patience=config.patience,
                 min_lr=config.min_lr,
             )
-        else:
+        elif config.name == "one_cycle":
+            self.scheduler = sched.OneCycleLR(
+                optimizer,
+                max_lr=config.max_lr if config.max_lr is not None else [g["lr"] for g in optimizer.param_groups],
+                total_steps=max(epochs * steps_per_epoch, 2),
+                pct_start=config.pct_start,
+                div_factor=config.div_factor,
+                final_div_factor=config.final_div_factor,
+                cycle_momentum=False,
+            )
+        elif config.name != "constant":
             from .registry import suggest
 
             raise ConfigError(
@@ -167,8 +223,37 @@ class LrSchedule:
                 hint=suggest(config.name, SCHEDULES) or None,
                 key="training.schedule.name",
             )
+        self.targets = [g["lr"] for g in optimizer.param_groups]  # the rate before warm-up scales it
+        self._warm()
+
+    def _warm(self) -> None:
+        """Set the rate of the next update: the target, scaled while warming up."""
+        if self.warmup and self.steps <= self.warmup:
+            factor = min(1.0, (self.steps + 1) / self.warmup)
+            for group, target in zip(self.optimizer.param_groups, self.targets):
+                group["lr"] = target * factor
+
+    def step_batch(self) -> None:
+        """After an optimizer update: record its rate and set the next one."""
+        self.step_lrs.append(float(self.optimizer.param_groups[0]["lr"]))
+        self.steps += 1
+        if self.config.name == "one_cycle":
+            # A resumed run given more epochs than it started with stays at the last rate.
+            if self.scheduler.last_epoch < self.scheduler.total_steps:
+                self.scheduler.step()
+        else:
+            self._warm()
+
+    def take_step_lrs(self) -> list[float]:
+        """The rates of the updates since the last call (for lr_steps.csv)."""
+        taken, self.step_lrs = self.step_lrs, []
+        return taken
 
     def step(self, logs: dict[str, float]) -> None:
+        if self.config.name in ("one_cycle", "constant"):
+            return
+        for group, target in zip(self.optimizer.param_groups, self.targets):
+            group["lr"] = target  # the epoch schedule steps from the full rate
         if self.config.name == "reduce_on_plateau":
             monitor = self.config.monitor
             if monitor not in logs:
@@ -180,9 +265,26 @@ class LrSchedule:
             plateau.step(logs[monitor])
         else:
             self.scheduler.step()
+        self.targets = [g["lr"] for g in self.optimizer.param_groups]
+        self._warm()
 
     def state_dict(self) -> dict:
-        return self.scheduler.state_dict()
+        return {
+            SCHEDULE_STATE: 2,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "steps": self.steps,
+            "targets": list(self.targets),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.scheduler.load_state_dict(state)
+        """Restore after the optimizer (whose groups hold the rate of the next update); reads
+        format 1's bare scheduler state too."""
+        if SCHEDULE_STATE not in state:
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state)
+            self.targets = [g["lr"] for g in self.optimizer.param_groups]
+            return
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.steps = int(state["steps"])
+        self.targets = [float(t) for t in state["targets"]]

@@ -19,9 +19,11 @@ Each step yields, per batch, (loss, metric sum, samples) still on the device.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Iterator, Optional, Protocol
 
 import torch
@@ -96,36 +98,101 @@ class TrainingStep(Protocol):
     def evaluate_batch(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+@dataclass(frozen=True)
+class UpdateOptions:
+    """What happens around each optimizer update: `clip(params)` between backward and the
+    update (gradient clipping), `after_update()` after it (a per-step learning-rate schedule),
+    and `accumulation` micro-batches per update (gradient accumulation)."""
+
+    clip: Optional[Callable[[list], None]] = None
+    after_update: Optional[Callable[[], None]] = None
+    accumulation: int = 1
+
+
 class EagerStep:
     """The step as a hand-written loop runs it."""
 
     compiled_step: Optional[str] = None
     compile_seconds = 0.0
 
-    def __init__(self, math: StepMath, optimizer: Optional[torch.optim.Optimizer], gradient_scale=None) -> None:
+    def __init__(
+        self,
+        math: StepMath,
+        optimizer: Optional[torch.optim.Optimizer],
+        gradient_scale=None,
+        updates: UpdateOptions = UpdateOptions(),
+    ) -> None:
         self.math = math
         self.optimizer = optimizer
         # Data parallelism: DDP averages gradients over ranks; weighting each rank's loss by its
         # share of the global batch makes that the mean over the global batch even when the
         # shares are unequal. (samples here, global samples) -> factor, or None for one process.
         self.gradient_scale = gradient_scale
+        self.updates = updates
 
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, global_n: int) -> StepResult:
         out, loss = self.math.forward_loss(xb, yb)
         optimizer = self._required_optimizer()
         optimizer.zero_grad(set_to_none=True)
         self.backward(loss, len(yb), global_n)
-        optimizer.step()
+        self.apply_update()
         return loss.detach(), self.math.metric_sum(out, yb), len(yb)
 
     def backward(self, loss: torch.Tensor, n: int, global_n: int) -> None:
+        """Backward of the loss weighted by this batch's share of `global_n` samples (the global
+        batch, or under accumulation the window), so the gradients add up to the mean over them."""
         if self.gradient_scale is not None:
             loss = loss * self.gradient_scale(n, global_n)
+        elif n != global_n:
+            loss = loss * (n / global_n)
         loss.backward()
 
+    def apply_update(self) -> None:
+        """Clip (if asked), update, then tell a per-step schedule."""
+        updates = self.updates
+        if updates.clip is not None:
+            updates.clip([p for g in self._required_optimizer().param_groups for p in g["params"]])
+        self._run_update()
+        if updates.after_update is not None:
+            updates.after_update()
+
+    def _run_update(self) -> None:
+        self._required_optimizer().step()
+
+    def micro_batch(self, xb: torch.Tensor, yb: torch.Tensor, window_n: int) -> StepResult:
+        """Forward and backward of one micro-batch of a window of `window_n` samples, adding its
+        share to the gradients; no update."""
+        out, loss = self.math.forward_loss(xb, yb)
+        self.backward(loss, len(yb), window_n)
+        return loss.detach(), self.math.metric_sum(out, yb), len(yb)
+
     def epoch(self, batches: Any) -> Iterator[StepResult]:
+        if self.updates.accumulation > 1:
+            yield from self.accumulated_epoch(batches)
+            return
         for xb, yb, global_n in batches:
             yield self(xb, yb, global_n)
+
+    def accumulated_epoch(self, batches: Any) -> Iterator[StepResult]:
+        """Gradient accumulation: one update per window of `accumulation` micro-batches, the
+        gradients averaged over the samples the window actually holds (an epoch's last window
+        may be partial). The window's batches are taken first (inputs only) to count them.
+        Under DDP only the window's last micro-batch all-reduces (no_sync on the others)."""
+        optimizer = self._required_optimizer()
+        iterator = iter(batches)
+        while True:
+            window = list(itertools.islice(iterator, self.updates.accumulation))
+            if not window:
+                return
+            window_n = sum(global_n for _, _, global_n in window)
+            optimizer.zero_grad(set_to_none=True)
+            no_sync: Optional[Callable[[], ContextManager]] = getattr(self.math.model, "no_sync", None)
+            for i, (xb, yb, _) in enumerate(window):
+                last = i == len(window) - 1
+                with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
+                    yield self.micro_batch(xb, yb, window_n)
+            window.clear()
+            self.apply_update()
 
     @torch.inference_mode()
     def evaluate_batch(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,15 +218,16 @@ class TwoGraphStep(EagerStep):
         mode: str,
         world_size: int = 1,
         gradient_scale=None,
+        updates: UpdateOptions = UpdateOptions(),
     ) -> None:
-        super().__init__(math, optimizer, gradient_scale)
+        super().__init__(math, optimizer, gradient_scale, updates)
         quiet_compile_notes()
         self.compile_seconds = 0.0
         # These modes replay CUDA graphs, whose outputs the next replay overwrites: the step's
         # loss and metric, kept until the next report, are copied out of them.
         self.graph_outputs = mode in ("reduce-overhead", "max-autotune")
         self.one_graph: Optional[OneGraphStep] = None
-        blocker = one_graph_blocker(math.model, optimizer, math.device, world_size)
+        blocker = one_graph_blocker(math.model, optimizer, math.device, world_size, updates)
         if blocker is None:
             assert optimizer is not None  # one_graph_blocker refuses an evaluation-only step
             self.one_graph = OneGraphStep(math, optimizer, mode)
@@ -181,6 +249,18 @@ class TwoGraphStep(EagerStep):
     def _optimizer_update(self) -> None:
         self._required_optimizer().step()
 
+    def _run_update(self) -> None:
+        self.update()
+
+    def micro_batch(self, xb: torch.Tensor, yb: torch.Tensor, window_n: int) -> StepResult:
+        if self.graph_outputs:
+            torch.compiler.cudagraph_mark_step_begin()
+        loss, metric = self.forward_metric(xb, yb)
+        self.backward(loss, len(yb), window_n)
+        if self.graph_outputs:
+            return loss.detach().clone(), metric.clone(), len(yb)
+        return loss.detach(), metric, len(yb)
+
     def __call__(self, xb: torch.Tensor, yb: torch.Tensor, global_n: int) -> StepResult:
         one_graph = self.one_graph
         # The one-graph step's first call runs eagerly; its second is the one that compiles.
@@ -189,6 +269,8 @@ class TwoGraphStep(EagerStep):
         n = len(yb)
         if one_graph is not None:
             loss, metric = one_graph(xb, yb)
+            if self.updates.after_update is not None:
+                self.updates.after_update()
             if one_graph.fallback is not None:  # this step ran eagerly; the next ones two graphs
                 self.one_graph = None
                 self.compiled_step = TWO_GRAPHS + one_graph.fallback
@@ -198,7 +280,7 @@ class TwoGraphStep(EagerStep):
             loss, metric = self.forward_metric(xb, yb)
             self._required_optimizer().zero_grad(set_to_none=True)
             self.backward(loss, n, global_n)
-            self.update()
+            self.apply_update()
         if started is not None:
             self.compile_seconds += time.perf_counter() - started
             self._compiled_train = True
@@ -225,8 +307,14 @@ class CudaGraphStep(EagerStep):
     for the epoch's batches (see GraphedStep); on the CPU the same step body runs eagerly,
     which is how the tests check it."""
 
-    def __init__(self, math: StepMath, optimizer: Optional[torch.optim.Optimizer], gradient_scale=None) -> None:
-        super().__init__(math, optimizer, gradient_scale)
+    def __init__(
+        self,
+        math: StepMath,
+        optimizer: Optional[torch.optim.Optimizer],
+        gradient_scale=None,
+        updates: UpdateOptions = UpdateOptions(),
+    ) -> None:
+        super().__init__(math, optimizer, gradient_scale, updates)
         self.graphed: Optional[GraphedStep] = None
 
     def epoch(self, batches: Any) -> Iterator[StepResult]:
@@ -277,6 +365,8 @@ class GraphedStep:
         xb, yb = self.batches.take(self.index)
         out, loss = math.forward_loss(xb, yb)
         loss.backward()
+        if self.step.updates.clip is not None:
+            self.step.updates.clip([p for g in self.optimizer.param_groups for p in g["params"]])
         self.optimizer.step()
         self.losses.index_copy_(0, self.counter, loss.detach().float().reshape(1))
         self.metrics.index_copy_(0, self.counter, math.metric_sum(out, yb).double().reshape(1))
@@ -345,6 +435,7 @@ def make_step(
     compile_mode: Optional[str] = None,
     world_size: int = 1,
     data_parallel: bool = False,
+    updates: UpdateOptions = UpdateOptions(),
 ) -> TrainingStep:
     """The training step for these options: recorded as a CUDA graph, compiled, or eager."""
     math = StepMath(model, loss_fn, metric_sum, device, bf16=precision == "bf16", cache_casts=not cuda_graph)
@@ -355,10 +446,12 @@ def make_step(
             return n * world_size / global_n
 
     if cuda_graph:
-        return CudaGraphStep(math, optimizer, scale)
+        if updates.accumulation > 1 or updates.after_update is not None:
+            raise ValueError("a CUDA graph step records one whole step at a fixed learning rate")
+        return CudaGraphStep(math, optimizer, scale, updates)
     if compile_mode is not None:
-        return TwoGraphStep(math, optimizer, compile_mode, world_size, scale)
-    return EagerStep(math, optimizer, scale)
+        return TwoGraphStep(math, optimizer, compile_mode, world_size, scale, updates)
+    return EagerStep(math, optimizer, scale, updates)
 
 
 # What torch.compile logs as warnings on every CPU run though nothing is wrong: the C++

@@ -7,6 +7,7 @@ through the Console it is given, and raises DlcliErrors for the CLI to report.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import random
@@ -314,14 +315,15 @@ def build_experiment(
 
     from .callbacks import EarlyStopping
     from .data import load_dataset
-    from .losses import make_objective
+    from .losses import label_smoothing_of, make_objective
     from .optim import LrSchedule, build_optimizer
 
     seed_everything(config.seed, config.training.deterministic)
     data = load_dataset(config.data, config.seed, preprocessing, progress)
     info = plan.info
     objective = objective_in_target_units(
-        make_objective(plan.loss_name, info.task, info.num_classes), getattr(data, "preprocessing", None)
+        make_objective(plan.loss_name, info.task, info.num_classes, label_smoothing_of(config.loss)),
+        getattr(data, "preprocessing", None),
     )
     columns = metric_columns(objective.metric_name, data.has_validation)
     check_monitors(config, [c for c in columns if c not in ("epoch", "lr", "seconds")])
@@ -335,7 +337,11 @@ def build_experiment(
         compiled=compile_mode(config.training.compile) is not None,
     )
     training = config.training
-    schedule = LrSchedule(training.schedule, optimizer, training.epochs) if training.schedule else None
+    schedule = (
+        LrSchedule(training.schedule, optimizer, training.epochs, updates_per_epoch(training, len(data.x_train)))
+        if training.schedule
+        else None
+    )
     early = None
     if training.early_stopping:
         es = training.early_stopping
@@ -355,6 +361,12 @@ def build_experiment(
         early,
         torch.Generator().manual_seed(config.seed),
     )
+
+
+def updates_per_epoch(training, train_samples: int) -> int:
+    """Optimizer updates in an epoch: its batches, in windows of gradient_accumulation_steps."""
+    batches = math.ceil(train_samples / training.batch_size)
+    return max(math.ceil(batches / training.gradient_accumulation_steps), 1)
 
 
 # -- phase 3: open the run folder ---------------------------------------------------------
@@ -479,9 +491,10 @@ def make_trainer(
     writer (metrics.csv, checkpoints, run.json, dashboards), then any extra ones (a sweep's
     trial). Returns (trainer, display, checkpointer)."""
 
-    from .callbacks import MetricsLogger, RunFolderWriter, RunRecorder
+    from .callbacks import LrStepsLogger, MetricsLogger, RunFolderWriter, RunRecorder
     from .checkpoint import Checkpointer
     from .engine import RunControl, Trainer
+    from .optim import make_clipper
     from .progress import ProgressDisplay
     from .tracking import tracking_callbacks
 
@@ -510,6 +523,10 @@ def make_trainer(
             warn=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True),
         )
         savers = [MetricsLogger(folder.path, exp.columns, folder.previous_rows), checkpointer, RunRecorder(folder.path)]
+        if exp.schedule is not None and exp.schedule.per_step:
+            savers.insert(1, LrStepsLogger(folder.path, exp.schedule, folder.resumed.epoch))
+        if not quiet:
+            _note_batch_norm_under_accumulation(config, model, console)
         folder.writer = RunFolderWriter([*savers, *folder.trackers])
         callbacks.append(folder.writer)
     elif exp.early is not None:
@@ -532,9 +549,26 @@ def make_trainer(
         world_size=dist.world_size,
         cuda_graph=config.training.cuda_graph,
         compile_mode=compile_mode(config.training.compile),
+        clip=make_clipper(config.optimizer),
+        accumulation=config.training.gradient_accumulation_steps,
     )
     trainer.history = list(folder.previous_rows)
     return trainer, display, checkpointer
+
+
+def _note_batch_norm_under_accumulation(config: Config, model, console) -> None:
+    """Said once per run: accumulation cannot make batch norm see the effective batch."""
+    import torch
+
+    if config.training.gradient_accumulation_steps > 1 and any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()
+    ):
+        console.print(
+            "Note: with training.gradient_accumulation_steps, batch norm's statistics are those of "
+            f"each micro-batch of {config.training.batch_size}, not of the effective batch.",
+            highlight=False,
+            markup=False,
+        )
 
 
 def compile_mode(option) -> Optional[str]:

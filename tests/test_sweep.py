@@ -1022,3 +1022,23 @@ def test_a_journal_path_and_a_windows_drive_are_paths():
 
     for path in ("study.journal", "sweeps/a.journal", "C:\\sweeps\\a.journal", "/abs/x.journal"):
         assert check_storage(path) == path
+
+
+def test_a_sweep_ranked_on_training_data_says_so_and_records_it(tmp_path):
+    import yaml
+
+    raw = synthetic_config(epochs=1)
+    raw["data"]["validation_split"] = 0.0
+    config = write_config(tmp_path / "c.yaml", raw)
+    plan = invoke("sweep", config, "-p", "optimizer.lr=[0.01, 0.02]", "--dry-run")
+    assert plan.exit_code == 0 and "Trials are ranked by loss on the training data" in plan.output
+    assert "--set data.validation_split=0.1" in plan.output
+    result = invoke("sweep", config, "-p", "optimizer.lr=[0.01, 0.02]", "--runs-dir", tmp_path / "runs")
+    assert result.exit_code == 0, result.output
+    first_lines = "\n".join(result.output.splitlines()[:4])
+    assert "Trials are ranked by loss on the training data" in first_lines  # before any trial runs
+    (sweep_file,) = (tmp_path / "runs").rglob("sweep.yaml")
+    assert "ranked by loss on the training data" in yaml.safe_load(sweep_file.read_text())["warning"]
+    held_out = write_config(tmp_path / "v.yaml", synthetic_config(epochs=1))  # validation_split 0.2
+    plan = invoke("sweep", held_out, "-p", "optimizer.lr=[0.01, 0.02]", "--dry-run")
+    assert plan.exit_code == 0 and "training data" not in plan.output

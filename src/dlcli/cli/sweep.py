@@ -340,6 +340,8 @@ def _print_start(spec, sweep_dir: Path, url: str, workers: int) -> None:
         soft_wrap=True,
     )
     console.print(f"Sweep folder: {sweep_dir}  (definition in {SWEEP_FILE})", highlight=False, soft_wrap=True)
+    if spec.warning:
+        error_console().print(f"Warning: {spec.warning}", style="yellow", highlight=False, markup=False)
     if is_url(url):
         console.print(
             f"Join from another machine: dlcli sweep worker {spec.id} --storage '{redact(url)}'",
@@ -360,6 +362,8 @@ def _print_plan(spec) -> None:
     )
     for p in spec.space:
         console.print(f"  {p.key} = {p.spec_text()}", highlight=False, soft_wrap=True)
+    if spec.warning:
+        error_console().print(f"Warning: {spec.warning}", style="yellow", highlight=False, markup=False)
     if spec.method == "grid":
         for number, point in enumerate(grid_points(spec.space)[: spec.trials]):
             console.print(

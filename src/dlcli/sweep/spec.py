@@ -68,6 +68,7 @@ class SweepSpec:
     source: Optional[str] = None  # the config file the sweep started from (for people)
     overrides: list[str] = field(default_factory=list)
     created_at: str = ""
+    warning: Optional[str] = None  # what the user should know about the choice, e.g. ranked on training data
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -86,6 +87,7 @@ class SweepSpec:
             "source": self.source,
             "overrides": list(self.overrides),
             "params": space_to_data(self.space),
+            **({"warning": self.warning} if self.warning else {}),
             "base": self.base,
         }
 
@@ -109,6 +111,7 @@ class SweepSpec:
                 source=data.get("source"),
                 overrides=list(data.get("overrides") or []),
                 created_at=data.get("created_at", ""),
+                warning=data.get("warning"),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise SweepError(
@@ -373,6 +376,18 @@ def plan_sweep(request: SweepRequest) -> SweepSpec:
         source=str(request.config),
         overrides=list(request.overrides),
         created_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        warning=training_data_warning(metric),
+    )
+
+
+def training_data_warning(metric: str) -> Optional[str]:
+    """The warning for an objective measured on the data the trials trained on (no val_ metric):
+    choosing hyperparameters by it rewards the ones that overfit most."""
+    if metric.startswith("val_"):
+        return None
+    return (
+        f"Trials are ranked by {metric} on the training data (the config holds out no validation data), which "
+        "rewards the settings that overfit most. Hold some out: --set data.validation_split=0.1 (or a val/ folder)."
     )
 
 

@@ -184,3 +184,23 @@ def plot_confusion(matrix: list[list[int]], class_names: Sequence[str], out_path
                 j, i, str(count), ha="center", va="center", fontsize=8, color="white" if count > peak / 2 else "black"
             )
     atomic_write_bytes(out_path, _png_bytes(fig))
+
+
+def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: dict[str, float], out_path: Path) -> None:
+    """`dlcli lr-find`'s picture: the smoothed loss against the learning rate (log scale), each
+    suggestion (name -> rate) marked on the curve."""
+    import bisect
+
+    fig = _figure((6.4, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(lrs, losses, color=COLORS[0])
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss (smoothed)")
+    ax.grid(True, alpha=0.3)
+    for (name, lr), color in zip(marks.items(), COLORS[1:]):
+        i = min(bisect.bisect_left(list(lrs), lr), len(lrs) - 1)
+        ax.plot([lr], [losses[i]], "o", color=color, label=f"{name}: {lr:.2e}")
+    if marks:
+        ax.legend()
+    atomic_write_bytes(out_path, _png_bytes(fig))

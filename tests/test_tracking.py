@@ -751,3 +751,29 @@ def test_a_sweep_is_a_parent_run_and_its_trials_are_children(tmp_path, sqlite_ur
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert sorted(float(c.data.params["optimizer.lr"]) for c in children) == [0.01, 0.1]
     assert {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_tracking_warnings_name_the_problem_and_go_to_standard_error(tmp_path):
+    """A TensorBoard folder that is a file, and an MLflow URI MLflow cannot use: one warning each,
+    in the user's terms, on standard error (standard output may be piped into a file)."""
+    config = config_file(tmp_path, tensorboard=True, mlflow={"uri": "ftp://example.invalid/store", "retries": 0})
+    runs = tmp_path / "runs"
+    assert train(config, "--runs-dir", runs, "-q", "--set", "training.epochs=1").exit_code == 0
+    run = the_run(runs)
+    shutil.rmtree(run / "tensorboard")
+    (run / "tensorboard").write_text("a file where the event files go")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlcli", "train", "--resume", str(run), "--set", "training.epochs=2", "-q"],
+        capture_output=True,
+        text=True,
+        env=dlcli_env(),
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stdout
+    tensorboard = [w for w in warnings_in(proc.stderr) if "TensorBoard" in w]
+    assert tensorboard and "a file is in the way where the folder" in tensorboard[0]
+    assert "NotADirectoryError" not in proc.stderr
+    mlflow = [w for w in warnings_in(proc.stderr) if "MLflow" in w]
+    assert mlflow and "is not a tracking URI MLflow can use" in mlflow[0], proc.stderr
+    assert "UnsupportedModelRegistryStoreURI" not in proc.stderr

@@ -188,6 +188,11 @@ def export_run(
         tmp.replace(path)
     except ExportError:
         raise
+    except OSError as exc:  # the folder, not the model: another format would fail the same way
+        raise RunDirError(
+            f"Cannot write the export into {path.parent}: {exc.strerror or exc}.",
+            hint="Give --out a file in a folder you can write to.",
+        ) from None
     except Exception as exc:  # the exporters raise many kinds; the user needs one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ExportError(

@@ -520,7 +520,7 @@ def make_trainer(
             world_rank=dist.rank,
             world_size=dist.world_size,
             device=exp.device,
-            warn=lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True),
+            warn=_warn_on_stderr,  # never mixed into standard output, which may be piped
         )
         savers = [MetricsLogger(folder.path, exp.columns, folder.previous_rows), checkpointer, RunRecorder(folder.path)]
         if exp.schedule is not None and exp.schedule.per_step:
@@ -783,6 +783,12 @@ def _run_ended_by(exc: BaseException, folder: Optional[RunFolder], dist: Distrib
     if isinstance(exc, DlcliError) and main_folder is not None:
         exc.message += f" (run folder: {main_folder})"
     return exc
+
+
+def _warn_on_stderr(text: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(text, highlight=False, markup=False, soft_wrap=True, style="yellow")
 
 
 def out_of_memory_message(exc: BaseException, run_dir: Optional[Path]) -> str:

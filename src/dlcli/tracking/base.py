@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable, ContextManager, Optional
 
 from ..engine import EpochSaver
 
@@ -51,7 +51,7 @@ class Tracker(EpochSaver):
         return contextlib.nullcontext()
 
     def _describe_failure(self, exc: BaseException) -> str:
-        return f"{type(exc).__name__}: {exc}"
+        return describe_os_error(exc) or f"{type(exc).__name__}: {exc}"
 
     def _guard(self, action: Callable[..., Any], *args: Any) -> None:
         if self.failed:
@@ -69,3 +69,14 @@ class Tracker(EpochSaver):
                 f"Warning: {self.backend} logging stopped for this run ({reason}). "
                 "Training continues; the run folder keeps everything."
             )
+
+
+def describe_os_error(exc: BaseException) -> Optional[str]:
+    """A file system failure in the user's terms (which path, what is wrong), or None."""
+    if isinstance(exc, NotADirectoryError):
+        return f"a file is in the way where the folder {exc.filename or 'for the logs'} is needed"
+    if isinstance(exc, PermissionError):
+        return f"no permission to write {exc.filename or 'the log folder'}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return None

@@ -84,7 +84,14 @@ def describe_failure(exc: BaseException, settings: MlflowConfig) -> str:
         return f"cannot reach {where}: connection refused"
     if "timed out" in text.lower() or "Timeout" in type(exc).__name__:
         return f"{where} did not answer within {settings.timeout} s"
-    return f"{where}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    if "UnsupportedModelRegistryStoreURI" in type(exc).__name__ or "Unsupported URI" in text or "not a valid" in text:
+        return (
+            f"{where} is not a tracking URI MLflow can use: give a folder, sqlite:///file.db or http(s)://host:port "
+            "in tracking.mlflow.uri"
+        )
+    from .base import describe_os_error
+
+    return describe_os_error(exc) or f"{where}: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def redact(uri: str) -> str:

@@ -344,3 +344,77 @@ def test_label_smoothing_on_data_whose_auto_loss_is_a_regression_loss(tmp_path):
     raw["data"]["synthetic"] = {"task": "regression", "input_shape": [8], "classes": 1, "samples": 100}
     raw["loss"] = {"name": "auto", "label_smoothing": 0.1}
     one_paragraph_exit_2(tmp_path, raw, "loss.label_smoothing", "mse is a regression loss")
+
+
+# -- data parallelism ----------------------------------------------------------------------
+
+
+class CountingNoSync(torch.nn.Module):
+    """A model with DDP's no_sync(): counts the micro-batches run without an all-reduce."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny_model()
+        self.unsynced = 0
+        self.syncing = True
+
+    def forward(self, x):
+        if not self.syncing:
+            self.unsynced += 1
+        return self.inner(x)
+
+    def no_sync(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def off():
+            self.syncing = False
+            try:
+                yield
+            finally:
+                self.syncing = True
+
+        return off()
+
+
+def test_micro_batches_that_do_not_step_skip_the_all_reduce():
+    x, y = blobs(90)  # batches of 8: 12 micro-batches (the last of 2 samples), 3 windows of 4
+    model = CountingNoSync()
+    steps = []
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy, correct, accumulation=4)
+    original = trainer.step.apply_update
+
+    def counting_update():
+        steps.append(model.unsynced)
+        original()
+
+    trainer.step.apply_update = counting_update
+    trainer.fit(Batches(x, y, 8), epochs=1)
+    assert steps == [3, 6, 9]  # 3 unsynced micro-batches per window; the 4th all-reduces and steps
+
+
+@pytest.mark.e2e
+def test_accumulation_with_two_processes_matches_one(tmp_path):
+    raw = synthetic_config(epochs=2, batch_size=16, gradient_accumulation_steps=3)
+    raw["data"]["synthetic"].update(samples=400, test_samples=50)
+    config = write_config(tmp_path / "dp.yaml", raw)
+
+    def run(*args):
+        done = subprocess.run(
+            [sys.executable, "-m", "dlcli", "train", str(config), *args, "-q"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr + done.stdout
+
+    run("--runs-dir", "one")
+    run("--runs-dir", "two", "--nproc", "2")
+    (one,), (two,) = list((tmp_path / "one").iterdir()), list((tmp_path / "two").iterdir())
+    for a, b in zip(read_metrics(one / "metrics.csv")[1], read_metrics(two / "metrics.csv")[1]):
+        for key in ("loss", "accuracy", "val_loss"):
+            assert b[key] == pytest.approx(a[key], abs=2e-4), key
+    w_one = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
+    w_two = load_checkpoint(two / "checkpoints" / "last.pt")["model"]
+    assert all(torch.allclose(w_one[k], w_two[k], atol=1e-4) for k in w_one)

@@ -383,3 +383,20 @@ def test_file_names_that_are_not_utf8_are_written_escaped_and_said(text_run, tmp
     assert escaped_name.encode() in printed
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert sorted(r["input"] for r in rows) == sorted([str(folder / "good.txt"), escaped_name])
+
+
+def test_an_error_naming_a_file_that_is_not_utf8_prints(text_run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    tmp, run = text_run
+    missing = os.path.join(os.fsencode(tmp_path), b"r\xe9sum\xe9.txt").decode("utf-8", "surrogateescape")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dlcli", "predict", str(run), missing],
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+        timeout=120,
+    )
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+    assert b"r\\xe9sum\\xe9.txt does not exist" in proc.stderr

@@ -933,3 +933,23 @@ def test_every_cnn_the_course_names_builds_and_summarises(model, shape, classes,
     if model.get("preset") == "lenet5":
         built_model = build_model(plan.model_plan)
         assert sum(p.numel() for p in built_model.parameters()) == expected
+
+
+def test_a_reshape_target_is_written_in_the_summarys_order(tmp_path):
+    """`target_shape: [2, 3, 4]` is a 2x3 image of 4 channels: the summary shows (None, 2, 3, 4),
+    and a 1x1 convolution after it sees 4 input channels."""
+    raw = {
+        "data": {"dataset": "synthetic", "synthetic": {"input_shape": [24]}},
+        "model": {
+            "layers": [
+                {"reshape": {"target_shape": [2, 3, 4]}},
+                {"conv2d": {"filters": 5, "kernel_size": 1}},
+                "flatten",
+                {"dense": {"units": 3}},
+            ]
+        },
+    }
+    result = invoke("summary", write_config(tmp_path / "r.yaml", raw), "--json")
+    layers = json.loads(result.output)["layers"]
+    assert layers[0]["output_shape"] == [None, 2, 3, 4] and layers[1]["output_shape"] == [None, 2, 3, 5]
+    assert layers[1]["params"] == 4 * 5 + 5

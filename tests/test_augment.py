@@ -74,7 +74,7 @@ def test_checks_name_the_fix():
         check_augmentation(AugmentConfig(horizontal_flip=True), (20,))
     assert info.value.full_message() == (
         "data.augment: augmentation moves image pixels, and this data's samples have shape (20,), not channels x "
-        "height x width. Remove data.augment for this data."
+        "height x width (or channels x frames x height x width). Remove data.augment for this data."
     )
     with pytest.raises(ConfigError, match="cannot be combined"):
         check_augmentation(AugmentConfig(shift=0.1), (1, 8, 8), cuda_graph=True)

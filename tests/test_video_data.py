@@ -18,7 +18,7 @@ from dlcli.cli import app
 from dlcli.config import data_config
 from dlcli.data import load_dataset
 from dlcli.data.inputs import PredictOptions, ReadRequest
-from dlcli.errors import ConfigError, DataError
+from dlcli.errors import DataError
 from dlcli.registry import DATASETS
 
 av = import_or_skip_unless_ci("av", "PyAV (the video extra) is not installed")
@@ -205,14 +205,28 @@ def test_memory_is_checked_before_decoding():
     assert "The 100000 clips would need" in str(info.value) and "3x16x112x112 each" in str(info.value)
 
 
-def test_augmentation_is_refused_for_clips():
-    from dlcli.config import load_config
+def test_augmentation_moves_every_frame_of_a_clip_alike():
+    """A clip's frames get its one flip, crop, rotation and shift: each frame of the augmented
+    clip equals that frame augmented alone with the clip's draws."""
+    import torch
 
-    with pytest.raises(ConfigError) as info:
-        load_config(
-            None, (), raw={"data": {"dataset": "video_folder", "augment": {"horizontal_flip": True}}, "model": FLAT}
-        )
-    assert "data.augment" in str(info.value) and "video_folder" in str(info.value)
+    from dlcli.config import AugmentConfig, load_config
+    from dlcli.data.augment import augment_batch, batch_generator, check_augmentation
+
+    config = AugmentConfig(horizontal_flip=True, crop_padding=2, rotation=10.0, shift=0.1)
+    clips = torch.rand(5, 3, 4, 9, 7, generator=torch.Generator().manual_seed(0))  # N, C, T, H, W
+    moved = augment_batch(clips, config, batch_generator(0, 1, 2))
+    as_channels = augment_batch(clips.reshape(5, 12, 9, 7), config, batch_generator(0, 1, 2)).reshape(5, 3, 4, 9, 7)
+    assert torch.equal(moved, as_channels) and not torch.equal(moved, clips)
+    flipped_only = augment_batch(clips, AugmentConfig(horizontal_flip=True), batch_generator(0, 1, 2))
+    for clip in range(5):  # each clip is mirrored in every frame or in none
+        mirrored = [torch.equal(flipped_only[clip, :, t], clips[clip, :, t].flip(-1)) for t in range(4)]
+        assert all(mirrored) or not any(mirrored)
+    check_augmentation(config, (3, 4, 9, 7))  # clips are accepted
+    loaded = load_config(
+        None, (), raw={"data": {"dataset": "video_folder", "augment": {"horizontal_flip": True}}, "model": FLAT}
+    )
+    assert loaded.data.augment.horizontal_flip
 
 
 # ----------------------------------------------------------------------------- predict and export

@@ -32,7 +32,11 @@ def batch_generator(seed: int, epoch: int, batch: int, rank: int = 0) -> torch.G
 
 
 def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """Augmented copy of a float batch N,C,H,W (values as the model sees them)."""
+    """Augmented copy of a float batch N,C,H,W of images, or N,C,T,H,W of clips, whose every
+    frame gets its clip's flip, crop, rotation and shift (values as the model sees them)."""
+    if x.dim() == 5:  # frames as more channels: one draw per clip moves all its frames alike
+        n, c, t, h, w = x.shape
+        return augment_batch(x.reshape(n, c * t, h, w), config, generator).reshape(n, c, t, h, w)
     import torch
 
     n, _, h, w = x.shape
@@ -106,13 +110,13 @@ def make_augmenter(config: AugmentConfig, seed: int, rank: int = 0) -> Optional[
 
 
 def check_augmentation(config: AugmentConfig, input_shape: tuple[int, ...], cuda_graph: bool = False) -> None:
-    """Augmentation needs images (C,H,W samples) and eager steps."""
+    """Augmentation needs images or clips (C,H,W or C,T,H,W samples) and eager steps."""
     if not config.enabled:
         return
-    if len(input_shape) != 3:
+    if len(input_shape) not in (3, 4):
         raise ConfigError(
             f"data.augment: augmentation moves image pixels, and this data's samples have shape {tuple(input_shape)}, "
-            "not channels x height x width.",
+            "not channels x height x width (or channels x frames x height x width).",
             hint="Remove data.augment for this data.",
             key="data.augment",
         )

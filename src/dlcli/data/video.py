@@ -99,13 +99,6 @@ class VideoFolderData(FolderData):
                 hint="For example `image_size: [64, 64]`.",
                 key="data.image_size",
             )
-        if self.augment.enabled:
-            raise ConfigError(
-                "augmentation is not available for video_folder data yet: it moves the pixels of images "
-                "(N,C,H,W batches), and a clip's frames would each need the same flip and crop.",
-                hint="Remove data.augment for this data.",
-                key="data.augment",
-            )
 
 
 # ----------------------------------------------------------------------------- PyAV

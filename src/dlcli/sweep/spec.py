@@ -11,12 +11,13 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 from ..config import Config, config_to_dict, dump_config, load_config
 from ..errors import ConfigError, DlcliError, RunDirError
+from ..layer_specs import option
 from .space import Param, grid_points, grid_size, is_grid, override_text, params_label, space_from_data, space_to_data
 
 SWEEPS_DIR = "sweeps"
@@ -29,17 +30,35 @@ TRIAL_FILE = "trial.json"  # in a trial's run folder: which sweep and trial it b
 
 METHODS = ("grid", "random", "tpe")
 PRUNERS = ("median", "hyperband", "none")
-SECTION_KEYS = (
-    "method",
-    "trials",
-    "metric",
-    "direction",
-    "prune",
-    "prune_startup_trials",
-    "prune_warmup_epochs",
-    "seed",
-    "params",
-)
+
+
+@dataclass(frozen=True)
+class SweepSection:
+    """The `sweep:` section of a config file: what `dlcli sweep CONFIG` searches and how (options
+    given on the command line win). `dlcli train` and the other commands ignore the section.
+    Read by `read_sweep_section` and `plan_sweep`; `dlcli schema` describes it from this class.
+    A key left out takes the default named in its help (None here: decided when planning)."""
+
+    method: Literal["grid", "random", "tpe"] = option(
+        None, help="grid (the default when every param is a list), random or tpe (the default otherwise)"
+    )
+    trials: int = option(None, help="trials to run (default: the whole grid; required for random and tpe)", ge=1)
+    metric: Optional[str] = option(None, help="the objective, a metrics.csv column (default: the run's monitor)")
+    direction: Literal["auto", "max", "min"] = option("auto", help="max or min the metric (auto: from its name)")
+    prune: Literal["auto", "median", "hyperband", "none"] = option(
+        "auto", help="stop hopeless trials early (auto: none for a grid, median otherwise)"
+    )
+    prune_startup_trials: int = option(5, help="trials run in full before any is pruned", ge=0)
+    prune_warmup_epochs: int = option(0, help="epochs of each trial before it may be pruned", ge=0)
+    seed: int = option(None, help="the sampler's seed (default: the config's seed)")
+    params: Optional[dict[str, Union[str, tuple[Any, ...]]]] = option(
+        None,
+        help="KEY: SPEC, the searched keys: a list of values (a grid) or choice(...), uniform(low, high), "
+        "loguniform(low, high), int(low, high)",
+    )
+
+
+SECTION_KEYS = tuple(f.name for f in fields(SweepSection))
 # Every point of a grid this small is validated as a whole config before the first trial.
 FULL_CHECK_LIMIT = 1000
 

@@ -161,15 +161,21 @@ def test_an_empty_class_folder_is_an_error(tmp_path):
 
 def test_too_many_pixels_are_refused_before_decoding(tmp_path):
     root = two_class_folder(tmp_path / "images")
+    huge = {"image_size": (100_000, 100_000), "channels": 3}
     with pytest.raises(DataError) as info:
-        load_dataset(folder_config(root, image_size=(100_000, 100_000), channels=3), seed=0)
+        load_dataset(folder_config(root, cache="memory", **huge), seed=0)
     message = info.value.full_message()
     assert message.startswith(
-        "The 8 images would need 223.5 GiB of memory as uint8 tensors (3x100000x100000 each), more than 80% of the "
+        "The 8 images would need 223.5 GB of memory as uint8 tensors (3x100000x100000 each), more than 80% of the "
     )
     assert message.endswith(
-        " available. Use a smaller data.image_size, data.channels: 1, or fewer images (data.max_train_samples)."
+        " available. Use data.cache: disk (needs 223.5 GB free on disk), a smaller data.image_size, or fewer images "
+        "(data.max_train_samples)."
     )
+    cache = tmp_path / "cache"  # auto turns to the disk, which has no room either: said before writing anything
+    with pytest.raises(DataError, match="The decoded cache needs 223.5 GB on disk, and .* free"):
+        load_dataset(folder_config(root, cache_dir=str(cache), **huge), seed=0)
+    assert not cache.exists()
     assert check_memory(10, 1, (28, 28), available=10**9) == 7840
 
 

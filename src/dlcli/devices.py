@@ -93,13 +93,25 @@ def human(n: float) -> str:
 
 
 def available_memory(device: Any) -> tuple[Optional[int], Optional[int]]:
-    """(available, total) bytes on the device; (None, None) where it cannot be told."""
+    """(available, total) bytes on the device; (None, None) where it cannot be told. On the CPU
+    the smaller of the machine's and this process's cgroup limit (a container's memory, or a
+    group made with `memory.limit_in_bytes`), less what the group already holds."""
     kind = getattr(device, "type", str(device).split(":")[0])
     if kind == "cuda":
         import torch
 
-        free, total = torch.cuda.mem_get_info(device)
-        return int(free), int(total)
+        free, whole = torch.cuda.mem_get_info(device)
+        return int(free), int(whole)
+    available, total = _machine_memory()
+    limit = cgroup_memory()
+    if limit is not None:
+        group_total, group_available = limit
+        total = group_total if total is None else min(total, group_total)
+        available = group_available if available is None else min(available, group_available)
+    return available, total
+
+
+def _machine_memory() -> tuple[Optional[int], Optional[int]]:
     try:
         with open("/proc/meminfo", encoding="ascii") as fh:
             info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.split()[1:]}
@@ -110,3 +122,53 @@ def available_memory(device: Any) -> tuple[Optional[int], Optional[int]]:
             return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
         except (ValueError, OSError, AttributeError):
             return None, None
+
+
+NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as a huge number (2^63 rounded to pages)
+
+
+def cgroup_memory(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> Optional[tuple[int, int]]:
+    """(limit, available) bytes of this process's memory cgroup (v2 `memory.max`, v1
+    `memory.limit_in_bytes`), where a limit is set; None otherwise. Available is the limit less
+    the group's usage, not counting the page cache the kernel can drop (inactive files)."""
+    try:
+        with open(proc_cgroup, encoding="utf-8") as fh:
+            lines = [line.rstrip("\n").split(":", 2) for line in fh if line.count(":") >= 2]
+    except OSError:
+        return None
+    for hierarchy, controllers, path in lines:
+        if hierarchy == "0" and controllers == "":  # v2: one unified hierarchy
+            folder = os.path.join(root, path.lstrip("/"))
+            limit = _read_number(os.path.join(folder, "memory.max"))
+            used = _read_number(os.path.join(folder, "memory.current"))
+            stat = _read_stat(os.path.join(folder, "memory.stat"))
+            reclaimable = stat.get("inactive_file", 0)
+        elif "memory" in controllers.split(","):  # v1: the memory controller's own hierarchy
+            folder = os.path.join(root, "memory", path.lstrip("/"))
+            limit = _read_number(os.path.join(folder, "memory.limit_in_bytes"))
+            used = _read_number(os.path.join(folder, "memory.usage_in_bytes"))
+            stat = _read_stat(os.path.join(folder, "memory.stat"))
+            reclaimable = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+        else:
+            continue
+        if limit is None or limit >= NO_LIMIT:
+            return None
+        return limit, max(0, limit - max(0, (used or 0) - reclaimable))
+    return None
+
+
+def _read_number(path: str) -> Optional[int]:
+    try:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # v2 writes "max" for no limit
+
+
+def _read_stat(path: str) -> dict[str, int]:
+    try:
+        with open(path, encoding="ascii") as fh:
+            return {k: int(v) for k, v in (line.split() for line in fh if len(line.split()) == 2)}
+    except (OSError, ValueError):
+        return {}

@@ -2,7 +2,7 @@
 
 The root Typer app; each command file has its own and is added here: `train.py` (train),
 `inspect.py` (summary, plot, runs, compare, evaluate, info), `use.py` (predict, export) and
-`sweep.py` (the `sweep` group), `share.py` (schema, report); what they share is in `common.py`. Heavy modules (torch,
+`sweep.py` (the `sweep` group), `share.py` (schema, report), `cache.py` (the `cache` group); what they share is in `common.py`. Heavy modules (torch,
 matplotlib) are imported inside the commands that need them, so `dlcli --help` answers at once.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import inspect, share, sweep, train, tune, use
+from . import cache, inspect, share, sweep, train, tune, use
 from .common import fail, handle_errors
 
 __all__ = ["app", "fail", "handle_errors", "main"]
@@ -33,6 +33,7 @@ app.add_typer(use.app)
 app.add_typer(sweep.app, name="sweep")
 app.add_typer(tune.app)
 app.add_typer(share.app)
+app.add_typer(cache.app, name="cache")
 
 
 def _print_version(value: bool) -> None:

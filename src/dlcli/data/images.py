@@ -29,6 +29,7 @@ import numpy as np
 from ..config import option
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
+from .cache import MEMORY_FRACTION, CacheKeys, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     FolderData,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:  # torch is imported inside the functions, so `dlcli --help` s
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})
 KIND_WORDS = "images (PNG, JPEG, BMP, GIF or WebP)"
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-MEMORY_FRACTION = 0.8  # of the memory available now that the decoded images may take
 CHUNK_FILES = 256  # files per task sent to a decoding process
 PARALLEL_FROM = 512  # fewer files are decoded in this process (starting processes costs more)
 EXIF_ORIENTATION = 0x0112
@@ -63,7 +63,7 @@ PNG_GRAY, PNG_RGB = 0, 2  # IHDR colour types that libspng decodes to what PIL's
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImageFolderData(FolderData):
+class ImageFolderData(FolderData, CacheKeys):
     """image_folder: class folders of image files, decoded once into one uint8 tensor."""
 
     image_size: Optional[tuple[int, ...]] = option(
@@ -192,10 +192,13 @@ def decode_files(
     progress: Optional[ProgressFn] = None,
     description: str = "Decoding images",
     parallel_from: int = PARALLEL_FROM,
+    out: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """All images as uint8 N,C,H,W (zeros where a file failed) and (index, problem) per failure."""
+    """All images as uint8 N,C,H,W (zeros where a file failed) and (index, problem) per failure;
+    into `out` when given (a slice of a disk cache), chunk by chunk as they are decoded."""
     n = len(paths)
-    out = np.empty((n, channels, size[0], size[1]), dtype=np.uint8)
+    if out is None:
+        out = np.empty((n, channels, size[0], size[1]), dtype=np.uint8)
     errors: list[tuple[int, str]] = []
     names = [str(p) for p in paths]
     chunks = [(s, names[s : s + CHUNK_FILES]) for s in range(0, n, CHUNK_FILES)]
@@ -321,8 +324,14 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
         size, channels = _properties(config, layout)
     split, parts = split_class_files(layout, config, seed, "images")
     items = parts["train"] + parts["val"] + parts["test"]
-    check_memory(len(items), channels, size)
-    array, errors = decode_files([p for p, _ in items], size, channels, workers=config.workers, progress=progress)
+
+    def decode(paths, out):
+        return decode_files(paths, size, channels, workers=config.workers, progress=progress, out=out)
+
+    options = {"image_size": list(size), "channels": channels, "resize": "bilinear"}
+    array, errors, cache_note = decoded_samples(
+        "image_folder", [p for p, _ in items], (channels, *size), options, config, decode, progress, "images"
+    )
     skipped = unreadable_files_note(
         errors,
         items,
@@ -333,7 +342,7 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
     )
     keep = np.ones(len(items), dtype=bool)
     keep[[i for i, _ in errors]] = False
-    notes = [note for note in (skipped, ignored_files_note(layout, "images")) if note]
+    notes = [note for note in (skipped, ignored_files_note(layout, "images"), cache_note) if note]
     if state is None:
         state = {
             "kind": "image_folder",

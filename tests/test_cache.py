@@ -1,0 +1,186 @@
+"""data.cache: decoded images in a memory-mapped file on disk: the same run as in memory, reused
+without decoding, rebuilt when the files change, safe against interruption and a second builder."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import invoke, write_config
+from dlcli.config import data_config
+from dlcli.data import images as images_module
+from dlcli.data import load_dataset
+from dlcli.data.cache import CacheIndex, list_caches, open_or_build
+from dlcli.errors import DataError
+from dlcli.rundir import read_metrics
+
+
+def image_folder(root: Path, per_class: int = 12, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for label, base in (("dark", 60), ("light", 190)):
+        (root / label).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(base + rng.normal(0, 25, (8, 8, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list:
+    """Every image decoded in this process (few files: no decoding processes are started)."""
+    calls: list = []
+    real = images_module.decode_image
+
+    def counting(path, size, channels):
+        calls.append(path)
+        return real(path, size, channels)
+
+    monkeypatch.setattr(images_module, "decode_image", counting)
+    return calls
+
+
+def folder_config(root: Path, cache_dir: Path, **keys):
+    return data_config("image_folder", root=str(root), test_split=0.25, cache_dir=str(cache_dir), **keys)
+
+
+def test_disk_holds_the_same_tensors_and_is_reused_without_decoding(tmp_path, decodes):
+    root = image_folder(tmp_path / "images")
+    in_memory = load_dataset(folder_config(root, tmp_path / "cache", cache="memory"), seed=0)
+    assert len(decodes) == 24 and not (tmp_path / "cache").exists()
+    on_disk = load_dataset(folder_config(root, tmp_path / "cache", cache="disk"), seed=0)
+    assert len(decodes) == 48
+    for part in ("x_train", "x_val", "x_test"):
+        a, b = getattr(in_memory, part), getattr(on_disk, part)
+        assert (a is None and b is None) or torch.equal(a, b)
+    assert any("read from a disk cache (data.cache: disk)" in n for n in on_disk.notes)
+    (entry,) = list_caches(tmp_path / "cache")
+    assert entry.complete and entry.count == 24 and entry.bytes <= 24 * 3 * 8 * 8 + 200  # samples + .npy header
+    again = load_dataset(folder_config(root, tmp_path / "cache", cache="disk"), seed=0)
+    assert len(decodes) == 48  # reused: nothing decoded
+    assert torch.equal(again.x_train, on_disk.x_train)
+    assert any("made earlier for the same files" in n for n in again.notes)
+
+
+def test_a_changed_folder_is_rebuilt_and_never_used_stale(tmp_path, decodes):
+    root = image_folder(tmp_path / "images")
+    first = load_dataset(folder_config(root, tmp_path / "cache", cache="disk"), seed=0)
+    changed = root / "dark" / "0.png"
+    Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(changed)  # same name, new pixels
+    before = len(decodes)
+    second = load_dataset(folder_config(root, tmp_path / "cache", cache="disk"), seed=0)
+    assert len(decodes) == before + 24 and not any("made earlier" in n for n in second.notes)
+    assert not torch.equal(
+        torch.cat([first.x_train, first.x_test]).sort(0).values,
+        torch.cat([second.x_train, second.x_test]).sort(0).values,
+    )
+    assert len(list_caches(tmp_path / "cache")) == 2  # the old one stays until `dlcli cache clear`
+
+
+def test_auto_chooses_the_disk_when_the_samples_do_not_fit(tmp_path, monkeypatch):
+    import dlcli.devices
+
+    root = image_folder(tmp_path / "images")
+    monkeypatch.setattr(dlcli.devices, "available_memory", lambda device: (1000, 10**9))  # 24 x 192 B do not fit
+    data = load_dataset(folder_config(root, tmp_path / "cache"), seed=0)
+    assert any("more than 80% of the" in n and "read from a disk cache" in n for n in data.notes)
+    with pytest.raises(DataError, match=r"Use data.cache: disk \(needs 4.5 KB free on disk\)"):
+        load_dataset(folder_config(root, tmp_path / "cache", cache="memory"), seed=0)
+
+
+def test_a_killed_build_resumes_where_it_stopped(tmp_path):
+    index = CacheIndex("test", {"n": 10}, [[f"f{i}", 1, 1] for i in range(10)], [2])
+    calls: list = []
+
+    def decode_into(start, stop, out):
+        calls.append(start)
+        if start == 6 and len(calls) == 4:  # the fourth chunk dies, as a SIGKILL would
+            raise KeyboardInterrupt
+        out[:] = np.arange(start, stop, dtype=np.uint8)[:, None]
+        return []
+
+    with pytest.raises(KeyboardInterrupt):
+        open_or_build(index, decode_into, tmp_path, chunk=2)
+    assert not (tmp_path / f"{index.key()}.json").exists()  # never taken for a finished cache
+    array, errors, built = open_or_build(index, decode_into, tmp_path, chunk=2)
+    assert calls == [0, 2, 4, 6, 6, 8] and built and errors == []
+    assert np.array_equal(array[:, 0], np.arange(10))
+
+
+def test_two_builders_at_once_make_one_cache(tmp_path):
+    index = CacheIndex("test", {}, [[f"f{i}", 1, 1] for i in range(6)], [3])
+    calls: list = []
+
+    def slow_decode(start, stop, out):
+        calls.append(start)
+        threading.Event().wait(0.05)
+        out[:] = 7
+        return [(start, "a bad one")] if start == 0 else []
+
+    results: list = []
+    threads = [
+        threading.Thread(target=lambda: results.append(open_or_build(index, slow_decode, tmp_path, chunk=2)))
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(calls) == [0, 2, 4]  # decoded once: the second builder waited, then read it
+    assert sorted(built for _, _, built in results) == [False, True]
+    assert all(np.array_equal(a, np.full((6, 3), 7)) and e == [(0, "a bad one")] for a, e, _ in results)
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
+    root = image_folder(tmp_path / "images")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DataError, match="Cannot write the decoded cache in .*a_file.*data.cache_dir"):
+        load_dataset(folder_config(root, blocker / "cache", cache="disk"), seed=0)
+
+
+def test_a_run_is_the_same_from_memory_and_from_disk_and_evaluate_reads_the_cache(tmp_path, decodes):
+    root = image_folder(tmp_path / "images")
+    metrics = {}
+    for cache in ("memory", "disk"):
+        config = write_config(
+            tmp_path / f"{cache}.yaml",
+            {
+                "name": cache,
+                "seed": 0,
+                "device": "cpu",
+                "data": {
+                    "dataset": "image_folder",
+                    "root": str(root),
+                    "test_split": 0.25,
+                    "validation_split": 0.2,
+                    "cache": cache,
+                    "cache_dir": str(tmp_path / "cache"),
+                },
+                "model": {"preset": "cnn", "filters": [4], "kernel_size": 3, "dropout": 0.0},
+                "training": {"epochs": 2, "batch_size": 4},
+            },
+        )
+        result = invoke("train", config, "--runs-dir", tmp_path / "runs" / cache, "-q")
+        assert result.exit_code == 0, result.output
+        (run,) = (tmp_path / "runs" / cache).iterdir()
+        _, rows = read_metrics(run / "metrics.csv")
+        metrics[cache] = [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert metrics["memory"] == metrics["disk"]
+    before = len(decodes)
+    assert invoke("evaluate", run).exit_code == 0  # the disk run
+    assert len(decodes) == before  # evaluate read the cache
+
+
+def test_cache_list_and_clear(tmp_path):
+    root = image_folder(tmp_path / "images")
+    load_dataset(folder_config(root, tmp_path / "cache", cache="disk"), seed=0)
+    listed = invoke("cache", "list", "--cache-dir", tmp_path / "cache")
+    assert listed.exit_code == 0 and "image_folder  24 samples" in listed.output
+    cleared = invoke("cache", "clear", "--cache-dir", tmp_path / "cache")
+    assert cleared.exit_code == 0 and "Removed 1 caches" in cleared.output
+    assert list_caches(tmp_path / "cache") == []

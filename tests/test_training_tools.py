@@ -418,3 +418,16 @@ def test_accumulation_with_two_processes_matches_one(tmp_path):
     w_one = load_checkpoint(one / "checkpoints" / "last.pt")["model"]
     w_two = load_checkpoint(two / "checkpoints" / "last.pt")["model"]
     assert all(torch.allclose(w_one[k], w_two[k], atol=1e-4) for k in w_one)
+
+
+def test_evaluate_reports_the_test_loss_training_reported_with_label_smoothing(tmp_path):
+    from conftest import trained_run
+
+    raw = synthetic_config(epochs=1)
+    raw["loss"] = {"name": "sparse_categorical_crossentropy", "label_smoothing": 0.2}
+    run = trained_run(write_config(tmp_path / "c.yaml", raw), tmp_path / "runs")
+    results = json.loads((run / "results.json").read_text())
+    result = invoke("evaluate", run, "--checkpoint", "last", "--json")
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.output)
+    assert evaluated["loss"] == pytest.approx(results["test_loss"], rel=1e-6)

@@ -22,7 +22,7 @@ def evaluate_run(
     from .data import baseline_results, load_dataset
     from .engine import Batches, Trainer, predict
     from .loading import load_run
-    from .losses import make_objective, prepare_targets
+    from .losses import label_smoothing_of, make_objective, prepare_targets
     from .training import objective_in_target_units
 
     run = load_run(run_dir, checkpoint)
@@ -33,7 +33,9 @@ def evaluate_run(
         other = "val" if split == "test" else "test"
         raise DataError(f"This run's data has no {split} split.", hint=f"Use --split {other}.")
     objective = objective_in_target_units(
-        make_objective(run.plan.loss_name, info.task, info.num_classes), data.preprocessing
+        # the loss as training computed it (with its label smoothing), so the two test losses agree
+        make_objective(run.plan.loss_name, info.task, info.num_classes, label_smoothing_of(config.loss)),
+        data.preprocessing,
     )
     targets = prepare_targets(y, run.plan.loss_name, info.task)
     batches = Batches(x, targets, batch_size, input_scale=data.input_scale, device=run.device)

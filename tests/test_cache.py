@@ -132,7 +132,7 @@ def test_two_builders_at_once_make_one_cache(tmp_path):
         thread.join()
     assert sorted(calls) == [0, 2, 4]  # decoded once: the second builder waited, then read it
     assert sorted(built for _, _, built in results) == [False, True]
-    assert all(np.array_equal(a, np.full((6, 3), 7)) and e == [(0, "a bad one")] for a, e, _ in results)
+    assert all(np.array_equal(a, np.full((6, 3), 7)) and r == [(0, "a bad one")] for a, r, _ in results)
 
 
 def test_a_cache_folder_that_cannot_be_written_is_named(tmp_path):
@@ -184,3 +184,24 @@ def test_cache_list_and_clear(tmp_path):
     cleared = invoke("cache", "clear", "--cache-dir", tmp_path / "cache")
     assert cleared.exit_code == 0 and "Removed 1 caches" in cleared.output
     assert list_caches(tmp_path / "cache") == []
+
+
+def test_clips_cache_on_disk_with_what_decoding_found(tmp_path):
+    """A video folder's disk cache keeps the frames and what decoding found beside them (a clip
+    too short for the frames asked, padded): the reused cache gives the same tensors and notes."""
+    root = tmp_path / "clips"
+    rng = np.random.default_rng(0)
+    for label in ("left", "right"):
+        for clip in range(3):
+            folder = root / label / f"clip_{clip}"
+            folder.mkdir(parents=True)
+            for frame in range(2 if (label, clip) == ("left", 0) else 4):  # one clip has 2 of the 4 frames
+                Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(folder / f"{frame:05d}.png")
+    keys = {"root": str(root), "frames": 4, "test_split": 0.0, "cache_dir": str(tmp_path / "cache")}
+    memory = load_dataset(data_config("video_folder", cache="memory", **keys), seed=0)
+    built = load_dataset(data_config("video_folder", cache="disk", **keys), seed=0)
+    reused = load_dataset(data_config("video_folder", cache="disk", **keys), seed=0)
+    assert torch.equal(memory.x_train, built.x_train) and torch.equal(memory.x_train, reused.x_train)
+    padded = [n for n in memory.notes if n.startswith("Padded 1 clip")]
+    assert padded and padded[0] in built.notes and padded[0] in reused.notes
+    assert any("made earlier for the same files" in n for n in reused.notes)

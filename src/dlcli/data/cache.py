@@ -83,7 +83,8 @@ def index_of(kind: str, paths: Sequence[Path], options: dict, shape: Sequence[in
     return CacheIndex(kind, dict(options), files, [int(s) for s in shape])
 
 
-# Decodes samples [start, stop) into out[0 : stop - start]; returns (index, problem) per failure.
+# Decodes samples [start, stop) into out[0 : stop - start]; returns (index, record) pairs for the
+# samples with something to remember (a failure's problem, a short clip's frame count), JSON-able.
 DecodeInto = Callable[[int, int, np.ndarray], list]
 
 
@@ -95,7 +96,8 @@ def open_or_build(
     what: str = "samples",
     chunk: int = CHUNK,
 ) -> tuple[np.ndarray, list[tuple[int, str]], bool]:
-    """(the samples as a read-only memory map, the decode failures, whether it was built now)."""
+    """(the samples as a read-only memory map, the decoder's records by sample, whether it was
+    built now)."""
     key = index.key()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -106,13 +108,13 @@ def open_or_build(
         if index_path.is_file() and data_path.is_file():
             saved = json.loads(index_path.read_text(encoding="utf-8"))
             if saved.get("format") == FORMAT_VERSION and saved.get("files") == index.files:
-                errors = [(int(i), str(p)) for i, p in saved.get("errors", [])]
-                return _mapped(data_path), errors, False
-        errors = _build(index, decode_into, data_path, progress, what, chunk)
+                records = [(int(i), r) for i, r in saved.get("records", [])]
+                return _mapped(data_path), records, False
+        records = _build(index, decode_into, data_path, progress, what, chunk)
         record = {"format": FORMAT_VERSION, "kind": index.kind, "options": index.options, "shape": index.shape}
-        record |= {"count": len(index.files), "errors": errors, "files": index.files}
+        record |= {"count": len(index.files), "records": records, "files": index.files}
         atomic_write_text(index_path, json.dumps(record) + "\n")  # last: its presence means complete
-    return _mapped(data_path), errors, True
+    return _mapped(data_path), records, True
 
 
 def _mapped(path: Path) -> np.ndarray:
@@ -155,7 +157,7 @@ def _build(
         if start in done:
             continue
         stop = min(start + chunk, n)
-        done[start] = [[int(i), str(p)] for i, p in decode_into(start, stop, array[start:stop])]
+        done[start] = [[int(i), r] for i, r in decode_into(start, stop, array[start:stop])]
         array.flush()  # the chunk's pixels are on disk before the record says they are
         atomic_write_text(record, json.dumps({"key": index.key(), "chunks": done}) + "\n")
         if progress:
@@ -163,7 +165,7 @@ def _build(
     del array
     os.replace(part, data_path)
     record.unlink(missing_ok=True)
-    return sorted((int(i), p) for failures in done.values() for i, p in failures)
+    return sorted(((int(i), r) for chunk_records in done.values() for i, r in chunk_records), key=lambda p: p[0])
 
 
 def check_free_disk(folder: Path, need: int) -> None:
@@ -268,7 +270,7 @@ def clear_caches(root: Path) -> tuple[int, int]:
 MEMORY_FRACTION = 0.8  # of the memory available now that decoded samples may take in memory
 
 # Decodes the samples of the paths given, into `out` when it is given (else a new array);
-# returns (the array, (index into those paths, problem) per failure).
+# returns (the array, (index into those paths, record) pairs as DecodeInto's).
 Decode = Callable[[Sequence[Path], Optional[np.ndarray]], tuple[np.ndarray, list]]
 
 
@@ -281,9 +283,9 @@ def decoded_samples(
     decode: Decode,
     progress: Optional[Callable[[str, int, int], None]] = None,
     what: str = "images",
-) -> tuple[np.ndarray, list[tuple[int, str]], Optional[str]]:
-    """(the samples, uint8 N x sample_shape; the failures; a note for the user or None), in
-    memory or memory-mapped from the disk cache as data.cache says."""
+) -> tuple[np.ndarray, list[tuple[int, Any]], Optional[str]]:
+    """(the samples, uint8 N x sample_shape; the decoder's records; a note for the user or
+    None), in memory or memory-mapped from the disk cache as data.cache says."""
     from ..devices import available_memory, human
 
     need = len(paths) * int(np.prod(sample_shape, dtype=np.int64))
@@ -299,8 +301,8 @@ def decoded_samples(
                 hint=f"Use data.cache: disk (needs {human(need)} free on disk), a smaller data.image_size, or fewer "
                 f"{what} (data.max_train_samples).",
             )
-        array, errors = decode(paths, None)
-        return array, errors, None
+        array, records = decode(paths, None)
+        return array, records, None
     root = cache_root(keys.cache_dir)
     index = index_of(kind, paths, options, sample_shape)
     if not (root / f"{index.key()}.json").is_file():  # before anything is written, the cache folder too
@@ -309,7 +311,7 @@ def decoded_samples(
     def decode_into(start: int, stop: int, out: np.ndarray) -> list:
         return [(start + i, problem) for i, problem in decode(paths[start:stop], out)[1]]
 
-    array, errors, built = open_or_build(index, decode_into, root, progress, what)
+    array, records, built = open_or_build(index, decode_into, root, progress, what)
     why = (
         f"{human(need)} decoded, more than {MEMORY_FRACTION:.0%} of the {human(available or 0)} available"
         if keys.cache == "auto"
@@ -318,4 +320,4 @@ def decoded_samples(
     note = f"The decoded {what} are read from a disk cache ({why}): {root / index.key()}.npy" + (
         "" if built else ", made earlier for the same files"
     )
-    return array, errors, note
+    return array, records, note

@@ -32,6 +32,7 @@ import numpy as np
 from ..config import option
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
+from .cache import CacheKeys, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     ClassFolders,
@@ -70,7 +71,7 @@ KIND = "video_folder"
 
 
 @dataclass(frozen=True, kw_only=True)
-class VideoFolderData(FolderData):
+class VideoFolderData(FolderData, CacheKeys):
     """video_folder: class folders of clips (video files or folders of frames), decoded once into
     one uint8 tensor N,C,T,H,W."""
 
@@ -367,7 +368,8 @@ def _decode_chunk(
 ) -> tuple[int, Decoded]:
     out = np.zeros((len(paths), channels, frames, size[0], size[1]), dtype=np.uint8)
     counts = np.full(len(paths), -1, dtype=np.int64)
-    errors, mismatched = [], []
+    errors: list[tuple[int, str]] = []
+    mismatched: list[tuple[int, tuple[int, int]]] = []
     for i, path in enumerate(paths):
         try:
             out[i], counts[i] = decode_clip(path, frames, step, size, resize, channels)
@@ -390,12 +392,13 @@ def decode_clips(
     progress: Optional[ProgressFn] = None,
     description: str = "Decoding clips",
     parallel_from: int = PARALLEL_FROM,
+    out: Optional[np.ndarray] = None,
 ) -> Decoded:
-    """Every clip, in parallel processes when there are many (as image folders decode images)."""
+    """Every clip, in parallel processes when there are many (as image folders decode images);
+    into `out` when given (a slice of a disk cache)."""
     n = len(paths)
-    result = Decoded(
-        np.empty((n, channels, frames, size[0], size[1]), dtype=np.uint8), np.full(n, -1, dtype=np.int64), [], []
-    )
+    array = np.empty((n, channels, frames, size[0], size[1]), dtype=np.uint8) if out is None else out
+    result = Decoded(array, np.full(n, -1, dtype=np.int64), [], [])
     names = [str(p) for p in paths]
     chunks = [(s, names[s : s + CHUNK_CLIPS]) for s in range(0, n, CHUNK_CLIPS)]
     workers = workers or min(os.cpu_count() or 1, 32)
@@ -535,6 +538,48 @@ def _mismatch_error(path: Path, found: tuple[int, int], size: tuple[int, int]) -
     )
 
 
+def _decoded_clips(
+    config: VideoFolderData,
+    paths: list[Path],
+    frames: int,
+    step: Optional[int],
+    size: tuple[int, int],
+    channels: int,
+    resize: bool,
+    progress: Optional[ProgressFn],
+) -> tuple[Decoded, Optional[str]]:
+    """The clips in memory or memory-mapped from the disk cache (data.cache); what a clip's
+    decoding found besides its pixels (a failure, a frame count short of what sampling needs,
+    another frame size) travels with the cache as records."""
+    needed = frames_needed(frames, step)
+
+    def decode(chosen, out):
+        part = decode_clips(
+            chosen, frames, step, size, channels, resize=resize, workers=config.workers, out=out, progress=progress
+        )
+        records = [(i, {"error": problem}) for i, problem in part.errors]
+        records += [(i, {"size": list(found)}) for i, found in part.mismatched]
+        records += [(int(i), {"frames": int(c)}) for i, c in enumerate(part.counts) if 0 <= c < needed]
+        return part.array, records
+
+    options = {"frames": frames, "frame_step": step, "image_size": list(size), "channels": channels, "resize": resize}
+    array, records, note = decoded_samples(
+        KIND, paths, (channels, frames, *size), options, config, decode, progress, "clips"
+    )
+    counts = np.full(len(paths), needed, dtype=np.int64)  # enough frames unless a record says otherwise
+    errors: list[tuple[int, str]] = []
+    mismatched: list[tuple[int, tuple[int, int]]] = []
+    for index, record in sorted(records, key=lambda r: r[0]):
+        if "error" in record:
+            errors.append((index, record["error"]))
+            counts[index] = -1
+        elif "size" in record:
+            mismatched.append((index, (int(record["size"][0]), int(record["size"][1]))))
+        else:
+            counts[index] = record["frames"]
+    return Decoded(array, counts, errors, mismatched), note
+
+
 def _short_clips(
     items: list, counts: Any, keep: np.ndarray, frames: int, step: Optional[int], policy: str, notes: list[str]
 ) -> list[int]:
@@ -575,12 +620,9 @@ def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: O
         frames, step, policy = config.frames, config.frame_step, config.short_clips
     split, parts = split_class_files(layout, config, seed, "clips")
     items = parts["train"] + parts["val"] + parts["test"]
-    check_clip_memory(len(items), channels, frames, size)
     needs_av([p for p, _ in items])
     resize = state is not None or config.image_size is not None
-    decoded = decode_clips(
-        [p for p, _ in items], frames, step, size, channels, resize=resize, workers=config.workers, progress=progress
-    )
+    decoded, cache_note = _decoded_clips(config, [p for p, _ in items], frames, step, size, channels, resize, progress)
     if decoded.mismatched:
         index, found = decoded.mismatched[0]
         raise _mismatch_error(items[index][0], found, size)
@@ -595,7 +637,7 @@ def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: O
     )
     keep = np.ones(len(items), dtype=bool)
     keep[[i for i, _ in errors]] = False
-    notes = [note for note in (skipped, ignored_files_note(layout, "video clips")) if note]
+    notes = [note for note in (skipped, ignored_files_note(layout, "video clips"), cache_note) if note]
     short = _short_clips(items, decoded.counts, keep, frames, step, policy, notes)
     if state is None:
         state = {

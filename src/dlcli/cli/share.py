@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import handle_errors, stdout_console
+from .common import RunsDir, handle_errors, stdout_console
 
 app = typer.Typer()
 
@@ -33,3 +33,26 @@ def schema(
         return
     write_schema(out, force=force)
     stdout_console().print(f"Wrote {out}")
+
+
+@app.command()
+@handle_errors
+def report(
+    run: Annotated[str, typer.Argument(help="Run folder (or id under --runs-dir).", show_default=False)],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Write the report here (default: report.html in the run).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing --out file that dlcli did not write.")
+    ] = False,
+    runs_dir: RunsDir = Path("runs"),
+) -> None:
+    """Write one self-contained HTML page of a run: its result, curves, confusion matrix, model,
+    config (what differs from the defaults marked), environment, timings and files. Nothing in it
+    points outside the file: it opens offline from any folder, and prints cleanly."""
+    from ..report import write_report
+    from ..rundir import resolve_run
+
+    folder = resolve_run(run, runs_dir)
+    path = write_report(folder, out, force=force)
+    stdout_console().print(f"Wrote {path}")

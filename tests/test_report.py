@@ -194,3 +194,85 @@ def test_out_over_a_users_file_needs_force(run_dir, tmp_path):
     assert "not written by dlcli" in _fails(["report", str(run_dir), "--out", str(mine)])
     assert mine.read_text(encoding="utf-8") == "<p>mine</p>\n"
     assert CliRunner().invoke(app, ["report", str(run_dir), "--out", str(mine), "--force"]).exit_code == 0
+
+
+# ----------------------------------------------------------------------------- in a real browser
+
+# Run in a process of its own (offline under `unshare -rn` where it works): opens the report in
+# Debian's headless chromium through selenium and prints what the page did as JSON.
+_BROWSER_CHECK = r"""
+import json, sys
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+
+options = Options()
+for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900",
+            "--host-resolver-rules=MAP * ~NOTFOUND"):
+    options.add_argument(arg)
+options.binary_location = sys.argv[2]
+options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+driver = webdriver.Chrome(service=Service(sys.argv[3]), options=options)
+try:
+    driver.get("file://" + sys.argv[1])
+    page = driver.execute_script(
+        "return {images: [...document.images].map(i => [i.complete, i.naturalWidth, i.alt]),"
+        " resources: performance.getEntriesByType('resource').map(r => r.name),"
+        " headings: [...document.querySelectorAll('h1, h2')].map(h => h.textContent),"
+        " tables: document.querySelectorAll('table').length}"
+    )
+    page["console"] = [entry["message"] for entry in driver.get_log("browser")]
+    driver.save_screenshot(sys.argv[4])
+finally:
+    driver.quit()
+print(json.dumps(page))
+"""
+
+
+def _browser() -> tuple[str, str] | None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return None
+    return (chromium, driver) if chromium and driver else None
+
+
+def _offline_prefix() -> list[str]:
+    """`unshare -rn` with the loopback up (chromedriver talks to selenium through it), where allowed."""
+    import subprocess
+
+    if shutil.which("unshare") and shutil.which("ip"):
+        probe = subprocess.run(["unshare", "-rn", "ip", "link", "set", "lo", "up"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    return []
+
+
+def test_report_in_a_headless_browser_offline(run_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    found = _browser()
+    if found is None:
+        message = (
+            "the browser check needs chromium, chromedriver (apt-get install chromium chromium-driver) and selenium"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: .ci/run installs them)")
+        pytest.skip(message)
+    report = tmp_path / "report.html"
+    assert CliRunner().invoke(app, ["report", str(run_dir), "--out", str(report)]).exit_code == 0
+    shot = tmp_path / "first-screen.png"
+    command = [*_offline_prefix(), sys.executable, "-c", _BROWSER_CHECK, str(report), *found, str(shot)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    page = json.loads(done.stdout.strip().splitlines()[-1])
+    assert page["console"] == []
+    assert page["resources"] == []  # nothing fetched: everything is in the file
+    assert len(page["images"]) >= 3 and all(complete and width > 0 and alt for complete, width, alt in page["images"])
+    assert page["headings"][0] == "synthetic_quick" and "Configuration" in page["headings"]
+    assert page["tables"] >= 6
+    assert shot.read_bytes().startswith(b"\x89PNG")

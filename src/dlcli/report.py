@@ -224,9 +224,9 @@ def _curve_pngs(facts: _RunFacts) -> list[tuple[str, bytes]]:
     """The run's own curve PNGs; drawn from metrics.csv (in a temporary folder) when there are none."""
     from .plots import is_dlcli_png
 
-    found = sorted(p for p in facts.run_dir.glob("*.png") if p.name not in CURVE_PNGS_SKIPPED and is_dlcli_png(p))
+    found = [p for p in facts.run_dir.glob("*.png") if p.name not in CURVE_PNGS_SKIPPED and is_dlcli_png(p)]
     if found:
-        return [(p.stem, p.read_bytes()) for p in found]
+        return [(p.stem, p.read_bytes()) for p in sorted(found, key=_loss_first)]
     if not facts.rows:
         return []
     import tempfile
@@ -235,7 +235,11 @@ def _curve_pngs(facts: _RunFacts) -> list[tuple[str, bytes]]:
 
     with tempfile.TemporaryDirectory() as tmp:
         drawn = plot_run(facts.run_dir, out_dir=Path(tmp))
-        return [(p.stem, p.read_bytes()) for p in sorted(drawn)]
+        return [(p.stem, p.read_bytes()) for p in sorted(drawn, key=_loss_first)]
+
+
+def _loss_first(path: Path) -> tuple[bool, str]:
+    return (path.stem != "loss", path.name)
 
 
 def _confusion_section(facts: _RunFacts) -> list[str]:

@@ -46,7 +46,13 @@ def config(samples: int, epochs: int) -> dict:
         "data": {
             "dataset": "synthetic",
             "validation_split": 0.2,
-            "synthetic": {"task": "multiclass", "input_shape": [20], "classes": 3, "samples": samples, "test_samples": 200},
+            "synthetic": {
+                "task": "multiclass",
+                "input_shape": [20],
+                "classes": 3,
+                "samples": samples,
+                "test_samples": 200,
+            },
         },
         "model": {"preset": "mlp", "hidden": [32]},
         "loss": "sparse_categorical_crossentropy",

@@ -459,3 +459,28 @@ def test_the_summary_shows_a_synthetic_image_as_written(tmp_path):
     assert summary["input_shape"] == [None, 32, 32, 3]
     conv = summary["layers"][0]
     assert conv["output_shape"] == [None, 30, 30, 4] and conv["params"] == 3 * 3 * 3 * 4 + 4
+
+
+def test_every_kind_keeps_the_shared_checks():
+    """A kind's own check() extends the shared one (found by the schema's mutation test: an
+    image folder took validation_split with validation_size)."""
+    from dlcli.errors import ConfigError
+    from dlcli.registry import DATASETS
+
+    required = {
+        "csv": {"path": "t.csv", "target": "y"},
+        "timeseries": {"path": "t.csv", "target": "y", "window": {"length": 2}},
+        "npz": {"path": "x.npz"},
+    }
+    for name in DATASETS.names():
+        data = {"dataset": name, **required.get(name, {}), "validation_split": 0.2, "validation_size": 5}
+        with pytest.raises(ConfigError, match="give validation_split or validation_size, not both"):
+            _config_with_data(data)
+
+
+def test_a_preset_that_is_not_a_name_is_a_config_error():
+    from dlcli.config import load_config
+    from dlcli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config(None, raw={"data": {"dataset": "synthetic"}, "model": {"preset": [1]}})

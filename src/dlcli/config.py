@@ -617,7 +617,7 @@ def _build_model(raw: Any, path: tuple, ctx: _Context) -> Any:
             hint="For example `model: {preset: mlp, hidden: [64, 64]}`.",
         )
     preset = raw["preset"]
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         hint = suggest(str(preset), PRESETS)
         raise ctx.error(
             path + ("preset",),

@@ -73,6 +73,7 @@ class ImageFolderData(FolderData, CacheKeys):
     workers: Optional[int] = option(None, help="decoding processes (default: one per CPU core)", ge=1)
 
     def check(self) -> None:
+        super().check()
         if self.image_size is not None and len(self.image_size) != 2:
             raise ConfigError(
                 f"expected [height, width], found {len(self.image_size)} number(s).",

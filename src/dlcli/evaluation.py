@@ -22,7 +22,7 @@ def evaluate_run(
     from .data import baseline_results, load_dataset
     from .engine import Batches, Trainer, predict
     from .loading import load_run
-    from .losses import label_smoothing_of, make_objective, prepare_targets
+    from .losses import label_smoothing_of, make_objective, predicted_classes, prepare_targets
     from .training import objective_in_target_units
 
     run = load_run(run_dir, checkpoint)
@@ -59,7 +59,7 @@ def evaluate_run(
     result.update(baseline_results(config.data, x, data.preprocessing, result.get("mae")))
     if info.task in ("multiclass", "binary"):
         outputs, actual = predict(run.model, batches)
-        predicted = (outputs[:, 0] > 0).long() if outputs.shape[1] == 1 else outputs.argmax(1)
+        predicted = predicted_classes(outputs, info.task, run.plan.model_plan.absorbed_activation)
         actual = actual.reshape(-1).long()
         classes = 2 if info.task == "binary" else info.num_classes
         result["class_names"] = list(info.class_names) if info.class_names else [str(i) for i in range(classes)]

@@ -18,6 +18,8 @@ from .errors import ConfigError
 from .registry import Registry
 
 if TYPE_CHECKING:
+    import torch
+
     from .layer_specs import Activation
 
 
@@ -250,3 +252,30 @@ def prepare_targets(y, loss_name: str, task: str):
         return y.to(torch.int64)
     y = y.to(torch.float32)
     return y.reshape(len(y), math.prod(y.shape[1:]))  # not -1: an empty split has no size to infer
+
+
+def class_probabilities(outputs: torch.Tensor, task: str, logits: bool) -> torch.Tensor:
+    """The model's outputs as probabilities: one column per class (a binary task's two, whether
+    the model ends in one sigmoid unit or two softmax units) or per label. `logits`: the final
+    activation was absorbed into the loss, so the outputs are before it."""
+    import torch
+
+    if task == "binary" and outputs.shape[1] == 1:
+        p1 = torch.sigmoid(outputs[:, 0]) if logits else outputs[:, 0]
+        return torch.stack([1 - p1, p1], 1)
+    if task in ("binary", "multiclass"):
+        return torch.softmax(outputs, 1) if logits else outputs
+    if task == "multilabel":
+        return torch.sigmoid(outputs) if logits else outputs
+    raise ValueError(f"no classes in a {task} task")
+
+
+def predicted_classes(outputs: torch.Tensor, task: str, logits: bool) -> torch.Tensor:
+    """The class index per sample (binary, multiclass), or 0/1 per label (multilabel): what the
+    accuracy metrics count as the prediction, computed from the outputs without rounding them
+    through probabilities (a logit above 0 is a probability above one half)."""
+    if task == "multilabel":
+        return (outputs > 0).long() if logits else (outputs > 0.5).long()
+    if task == "binary" and outputs.shape[1] == 1:
+        return (outputs[:, 0] > 0).long() if logits else (outputs[:, 0] > 0.5).long()
+    return outputs.argmax(1)

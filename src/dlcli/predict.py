@@ -76,6 +76,7 @@ def predict_inputs(run: LoadedRun, inputs: Inputs, batch_size: int = 1024) -> Pr
 
     from .data.preprocessing import output_scaling
     from .engine import Batches, predict
+    from .losses import class_probabilities, predicted_classes
 
     info = run.plan.info
     x = inputs.x
@@ -87,24 +88,12 @@ def predict_inputs(run: LoadedRun, inputs: Inputs, batch_size: int = 1024) -> Pr
     if scaling is not None:  # trained on scaled targets: back to the targets' units
         outputs = outputs * torch.tensor(scaling[1]) + torch.tensor(scaling[0])
     names = list(info.class_names) if info.class_names else [str(i) for i in range(info.num_classes)]
+    if info.task == "regression":
+        return Predictions("regression", names, outputs, None, inputs.labels)
     if info.task == "binary":
-        p1 = torch.sigmoid(outputs[:, 0]) if logits else outputs[:, 0]
-        predicted = (outputs[:, 0] > 0).long() if logits else (p1 > 0.5).long()
-        return Predictions(
-            "binary",
-            names[:2] if len(names) >= 2 else ["0", "1"],
-            torch.stack([1 - p1, p1], 1),
-            predicted,
-            inputs.labels,
-        )
-    if info.task == "multiclass":
-        probs = torch.softmax(outputs, 1) if logits else outputs
-        return Predictions("multiclass", names, probs, outputs.argmax(1), inputs.labels)
-    if info.task == "multilabel":
-        probs = torch.sigmoid(outputs) if logits else outputs
-        predicted = (outputs > 0).long() if logits else (probs > 0.5).long()
-        return Predictions("multilabel", names, probs, predicted, inputs.labels)
-    return Predictions("regression", names, outputs, None, inputs.labels)
+        names = names[:2] if len(names) >= 2 else ["0", "1"]
+    probabilities = class_probabilities(outputs, info.task, logits)
+    return Predictions(info.task, names, probabilities, predicted_classes(outputs, info.task, logits), inputs.labels)
 
 
 def prediction_rows(inputs: Inputs, preds: Predictions, top_k: Optional[int] = None) -> tuple[list[str], list[dict]]:

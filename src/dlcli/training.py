@@ -657,7 +657,8 @@ def finish_run(
             baseline_results(exp.config.data, exp.data.x_test, exp.data.preprocessing, results.get("test_mae"), "test_")
         )
         if exp.plan.info.task == "multilabel":
-            results["test_per_label_accuracy"] = _per_label_accuracy(exp.model, test_batches)
+            logits = exp.plan.model_plan.absorbed_activation
+            results["test_per_label_accuracy"] = _per_label_accuracy(exp.model, test_batches, logits)
     best = {
         "monitor": exp.monitor,
         "value": checkpointer.best if checkpointer else None,
@@ -826,11 +827,12 @@ def _metric_rows(metrics: Path) -> int:
         return 0
 
 
-def _per_label_accuracy(model, batches) -> list[float]:
+def _per_label_accuracy(model, batches, logits: bool) -> list[float]:
     from .engine import predict
+    from .losses import predicted_classes
 
     outputs, targets = predict(model, batches)
-    return ((outputs > 0) == (targets > 0.5)).float().mean(0).tolist()
+    return (predicted_classes(outputs, "multilabel", logits) == (targets > 0.5)).float().mean(0).tolist()
 
 
 def _share_run_dir(run_dir: Optional[Path], dist: Distributed) -> Path:

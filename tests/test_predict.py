@@ -322,3 +322,7 @@ def test_a_binary_run_with_two_softmax_units_predicts_as_it_evaluates(tmp_path):
     run = train_run(tmp_path, config)
     rows, _ = predicted_rows(run, tmp_path / "two.npz")
     assert sum(r["correct"] == "true" for r in rows) / 20 == pytest.approx(evaluated_accuracy(run), abs=1e-12)
+    exported = invoke("export", run, "--format", "pt2")  # its sidecar describes the two softmax outputs
+    assert exported.exit_code == 0, exported.output
+    sidecar = json.loads((run / "export" / "pt2" / "export.json").read_text())
+    assert sidecar["output"]["shape"] == ["batch", 2] and "softmax" in sidecar["output"]["meaning"]

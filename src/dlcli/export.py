@@ -253,9 +253,10 @@ def _sidecar(run: LoadedRun, fmt: str, path: Path, spec: InputSpec, differences:
 
     info = run.plan.info
     names = list(info.class_names) if info.class_names else [str(i) for i in range(info.num_classes)]
-    if info.task == "binary":
+    units = run.plan.model_plan.layers[-1].output_shape[0]  # a binary run ends in 1 sigmoid or 2 softmax units
+    if info.task == "binary" and units == 1:
         outputs = f"one probability per sample: P({names[-1] if names else 1}) (sigmoid)"
-    elif info.task == "multiclass":
+    elif info.task in ("binary", "multiclass"):
         outputs = "one probability per class, in the order of class_names (softmax)"
     elif info.task == "multilabel":
         outputs = "one independent probability per label, in the order of class_names (sigmoid)"
@@ -277,7 +278,7 @@ def _sidecar(run: LoadedRun, fmt: str, path: Path, spec: InputSpec, differences:
         },
         "output": {
             "name": "output",
-            "shape": ["batch", 1 if info.task == "binary" else info.num_classes],
+            "shape": ["batch", units],
             "meaning": outputs,
         },
         "class_names": names,

@@ -205,3 +205,34 @@ def test_clips_cache_on_disk_with_what_decoding_found(tmp_path):
     padded = [n for n in memory.notes if n.startswith("Padded 1 clip")]
     assert padded and padded[0] in built.notes and padded[0] in reused.notes
     assert any("made earlier for the same files" in n for n in reused.notes)
+
+
+def test_predict_on_files_the_cache_holds_reads_them_without_decoding(tmp_path, decodes):
+    """A run trained from the disk cache predicts on its own test folder from the cache: the
+    same rows as decoding them, and no decoding."""
+    import csv
+    import io
+
+    root = tmp_path / "images"
+    image_folder(root / "train")
+    image_folder(root / "test", per_class=3, seed=1)
+    config = write_config(
+        tmp_path / "c.yaml",
+        {
+            "seed": 0,
+            "device": "cpu",
+            "data": {"dataset": "image_folder", "root": str(root), "cache": "disk", "cache_dir": str(tmp_path / "c")},
+            "model": {"preset": "mlp", "hidden": [8]},
+            "training": {"epochs": 1, "batch_size": 8},
+        },
+    )
+    assert invoke("train", config, "--runs-dir", tmp_path / "runs", "-q").exit_code == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    before = len(decodes)
+    from_cache = invoke("predict", run, root / "test")
+    assert from_cache.exit_code == 0 and len(decodes) == before
+    (root / "test" / "dark" / "0.png").touch()  # changed since the cache: decoded, not taken from it
+    fresh = invoke("predict", run, root / "test")
+    assert fresh.exit_code == 0 and len(decodes) == before + 6
+    rows = [list(csv.DictReader(io.StringIO(r.stdout))) for r in (from_cache, fresh)]
+    assert rows[0] == rows[1]

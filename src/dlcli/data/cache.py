@@ -321,3 +321,31 @@ def decoded_samples(
         "" if built else ", made earlier for the same files"
     )
     return array, records, note
+
+
+def find_cached(kind: str, options: dict, paths: Sequence[Path], configured: Optional[str]) -> Optional[np.ndarray]:
+    """The samples of these files from a finished cache made with the same options, if one holds
+    all of them unchanged (and decoded them without a failure); None otherwise. For `dlcli
+    predict` on files a run trained or was tested on: no decoding again."""
+    root = cache_root(configured)
+    if not paths or not root.is_dir():
+        return None
+    wanted = []
+    for path in paths:
+        stat = Path(path).stat()
+        wanted.append((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns))
+    for index_path in sorted(root.glob("*.json")):
+        data_path = index_path.with_suffix(".npy")
+        try:
+            info = json.loads(index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if info.get("format") != FORMAT_VERSION or info.get("kind") != kind or info.get("options") != options:
+            continue
+        position = {tuple(f): i for i, f in enumerate(info.get("files", []))}
+        rows = [position.get(w) for w in wanted]
+        failed = {int(i) for i, _ in info.get("records", [])}
+        found = [r for r in rows if r is not None and r not in failed]
+        if data_path.is_file() and len(found) == len(rows):
+            return np.ascontiguousarray(_mapped(data_path)[found])
+    return None

@@ -381,15 +381,25 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
 
 
 def read_image_inputs(
-    paths: list[Path], class_names: list[str], size: tuple[int, int], channels: int, options: PredictOptions
+    paths: list[Path],
+    class_names: list[str],
+    size: tuple[int, int],
+    channels: int,
+    options: PredictOptions,
+    cached: Optional[np.ndarray] = None,
 ) -> Inputs:
     """Image files decoded by this module's decoder (EXIF orientation, conversion to the
-    channels, bilinear resize: what training saw), with labels from class-named folders."""
+    channels, bilinear resize: what training saw), or taken from a disk cache of them
+    (`cached`), with labels from class-named folders."""
     import torch
 
     names = [str(p) for p in paths]
-    check_memory(len(paths), channels, size)
-    array, problems = decode_files(paths, size, channels) if paths else (None, [])
+    array: Optional[np.ndarray]
+    if cached is not None:
+        array, problems = cached, []
+    else:
+        check_memory(len(paths), channels, size)
+        array, problems = decode_files(paths, size, channels) if paths else (None, [])
     errors = {index: f"{paths[index]} cannot be decoded as an image ({problem})." for index, problem in problems}
     if errors and not options.skip_bad:
         raise DataError(
@@ -408,10 +418,14 @@ def read_image_inputs(
 def _read_inputs(request: ReadRequest) -> Inputs:
     """Image files or folders, decoded, converted and resized as in training; files in folders
     named after a class carry that label."""
+    from .cache import find_cached
+
     state = request.saved_state("image_folder")
     size = (state["image_size"][0], state["image_size"][1])
     paths = expand_paths(request.inputs, IMAGE_SUFFIXES)
-    return read_image_inputs(paths, list(state["class_names"]), size, state["channels"], request.options)
+    options = {"image_size": list(size), "channels": state["channels"], "resize": "bilinear"}
+    cached = find_cached("image_folder", options, paths, getattr(request.config, "cache_dir", None))
+    return read_image_inputs(paths, list(state["class_names"]), size, state["channels"], request.options, cached)
 
 
 def _input_spec(config: ImageFolderData, info: DataInfo, state: Optional[dict]) -> InputSpec:

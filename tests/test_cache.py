@@ -236,3 +236,14 @@ def test_predict_on_files_the_cache_holds_reads_them_without_decoding(tmp_path, 
     assert fresh.exit_code == 0 and len(decodes) == before + 6
     rows = [list(csv.DictReader(io.StringIO(r.stdout))) for r in (from_cache, fresh)]
     assert rows[0] == rows[1]
+
+
+def test_a_cache_folder_past_the_size_set_is_said(tmp_path, monkeypatch):
+    root = image_folder(tmp_path / "images")
+    monkeypatch.setenv("DLCLI_CACHE_NOTE_GB", str(1000 / 2**30))  # 1,000 bytes: this cache is 4.6 KB
+    data = load_dataset(folder_config(root, tmp_path / "cache", cache="disk"), seed=0)
+    assert any("The cache folder now holds" in n and "dlcli cache clear" in n for n in data.notes)
+    monkeypatch.setenv("DLCLI_CACHE_NOTE_GB", "20")
+    load_dataset(folder_config(root, tmp_path / "cache", cache="disk", image_size=(4, 4)), seed=0)
+    quiet = load_dataset(folder_config(root, tmp_path / "cache", cache="disk", image_size=(5, 5)), seed=0)
+    assert not any("The cache folder now holds" in n for n in quiet.notes)

@@ -320,7 +320,28 @@ def decoded_samples(
     note = f"The decoded {what} are read from a disk cache ({why}): {root / index.key()}.npy" + (
         "" if built else ", made earlier for the same files"
     )
+    if built:
+        note += _size_note(root)
     return array, records, note
+
+
+def _size_note(root: Path) -> str:
+    """A word when the cache folder has grown past $DLCLI_CACHE_NOTE_GB (default 20 GB): a sweep
+    over image_size writes one cache per value."""
+    from ..devices import human
+
+    try:
+        limit = float(os.environ.get("DLCLI_CACHE_NOTE_GB", "20")) * 2**30
+    except ValueError:
+        limit = 20 * 2**30
+    entries = list_caches(root)
+    total = sum(e.bytes for e in entries)
+    if total <= limit:
+        return ""
+    return (
+        f". The cache folder now holds {human(total)} in {len(entries)} caches: `dlcli cache list` shows them, "
+        "`dlcli cache clear` removes them (DLCLI_CACHE_NOTE_GB sets when this is said)"
+    )
 
 
 def find_cached(kind: str, options: dict, paths: Sequence[Path], configured: Optional[str]) -> Optional[np.ndarray]:

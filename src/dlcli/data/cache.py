@@ -32,7 +32,7 @@ from ..errors import DataError
 from ..rundir import atomic_write_text
 
 FORMAT_VERSION = 1
-CHUNK = 4096  # samples decoded (by the parallel decoder) and recorded as done at a time
+CHUNK = 16384  # samples decoded (one process pool each) and recorded as done at a time
 DISK_MARGIN = 1.05  # free space needed beyond the cache's own size (the index, the file system)
 
 
@@ -78,8 +78,9 @@ class CacheIndex:
 def index_of(kind: str, paths: Sequence[Path], options: dict, shape: Sequence[int]) -> CacheIndex:
     files = []
     for path in paths:
-        stat = Path(path).stat()
-        files.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+        stat = os.stat(path)
+        # abspath, not resolve: no system call per path component (a second for 30,000 files)
+        files.append([os.path.abspath(path), stat.st_size, stat.st_mtime_ns])
     return CacheIndex(kind, dict(options), files, [int(s) for s in shape])
 
 
@@ -353,8 +354,8 @@ def find_cached(kind: str, options: dict, paths: Sequence[Path], configured: Opt
         return None
     wanted = []
     for path in paths:
-        stat = Path(path).stat()
-        wanted.append((str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns))
+        stat = os.stat(path)
+        wanted.append((os.path.abspath(path), stat.st_size, stat.st_mtime_ns))
     for index_path in sorted(root.glob("*.json")):
         data_path = index_path.with_suffix(".npy")
         try:

@@ -3,6 +3,7 @@ without decoding, rebuilt when the files change, safe against interruption and a
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -247,3 +248,60 @@ def test_a_cache_folder_past_the_size_set_is_said(tmp_path, monkeypatch):
     load_dataset(folder_config(root, tmp_path / "cache", cache="disk", image_size=(4, 4)), seed=0)
     quiet = load_dataset(folder_config(root, tmp_path / "cache", cache="disk", image_size=(5, 5)), seed=0)
     assert not any("The cache folder now holds" in n for n in quiet.notes)
+
+
+CGROUP = Path("/sys/fs/cgroup/memory")
+
+
+def test_a_folder_twice_a_cgroup_memory_limit_is_cached_within_it(tmp_path):
+    """Under a real memory limit (a cgroup v1 group this test makes), auto turns to the disk by
+    itself and builds the cache of a folder whose decoded size is twice the limit, with the
+    process's anonymous memory staying under it. Without torch: the builder alone is measured."""
+    import os
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or not (CGROUP / "cgroup.procs").exists():
+        pytest.skip("needs root and the cgroup v1 memory controller at /sys/fs/cgroup/memory")
+    limit = 160 * 2**20
+    count = 2 * limit // (160 * 160 * 3) + 1  # decoded: twice the limit
+    root = tmp_path / "large"
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        folder = root / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        colour = rng.integers(0, 256, (1, 1, 3), dtype=np.uint8)
+        Image.fromarray(np.broadcast_to(colour, (160, 160, 3)).copy()).save(folder / f"{i}.png", compress_level=1)
+    group = CGROUP / f"dlcli-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        code = (
+            "import json, numpy as np\n"
+            "from pathlib import Path\n"
+            "from dlcli.config import data_config\n"
+            "from dlcli.data.cache import decoded_samples\n"
+            "from dlcli.data.images import decode_files\n"
+            f"paths = sorted(Path({str(root)!r}).rglob('*.png'))\n"
+            f"keys = data_config('image_folder', root={str(root)!r}, cache_dir={str(tmp_path / 'cache')!r})\n"
+            "decode = lambda chosen, out: decode_files(chosen, (160, 160), 3, workers=1, out=out)\n"
+            "array, records, note = decoded_samples('image_folder', paths, (3, 160, 160), {}, keys, decode)\n"
+            "assert int(array[:, :, 80, 80].astype(np.int64).sum()) > 0\n"
+            "rss = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('RssAnon:')][0] * 1024\n"
+            "print(json.dumps({'note': note, 'rows': len(array), 'rss_anon': rss}))\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())),
+        )
+        oom = (group / "memory.oom_control").read_text()
+    finally:
+        group.rmdir()
+    assert proc.returncode == 0, proc.stderr + oom
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rows"] == count and "read from a disk cache" in result["note"]
+    assert "more than 80% of the" in result["note"]  # auto chose it: the cgroup's limit was seen
+    assert result["rss_anon"] < limit

@@ -169,8 +169,8 @@ def test_too_many_pixels_are_refused_before_decoding(tmp_path):
         "The 8 images would need 223.5 GB of memory as uint8 tensors (3x100000x100000 each), more than 80% of the "
     )
     assert message.endswith(
-        " available. Use data.cache: disk (needs 223.5 GB free on disk), a smaller data.image_size, or fewer images "
-        "(data.max_train_samples)."
+        " available. Use data.cache: disk (needs 223.5 GB free on disk), a smaller data.image_size, data.channels: 1, "
+        "or fewer images (data.max_train_samples)."
     )
     cache = tmp_path / "cache"  # auto turns to the disk, which has no room either: said before writing anything
     with pytest.raises(DataError, match="The decoded cache needs 223.5 GB on disk, and .* free"):

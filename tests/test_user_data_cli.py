@@ -127,8 +127,9 @@ def one_class(tmp_path):
 
 def too_big(tmp_path):
     root = images(tmp_path)
-    return {"dataset": "image_folder", "root": str(root), "image_size": [200_000, 200_000], "channels": 3}, (
-        "The 6 images would need 670.6 GiB of memory as uint8 tensors (3x200000x200000 each), more than 80% of the "
+    data = {"dataset": "image_folder", "root": str(root), "image_size": [200_000, 200_000], "channels": 3}
+    return {**data, "cache": "memory"}, (
+        "The 6 images would need 670.6 GB of memory as uint8 tensors (3x200000x200000 each), more than 80% of the "
     )
 
 
@@ -188,7 +189,8 @@ def test_bad_users_data_is_one_paragraph_and_exit_code_2(tmp_path, case):
     assert "Traceback" not in result.output
     if case is too_big:  # the memory available differs by machine
         assert output.startswith("Error: " + message) and output.endswith(
-            " available. Use a smaller data.image_size, data.channels: 1, or fewer images (data.max_train_samples)."
+            " available. Use data.cache: disk (needs 670.6 GB free on disk), a smaller data.image_size, "
+            "data.channels: 1, or fewer images (data.max_train_samples)."
         )
     else:
         assert output == "Error: " + message

@@ -299,8 +299,8 @@ def decoded_samples(
             raise DataError(
                 f"The {len(paths)} {what} would need {human(need)} of memory as uint8 tensors ({shape} each), more "
                 f"than {MEMORY_FRACTION:.0%} of the {human(available or 0)} available.",
-                hint=f"Use data.cache: disk (needs {human(need)} free on disk), a smaller data.image_size, or fewer "
-                f"{what} (data.max_train_samples).",
+                hint=f"Use data.cache: disk (needs {human(need)} free on disk), a smaller data.image_size, "
+                f"data.channels: 1, or fewer {what} (data.max_train_samples).",
             )
         array, records = decode(paths, None)
         return array, records, None

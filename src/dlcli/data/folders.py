@@ -16,7 +16,8 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 
 from ..config import DataConfig, option
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from .cache import CacheKeys
 from .preprocessing import check_state
 from .splits import Split, split_samples
 
@@ -40,6 +41,27 @@ class FolderData(DataConfig):
         """Rows held out, or a validation folder (val/, valid/ or validation/ beside train/)."""
         root = Path(self.root)
         return super().has_validation() or (root.is_dir() and "val" in _split_folders(root))
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodedFolderData(FolderData, CacheKeys):
+    """Class folders whose files decode into pixels (images, clips): the size and channels they
+    are converted to, the decoding processes, and where the decoded samples live (data.cache)."""
+
+    image_size: Optional[tuple[int, ...]] = option(
+        None, help="[height, width] every image (every frame of a clip) is resized to (default: the first file's)", ge=1
+    )
+    channels: Optional[Literal[1, 3]] = option(None, help="1 (grayscale) or 3 (RGB); default: from the first file")
+    workers: Optional[int] = option(None, help="decoding processes (default: one per CPU core)", ge=1)
+
+    def check(self) -> None:
+        super().check()
+        if self.image_size is not None and len(self.image_size) != 2:
+            raise ConfigError(
+                f"expected [height, width], found {len(self.image_size)} number(s).",
+                hint="For example `image_size: [64, 64]`.",
+                key="data.image_size",
+            )
 
 
 def folder_task(class_names: Sequence[str]) -> str:

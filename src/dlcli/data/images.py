@@ -22,17 +22,16 @@ import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import numpy as np
 
-from ..config import option
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..registry import DATASETS
-from .cache import MEMORY_FRACTION, CacheKeys, decoded_samples
+from .cache import MEMORY_FRACTION, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
-    FolderData,
+    DecodedFolderData,
     first_file,
     folder_task,
     ignored_files_note,
@@ -63,23 +62,8 @@ PNG_GRAY, PNG_RGB = 0, 2  # IHDR colour types that libspng decodes to what PIL's
 
 
 @dataclass(frozen=True, kw_only=True)
-class ImageFolderData(FolderData, CacheKeys):
+class ImageFolderData(DecodedFolderData):
     """image_folder: class folders of image files, decoded once into one uint8 tensor."""
-
-    image_size: Optional[tuple[int, ...]] = option(
-        None, help="[height, width] every image is resized to (default: the first image's size)", ge=1
-    )
-    channels: Optional[Literal[1, 3]] = option(None, help="1 (grayscale) or 3 (RGB); default: from the first image")
-    workers: Optional[int] = option(None, help="decoding processes (default: one per CPU core)", ge=1)
-
-    def check(self) -> None:
-        super().check()
-        if self.image_size is not None and len(self.image_size) != 2:
-            raise ConfigError(
-                f"expected [height, width], found {len(self.image_size)} number(s).",
-                hint="For example `image_size: [64, 64]`.",
-                key="data.image_size",
-            )
 
 
 _spng: object = None  # the pyspng module once looked for; False when it is not installed

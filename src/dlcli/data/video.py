@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 import numpy as np
 
 from ..config import option
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..registry import DATASETS
-from .cache import CacheKeys, decoded_samples
+from .cache import decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     ClassFolders,
-    FolderData,
+    DecodedFolderData,
     _split_folders,
     _visible,
     check_split_options,
@@ -71,7 +71,7 @@ KIND = "video_folder"
 
 
 @dataclass(frozen=True, kw_only=True)
-class VideoFolderData(FolderData, CacheKeys):
+class VideoFolderData(DecodedFolderData):
     """video_folder: class folders of clips (video files or folders of frames), decoded once into
     one uint8 tensor N,C,T,H,W."""
 
@@ -84,22 +84,6 @@ class VideoFolderData(FolderData, CacheKeys):
     short_clips: Literal["pad", "error", "skip"] = option(
         "pad", help="a clip with too few frames: repeat its last frame (pad), refuse it (error) or leave it out (skip)"
     )
-    image_size: Optional[tuple[int, ...]] = option(
-        None,
-        help="[height, width] every frame is resized to (default: the first clip's size, which all must have)",
-        ge=1,
-    )
-    channels: Optional[Literal[1, 3]] = option(None, help="1 (grayscale) or 3 (RGB); default: from the first clip")
-    workers: Optional[int] = option(None, help="decoding processes (default: one per CPU core)", ge=1)
-
-    def check(self) -> None:
-        super().check()
-        if self.image_size is not None and len(self.image_size) != 2:
-            raise ConfigError(
-                f"expected [height, width], found {len(self.image_size)} number(s).",
-                hint="For example `image_size: [64, 64]`.",
-                key="data.image_size",
-            )
 
 
 # ----------------------------------------------------------------------------- PyAV

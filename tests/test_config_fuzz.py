@@ -524,8 +524,72 @@ def text_folder_cases(draw):
     return DataCase(f"text_folder {texts} {options}", write)
 
 
+@st.composite
+def video_folder_cases(draw):
+    """Class folders of clips as folders of frames (and, when PyAV is installed, GIF files):
+    clips of differing lengths and sizes, damaged frames, empty clips, files where clips go."""
+    clean = draw(CLEAN)
+    classes = draw(
+        st.lists(st.sampled_from(["left", "right", "up"]), min_size=2 if clean else 0, max_size=3, unique=True)
+    )
+    clips = {
+        name: draw(
+            st.lists(
+                st.tuples(
+                    st.integers(1 if clean else 0, 5),  # frames
+                    st.integers(2, 6) if clean else st.sampled_from([2, 3, 5]),  # frame side
+                    st.sampled_from(["frames"] * 3 + ([] if clean else ["damaged", "a file"])),
+                ),
+                min_size=2,
+                max_size=4,
+            )
+        )
+        for name in classes
+    }
+    options = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "frames": st.integers(1, 4) if clean else st.integers(1, 6),
+                "frame_step": st.integers(1, 2),
+                "short_clips": st.sampled_from(["pad", "skip", "error"]),
+                "image_size": st.lists(st.integers(1, 4), min_size=2, max_size=2),
+                "channels": st.sampled_from([1, 3]),
+                "on_bad_file": st.sampled_from(["error", "skip"]),
+                "test_split": st.sampled_from([0.0, 0.3]),
+                "augment": st.just({"horizontal_flip": True}),
+            },
+        )
+    )
+    if clean:
+        options.setdefault("image_size", [4, 4])
+
+    def write(folder: Path) -> dict:
+        from PIL import Image
+
+        root = folder / "clips"
+        root.mkdir()
+        for name, entries in clips.items():
+            for i, (frames, side, kind) in enumerate(entries):
+                clip = root / name / f"clip_{i}"
+                if kind == "a file":
+                    clip.parent.mkdir(parents=True, exist_ok=True)
+                    clip.with_suffix(".mp4").write_bytes(b"not a video")
+                    continue
+                clip.mkdir(parents=True)
+                for f in range(frames):
+                    if kind == "damaged" and f == frames - 1:
+                        (clip / f"{f:05d}.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+                    else:
+                        Image.new("L", (side, side), 40 * f).save(clip / f"{f:05d}.png")
+        return {"dataset": "video_folder", "root": str(root), **options}
+
+    return DataCase(f"video_folder {clips} {options}", write)
+
+
 DATA_CASES = {
     "npz": npz_cases(),
+    "video_folder": video_folder_cases(),
     "csv": csv_cases(),
     "timeseries": timeseries_cases(),
     "image_folder": image_folder_cases(),

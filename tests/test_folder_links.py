@@ -59,3 +59,18 @@ def test_a_class_folder_that_is_a_link_to_files_elsewhere_is_read(tmp_path):
     data = load_dataset(data_config(dataset="image_folder", root=str(root), test_split=0.0), seed=0)
     assert sorted(data.y_train.tolist()) == [0, 0, 0, 0, 1, 1, 1, 1]
     assert not [n for n in data.notes if "Skipped" in n]
+
+
+def test_a_video_folder_with_links_back_into_it_reads_each_clip_once(tmp_path):
+    root = tmp_path / "clips"
+    for k, name in enumerate(("left", "right")):
+        for clip in range(4):
+            folder = root / name / f"clip_{clip}"
+            folder.mkdir(parents=True)
+            for frame in range(2):
+                Image.new("L", (4, 4), 30 * k + 10 * clip + frame).save(folder / f"{frame:05d}.png")
+    os.symlink(root / "left", root / "left" / "self_loop")
+    os.symlink(root, root / "left" / "parent_loop")
+    data = load_dataset(data_config(dataset="video_folder", root=str(root), frames=2, test_split=0.25), seed=0)
+    assert len(data.y_train) + len(data.y_test) == 8  # each clip once
+    assert any("Skipped 2 links to a folder or file already read" in n for n in data.notes)

@@ -270,6 +270,37 @@ def clear_caches(root: Path) -> tuple[int, int]:
 
 MEMORY_FRACTION = 0.8  # of the memory available now that decoded samples may take in memory
 
+
+def fits_in_memory(need: int, available: Optional[int]) -> bool:
+    """Whether `need` bytes of decoded samples fit in MEMORY_FRACTION of what is available
+    (unknown: assumed to fit)."""
+    return available is None or need <= MEMORY_FRACTION * available
+
+
+def check_fits_in_memory(
+    count: int,
+    sample_shape: Sequence[int],
+    what: str,
+    hint: str,
+    available: Optional[int] = None,
+    shape_words: str = "",
+) -> int:
+    """Refuse, before decoding, `count` uint8 samples of `sample_shape` that would not fit in
+    memory (images, clips: for training and for `dlcli predict`); returns the bytes needed."""
+    from ..devices import available_memory, human
+
+    need = count * int(np.prod(sample_shape, dtype=np.int64))
+    available = available_memory("cpu")[0] if available is None else available
+    if not fits_in_memory(need, available):
+        shape = "x".join(str(s) for s in sample_shape)
+        raise DataError(
+            f"The {count} {what} would need {human(need)} of memory as uint8 tensors ({shape} each{shape_words}), "
+            f"more than {MEMORY_FRACTION:.0%} of the {human(available or 0)} available.",
+            hint=hint,
+        )
+    return need
+
+
 # Decodes the samples of the paths given, into `out` when it is given (else a new array);
 # returns (the array, (index into those paths, record) pairs as DecodeInto's).
 Decode = Callable[[Sequence[Path], Optional[np.ndarray]], tuple[np.ndarray, list]]
@@ -291,17 +322,13 @@ def decoded_samples(
 
     need = len(paths) * int(np.prod(sample_shape, dtype=np.int64))
     available, _ = available_memory("cpu")
-    fits = available is None or need <= MEMORY_FRACTION * available
-    on_disk = keys.cache == "disk" or (keys.cache == "auto" and not fits)
+    on_disk = keys.cache == "disk" or (keys.cache == "auto" and not fits_in_memory(need, available))
     if not on_disk:
-        if not fits:
-            shape = "x".join(str(s) for s in sample_shape)
-            raise DataError(
-                f"The {len(paths)} {what} would need {human(need)} of memory as uint8 tensors ({shape} each), more "
-                f"than {MEMORY_FRACTION:.0%} of the {human(available or 0)} available.",
-                hint=f"Use data.cache: disk (needs {human(need)} free on disk), a smaller data.image_size, "
-                f"data.channels: 1, or fewer {what} (data.max_train_samples).",
-            )
+        hint = (
+            f"Use data.cache: disk (needs {human(need)} free on disk), a smaller data.image_size, data.channels: 1, "
+            f"or fewer {what} (data.max_train_samples)."
+        )
+        check_fits_in_memory(len(paths), sample_shape, what, hint, available)
         array, records = decode(paths, None)
         return array, records, None
     root = cache_root(keys.cache_dir)

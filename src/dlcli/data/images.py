@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..registry import DATASETS
-from .cache import MEMORY_FRACTION, decoded_samples
+from .cache import check_fits_in_memory, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     DecodedFolderData,
@@ -215,23 +215,10 @@ def decode_files(
     return out, errors
 
 
-def gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
 def check_memory(count: int, channels: int, size: tuple[int, int], available: Optional[int] = None) -> int:
     """Refuse before decoding when the uint8 tensors would not fit; returns the bytes needed."""
-    from ..devices import available_memory
-
-    need = count * channels * size[0] * size[1]
-    available = available_memory("cpu")[0] if available is None else available
-    if available is not None and need > MEMORY_FRACTION * available:
-        raise DataError(
-            f"The {count} images would need {gib(need)} of memory as uint8 tensors ({channels}x{size[0]}x{size[1]} "
-            f"each), more than {MEMORY_FRACTION:.0%} of the {gib(available)} available.",
-            hint="Use a smaller data.image_size, data.channels: 1, or fewer images (data.max_train_samples).",
-        )
-    return need
+    hint = "Use a smaller data.image_size, data.channels: 1, or fewer images (data.max_train_samples)."
+    return check_fits_in_memory(count, (channels, *size), "images", hint, available)
 
 
 def image_properties(path: Path) -> tuple[tuple[int, int], int]:

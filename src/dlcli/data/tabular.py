@@ -794,8 +794,7 @@ def _check_encoded_width(table: RawTable, specs: list[dict], training_rows: int,
     """Refuse, before one-hot encoding allocates it, a categorical column that is an identifier
     (a distinct value on most rows: nothing to generalise from) unless column_types names it
     categorical, and a table whose encoded inputs would not fit in memory."""
-    from ..devices import available_memory
-    from .images import gib
+    from ..devices import available_memory, human
 
     for spec in specs:
         count = len(spec.get("categories", ()))
@@ -817,8 +816,8 @@ def _check_encoded_width(table: RawTable, specs: list[dict], training_rows: int,
     if available is not None and need > ENCODED_MEMORY_SHARE * available:
         widest = max(specs, key=lambda s: len(s.get("categories", ())))
         raise DataError(
-            f"{table.source}: the encoded table would need {gib(need)} ({table.n_rows:,} rows x {width:,} inputs as "
-            f"float32), more than {ENCODED_MEMORY_SHARE:.0%} of the {gib(available)} available; the widest column is "
+            f"{table.source}: the encoded table would need {human(need)} ({table.n_rows:,} rows x {width:,} inputs as "
+            f"float32), more than {ENCODED_MEMORY_SHARE:.0%} of the {human(available)} available; the widest column is "
             f"{widest['name']!r} with {len(widest.get('categories', ())):,} categories.",
             hint=f"Leave it out with data.column_types: {{{widest['name']}: ignore}}, or read it as numbers with "
             f"{{{widest['name']}: numeric}}.",

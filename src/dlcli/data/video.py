@@ -32,7 +32,7 @@ import numpy as np
 from ..config import option
 from ..errors import DataError
 from ..registry import DATASETS
-from .cache import decoded_samples
+from .cache import check_fits_in_memory, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     ClassFolders,
@@ -50,7 +50,7 @@ from .folders import (
     split_state,
     unreadable_files_note,
 )
-from .images import IMAGE_SUFFIXES, MEMORY_FRACTION, decode_image, gib, image_properties
+from .images import IMAGE_SUFFIXES, decode_image, image_properties
 from .images import _problem as image_problem
 from .inputs import Inputs, InputSpec, PredictOptions, ReadRequest, known_labels, label_from_folder
 from .preprocessing import STATE_VERSION, check_state
@@ -426,19 +426,11 @@ def check_clip_memory(
     count: int, channels: int, frames: int, size: tuple[int, int], available: Optional[int] = None
 ) -> int:
     """Refuse before decoding when the uint8 tensor would not fit; returns the bytes needed."""
-    from ..devices import available_memory
-
-    need = count * channels * frames * size[0] * size[1]
-    available = available_memory("cpu")[0] if available is None else available
-    if available is not None and need > MEMORY_FRACTION * available:
-        raise DataError(
-            f"The {count} clips would need {gib(need)} of memory as uint8 tensors ({channels}x{frames}x{size[0]}x"
-            f"{size[1]} each: channels, frames, height, width), more than {MEMORY_FRACTION:.0%} of the "
-            f"{gib(available)} available.",
-            hint="Use fewer data.frames, a smaller data.image_size, data.channels: 1, or fewer clips "
-            "(data.max_train_samples).",
-        )
-    return need
+    hint = (
+        "Use fewer data.frames, a smaller data.image_size, data.channels: 1, or fewer clips (data.max_train_samples)."
+    )
+    words = ": channels, frames, height, width"
+    return check_fits_in_memory(count, (channels, frames, *size), "clips", hint, available, words)
 
 
 def clip_properties(path: Path) -> tuple[tuple[int, int], int]:

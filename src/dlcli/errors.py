@@ -110,3 +110,9 @@ def is_allocation_failure(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(words in text for words in _ALLOCATION_WORDS)
+
+
+def printable(text: str) -> str:
+    """Text as UTF-8 can hold it: bytes of a file name that are not UTF-8 (which Python keeps as
+    lone surrogates, and which no UTF-8 terminal or file takes) written as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

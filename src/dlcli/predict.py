@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from .data import source
 from .data.inputs import Inputs, PredictOptions, ReadRequest
-from .errors import DataError
+from .errors import DataError, printable
 from .loading import LoadedRun
 
 __all__ = ["Inputs", "PredictOptions", "Predictions", "predict_inputs", "prediction_rows", "read_inputs"]
@@ -32,21 +32,15 @@ def read_inputs(run: LoadedRun, inputs: list[str], options: PredictOptions) -> I
     read = source(run.config.data.dataset).read_inputs(request)
     if not read.names:
         raise DataError(
-            f"The inputs ({', '.join(escaped(i) for i in inputs) or '--text'}) hold nothing to predict on.",
+            f"The inputs ({', '.join(inputs) or '--text'}) hold nothing to predict on.",
             hint="Check the paths: folders are searched for the files the run's data takes.",
         )
-    return _printable(read)
+    return _with_printable_names(read)
 
 
-def escaped(text: str) -> str:
-    """A file name as UTF-8 text: bytes that are not UTF-8 (which Python keeps as lone
-    surrogates, and which no UTF-8 terminal or file can take) written as \\xNN."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _printable(read: Inputs) -> Inputs:
+def _with_printable_names(read: Inputs) -> Inputs:
     """The inputs with names and messages safe to print and to write into --out."""
-    names = [escaped(name) for name in read.names]
+    names = [printable(name) for name in read.names]
     if names != read.names:
         count = sum(a != b for a, b in zip(names, read.names))
         read.notes.append(
@@ -54,7 +48,7 @@ def _printable(read: Inputs) -> Inputs:
             "\\xNN escapes (the file name's bytes in hexadecimal)."
         )
         read.names = names
-    read.errors = {index: escaped(message) for index, message in read.errors.items()}
+    read.errors = {index: printable(message) for index, message in read.errors.items()}
     return read
 
 

@@ -49,10 +49,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
     prefix = f"[rank {rank}] " if rank != "0" and os.environ.get("WORLD_SIZE", "1") != "1" else ""
     # from_ansi: a library's own colour codes in a message (torch.export's) become styles, which
     # a terminal shows and a pipe or log file drops, instead of raw escape sequences.
-    # A file name with bytes that are not UTF-8 (lone surrogates in Python) is written \xNN
-    # instead of making the message itself fail to print.
-    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    error_console().print(Text.from_ansi(f"{prefix}Error: {message}"))
+    from ..errors import printable
+
+    # A file name whose bytes are not UTF-8 must not make the message itself fail to print.
+    error_console().print(Text.from_ansi(f"{prefix}Error: {printable(message)}"))
     raise typer.Exit(code)
 
 

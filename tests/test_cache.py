@@ -59,6 +59,7 @@ def test_disk_holds_the_same_tensors_and_is_reused_without_decoding(tmp_path, de
         a, b = getattr(in_memory, part), getattr(on_disk, part)
         assert (a is None and b is None) or torch.equal(a, b)
     assert any("read from a disk cache (data.cache: disk)" in n for n in on_disk.notes)
+    assert on_disk.inputs_on_disk and not in_memory.inputs_on_disk  # training reads its batches ahead
     (entry,) = list_caches(tmp_path / "cache")
     assert entry.complete and entry.count == 24 and entry.bytes <= 24 * 3 * 8 * 8 + 200  # samples + .npy header
     again = load_dataset(folder_config(root, tmp_path / "cache", cache="disk"), seed=0)
@@ -305,3 +306,39 @@ def test_a_folder_twice_a_cgroup_memory_limit_is_cached_within_it(tmp_path):
     assert result["rows"] == count and "read from a disk cache" in result["note"]
     assert "more than 80% of the" in result["note"]  # auto chose it: the cgroup's limit was seen
     assert result["rss_anon"] < limit
+
+
+@pytest.mark.e2e
+def test_a_run_on_a_disk_cache_killed_mid_epoch_resumes_bit_identically(tmp_path):
+    from dlcli.checkpoint import load_checkpoint
+    from test_training_tools import killed_and_resumed
+
+    root = image_folder(tmp_path / "images", per_class=150)
+    raw = {
+        "name": "killed",
+        "seed": 0,
+        "device": "cpu",
+        "data": {
+            "dataset": "image_folder",
+            "root": str(root),
+            "image_size": [32, 32],
+            "validation_split": 0.2,
+            "cache": "disk",
+            "cache_dir": str(tmp_path / "cache"),
+            "augment": {"horizontal_flip": True},
+        },
+        "model": {"preset": "cnn", "filters": [16, 32], "kernel_size": 3, "dropout": 0.2},
+        "training": {"epochs": 5, "batch_size": 4},
+    }
+    ref_run, run = killed_and_resumed(tmp_path, raw)
+    (entry,) = list_caches(tmp_path / "cache")  # every run and the resume read one cache
+    assert entry.complete and entry.count == 300
+    _, ref_rows = read_metrics(ref_run / "metrics.csv")
+    _, rows = read_metrics(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in ref_rows
+    ]
+    ref_state = load_checkpoint(ref_run / "checkpoints" / "last.pt")["model"]
+    state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)

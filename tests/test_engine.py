@@ -271,3 +271,76 @@ def test_recurrent_training_keeps_freed_memory_for_reuse_where_glibc_allows():
 
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory_for_reuse() is glibc
+
+
+class ThreadRecordingInputs:
+    """Inputs that note which thread gathered each batch (as a memory-mapped tensor would be
+    gathered); `fail_at` makes that batch's gathering raise."""
+
+    def __init__(self, x, fail_at=None):
+        self.x, self.fail_at, self.threads, self.gathered = x, fail_at, [], 0
+
+    def __len__(self):
+        return len(self.x)
+
+    @property
+    def device(self):
+        return self.x.device
+
+    def __getitem__(self, index):
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        self.gathered += 1
+        if self.fail_at is not None and self.gathered > self.fail_at:
+            raise OSError("the disk went away")
+        return self.x[index]
+
+
+def read_ahead_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("dlcli-read-ahead")]
+
+
+def test_batches_read_ahead_on_a_thread_are_the_same_batches_in_the_same_order():
+    x, y = torch.arange(50).float().unsqueeze(1), torch.arange(50)
+
+    def epochs(inputs, read_ahead):
+        def shift(xb, epoch, index):  # a transform, as augmentation is: it sees the same batch numbers
+            return xb + 1000 * epoch + 100 * index
+
+        batches = Batches(
+            inputs,
+            y,
+            8,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(3),
+            read_ahead=read_ahead,
+            transform=shift,
+        )
+        out = []
+        for epoch in range(2):
+            batches.epoch = epoch
+            out.append([(xb.tolist(), yb.tolist(), n) for xb, yb, n in batches])
+        return out
+
+    recorded = ThreadRecordingInputs(x)
+    assert epochs(recorded, read_ahead=2) == epochs(x, read_ahead=0)
+    assert recorded.threads and all(name.startswith("dlcli-read-ahead") for name in recorded.threads)
+    assert not read_ahead_threads()
+
+
+def test_reading_ahead_stops_with_the_loop_and_passes_errors_on():
+    x, y = torch.arange(40).float().unsqueeze(1), torch.arange(40)
+    recorded = ThreadRecordingInputs(x)
+    batches = Batches(recorded, y, 4, read_ahead=2)
+    for i, _ in enumerate(batches):
+        if i == 1:
+            break  # the loop ends early (early stopping, Ctrl-C): the thread must end with it
+    assert not read_ahead_threads()
+    assert recorded.gathered <= 2 + 2  # what was taken, and at most read_ahead more
+    failing = Batches(ThreadRecordingInputs(x, fail_at=3), y, 4, read_ahead=2)
+    with pytest.raises(OSError, match="the disk went away"):
+        list(failing)
+    assert not read_ahead_threads()

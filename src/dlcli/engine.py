@@ -46,8 +46,13 @@ class Batches:
         rank: int = 0,
         world_size: int = 1,
         transform: Optional[Callable[[torch.Tensor, int, int], torch.Tensor]] = None,
+        read_ahead: int = 0,
     ) -> None:
         self.device = torch.device(device)
+        # Batches gathered this many steps ahead by a background thread: for inputs memory-mapped
+        # from a file (a disk cache), whose page faults then overlap the step instead of stalling it.
+        # The order is drawn as without it, so the batches are the same.
+        self.read_ahead = read_ahead
         # Training batches only: (inputs, epoch, batch index) -> inputs, after conversion
         # (data.augment); the trainer sets `epoch`, so each batch's randomness is reproducible.
         self.transform = transform
@@ -109,8 +114,21 @@ class Batches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
         """Yields (inputs, targets, global batch size)."""
+        order = self._order()  # drawn here, on the caller's thread, whether or not batches are read ahead
+        gathered = self._gathered(order)
+        if self.read_ahead > 0:
+            gathered = _gathered_ahead(gathered, self.read_ahead)
+        for start, xb, yb, global_n in gathered:
+            xb, yb = self._on_device(xb, yb)
+            if self.transform is not None:
+                xb = self.transform(xb, self.epoch, start // self.batch_size)
+            yield xb, yb, global_n
+
+    def _gathered(self, order: Optional[torch.Tensor]) -> Iterator[tuple[int, Any, Any, int]]:
+        """(first position, inputs, targets, global batch size) of each batch in `order` (None: as
+        stored); a lazy generator whose `next` does the gathering, so it can run on
+        another thread."""
         x, y, bs = self.x, self.y, self.batch_size
-        order = self._order()
         for start in range(0, self.n, bs):
             if order is not None:
                 idx = order[start : start + bs]
@@ -119,7 +137,7 @@ class Batches:
                     if global_n < self.world_size:
                         break  # a last batch too small to give every process a sample is dropped
                     idx = idx.tensor_split(self.world_size)[self.rank]
-                xb, yb = x[idx], y[idx]
+                yield start, x[idx], y[idx], global_n
             else:
                 end = min(start + bs, self.n)
                 global_n = end - start
@@ -128,13 +146,36 @@ class Batches:
                     if len(bounds) == 0:
                         continue
                     lo = int(bounds[0])
-                    xb, yb = x[lo : lo + len(bounds)], y[lo : lo + len(bounds)]
+                    yield start, x[lo : lo + len(bounds)], y[lo : lo + len(bounds)], global_n
                 else:
-                    xb, yb = x[start:end], y[start:end]
-            xb, yb = self._on_device(xb, yb)
-            if self.transform is not None:
-                xb = self.transform(xb, self.epoch, start // bs)
-            yield xb, yb, global_n
+                    yield start, x[start:end], y[start:end], global_n
+
+
+def _gathered_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """`items` as they come, each produced on a background thread up to `depth` items before it
+    is asked for. Ending early (a break, an exception, Ctrl-C) cancels what was not started and
+    waits for the one in progress, so no thread outlives the loop."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = object()
+
+    def produce() -> Any:
+        return next(items, done)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlcli-read-ahead")
+    pending: deque = deque(pool.submit(produce) for _ in range(depth))
+    try:
+        while True:
+            item = pending.popleft().result()
+            if item is done:
+                return
+            pending.append(pool.submit(produce))
+            yield item
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
 
 
 class Callback:

@@ -60,6 +60,10 @@ from .rundir import (
 if TYPE_CHECKING:  # checkpoint imports torch; `dlcli summary` must not pay for it
     from .checkpoint import Resumed, TrainingState
 
+# Batches gathered ahead of the step from inputs memory-mapped from a disk cache: two keep the
+# read-ahead thread busy through a slow page fault without holding more than two batches.
+READ_AHEAD = 2
+
 
 def check_device_options(config: Config, device) -> None:
     import torch
@@ -259,6 +263,8 @@ class Experiment:
         bs = config.training.batch_size
         eval_bs = max(bs, 512)
         common = dict(input_scale=data.input_scale, device=self.device, rank=dist.rank, world_size=dist.world_size)
+        if data.inputs_on_disk:  # memory-mapped: gather batches ahead, on a thread
+            common["read_ahead"] = READ_AHEAD
         augment = make_augmenter(config.data.augment, config.seed, dist.rank)  # None unless asked for
         train = Batches(
             data.x_train,

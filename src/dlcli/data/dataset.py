@@ -45,6 +45,8 @@ class Dataset:
     input_scale: Optional[float] = None
     preprocessing: Optional[dict] = None  # fitted state of users' files (JSON-able), else None
     notes: tuple[str, ...] = ()  # what loading wants the user told (e.g. files skipped)
+    # The inputs are memory-mapped from a file (data.cache: disk): batches are read ahead.
+    inputs_on_disk: bool = False
 
     @property
     def has_validation(self) -> bool:

@@ -348,6 +348,7 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
         input_scale=1.0 / 255.0,
         preprocessing=state,
         notes=tuple(notes),
+        inputs_on_disk=isinstance(array, np.memmap),
     )
 
 

@@ -652,6 +652,7 @@ def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: O
         input_scale=1.0 / 255.0,
         preprocessing=state,
         notes=tuple(notes),
+        inputs_on_disk=isinstance(decoded.array, np.memmap),
     )
 
 

@@ -315,9 +315,14 @@ def decoded_samples(
     decode: Decode,
     progress: Optional[Callable[[str, int, int], None]] = None,
     what: str = "images",
-) -> tuple[np.ndarray, list[tuple[int, Any]], Optional[str]]:
-    """(the samples, uint8 N x sample_shape; the decoder's records; a note for the user or
-    None), in memory or memory-mapped from the disk cache as data.cache says."""
+) -> tuple[Any, list[tuple[int, Any]], Optional[str]]:
+    """(the samples of `paths` in their order: a uint8 N x sample_shape array in memory, or
+    `GatheredRows` over the disk cache; the decoder's records by index into `paths`; a note for
+    the user or None), as data.cache says.
+
+    The disk cache holds the files in the order of their paths, not in the order asked for:
+    which files are training, validation or test data (the seed, the split, a cross-validation
+    fold) then leaves the cache as it is, and every such run reads the same one."""
     from ..devices import available_memory, human
 
     need = len(paths) * int(np.prod(sample_shape, dtype=np.int64))
@@ -331,15 +336,20 @@ def decoded_samples(
         check_fits_in_memory(len(paths), sample_shape, what, hint, available)
         array, records = decode(paths, None)
         return array, records, None
+    by_path = sorted(range(len(paths)), key=lambda i: os.fspath(paths[i]))  # cache position -> index in paths
+    stored = [paths[i] for i in by_path]
     root = cache_root(keys.cache_dir)
-    index = index_of(kind, paths, options, sample_shape)
+    index = index_of(kind, stored, options, sample_shape)
     if not (root / f"{index.key()}.json").is_file():  # before anything is written, the cache folder too
         check_free_disk(_existing_ancestor(root), need)
 
     def decode_into(start: int, stop: int, out: np.ndarray) -> list:
-        return [(start + i, problem) for i, problem in decode(paths[start:stop], out)[1]]
+        return [(start + i, problem) for i, problem in decode(stored[start:stop], out)[1]]
 
     array, records, built = open_or_build(index, decode_into, root, progress, what)
+    rows = np.empty(len(paths), dtype=np.int64)
+    rows[by_path] = np.arange(len(paths))  # index in paths -> cache position
+    records = sorted((by_path[i], record) for i, record in records)
     why = (
         f"{human(need)} decoded, more than {MEMORY_FRACTION:.0%} of the {human(available or 0)} available"
         if keys.cache == "auto"
@@ -350,7 +360,67 @@ def decoded_samples(
     )
     if built:
         note += _size_note(root)
-    return array, records, note
+    return GatheredRows(array, rows), records, note
+
+
+class GatheredRows:
+    """Samples stored elsewhere (the disk cache's memory map), gathered when indexed.
+
+    `rows` maps a sample's index here to its row in `stored`. Indexing by an int, a slice or an
+    index tensor reads those rows into a new tensor (a batch), so the whole set is never in the
+    process's memory; `subset` makes a smaller view for a split without reading anything. It
+    answers what dlcli's batches and data checks ask of an input tensor: len, shape, dtype,
+    device, `to` (which reads every row), numel/element_size and is_floating_point. Torch is
+    imported only when it is asked for, so building a cache does not need it.
+    """
+
+    def __init__(self, stored: np.ndarray, rows: np.ndarray) -> None:
+        self.stored = stored  # the memory map, N x sample shape
+        self.rows = rows  # int64, one per sample here
+
+    def _torch(self) -> tuple[Any, Any]:
+        import torch
+
+        return torch.from_numpy(self.stored), torch.from_numpy(self.rows)
+
+    def subset(self, index: Any) -> GatheredRows:
+        if not isinstance(index, slice):
+            index = np.asarray(index)
+        return GatheredRows(self.stored, self.rows[index])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: Any) -> Any:
+        stored, rows = self._torch()
+        return stored[rows[index]]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.rows), *self.stored.shape[1:])
+
+    @property
+    def dtype(self) -> Any:
+        return self._torch()[0].dtype
+
+    @property
+    def device(self) -> Any:
+        return self._torch()[0].device
+
+    def is_floating_point(self) -> bool:
+        return bool(np.issubdtype(self.stored.dtype, np.floating))
+
+    def is_complex(self) -> bool:
+        return False
+
+    def element_size(self) -> int:
+        return int(self.stored.itemsize)
+
+    def numel(self) -> int:
+        return len(self.rows) * int(np.prod(self.stored.shape[1:], dtype=np.int64))
+
+    def to(self, device: Any, non_blocking: bool = False) -> Any:
+        return self[slice(None)].to(device, non_blocking=non_blocking)
 
 
 def _size_note(root: Path) -> str:

@@ -400,8 +400,14 @@ def ignored_files_note(layout: ClassFolders, kind_words: str) -> Optional[str]:
 def kept_parts(x: Any, y: Any, sizes: Sequence[int], keep: np.ndarray) -> list[tuple[Any, Any]]:
     """(x, y) of each part (train, val, test) laid one after another in the tensors x and y,
     less the rows `keep` marks False: views when a part keeps every row (no copy of the
-    decoded images or clips), (None, None) for an empty part."""
+    decoded images or clips), (None, None) for an empty part. Samples on disk (GatheredRows)
+    stay there, whatever the part keeps."""
     import torch
+
+    from .cache import GatheredRows
+
+    def part_of(a: Any, index: Any) -> Any:  # samples on disk stay there: a view, nothing read
+        return a.subset(index) if isinstance(a, GatheredRows) else a[index]
 
     bounds = np.cumsum([0, *sizes])
     parts: list[tuple[Any, Any]] = []
@@ -410,8 +416,8 @@ def kept_parts(x: Any, y: Any, sizes: Sequence[int], keep: np.ndarray) -> list[t
         if stop == start:
             parts.append((None, None))
         elif keep[rows].all():
-            parts.append((x[rows], y[rows]))
+            parts.append((part_of(x, rows), y[rows]))
         else:
-            mask = torch.from_numpy(keep[rows])
-            parts.append((x[rows][mask], y[rows][mask]))
+            kept = torch.arange(int(start), int(stop))[torch.from_numpy(keep[rows])]
+            parts.append((part_of(x, kept), y[kept]))
     return parts

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..registry import DATASETS
-from .cache import check_fits_in_memory, decoded_samples
+from .cache import GatheredRows, check_fits_in_memory, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     DecodedFolderData,
@@ -326,7 +326,7 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
             "scale": 1 / 255,
             "split": split_state(layout, split, parts, seed, len(errors)),
         }
-    x = torch.from_numpy(array)
+    x = array if isinstance(array, GatheredRows) else torch.from_numpy(array)
     y = torch.tensor([c for _, c in items], dtype=torch.int64)
     sizes = [len(parts[k]) for k in ("train", "val", "test")]
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = kept_parts(x, y, sizes, keep)
@@ -348,7 +348,7 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
         input_scale=1.0 / 255.0,
         preprocessing=state,
         notes=tuple(notes),
-        inputs_on_disk=isinstance(array, np.memmap),
+        inputs_on_disk=isinstance(x, GatheredRows),
     )
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from ..config import option
 from ..errors import DataError
 from ..registry import DATASETS
-from .cache import check_fits_in_memory, decoded_samples
+from .cache import GatheredRows, check_fits_in_memory, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     ClassFolders,
@@ -341,7 +341,7 @@ class Decoded:
     """Clips decoded together: uint8 N,C,T,H,W (zeros where a clip failed), each clip's frame
     count (-1 where it failed), the clips that could not be read and those of another size."""
 
-    array: np.ndarray
+    array: Any  # np.ndarray, or cache.GatheredRows when the clips are read from the disk cache
     counts: np.ndarray
     errors: list[tuple[int, str]]
     mismatched: list[tuple[int, tuple[int, int]]]
@@ -631,7 +631,7 @@ def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: O
             "scale": 1 / 255,
             "split": {**split_state(layout, split, parts, seed, len(errors)), "short_clips": len(short)},
         }
-    x = torch.from_numpy(decoded.array)
+    x = decoded.array if isinstance(decoded.array, GatheredRows) else torch.from_numpy(decoded.array)
     y = torch.tensor([c for _, c in items], dtype=torch.int64)
     sizes = [len(parts[k]) for k in ("train", "val", "test")]
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = kept_parts(x, y, sizes, keep)
@@ -652,7 +652,7 @@ def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: O
         input_scale=1.0 / 255.0,
         preprocessing=state,
         notes=tuple(notes),
-        inputs_on_disk=isinstance(decoded.array, np.memmap),
+        inputs_on_disk=isinstance(x, GatheredRows),
     )
 
 

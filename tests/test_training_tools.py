@@ -205,6 +205,37 @@ def test_one_cycle_rates_are_pytorchs_onecyclelr_at_every_step(tmp_path):
     assert [m["lr"] for m in metrics] == pytest.approx([expected[0], expected[4], expected[8]], abs=1e-12)
 
 
+def momenta_of(optimizer, schedule, steps):
+    """The momentum (Adam's beta_1, else SGD's momentum) of each of `steps` updates."""
+    seen = []
+    for _ in range(steps):
+        group = optimizer.param_groups[0]
+        seen.append(group["betas"][0] if "betas" in group else group["momentum"])
+        optimizer.step()
+        schedule()
+    return seen
+
+
+def test_one_cycle_cycles_momentum_as_pytorchs_onecyclelr_does():
+    config = ScheduleConfig(name="one_cycle", pct_start=0.3, base_momentum=0.8, max_momentum=0.93)
+    adam = torch.optim.Adam(tiny_model().parameters(), lr=0.01)
+    ours = momenta_of(adam, LrSchedule(config, adam, epochs=3, steps_per_epoch=7).step_batch, 21)
+    ref_opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    ref = torch.optim.lr_scheduler.OneCycleLR(
+        ref_opt, max_lr=0.01, total_steps=21, pct_start=0.3, base_momentum=0.8, max_momentum=0.93
+    )
+    expected = momenta_of(ref_opt, ref.step, 21)
+    assert max(abs(a - b) for a, b in zip(ours, expected)) <= 1e-12
+    assert ours[0] == pytest.approx(0.93) and min(ours) == pytest.approx(0.8, abs=1e-3)  # it does cycle
+    # Left alone: an SGD without momentum (cycling would switch one on), and cycle_momentum: false.
+    for optimizer, options in (
+        (torch.optim.SGD(tiny_model().parameters(), lr=0.01), {}),
+        (torch.optim.Adam(tiny_model().parameters(), lr=0.01), {"cycle_momentum": False}),
+    ):
+        schedule = LrSchedule(ScheduleConfig(name="one_cycle", **options), optimizer, epochs=1, steps_per_epoch=9)
+        assert set(momenta_of(optimizer, schedule.step_batch, 9)) == {0.0 if not options else 0.9}
+
+
 def test_warm_up_scales_each_schedule_linearly_then_hands_over(tmp_path):
     schedule = {"name": "step", "step_size": 1, "gamma": 0.5, "warmup_steps": 6}
     run = train_run(tmp_path, synthetic_config(epochs=3, schedule=schedule))  # 10 updates per epoch
@@ -331,6 +362,10 @@ def bad(**changes) -> dict:
         (bad(optimizer__clipnorm=1.0, optimizer__clipvalue=0.5), ["optimizer.clipvalue", "clipnorm and clipvalue"]),
         (bad(optimizer__clipnorm=1.0, optimizer__global_clipnorm=1.0), ["optimizer.global_clipnorm"]),
         (bad(training__schedule={"name": "one_cycle", "warmup_steps": 5}), ["one_cycle warms up by itself"]),
+        (
+            bad(training__schedule={"name": "one_cycle", "base_momentum": 0.95, "max_momentum": 0.85}),
+            ["training.schedule.base_momentum", "above max_momentum"],
+        ),
         (bad(training__schedule={"name": "step", "warmup_steps": 5, "warmup_epochs": 1}), ["not both"]),
         (bad(training__cuda_graph=True, training__gradient_accumulation_steps=2), ["CUDA graph"]),
     ],

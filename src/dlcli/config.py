@@ -252,6 +252,13 @@ class ScheduleConfig:
     final_div_factor: float = option(
         1e4, help="one_cycle: the last learning rate is the first / final_div_factor", gt=0.0
     )
+    cycle_momentum: bool = option(
+        True,
+        help="one_cycle: cycle the momentum (Adam's beta_1) inversely to the rate, from max_momentum down to "
+        "base_momentum and back, as PyTorch's OneCycleLR does; optimizers without momentum are left as they are",
+    )
+    base_momentum: float = option(0.85, help="one_cycle: the momentum at the peak rate", ge=0.0, lt=1.0)
+    max_momentum: float = option(0.95, help="one_cycle: the momentum at the first and last steps", ge=0.0, lt=1.0)
     warmup_steps: int = option(0, help="optimizer steps of linear warm-up to the schedule's rate", ge=0)
     warmup_epochs: int = option(0, help="epochs of linear warm-up, stepped per batch", ge=0)
 
@@ -261,6 +268,13 @@ class ScheduleConfig:
                 "training.schedule.warmup_epochs: give the warm-up in steps or in epochs, not both.",
                 hint="Remove training.schedule.warmup_steps or training.schedule.warmup_epochs.",
                 key="training.schedule.warmup_epochs",
+            )
+        if self.base_momentum > self.max_momentum:
+            raise ConfigError(
+                f"training.schedule.base_momentum ({self.base_momentum:g}) is above max_momentum "
+                f"({self.max_momentum:g}): one_cycle lowers the momentum from max_momentum to base_momentum.",
+                hint="Swap the two values (PyTorch's defaults are base_momentum: 0.85, max_momentum: 0.95).",
+                key="training.schedule.base_momentum",
             )
         if self.name == "one_cycle" and (self.warmup_steps or self.warmup_epochs):
             raise ConfigError(

@@ -171,12 +171,18 @@ SCHEDULES = ("step", "cosine", "reduce_on_plateau", "one_cycle", "constant")
 SCHEDULE_STATE = "dlcli_schedule"  # marks the state_dict layout below (checkpoint format 2)
 
 
+def has_momentum(optimizer) -> bool:
+    """Whether one_cycle has a momentum to cycle: Adam's betas, or an SGD/RMSprop momentum > 0."""
+    return all("betas" in g or g.get("momentum", 0) > 0 for g in optimizer.param_groups)
+
+
 class LrSchedule:
     """A learning-rate schedule: `step(logs)` after each epoch's validation, and, for one_cycle
     and warm-up (`per_step`), `step_batch()` after each optimizer update.
 
-    one_cycle is PyTorch's OneCycleLR over the run's updates (the learning rate only; momentum
-    is not cycled). Warm-up scales the rate that the per-epoch schedule sets by (s + 1) / W for
+    one_cycle is PyTorch's OneCycleLR over the run's updates, momentum (Adam's beta_1) cycled
+    inversely to the rate unless `cycle_momentum` is false or the optimizer has none (SGD and
+    RMSprop with momentum 0: cycling would switch on a momentum the user left off). Warm-up scales the rate that the per-epoch schedule sets by (s + 1) / W for
     the update s (from 0) of the first W updates, so the first update already moves and the
     W-th uses the full rate; the per-epoch schedule steps on the full rate, never a warmed one.
     """
@@ -213,7 +219,9 @@ class LrSchedule:
                 pct_start=config.pct_start,
                 div_factor=config.div_factor,
                 final_div_factor=config.final_div_factor,
-                cycle_momentum=False,
+                cycle_momentum=config.cycle_momentum and has_momentum(optimizer),
+                base_momentum=config.base_momentum,
+                max_momentum=config.max_momentum,
             )
         elif config.name != "constant":
             from .registry import suggest

@@ -60,8 +60,8 @@ from .rundir import (
 if TYPE_CHECKING:  # checkpoint imports torch; `dlcli summary` must not pay for it
     from .checkpoint import Resumed, TrainingState
 
-# Batches gathered ahead of the step from inputs memory-mapped from a disk cache: two keep the
-# read-ahead thread busy through a slow page fault without holding more than two batches.
+# Training batches gathered ahead of the step from inputs memory-mapped from a disk cache: two
+# keep the read-ahead thread busy through a slow page fault without holding more than two batches.
 READ_AHEAD = 2
 
 
@@ -263,8 +263,6 @@ class Experiment:
         bs = config.training.batch_size
         eval_bs = max(bs, 512)
         common = dict(input_scale=data.input_scale, device=self.device, rank=dist.rank, world_size=dist.world_size)
-        if data.inputs_on_disk:  # memory-mapped: gather batches ahead, on a thread
-            common["read_ahead"] = READ_AHEAD
         augment = make_augmenter(config.data.augment, config.seed, dist.rank)  # None unless asked for
         train = Batches(
             data.x_train,
@@ -273,6 +271,9 @@ class Experiment:
             shuffle=config.training.shuffle,
             generator=self.shuffle_gen,
             transform=augment,
+            # memory-mapped inputs: gather training batches ahead, on a thread (not evaluation's,
+            # whose batches of 512 would hold too much memory waiting)
+            read_ahead=READ_AHEAD if data.inputs_on_disk else 0,
             **common,
         )
         val = (

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 
@@ -421,3 +421,31 @@ def kept_parts(x: Any, y: Any, sizes: Sequence[int], keep: np.ndarray) -> list[t
             kept = torch.arange(int(start), int(stop))[torch.from_numpy(keep[rows])]
             parts.append((part_of(x, kept), y[kept]))
     return parts
+
+
+def decoded_in_processes(decode_chunk: Callable, chunks: Iterable[tuple], workers: int) -> Iterator[Any]:
+    """decode_chunk(*chunk) for every chunk, in `workers` processes, yielded as each finishes.
+
+    At most two chunks per process are submitted or waiting at once, and each result is let go
+    once yielded: a slow consumer (one writing into a disk cache while the machine is busy)
+    then holds a few chunks, where submitting everything up front kept every decoded chunk
+    alive in its future until the last one, as much memory as the whole folder decoded."""
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    waiting = iter(chunks)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = set()
+
+        def submit_next() -> None:
+            chunk = next(waiting, None)
+            if chunk is not None:
+                pending.add(pool.submit(decode_chunk, *chunk))
+
+        for _ in range(2 * workers):
+            submit_next()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                pending.discard(future)
+                submit_next()
+                yield future.result()

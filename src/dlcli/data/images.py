@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence, Union
@@ -32,6 +31,7 @@ from .cache import GatheredRows, check_fits_in_memory, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     DecodedFolderData,
+    decoded_in_processes,
     first_file,
     folder_task,
     ignored_files_note,
@@ -193,15 +193,13 @@ def decode_files(
         progress(description, 0, n)
     if workers > 1 and n >= parallel_from:
         try:
-            with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-                futures = [pool.submit(_decode_chunk, s, chunk, size, channels) for s, chunk in chunks]
-                for future in as_completed(futures):
-                    start, array, failed = future.result()
-                    out[start : start + len(array)] = array
-                    errors += failed
-                    done += len(array)
-                    if progress:
-                        progress(description, done, n)
+            tasks = ((s, chunk, size, channels) for s, chunk in chunks)
+            for start, array, failed in decoded_in_processes(_decode_chunk, tasks, min(workers, len(chunks))):
+                out[start : start + len(array)] = array
+                errors += failed
+                done += len(array)
+                if progress:
+                    progress(description, done, n)
             return out, sorted(errors)
         except (OSError, RuntimeError, ImportError):  # no processes here (a sandbox): decode in this one
             errors, done = [], 0

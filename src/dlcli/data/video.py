@@ -22,7 +22,6 @@ converted to float / 255 one batch at a time, as images are.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
@@ -40,6 +39,7 @@ from .folders import (
     _split_folders,
     _visible,
     check_split_options,
+    decoded_in_processes,
     files_under,
     folder_task,
     ignored_files_note,
@@ -403,10 +403,9 @@ def decode_clips(
     if workers > 1 and n >= parallel_from:
         try:
             done = 0
-            with ProcessPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
-                futures = [pool.submit(_decode_chunk, s, chunk, *args) for s, chunk in chunks]
-                for future in as_completed(futures):
-                    done = take(*future.result(), done)
+            tasks = ((s, chunk, *args) for s, chunk in chunks)
+            for start, part in decoded_in_processes(_decode_chunk, tasks, min(workers, len(chunks))):
+                done = take(start, part, done)
             result.errors.sort()
             result.mismatched.sort()
             return result

@@ -299,7 +299,7 @@ def test_a_folder_twice_a_cgroup_memory_limit_is_cached_within_it(tmp_path):
             "from dlcli.data.images import decode_files\n"
             f"paths = sorted(Path({str(root)!r}).rglob('*.png'))\n"
             f"keys = data_config('image_folder', root={str(root)!r}, cache_dir={str(tmp_path / 'cache')!r})\n"
-            "decode = lambda chosen, out: decode_files(chosen, (160, 160), 3, workers=2, out=out)\n"
+            "decode = lambda chosen, out: decode_files(chosen, (160, 160), 3, workers=1, out=out)\n"
             "array, records, note = decoded_samples('image_folder', paths, (3, 160, 160), {}, keys, decode)\n"
             "assert int(array.stored[:, :, 80, 80].astype(np.int64).sum()) > 0\n"
             "rss = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('RssAnon:')][0] * 1024\n"

@@ -13,7 +13,7 @@ from conftest import import_or_skip_unless_ci, write_config
 from dlcli.cli import app
 from dlcli.config import DataConfig, data_config
 from dlcli.data import dataset_info, load_dataset
-from dlcli.data.folders import natural_key
+from dlcli.data.folders import decoded_in_processes, natural_key
 from dlcli.data.images import check_memory, decode_files, decode_image, load_images
 from dlcli.errors import DataError
 
@@ -352,3 +352,23 @@ def test_a_file_that_is_no_image_is_named_in_the_users_terms(tmp_path):
 def test_natural_order_compares_a_name_with_a_longer_one_that_starts_like_it():
     # Found by the csv fuzzer: class labels 1 and 1.5 compared a tuple with a text.
     assert sorted(["1.5", "red", "1", "0"], key=natural_key) == ["0", "1", "1.5", "red"]
+
+
+def filled_chunk(index: int, size: int):
+    """A stand-in for a decoded chunk (module level: the decoding processes unpickle it)."""
+    return index, np.full(size, index % 251, dtype=np.uint8)
+
+
+def test_parallel_decoding_lets_each_chunk_go_once_it_is_taken():
+    """Decoding into a disk cache must not hold the decoded folder in memory: every chunk taken
+    is released (submitting all chunks up front kept each one alive in its future)."""
+    import weakref
+
+    taken = []
+    for index, array in decoded_in_processes(filled_chunk, ((i, 2**20) for i in range(16)), workers=2):
+        assert array[0] == index % 251
+        taken.append((index, weakref.ref(array)))
+        del array
+        alive = [i for i, ref in taken if ref() is not None]
+        assert len(alive) <= 2 * 2, alive  # at most what one wait() returned at once
+    assert sorted(i for i, _ in taken) == list(range(16))

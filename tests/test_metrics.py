@@ -429,3 +429,27 @@ def test_top_losses_on_a_run_without_a_test_split(tmp_path):
     raw["data"]["synthetic"]["test_samples"] = 0
     run_dir = trained_run(write_config(tmp_path / "c.yaml", raw), tmp_path / "runs")
     one_paragraph(invoke("evaluate", run_dir, "--top-losses", 5), "--top-losses", "no test split", "--split val")
+
+
+@pytest.mark.e2e  # runs the C++ compiler: tens of seconds on a cold cache
+def test_compiled_evaluation_gives_the_eager_columns(tmp_path):
+    """training.compile evaluates through its own compiled graph with the outputs: same columns."""
+    import shutil
+
+    if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        pytest.skip("torch.compile on the CPU needs a C++ compiler")
+    runs = tmp_path / "runs"
+    wanted = dict(epochs=2, metrics=["f1", "auc", {"top_k_accuracy": {"k": 2}}])
+    eager = trained_run(write_config(tmp_path / "e.yaml", synthetic_config(**wanted)), runs)
+    compiled = trained_run(write_config(tmp_path / "c.yaml", synthetic_config(compile=True, **wanted)), runs)
+
+    def columns(run_dir):
+        header, *rows = (run_dir / "metrics.csv").read_text().splitlines()
+        names = header.split(",")
+        return {
+            n: [float(r.split(",")[names.index(n)]) for r in rows] for n in ("val_f1", "val_auc", "val_top_2_accuracy")
+        }
+
+    ours, theirs = columns(eager), columns(compiled)
+    for name in ours:
+        assert theirs[name] == pytest.approx(ours[name], abs=1e-4), name

@@ -453,3 +453,32 @@ def test_compiled_evaluation_gives_the_eager_columns(tmp_path):
     ours, theirs = columns(eager), columns(compiled)
     for name in ours:
         assert theirs[name] == pytest.approx(ours[name], abs=1e-4), name
+
+
+@pytest.mark.e2e
+def test_two_processes_gather_the_validation_metrics_of_one(tmp_path):
+    """Under --nproc 2 each process evaluates its share; counts are summed and scores gathered,
+    so the columns equal a single process's."""
+    import subprocess
+    import sys
+
+    from dlcli.rundir import read_metrics
+
+    raw = synthetic_config(epochs=2, batch_size=16, metrics=["f1", "auc", "pr_auc", {"top_k_accuracy": {"k": 2}}])
+    raw["data"]["synthetic"].update(samples=400, test_samples=50)
+    config = write_config(tmp_path / "dp.yaml", raw)
+    for runs, extra in (("single", []), ("double", ["--nproc", "2"])):
+        done = subprocess.run(
+            [sys.executable, "-m", "dlcli", "train", str(config), "--runs-dir", runs, "-q", *extra],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr + done.stdout
+    (one,), (two,) = list((tmp_path / "single").iterdir()), list((tmp_path / "double").iterdir())
+    _, rows_one = read_metrics(one / "metrics.csv")
+    _, rows_two = read_metrics(two / "metrics.csv")
+    for a, b in zip(rows_one, rows_two):
+        for key in ("val_f1", "val_auc", "val_pr_auc", "val_top_2_accuracy"):
+            assert b[key] == pytest.approx(a[key], abs=2e-3), key

@@ -397,7 +397,7 @@ class ValidationMetrics:
             self._top = hits if self._top is None else self._top + hits
         if self.keep_scores:
             self._scores.append(self.out.probabilities(outputs))
-            self._targets.append(targets)
+            self._targets.append(targets if self.task == "multilabel" else targets.reshape(-1))
 
     def _gathered(self, all_reduce: Optional[Callable]) -> tuple[Any, Any, Any, Any]:
         """(counts, top-k hits, scores, targets) on the CPU, summed or gathered over processes."""
@@ -409,8 +409,19 @@ class ValidationMetrics:
         targets = torch.cat(self._targets).cpu() if self._targets else None
         if all_reduce is None or self.world_size == 1:
             return counts, top, scores, targets
-        counts = None if counts is None else all_reduce(counts)
-        top = None if top is None else all_reduce(top)
+        # Every process joins every collective, one that had no batch with zeros.
+        if self.task != "regression":
+            k = self.out.num_classes
+            shape = (k, 4) if self.task == "multilabel" else (4 if self.task == "binary" else k * k,)
+            counts = all_reduce(counts if counts is not None else torch.zeros(shape, dtype=torch.float64))
+        if self.top_ks:
+            top = all_reduce(top if top is not None else torch.zeros(len(self.top_ks), dtype=torch.float64))
+        if self.keep_scores and (scores is None or targets is None):
+            columns = 2 if self.task == "binary" else self.out.num_classes
+            scores = torch.zeros((0, columns), dtype=torch.float64)
+            targets = torch.zeros(
+                (0, columns) if self.task in ("multilabel", "regression") else (0,)
+            )  # as update keeps them
         if scores is not None and targets is not None:
             scores, targets = (_gather(t.double(), all_reduce, self.rank, self.world_size) for t in (scores, targets))
         return counts, top, scores, targets

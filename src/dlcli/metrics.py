@@ -212,25 +212,26 @@ def _report(
     return report
 
 
-def _curve_counts(scores: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cumulative true and false positives at each distinct score, highest first: the points of
-    scikit-learn's ROC and precision-recall curves (tied scores make one point)."""
-    import torch
+def _curve_counts(scores: Any, positive: Any) -> tuple[Any, Any, Any]:
+    """(cumulative true positives, cumulative false positives, the score) at each distinct
+    score, highest first: the points of scikit-learn's ROC and precision-recall curves (tied
+    scores make one point). In NumPy: one thread, where a few thousand scores cost PyTorch's
+    parallel indexing more in thread hand-offs than in work on a busy machine."""
+    import numpy as np
 
-    order = torch.argsort(scores, descending=True, stable=True)
-    s, y = scores[order], positive[order].double()
-    last_of_tie = torch.ones(len(s), dtype=torch.bool)
-    if len(s) > 1:
-        last_of_tie[:-1] = s[1:] != s[:-1]
-    tps = torch.cumsum(y, 0)[last_of_tie]
-    fps = torch.cumsum(1 - y, 0)[last_of_tie]
-    return tps, fps
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(positive).reshape(-1).astype(np.float64)
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    last_of_tie = np.ones(len(s), dtype=bool)
+    last_of_tie[:-1] = s[1:] != s[:-1]
+    return np.cumsum(y)[last_of_tie], np.cumsum(1 - y)[last_of_tie], s[last_of_tie]
 
 
-def curve_points(scores: torch.Tensor, positive: torch.Tensor) -> dict[str, list[float]]:
+def curve_points(scores: Any, positive: Any) -> dict[str, list[float]]:
     """The ROC curve (fpr, tpr, from (0, 0)) and the precision-recall curve (recall, precision,
     highest threshold first) at every distinct score: what roc.png and pr.png draw."""
-    tps, fps = _curve_counts(scores, positive)
+    tps, fps, _ = _curve_counts(scores, positive)
     p, n = float(tps[-1]) if len(tps) else 0.0, float(fps[-1]) if len(fps) else 0.0
     return {
         "fpr": [0.0] + [_ratio(float(f), n) for f in fps],
@@ -240,38 +241,40 @@ def curve_points(scores: torch.Tensor, positive: torch.Tensor) -> dict[str, list
     }
 
 
-def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+def roc_auc(scores: Any, positive: Any) -> float:
     """Area under the ROC curve (scikit-learn's roc_auc_score on binary labels); NaN when only
     one class is present, where it is undefined."""
-    import torch
+    import numpy as np
 
-    tps, fps = _curve_counts(scores, positive)
+    tps, fps, _ = _curve_counts(scores, positive)
     if len(tps) == 0 or tps[-1] == 0 or fps[-1] == 0:
         return math.nan
-    tpr = torch.cat([tps.new_zeros(1), tps / tps[-1]])
-    fpr = torch.cat([fps.new_zeros(1), fps / fps[-1]])
-    return float(torch.trapezoid(tpr, fpr))
+    tpr = np.concatenate([[0.0], tps / tps[-1]])
+    fpr = np.concatenate([[0.0], fps / fps[-1]])
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # the trapezoidal rule
 
 
-def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
+def average_precision(scores: Any, positive: Any) -> float:
     """scikit-learn's average_precision_score: sum over thresholds of (R_n - R_{n-1}) * P_n;
     NaN when there is no positive sample."""
-    import torch
+    import numpy as np
 
-    tps, fps = _curve_counts(scores, positive)
+    tps, fps, _ = _curve_counts(scores, positive)
     if len(tps) == 0 or tps[-1] == 0:
         return math.nan
     precision = tps / (tps + fps)
     recall = tps / tps[-1]
-    steps = torch.diff(recall, prepend=recall.new_zeros(1))
-    return float((steps * precision).sum())
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
-def per_column_curves(probabilities: torch.Tensor, positive: torch.Tensor) -> dict[str, list[float]]:
+def per_column_curves(probabilities: Any, positive: Any) -> dict[str, list[float]]:
     """ROC-AUC and average precision of each column against its 0/1 targets (one-vs-rest)."""
+    import numpy as np
+
+    scores, truth = np.asarray(probabilities, dtype=np.float64), np.asarray(positive)
     return {
-        "auc": [roc_auc(probabilities[:, c], positive[:, c]) for c in range(probabilities.shape[1])],
-        "pr_auc": [average_precision(probabilities[:, c], positive[:, c]) for c in range(probabilities.shape[1])],
+        "auc": [roc_auc(scores[:, c], truth[:, c]) for c in range(scores.shape[1])],
+        "pr_auc": [average_precision(scores[:, c], truth[:, c]) for c in range(scores.shape[1])],
     }
 
 
@@ -281,21 +284,18 @@ def nan_mean(values: Sequence[float]) -> float:
     return sum(known) / len(known) if known else math.nan
 
 
-def best_f1_threshold(scores: torch.Tensor, positive: torch.Tensor) -> tuple[float, float]:
+def best_f1_threshold(scores: Any, positive: Any) -> tuple[float, float]:
     """(threshold, F1): the probability cut that maximises F1 of the positive class, placed
     halfway between the lowest score called positive and the next lower one, so that the rule
     `probability > threshold` reproduces it."""
-    import torch
+    import numpy as np
 
-    order = torch.argsort(scores, descending=True, stable=True)
-    s = scores[order].double()
-    tps, fps = _curve_counts(scores, positive)
+    tps, fps, distinct = _curve_counts(scores, positive)
     positives = float(tps[-1]) if len(tps) else 0.0
     if positives == 0:
         return 0.5, 0.0
     f1 = 2 * tps / (tps + fps + positives)
-    best = int(torch.argmax(f1))
-    distinct = torch.unique(s, sorted=True).flip(0)  # highest first, one per curve point
+    best = int(np.argmax(f1))
     cut = float(distinct[best])
     below = float(distinct[best + 1]) if best + 1 < len(distinct) else min(0.0, cut - 1.0)
     return (cut + below) / 2, float(f1[best])
@@ -373,9 +373,8 @@ class ValidationMetrics:
         outputs = outputs.detach().float()
         self.samples += len(targets)
         if self.task == "regression":
-            # Both in the targets' own units (a time series trains on scaled targets).
-            self._scores.append(self.out.values(outputs))
-            self._targets.append(self.out.values(targets.reshape(len(targets), -1).float()))
+            self._scores.append(outputs)
+            self._targets.append(targets.reshape(len(targets), -1).float())
             return
         predicted = self.predicted(outputs)
         if self.task == "multilabel":
@@ -396,7 +395,7 @@ class ValidationMetrics:
             hits = torch.stack([(ranked[:, :k] == truth[:, None]).any(1).sum() for k in self.top_ks])
             self._top = hits if self._top is None else self._top + hits
         if self.keep_scores:
-            self._scores.append(self.out.probabilities(outputs))
+            self._scores.append(outputs)  # probabilities once at the end: one softmax, not one per batch
             self._targets.append(targets if self.task == "multilabel" else targets.reshape(-1))
 
     def _gathered(self, all_reduce: Optional[Callable]) -> tuple[Any, Any, Any, Any]:
@@ -405,8 +404,14 @@ class ValidationMetrics:
 
         counts = None if self._counts is None else self._counts.cpu().double()
         top = None if self._top is None else self._top.cpu().double()
-        scores = torch.cat(self._scores).cpu().double() if self._scores else None
-        targets = torch.cat(self._targets).cpu() if self._targets else None
+        scores = targets = None
+        if self._scores:
+            outputs, targets = torch.cat(self._scores), torch.cat(self._targets)
+            if self.task == "regression":  # both in the targets' own units (a time series trains scaled)
+                scores, targets = self.out.values(outputs), self.out.values(targets)
+            else:
+                scores = self.out.probabilities(outputs)
+            scores, targets = scores.cpu().double(), targets.cpu()
         if all_reduce is None or self.world_size == 1:
             return counts, top, scores, targets
         # Every process joins every collective, one that had no batch with zeros.
@@ -458,15 +463,14 @@ class ValidationMetrics:
         return best_f1_threshold(scores[:, 1], targets.reshape(-1) > 0.5)
 
     def _curves(self, scores: Any, targets: Any) -> Optional[dict[str, list[float]]]:
-        import torch
+        import numpy as np
 
         if scores is None or targets is None:
             return None
         if self.task == "multilabel":
-            positive = targets > 0.5
-        else:
-            k = scores.shape[1]
-            positive = torch.nn.functional.one_hot(targets.reshape(-1).long(), k).bool()
+            positive = np.asarray(targets) > 0.5
+        else:  # one-vs-rest: a column of 0/1 per class
+            positive = np.asarray(targets).reshape(-1, 1).astype(np.int64) == np.arange(scores.shape[1])
         return per_column_curves(scores, positive)
 
     def _summarise(

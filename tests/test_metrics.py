@@ -482,3 +482,20 @@ def test_two_processes_gather_the_validation_metrics_of_one(tmp_path):
     for a, b in zip(rows_one, rows_two):
         for key in ("val_f1", "val_auc", "val_pr_auc", "val_top_2_accuracy"):
             assert b[key] == pytest.approx(a[key], abs=2e-3), key
+
+
+def test_the_logged_columns_include_the_metrics_in_config_order():
+    """What early stopping, training.monitor and a sweep's --metric may name (plan.logged_columns)."""
+    from dlcli.config import load_config
+    from dlcli.plan import logged_columns, plan_experiment
+
+    config = load_config(None, raw=synthetic_config(metrics=["auc", "f1", {"top_k_accuracy": {"k": 2}}, "f1"]))
+    assert logged_columns(plan_experiment(config)) == [
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "val_auc",
+        "val_f1",
+        "val_top_2_accuracy",
+    ]

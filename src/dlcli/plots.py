@@ -218,7 +218,7 @@ def plot_roc_pr(scores, positive, roc_path: Path, pr_path: Path, title: str, auc
     ax.plot([0, 1], [0, 1], linestyle="--", color="tab:gray", label="chance")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate (recall)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)  # the run id and split: long
     ax.legend(loc="lower right")
     ax.grid(True, alpha=0.3)
     atomic_write_bytes(roc_path, _png_bytes(fig))
@@ -238,7 +238,7 @@ def plot_roc_pr(scores, positive, roc_path: Path, pr_path: Path, title: str, auc
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_ylim(0, 1.02)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)  # the run id and split: long
     ax.legend(loc="lower left")
     ax.grid(True, alpha=0.3)
     atomic_write_bytes(pr_path, _png_bytes(fig))
@@ -259,7 +259,7 @@ def plot_predicted_vs_true(predicted, actual, names: Sequence[str], out_path: Pa
     ax.plot([low, high], [low, high], linestyle="--", color="tab:gray", label="predicted = true")
     ax.set_xlabel("true")
     ax.set_ylabel("predicted")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)  # the run id and split: long
     ax.legend(loc="upper left")
     ax.grid(True, alpha=0.3)
     atomic_write_bytes(out_path, _png_bytes(fig))

@@ -176,3 +176,22 @@ def test_the_auto_threshold_maximises_validation_f1(tmp_path):
     chosen = f1_score(y, probs[:, 1] > results["decision_threshold"])
     assert chosen == pytest.approx(results["decision_threshold_val_f1"], abs=1e-9)
     assert chosen >= max(f1_score(y, probs[:, 1] >= t) for t in np.unique(probs[:, 1])) - 1e-9
+
+
+def test_a_given_threshold_decides_the_test_metrics_and_the_report(tmp_path):
+    from sklearn.metrics import classification_report
+
+    import test_metrics
+
+    run_dir = trained_run(gaussian_config(tmp_path, "t", epochs=2, decision_threshold=0.2), tmp_path / "runs")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["decision_threshold"] == 0.2
+    report = json.loads(invoke("evaluate", run_dir, "--json").output)
+    assert report["threshold"] == 0.2
+    run, outputs, targets, _ = test_metrics.split_outputs(run_dir, "best", "test")
+    y, probs, _ = test_metrics.sklearn_view(run, outputs, targets)
+    theirs = classification_report(
+        y, (probs[:, 1] > 0.2).astype(int), target_names=["common", "rare"], output_dict=True, zero_division=0
+    )
+    test_metrics.assert_same_report(report["classification_report"], theirs)
+    assert results["test_accuracy"] == pytest.approx(theirs["accuracy"], abs=1e-9)

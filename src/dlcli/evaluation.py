@@ -119,7 +119,7 @@ def _classification_report(evaluation: Evaluation, run, outputs, actual) -> None
         result["roc_auc_per_label"], result["pr_auc_per_label"] = curves["auc"], curves["pr_auc"]
         return
     actual = actual.reshape(-1).long()
-    threshold = saved_decision_threshold(run.run_dir) if info.task == "binary" else None
+    threshold = saved_decision_threshold(run.run_dir, run.config) if info.task == "binary" else None
     if threshold is not None and threshold != 0.5:
         predicted = (probabilities[:, 1] > threshold).long()
     else:

@@ -89,7 +89,7 @@ def predict_inputs(run: LoadedRun, inputs: Inputs, batch_size: int = 1024) -> Pr
         names = names[:2] if len(names) >= 2 else ["0", "1"]
     probabilities = class_probabilities(outputs, info.task, logits)
     predicted = predicted_classes(outputs, info.task, logits)
-    threshold = saved_decision_threshold(run.run_dir) if info.task == "binary" else None
+    threshold = saved_decision_threshold(run.run_dir, run.config) if info.task == "binary" else None
     if threshold is not None and threshold != 0.5:  # training.decision_threshold, as evaluate uses it
         predicted = (probabilities[:, 1] > threshold).long()
     return Predictions(info.task, names, probabilities, predicted, inputs.labels)

@@ -791,13 +791,14 @@ def choose_decision_threshold(trainer, val_batches, exp: Experiment) -> dict[str
     }
 
 
-def saved_decision_threshold(run_dir: Path) -> Optional[float]:
-    """The binary decision threshold a run saved in results.json (None: the default, 0.5), which
-    evaluate and predict use."""
+def saved_decision_threshold(run_dir: Path, config: Optional[Config] = None) -> Optional[float]:
+    """The binary decision threshold evaluate and predict use: the one the run saved in
+    results.json, else a number its config gives (a run that has not finished); None: the
+    default, 0.5 (`auto` before the run chose one)."""
     path = run_dir / RESULTS_FILE
-    if not path.is_file():
-        return None
-    value = read_json(path).get("decision_threshold")
+    value = read_json(path).get("decision_threshold") if path.is_file() else None
+    if value is None and config is not None:
+        value = config.training.decision_threshold
     return float(value) if isinstance(value, (int, float)) else None
 
 

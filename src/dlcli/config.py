@@ -231,7 +231,9 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
     monitor: str = option("val_loss", help="metric watched, a metrics.csv column")
-    mode: Literal["auto", "min", "max"] = option("auto", help="auto: max for accuracy, min otherwise")
+    mode: Literal["auto", "min", "max"] = option(
+        "auto", help="auto: max for accuracy, precision, recall, f1, auc, pr_auc and r2, min otherwise"
+    )
     patience: int = option(5, help="epochs without improvement before stopping", ge=0)
     min_delta: float = option(0.0, help="smallest change that counts as improvement", ge=0.0)
 
@@ -289,6 +291,22 @@ class ScheduleConfig:
         return self.name == "one_cycle" or bool(self.warmup_steps or self.warmup_epochs)
 
 
+# training.metrics: Keras's names (scikit-learn's definitions); each logs a val_<name> column.
+MetricName = Literal["accuracy", "precision", "recall", "f1", "auc", "pr_auc", "top_k_accuracy", "mae", "rmse", "r2"]
+
+
+@dataclass(frozen=True)
+class TopKOptions:
+    k: int = option(5, help="a prediction is right when the true class is among the k highest scores", ge=1)
+
+
+@dataclass(frozen=True)
+class TopKAccuracy:
+    """`{top_k_accuracy: {k: 5}}` in training.metrics: the column val_top_5_accuracy."""
+
+    top_k_accuracy: TopKOptions = field(default_factory=TopKOptions, metadata={"help": "its k"})
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     epochs: int = option(10, help="passes over the training set", ge=1)
@@ -315,10 +333,37 @@ class TrainingConfig:
     gradient_accumulation_steps: int = option(
         1, help="micro-batches of batch_size per optimizer step (the effective batch is batch_size x this)", ge=1
     )
+    metrics: tuple[Union[MetricName, TopKAccuracy], ...] = option(
+        (),
+        help="validation metrics beyond the loss and accuracy (mae), each a val_<name> column: accuracy, precision, "
+        "recall, f1, auc, pr_auc, {top_k_accuracy: {k: 5}}; regression: mae, rmse, r2",
+    )
+    class_weight: Union[Literal["balanced"], dict[str, float], None] = option(
+        None,
+        help="weigh each class's samples in the loss: balanced (n / (classes x count) on the training split) or "
+        "{class name: weight} (classes not named weigh 1)",
+    )
+    decision_threshold: Union[float, Literal["auto"], None] = option(
+        None,
+        help="binary tasks: a probability above it is the positive class (default 0.5); auto: the one that "
+        "maximises F1 on the validation split, chosen after training",
+        gt=0.0,
+        lt=1.0,
+    )
 
     def check(self) -> None:
         if self.schedule is not None:
             self.schedule.check()
+        if isinstance(self.class_weight, dict):
+            negative = {k: v for k, v in self.class_weight.items() if v < 0}
+            if negative:
+                listed = ", ".join(f"{k}: {v:g}" for k, v in negative.items())
+                raise ConfigError(
+                    # ctx.error puts the key in front (check()'s errors are located by their key)
+                    f"a class's weight multiplies its samples' loss and cannot be negative ({listed}).",
+                    hint="Use weights of 0 or more (1 leaves a class as it is), or class_weight: balanced.",
+                    key="training.class_weight",
+                )
         if self.cuda_graph and self.gradient_accumulation_steps > 1:
             raise ConfigError(
                 "training.gradient_accumulation_steps: a recorded CUDA graph holds one whole step, "
@@ -494,6 +539,8 @@ def _coerce(tp: Any, value: Any, path: tuple, ctx: _Context) -> Any:
         alts = [a for a in args if a is not type(None)]
         if isinstance(value, dict) and any(dataclasses.is_dataclass(a) for a in alts):
             alts = [a for a in alts if dataclasses.is_dataclass(a)]  # a mapping is the mapping's form
+        elif isinstance(value, str) and not all(dataclasses.is_dataclass(a) for a in alts):
+            alts = [a for a in alts if not dataclasses.is_dataclass(a)]  # a name is a name's form
         for alt in alts:
             try:
                 return _coerce(alt, value, path, ctx)
@@ -514,7 +561,12 @@ def _coerce(tp: Any, value: Any, path: tuple, ctx: _Context) -> Any:
         key_tp, value_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ctx.error(path, f"expected {_type_name(tp)}, found {_describe(value)}.")
-        return {_coerce(key_tp, k, path, ctx): _coerce(value_tp, v, path + (k,), ctx) for k, v in value.items()}
+        # YAML reads a class named 1 as a number; as a key of names it means the name "1".
+        named = {
+            str(k) if key_tp is str and isinstance(k, int) and not isinstance(k, bool) else k: v
+            for k, v in value.items()
+        }
+        return {_coerce(key_tp, k, path, ctx): _coerce(value_tp, v, path + (k,), ctx) for k, v in named.items()}
     if origin is tuple:
         (item_tp, _) = typing.get_args(tp)
         if not isinstance(value, list):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 
 import torch
 
@@ -178,6 +178,14 @@ def _gathered_ahead(items: Iterator[Any], depth: int) -> Iterator[Any]:
         pool.shutdown(wait=True)
 
 
+class EvalMetrics(Protocol):
+    """Metrics an evaluation pass accumulates from each batch's outputs (metrics.ValidationMetrics)."""
+
+    def reset(self) -> None: ...
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None: ...
+    def compute(self, all_reduce: Optional[Callable]) -> tuple[dict[str, float], dict[str, Any]]: ...
+
+
 class Callback:
     """Hooks in Keras's spirit; `trainer.stop_training = True` ends training after the epoch."""
 
@@ -243,10 +251,12 @@ class Trainer:
         compile_mode: Optional[str] = None,
         clip: Optional[Callable[[list], None]] = None,
         accumulation: int = 1,
+        eval_metrics: Optional[EvalMetrics] = None,
     ) -> None:
         """`schedule`: `step(logs)` after each epoch, and `step_batch()` after each optimizer
         update when its `per_step` is true; `clip(params)`: gradient clipping before each
-        update; `accumulation`: micro-batches per update."""
+        update; `accumulation`: micro-batches per update; `eval_metrics`: metrics beyond the
+        objective's, computed by every `evaluate` (metrics.ValidationMetrics)."""
         self.model = model
         self._optimizer = optimizer
         self.loss_fn = loss_fn
@@ -260,6 +270,8 @@ class Trainer:
         self.all_reduce = all_reduce  # sums a tensor over ranks (data parallelism)
         self.world_size = world_size
         self.compile_mode = compile_mode  # torch.compile's mode, None when eager
+        self.eval_metrics = eval_metrics
+        self.metric_details: dict[str, dict] = {}  # per split prefix: what eval_metrics add beyond columns
         self.step: TrainingStep = make_step(
             model,
             optimizer,
@@ -436,8 +448,15 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         losses, metrics, samples = [], [], 0
+        extra = self.eval_metrics
+        if extra is not None:
+            extra.reset()
         for xb, yb, _ in batches:
-            loss, metric = self.step.evaluate_batch(xb, yb)
+            if extra is None:
+                loss, metric = self.step.evaluate_batch(xb, yb)
+            else:
+                loss, metric, out = self.step.evaluate_outputs(xb, yb)
+                extra.update(out, yb)  # counts and scores stay on the device until compute()
             losses.append(loss.float() * len(yb))
             metrics.append(metric.float())
             samples += len(yb)
@@ -445,7 +464,11 @@ class Trainer:
         # One batch (a table's validation split): its values as they are, no stacking.
         loss_sum = float(losses[0] if len(losses) == 1 else torch.stack(losses).sum()) if losses else 0.0
         metric_sum = float(metrics[0] if len(metrics) == 1 else torch.stack(metrics).sum()) if metrics else 0.0
-        return self._epoch_totals(loss_sum, metric_sum, samples, prefix)
+        logs = self._epoch_totals(loss_sum, metric_sum, samples, prefix)
+        if extra is not None and logs:
+            values, self.metric_details[prefix] = extra.compute(self.all_reduce)
+            logs.update({prefix + name: value for name, value in values.items()})
+        return logs
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:

@@ -191,9 +191,102 @@ class Objective:
     metric_per_sample: int  # how many metric terms one sample contributes
 
 
-def make_objective(loss_name: str, task: str, num_classes: int, label_smoothing: float = 0.0) -> Objective:
+def class_weights(setting: Any, class_names: Sequence[str], train_labels: Any, task: str) -> Optional[list[float]]:
+    """training.class_weight as one weight per class (None without it): "balanced" is
+    scikit-learn's n / (classes x count) on the training split's labels; a mapping names some
+    classes, the others weigh 1. A class with no training sample weighs 1 (nothing to weigh)."""
+    if setting is None:
+        return None
+    if task not in ("binary", "multiclass"):
+        raise ConfigError(
+            f"training.class_weight: weighs classes of a single-label task, and this data's targets are "
+            f"{_task_words(task)}.",
+            hint="Remove training.class_weight.",
+            key="training.class_weight",
+        )
+    names = [str(n) for n in class_names]
+    if setting == "balanced":
+        import torch
+
+        labels = torch.as_tensor(train_labels).reshape(-1).long()
+        counts = torch.bincount(labels, minlength=len(names)).tolist()
+        n, k = len(labels), len(names)
+        return [n / (k * c) if c else 1.0 for c in counts]
+    from .registry import suggest
+
+    unknown = [name for name in setting if name not in names]
+    if unknown:
+        hint = suggest(unknown[0], names)
+        raise ConfigError(
+            f"training.class_weight: {', '.join(repr(u) for u in unknown)} "
+            f"{'is not a class' if len(unknown) == 1 else 'are not classes'} of this data; its classes are: "
+            f"{', '.join(names)}.",
+            hint=hint or "Name classes as the data names them (the class_names of preprocessing.json).",
+            key="training.class_weight",
+        )
+    return [float(setting.get(name, 1.0)) for name in names]
+
+
+def with_class_weights(loss_name: str, label_smoothing: float, weights: Sequence[float]) -> Callable:
+    """The loss with each sample's term multiplied by its class's weight, then averaged over the
+    batch (Keras's class_weight; PyTorch's `weight=` would divide by the weights' sum instead)."""
+    import torch
+    import torch.nn.functional as F
+
+    table = torch.tensor(list(weights), dtype=torch.float32)
+    on_device: dict = {}
+
+    def weight_of(device):
+        found = on_device.get(device)
+        if found is None:
+            found = on_device[device] = table.to(device)
+        return found
+
+    if loss_name == "binary_crossentropy":
+
+        def weighted_bce(out, y):
+            w = weight_of(out.device)
+            soft = y * (1.0 - label_smoothing) + 0.5 * label_smoothing if label_smoothing else y
+            per = F.binary_cross_entropy_with_logits(out, soft, reduction="none")
+            return (per * (w[0] + (w[1] - w[0]) * y)).mean()
+
+        return weighted_bce
+
+    def weighted_cross_entropy(out, y):
+        per = F.cross_entropy(out, y, reduction="none", label_smoothing=label_smoothing)
+        return (per * weight_of(out.device)[y]).mean()
+
+    return weighted_cross_entropy
+
+
+def per_sample_loss(outputs: torch.Tensor, targets: torch.Tensor, loss_name: str) -> torch.Tensor:
+    """Each sample's loss (unweighted, unsmoothed), from the outputs the loss takes: what
+    `dlcli evaluate --top-losses` ranks by."""
+    import torch.nn.functional as F
+
+    if loss_name in ("categorical_crossentropy", "sparse_categorical_crossentropy"):
+        return F.cross_entropy(outputs, targets, reduction="none")
+    if loss_name == "binary_crossentropy":
+        return F.binary_cross_entropy_with_logits(outputs, targets, reduction="none").mean(1)
+    if loss_name == "mae":
+        return (outputs - targets).abs().mean(1)
+    return ((outputs - targets) ** 2).mean(1)
+
+
+def make_objective(
+    loss_name: str,
+    task: str,
+    num_classes: int,
+    label_smoothing: float = 0.0,
+    weights: Optional[Sequence[float]] = None,
+) -> Objective:
+    """`weights`: one per class (training.class_weight), applied in the loss."""
     spec = LOSSES.get(loss_name)
-    loss_fn = with_label_smoothing(spec.make(), loss_name, label_smoothing)
+    if weights is not None:
+        with_label_smoothing(spec.make(), loss_name, label_smoothing)  # its checks
+        loss_fn = with_class_weights(loss_name, label_smoothing, weights)
+    else:
+        loss_fn = with_label_smoothing(spec.make(), loss_name, label_smoothing)
     if task in ("multiclass",) or (task == "binary" and loss_name != "binary_crossentropy"):
 
         def correct(out, y):

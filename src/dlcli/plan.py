@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .config import Config, load_config
 from .errors import ConfigError, DeviceError, RunDirError
 from .losses import check_last_layer, loss_spec, output_layer, resolve_loss_name
+from .metrics import check_training_metrics, validation_columns
 from .rundir import CONFIG_FILE, PREPROCESSING_FILE, read_json
 
 
@@ -49,15 +50,26 @@ def plan_experiment(config: Config, preprocessing: Optional[dict] = None) -> Pla
             hint="End the layer list with `- flatten: {}` and a dense layer.",
         )
     check_last_layer(loss_name, info.task, info.num_classes, out[0], model_plan.output_activation)
+    check_training_metrics(config.training, info.task, info.num_classes, has_validation_data(config))
     return Plan(config, info, loss_name, model_plan)
 
 
-def metric_columns(metric: str, has_val: bool) -> list[str]:
-    """metrics.csv's columns for a run whose metric is `metric`, with or without validation data."""
+def metric_columns(metric: str, has_val: bool, extra: Sequence[str] = ()) -> list[str]:
+    """metrics.csv's columns for a run whose metric is `metric`, with or without validation data;
+    `extra`: the val_ columns of training.metrics."""
     cols = ["epoch", "loss", metric]
     if has_val:
-        cols += ["val_loss", f"val_{metric}"]
+        cols += ["val_loss", f"val_{metric}", *extra]
     return cols + ["lr", "seconds"]
+
+
+def logged_columns(plan: Plan) -> list[str]:
+    """The metrics.csv columns a run of this plan logs, without epoch, lr and seconds: what
+    early stopping, training.monitor and a sweep's --metric may watch."""
+    metric = "mae" if plan.info.task == "regression" else "accuracy"
+    requests = check_training_metrics(plan.config.training, plan.info.task, plan.info.num_classes, True)
+    columns = metric_columns(metric, has_validation_data(plan.config), validation_columns(requests))
+    return [c for c in columns if c not in ("epoch", "lr", "seconds")]
 
 
 def has_validation_data(config: Config) -> bool:

@@ -204,3 +204,81 @@ def plot_lr_find(lrs: Sequence[float], losses: Sequence[float], marks: dict[str,
     if marks:
         ax.legend()
     atomic_write_bytes(out_path, _png_bytes(fig))
+
+
+def plot_roc_pr(scores, positive, roc_path: Path, pr_path: Path, title: str, auc: float, ap: float) -> None:
+    """roc.png (true against false positive rate) and pr.png (precision against recall) of a
+    binary task, each with its area in the legend and the chance level drawn."""
+    from .metrics import curve_points
+
+    points = curve_points(scores, positive)
+    fig = _figure((5.2, 4.8))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(points["fpr"], points["tpr"], color=COLORS[0], label=f"ROC-AUC {auc:.4f}")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="tab:gray", label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate (recall)")
+    ax.set_title(title, fontsize=9)  # the run id and split: long
+    ax.legend(loc="lower right")
+    ax.grid(True, alpha=0.3)
+    atomic_write_bytes(roc_path, _png_bytes(fig))
+
+    fig = _figure((5.2, 4.8))
+    ax = fig.add_subplot(1, 1, 1)
+    # A step per threshold, as average precision sums it.
+    ax.step(
+        [0.0, *points["recall"]],
+        [points["precision"][0] if points["precision"] else 1.0, *points["precision"]],
+        where="pre",
+        color=COLORS[1],
+        label=f"PR-AUC (average precision) {ap:.4f}",
+    )
+    share = float(positive.double().mean()) if len(positive) else 0.0
+    ax.axhline(share, linestyle="--", color="tab:gray", label=f"chance ({share:.3f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=9)  # the run id and split: long
+    ax.legend(loc="lower left")
+    ax.grid(True, alpha=0.3)
+    atomic_write_bytes(pr_path, _png_bytes(fig))
+
+
+def plot_predicted_vs_true(predicted, actual, names: Sequence[str], out_path: Path, title: str) -> None:
+    """Predicted against true values (one colour per output), with the line where they agree."""
+    fig = _figure((5.2, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    columns = predicted.shape[1] if predicted.ndim > 1 else 1
+    for c in range(columns):
+        label = names[c] if columns > 1 and c < len(names) else None
+        ax.scatter(
+            actual[:, c].tolist(), predicted[:, c].tolist(), s=8, alpha=0.6, color=COLORS[c % len(COLORS)], label=label
+        )
+    low = float(min(actual.min(), predicted.min()))
+    high = float(max(actual.max(), predicted.max()))
+    ax.plot([low, high], [low, high], linestyle="--", color="tab:gray", label="predicted = true")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.set_title(title, fontsize=9)  # the run id and split: long
+    ax.legend(loc="upper left")
+    ax.grid(True, alpha=0.3)
+    atomic_write_bytes(out_path, _png_bytes(fig))
+
+
+def plot_top_losses(images: Sequence, rows: Sequence[dict], out_path: Path, title: str) -> None:
+    """fastai's plot_top_losses: a grid of the images with the highest loss, each titled
+    predicted / true / loss / probability of the predicted class."""
+    import math
+
+    count = len(images)
+    columns = min(count, 5) or 1
+    lines = math.ceil(count / columns) or 1
+    fig = _figure((2.4 * columns, 2.7 * lines + 0.4))
+    fig.suptitle(title)
+    for i, (image, row) in enumerate(zip(images, rows)):
+        ax = fig.add_subplot(lines, columns, i + 1)
+        picture = image.permute(1, 2, 0).numpy() if image.shape[0] in (3, 4) else image[0].numpy()
+        ax.imshow(picture, cmap=None if image.shape[0] in (3, 4) else "gray", vmin=0, vmax=1)
+        ax.set_title(f"{row['predicted']} / {row['true']}\n{row['loss']:.2f} / {row['probability']:.2f}", fontsize=8)
+        ax.axis("off")
+    atomic_write_bytes(out_path, _png_bytes(fig))

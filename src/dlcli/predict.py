@@ -71,6 +71,7 @@ def predict_inputs(run: LoadedRun, inputs: Inputs, batch_size: int = 1024) -> Pr
     from .data.preprocessing import output_scaling
     from .engine import Batches, predict
     from .losses import class_probabilities, predicted_classes
+    from .training import saved_decision_threshold
 
     info = run.plan.info
     x = inputs.x
@@ -87,7 +88,11 @@ def predict_inputs(run: LoadedRun, inputs: Inputs, batch_size: int = 1024) -> Pr
     if info.task == "binary":
         names = names[:2] if len(names) >= 2 else ["0", "1"]
     probabilities = class_probabilities(outputs, info.task, logits)
-    return Predictions(info.task, names, probabilities, predicted_classes(outputs, info.task, logits), inputs.labels)
+    predicted = predicted_classes(outputs, info.task, logits)
+    threshold = saved_decision_threshold(run.run_dir, run.config) if info.task == "binary" else None
+    if threshold is not None and threshold != 0.5:  # training.decision_threshold, as evaluate uses it
+        predicted = (probabilities[:, 1] > threshold).long()
+    return Predictions(info.task, names, probabilities, predicted, inputs.labels)
 
 
 def prediction_rows(inputs: Inputs, preds: Predictions, top_k: Optional[int] = None) -> tuple[list[str], list[dict]]:

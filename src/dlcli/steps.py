@@ -82,6 +82,14 @@ class StepMath:
             metric = self.metric_sum(out.detach().float(), yb)
         return loss, metric
 
+    def loss_metric_outputs(
+        self, xb: torch.Tensor, yb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, metric sum, outputs in fp32) of one batch: evaluation with validation metrics."""
+        out, loss = self.forward_loss(xb, yb)
+        out = out.detach().float()
+        return loss, self.metric_sum(out, yb), out
+
 
 def required_optimizer(optimizer: Optional[torch.optim.Optimizer]) -> torch.optim.Optimizer:
     """The optimizer, or the error for a trainer built to evaluate only."""
@@ -96,6 +104,9 @@ class TrainingStep(Protocol):
 
     def epoch(self, batches: Any) -> Iterator[StepResult]: ...
     def evaluate_batch(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def evaluate_outputs(
+        self, xb: torch.Tensor, yb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -200,6 +211,13 @@ class EagerStep:
             out = self.math.model(xb).float()
         return self.math.loss_fn(out, yb), self.math.metric_sum(out, yb)
 
+    @torch.inference_mode()
+    def evaluate_outputs(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, metric sum, outputs) of one batch: for validation metrics beyond the objective's."""
+        with self.math.autocast():
+            out = self.math.model(xb).float()
+        return self.math.loss_fn(out, yb), self.math.metric_sum(out, yb), out
+
     def _required_optimizer(self) -> torch.optim.Optimizer:
         return required_optimizer(self.optimizer)
 
@@ -245,6 +263,9 @@ class TwoGraphStep(EagerStep):
         if optimizer is None or not all(g.get("fused") for g in optimizer.param_groups):
             self.update = torch.compile(self._optimizer_update)
         self._compiled_train = self._compiled_eval = False
+        self.mode = mode
+        self._forward_outputs: Optional[Callable] = None  # evaluation with outputs, compiled when first asked
+        self._compiled_eval_outputs = False
 
     def _optimizer_update(self) -> None:
         self._required_optimizer().step()
@@ -300,6 +321,22 @@ class TwoGraphStep(EagerStep):
             self.compile_seconds += time.perf_counter() - started
             self._compiled_eval = True
         return loss, metric
+
+    @torch.inference_mode()
+    def evaluate_outputs(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Compiled like evaluate_batch (its own graph, compiled on first use), with the outputs."""
+        if self._forward_outputs is None:
+            self._forward_outputs = torch.compile(self.math.loss_metric_outputs, mode=self.mode, dynamic=False)
+        started = None if self._compiled_eval_outputs else time.perf_counter()
+        if self.graph_outputs:
+            torch.compiler.cudagraph_mark_step_begin()
+        loss, metric, out = self._forward_outputs(xb, yb)
+        if self.graph_outputs:
+            loss, metric, out = loss.clone(), metric.clone(), out.clone()
+        if started is not None:
+            self.compile_seconds += time.perf_counter() - started
+            self._compiled_eval_outputs = True
+        return loss, metric, out
 
 
 class CudaGraphStep(EagerStep):

@@ -238,6 +238,8 @@ class Experiment:
     schedule: Any
     early: Any  # callbacks.EarlyStopping or None
     shuffle_gen: Any
+    eval_metrics: Any = None  # metrics.ValidationMetrics: training.metrics and the decision threshold
+    class_weight: Optional[dict[str, float]] = None  # training.class_weight resolved, per class name
 
     def training_state(self) -> TrainingState:
         from .checkpoint import TrainingState
@@ -322,17 +324,22 @@ def build_experiment(
 
     from .callbacks import EarlyStopping
     from .data import load_dataset
-    from .losses import label_smoothing_of, make_objective
+    from .losses import class_weights, label_smoothing_of, make_objective
+    from .metrics import validation_columns
     from .optim import LrSchedule, build_optimizer
 
     seed_everything(config.seed, config.training.deterministic)
     data = load_dataset(config.data, config.seed, preprocessing, progress)
     info = plan.info
+    names = class_names_of(info)
+    weights = class_weights(config.training.class_weight, names, data.y_train, info.task)
     objective = objective_in_target_units(
-        make_objective(plan.loss_name, info.task, info.num_classes, label_smoothing_of(config.loss)),
+        make_objective(plan.loss_name, info.task, info.num_classes, label_smoothing_of(config.loss), weights),
         getattr(data, "preprocessing", None),
     )
-    columns = metric_columns(objective.metric_name, data.has_validation)
+    eval_metrics = validation_metrics(plan, getattr(data, "preprocessing", None), dist)
+    extra = validation_columns(eval_metrics.requests) if eval_metrics is not None else []
+    columns = metric_columns(objective.metric_name, data.has_validation, extra)
     check_monitors(config, [c for c in columns if c not in ("epoch", "lr", "seconds")])
 
     model = build_network(plan, device, config.training.channels_last, initial_weights=not resuming)
@@ -367,7 +374,51 @@ def build_experiment(
         schedule,
         early,
         torch.Generator().manual_seed(config.seed),
+        eval_metrics,
+        dict(zip(names, weights)) if weights is not None else None,
     )
+
+
+def class_names_of(info) -> list[str]:
+    """The data's class (or label, or output) names; numbered where the data names none."""
+    count = 2 if info.task == "binary" else info.num_classes
+    names = [str(n) for n in info.class_names] if info.class_names else []
+    return names[:count] if len(names) >= count else [str(i) for i in range(count)]
+
+
+def validation_metrics(plan: Plan, preprocessing: Optional[dict], dist: Optional[Distributed] = None, threshold=None):
+    """The metrics.ValidationMetrics of training.metrics and the binary decision threshold (None
+    when the run asks for neither: evaluation then runs as it always has)."""
+    import torch
+
+    from .data.preprocessing import output_scaling
+    from .losses import class_probabilities, predicted_classes
+    from .metrics import TaskOutputs, ValidationMetrics, check_training_metrics
+
+    config, info = plan.config, plan.info
+    requests = check_training_metrics(config.training, info.task, info.num_classes, True)
+    setting = config.training.decision_threshold
+    if not requests and setting is None and threshold is None:
+        return None
+    task, logits = info.task, plan.model_plan.absorbed_activation
+    scaling = output_scaling(preprocessing) if task == "regression" else None
+
+    def values(out):
+        if scaling is None:
+            return out
+        return out * torch.tensor(scaling[1], device=out.device) + torch.tensor(scaling[0], device=out.device)
+
+    outputs = TaskOutputs(
+        task,
+        info.num_classes,
+        lambda out: class_probabilities(out, task, logits),
+        lambda out: predicted_classes(out, task, logits),
+        values,
+    )
+    # auto starts at 0.5: the threshold is chosen on the validation split once training ends.
+    start = threshold if threshold is not None else setting if isinstance(setting, float) else 0.5
+    dist = dist or Distributed()
+    return ValidationMetrics(requests, outputs, class_names_of(info), start, dist.rank, dist.world_size)
 
 
 def updates_per_epoch(training, train_samples: int) -> int:
@@ -558,6 +609,7 @@ def make_trainer(
         compile_mode=compile_mode(config.training.compile),
         clip=make_clipper(config.optimizer),
         accumulation=config.training.gradient_accumulation_steps,
+        eval_metrics=exp.eval_metrics,
     )
     trainer.history = list(folder.previous_rows)
     return trainer, display, checkpointer
@@ -652,13 +704,19 @@ def finish_run(
     *,
     console,
     draw_plots: bool,
+    val_batches=None,
 ) -> Outcome:
     """Evaluate on the test split with the final (or restored best) weights; write results, plots, run.json."""
     from .data import baseline_results
 
     results: dict[str, Any] = {}
+    if exp.class_weight is not None:
+        results["class_weight"] = exp.class_weight
+    results.update(choose_decision_threshold(trainer, val_batches, exp))
     if test_batches is not None:
-        results = dict(trainer.evaluate(test_batches, prefix="test_"))
+        results.update(trainer.evaluate(test_batches, prefix="test_"))
+        details = trainer.metric_details.get("test_", {})
+        results.update({f"test_{key}": value for key, value in details.items() if key != "threshold"})
         results["test_samples"] = len(exp.data.x_test)
         results.update(
             baseline_results(exp.config.data, exp.data.x_test, exp.data.preprocessing, results.get("test_mae"), "test_")
@@ -714,6 +772,43 @@ def finish_run(
     return Outcome(folder.path, "completed", history, results, best)
 
 
+def choose_decision_threshold(trainer, val_batches, exp: Experiment) -> dict[str, Any]:
+    """training.decision_threshold for results.json (where evaluate and predict read it): auto
+    is the probability cut with the highest F1 on the validation split, for the weights the run
+    ends with; the test metrics then use it."""
+    setting = exp.config.training.decision_threshold
+    metrics = exp.eval_metrics
+    if setting is None or metrics is None:
+        return {}
+    if setting != "auto":
+        return {"decision_threshold": float(setting), "decision_threshold_source": "training.decision_threshold"}
+    if val_batches is None:
+        return {}
+    keep, metrics.keep_scores, metrics.threshold = metrics.keep_scores, True, 0.5
+    try:
+        trainer.evaluate(val_batches, prefix="val_")
+        threshold, f1 = metrics.best_threshold(trainer.all_reduce)
+    finally:
+        metrics.keep_scores = keep
+    metrics.threshold = threshold
+    return {
+        "decision_threshold": threshold,
+        "decision_threshold_source": "auto: the highest F1 on the validation split",
+        "decision_threshold_val_f1": f1,
+    }
+
+
+def saved_decision_threshold(run_dir: Path, config: Optional[Config] = None) -> Optional[float]:
+    """The binary decision threshold evaluate and predict use: the one the run saved in
+    results.json, else a number its config gives (a run that has not finished); None: the
+    default, 0.5 (`auto` before the run chose one)."""
+    path = run_dir / RESULTS_FILE
+    value = read_json(path).get("decision_threshold") if path.is_file() else None
+    if value is None and config is not None:
+        value = config.training.decision_threshold
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def train(
     config: Config,
     *,
@@ -767,7 +862,16 @@ def train(
             console.print(f"Resuming {folder.path} after epoch {folder.resumed.epoch}.", highlight=False)
         history = run_fit(trainer, train_batches, val_batches, exp, folder, dist, display)
         return finish_run(
-            trainer, test_batches, exp, folder, history, checkpointer, dist, console=console, draw_plots=draw_plots
+            trainer,
+            test_batches,
+            exp,
+            folder,
+            history,
+            checkpointer,
+            dist,
+            console=console,
+            draw_plots=draw_plots,
+            val_batches=val_batches,
         )
     except BaseException as exc:
         ended = _run_ended_by(exc, folder, dist)

@@ -301,34 +301,38 @@ def evaluate(
     checkpoint: CheckpointOption = Checkpoint.best,
     split: Annotated[Split, typer.Option("--split", help="test or val.", parser=choice(Split, "--split"))] = Split.test,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per forward pass.", min=1)] = 1024,
+    top_losses: Annotated[
+        int,
+        typer.Option(
+            "--top-losses",
+            help="List the K examples with the highest loss (and draw top_losses.png for images).",
+            min=0,
+            metavar="K",
+        ),
+    ] = 0,
     runs_dir: RunsDir = Path("runs"),
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Re-evaluate a checkpoint of a run.
 
-    Recomputes the metrics on the test or validation split; for classification prints the
-    confusion matrix and writes confusion.png.
+    Recomputes the metrics on the test or validation split. Classification: the confusion
+    matrix (confusion.png) and a classification report (precision, recall, F1, support per
+    class; macro and weighted averages); binary tasks also ROC-AUC, PR-AUC and the decision
+    threshold (roc.png, pr.png). Regression: MAE, RMSE and R^2 (predicted_vs_true.png).
     """
     import json
 
-    from rich.table import Table
-    from rich.text import Text
-
-    from ..evaluation import evaluate_run
-    from ..plots import plot_confusion
+    from ..evaluation import evaluate_run_in_full
     from ..rundir import resolve_run, write_json
 
     folder = resolve_run(run, runs_dir)
     which, part = checkpoint.value, split.value
-    result = evaluate_run(folder, which, part, batch_size)
+    evaluation = evaluate_run_in_full(folder, which, part, batch_size, top_losses)
+    result = evaluation.result
     write_json(folder / f"evaluation-{part}-{which}.json", result)
-    if "confusion" in result:
-        plot_confusion(
-            result["confusion"],
-            result["class_names"],
-            folder / "confusion.png",
-            f"{folder.name}: {part} split, {which} checkpoint (epoch {result['epoch']})",
-        )
+    written = _evaluation_plots(
+        evaluation, folder, f"{folder.name}: {part} split, {which} checkpoint (epoch {result['epoch']})"
+    )
     if json_:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
@@ -341,16 +345,111 @@ def evaluate(
     if isinstance(result.get("baseline"), str):  # a time series: the model against the naive forecast
         console.print(result["baseline"], highlight=False)
     if "confusion" in result:
-        names = result["class_names"]
-        table = Table(title="Confusion matrix (rows: true class, columns: predicted)", title_justify="left")
-        table.add_column("")
-        for name in names:
-            table.add_column(name, justify="right")
-        for i, (name, row) in enumerate(zip(names, result["confusion"])):
-            cells = [Text(str(c), style="bold green" if i == j else "") for j, c in enumerate(row)]
-            table.add_row(Text(f"{name} ({sum(row)})"), *cells)
-        console.print(table)
-        console.print(f"Wrote {folder / 'confusion.png'}")
+        _print_confusion(console, result)
+    if "classification_report" in result:
+        _print_report(console, result["classification_report"])
+    if "top_losses" in result:
+        _print_top_losses(console, result["top_losses"])
+    for path in written:
+        console.print(f"Wrote {path}", highlight=False)
+
+
+def _evaluation_plots(evaluation, folder: Path, title: str) -> list[Path]:
+    """confusion.png, roc.png and pr.png, predicted_vs_true.png, top_losses.png: those that fit."""
+    from ..plots import plot_confusion, plot_predicted_vs_true, plot_roc_pr, plot_top_losses
+
+    result, written = evaluation.result, []
+    if "confusion" in result:
+        plot_confusion(result["confusion"], result["class_names"], folder / "confusion.png", title)
+        written.append(folder / "confusion.png")
+    if evaluation.scores is not None:
+        positive = evaluation.labels == 1
+        plot_roc_pr(
+            evaluation.scores,
+            positive,
+            folder / "roc.png",
+            folder / "pr.png",
+            title,
+            result["roc_auc"],
+            result["pr_auc"],
+        )
+        written += [folder / "roc.png", folder / "pr.png"]
+    if evaluation.predicted_values is not None:
+        names = result.get("class_names") or []
+        plot_predicted_vs_true(
+            evaluation.predicted_values, evaluation.true_values, names, folder / "predicted_vs_true.png", title
+        )
+        written.append(folder / "predicted_vs_true.png")
+    if evaluation.images:
+        plot_top_losses(
+            evaluation.images,
+            result["top_losses"],
+            folder / "top_losses.png",
+            f"{title}\npredicted / true / loss / probability",
+        )
+        written.append(folder / "top_losses.png")
+    return written
+
+
+def _print_confusion(console, result: dict) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    names = result["class_names"]
+    table = Table(title="Confusion matrix (rows: true class, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for name in names:
+        table.add_column(name, justify="right")
+    for i, (name, row) in enumerate(zip(names, result["confusion"])):
+        cells = [Text(str(c), style="bold green" if i == j else "") for j, c in enumerate(row)]
+        table.add_row(Text(f"{name} ({sum(row)})"), *cells)
+    console.print(table)
+
+
+def _print_report(console, report: dict) -> None:
+    """scikit-learn's classification report as a table: classes, then accuracy and the averages."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Classification report", title_justify="left")
+    for col in ("", "precision", "recall", "f1-score", "support"):
+        table.add_column(col, justify="left" if not col else "right")
+    averages = [k for k in report if k.endswith(" avg")]
+    for name, row in report.items():
+        if name == "accuracy" or name in averages:
+            continue
+        table.add_row(Text(name), *[f"{row[m]:.4f}" for m in ("precision", "recall", "f1-score")], str(row["support"]))
+    if "accuracy" in report:
+        support = str(report[averages[0]]["support"]) if averages else ""
+        table.add_row(Text("accuracy", style="bold"), "", "", f"{report['accuracy']:.4f}", support)
+    for name in averages:
+        row = report[name]
+        table.add_row(
+            Text(name, style="bold"),
+            *[f"{row[m]:.4f}" for m in ("precision", "recall", "f1-score")],
+            str(row["support"]),
+        )
+    console.print(table)
+
+
+def _print_top_losses(console, rows: list) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"The {len(rows)} examples with the highest loss", title_justify="left")
+    for col in ("index", "source", "true", "predicted", "probability", "loss"):
+        table.add_column(col, justify="right" if col in ("index", "probability", "loss") else "left")
+    for row in rows:
+        probability = "-" if row["probability"] is None else f"{row['probability']:.4f}"
+        table.add_row(
+            str(row["index"]),
+            Text(row["source"]),
+            Text(str(row["true"])),
+            Text(str(row["predicted"])),
+            probability,
+            f"{row['loss']:.4f}",
+        )
+    console.print(table)
 
 
 @app.command()

@@ -190,6 +190,10 @@ def test_a_run_is_the_same_from_memory_and_from_disk_and_evaluate_reads_the_cach
     before = len(decodes)
     assert invoke("evaluate", run).exit_code == 0  # the disk run
     assert len(decodes) == before  # evaluate read the cache
+    resumed = invoke("train", "--resume", run, "--set", "training.epochs=3", "-q")
+    assert resumed.exit_code == 0, resumed.output
+    assert len(decodes) == before  # so did the resumed run
+    assert len(read_metrics(run / "metrics.csv")[1]) == 3
 
 
 def test_cache_list_and_clear(tmp_path):

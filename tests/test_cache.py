@@ -361,3 +361,26 @@ def test_a_run_on_a_disk_cache_killed_mid_epoch_resumes_bit_identically(tmp_path
     ref_state = load_checkpoint(ref_run / "checkpoints" / "last.pt")["model"]
     state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
+
+
+@pytest.mark.e2e
+def test_sweep_trials_read_the_cache_a_run_built(tmp_path):
+    root = image_folder(tmp_path / "images")
+    raw = {
+        "name": "swept",
+        "seed": 0,
+        "device": "cpu",
+        "data": {"dataset": "image_folder", "root": str(root), "cache": "disk", "cache_dir": str(tmp_path / "cache")},
+        "model": {"preset": "cnn", "filters": [4], "kernel_size": 3},
+        "training": {"epochs": 1, "batch_size": 4},
+    }
+    config = write_config(tmp_path / "swept.yaml", raw)
+    assert invoke("train", config, "--runs-dir", tmp_path / "runs", "-q").exit_code == 0  # builds the cache
+    swept = invoke("sweep", "run", config, "-p", "optimizer.lr=[0.001,0.01]", "--runs-dir", tmp_path / "runs")
+    assert swept.exit_code == 0, swept.output
+    logs = sorted((tmp_path / "runs" / "sweeps").glob("*/trials/*/output.log"))
+    assert len(logs) == 2
+    for log in logs:  # each trial process found the cache finished: nothing decoded
+        assert "read from a disk cache (data.cache: disk)" in log.read_text()
+        assert "made earlier for the same files" in log.read_text()
+    assert len(list_caches(tmp_path / "cache")) == 1

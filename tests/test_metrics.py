@@ -67,6 +67,20 @@ def assert_same_report(ours: dict, theirs: dict) -> None:
             assert ours[key] == pytest.approx(row, abs=TOL), key
 
 
+def test_multilabel_report_equals_sklearns_rows_and_averages():
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 2, (150, 4))
+    p = np.where(rng.random((150, 4)) < 0.7, y, 1 - y)
+    p[:, 3] = 0  # a label never predicted
+    tp, fp, fn, tn = ((p & y).sum(0), (p & ~y & 1).sum(0), (~p & 1 & y).sum(0), ((1 - p) & (1 - y)).sum(0))
+    names = list("abcd")
+    ours = M.multilabel_report(tp.tolist(), fp.tolist(), fn.tolist(), tn.tolist(), names)
+    theirs = sklearn_metrics.classification_report(y, p, target_names=names, output_dict=True, zero_division=0)
+    del theirs["samples avg"]  # per-sample averages: not reported
+    assert ours.pop("accuracy") == pytest.approx((p == y).mean(), abs=TOL)  # dlcli's per-label accuracy
+    assert_same_report(ours, theirs)
+
+
 def test_best_f1_threshold_is_the_best_cut_and_reproduces_its_f1():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 400)

@@ -67,6 +67,20 @@ def assert_same_report(ours: dict, theirs: dict) -> None:
             assert ours[key] == pytest.approx(row, abs=TOL), key
 
 
+def test_multilabel_report_equals_sklearns_rows_and_averages():
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 2, (150, 4))
+    p = np.where(rng.random((150, 4)) < 0.7, y, 1 - y)
+    p[:, 3] = 0  # a label never predicted
+    tp, fp, fn, tn = ((p & y).sum(0), (p & ~y & 1).sum(0), (~p & 1 & y).sum(0), ((1 - p) & (1 - y)).sum(0))
+    names = list("abcd")
+    ours = M.multilabel_report(tp.tolist(), fp.tolist(), fn.tolist(), tn.tolist(), names)
+    theirs = sklearn_metrics.classification_report(y, p, target_names=names, output_dict=True, zero_division=0)
+    del theirs["samples avg"]  # per-sample averages: not reported
+    assert ours.pop("accuracy") == pytest.approx((p == y).mean(), abs=TOL)  # dlcli's per-label accuracy
+    assert_same_report(ours, theirs)
+
+
 def test_best_f1_threshold_is_the_best_cut_and_reproduces_its_f1():
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 400)
@@ -499,3 +513,40 @@ def test_the_logged_columns_include_the_metrics_in_config_order():
         "val_f1",
         "val_top_2_accuracy",
     ]
+
+
+def test_a_time_series_reports_rmse_and_r2_in_the_targets_units(tmp_path):
+    """A time series trains on scaled targets; its columns and evaluate's numbers are in units."""
+    from dlcli.data.preprocessing import output_scaling
+
+    rows = ["date,level"] + [
+        f"2020-01-{1 + i // 24:02d}T{i % 24:02d}:00,{100 + 10 * math.sin(i / 5) + i / 10:.4f}" for i in range(240)
+    ]
+    (tmp_path / "s.csv").write_text("\n".join(rows) + "\n")
+    raw = {
+        "name": "series",
+        "device": "cpu",
+        "data": {
+            "dataset": "timeseries",
+            "path": str(tmp_path / "s.csv"),
+            "time_column": "date",
+            "target": "level",
+            "window": {"length": 6, "horizon": 1},
+        },
+        "model": {"layers": [{"flatten": {}}, {"dense": {"units": 8, "activation": "relu"}}, {"dense": {"units": 1}}]},
+        "optimizer": {"name": "adam", "lr": 0.01},
+        "training": {"epochs": 3, "batch_size": 16, "metrics": ["rmse", "r2"]},
+    }
+    run_dir = trained_run(write_config(tmp_path / "s.yaml", raw), tmp_path / "runs")
+    header, *lines = (run_dir / "metrics.csv").read_text().splitlines()
+    last = dict(zip(header.split(","), map(float, lines[-1].split(","))))
+    run, outputs, targets, data = split_outputs(run_dir, "last", "val")
+    shift, scale = (np.array(v) for v in output_scaling(data.preprocessing))
+    assert not np.allclose(scale, 1.0)  # the targets really are scaled
+    y, p = targets.double().numpy() * scale + shift, outputs.double().numpy() * scale + shift
+    assert last["val_rmse"] == pytest.approx(sklearn_metrics.root_mean_squared_error(y, p), rel=1e-5)
+    assert last["val_r2"] == pytest.approx(sklearn_metrics.r2_score(y, p), abs=TOL)
+    assert last["val_mae"] == pytest.approx(sklearn_metrics.mean_absolute_error(y, p), rel=1e-5)
+    report = json.loads(invoke("evaluate", run_dir, "--json", "--split", "val", "--checkpoint", "last").output)
+    assert report["rmse"] == pytest.approx(last["val_rmse"], rel=1e-5)
+    assert report["r2"] == pytest.approx(last["val_r2"], abs=TOL)

@@ -382,6 +382,8 @@ def test_an_image_folder_report_top_losses_and_their_grid(tmp_path):
         assert set(row) == {"index", "source", "true", "predicted", "probability", "loss"}
         assert row["true"] == ["cat", "dog", "owl"][int(targets[row["index"]])]
         assert row["probability"] == pytest.approx(float(probs[row["index"]].max()), abs=TOL)
+        source = Path(row["source"])  # the image's own file, in its class's folder
+        assert source.is_file() and source.parent.name == row["true"] and root in source.parents
     picture = Image.open(run_dir / "top_losses.png")
     assert picture.size[0] > 400  # a grid of four, not one image
 
@@ -550,3 +552,18 @@ def test_a_time_series_reports_rmse_and_r2_in_the_targets_units(tmp_path):
     report = json.loads(invoke("evaluate", run_dir, "--json", "--split", "val", "--checkpoint", "last").output)
     assert report["rmse"] == pytest.approx(last["val_rmse"], rel=1e-5)
     assert report["r2"] == pytest.approx(last["val_r2"], abs=TOL)
+
+
+def test_top_losses_of_a_table_name_the_file_line_of_each_example(tmp_path):
+    run_dir = trained_run(table_config(tmp_path, "iris"), tmp_path / "runs")
+    result = invoke("evaluate", run_dir, "--top-losses", 6)
+    assert result.exit_code == 0, result.output
+    top = json.loads((run_dir / "evaluation-test-best.json").read_text())["top_losses"]
+    lines = (TABLES / "iris.csv").read_text().splitlines()
+    column = lines[0].split(",").index("species")
+    assert len(top) == 6
+    for row in top:
+        file, line = row["source"].rsplit(", line ", 1)
+        assert Path(file).name == "iris.csv"
+        assert lines[int(line) - 1].split(",")[column] == row["true"]  # that line is this example
+    assert len({row["source"] for row in top}) == 6

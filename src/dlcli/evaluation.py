@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from .errors import DataError
 
@@ -96,7 +96,8 @@ def evaluate_run_in_full(
     else:
         _classification_report(evaluation, run, outputs, actual)
     if top_losses:
-        _top_losses(evaluation, run, outputs, actual, x, data.input_scale, top_losses)
+        sources = data.sample_names(split) if data.sample_names is not None else None
+        _top_losses(evaluation, run, outputs, actual, x, data.input_scale, top_losses, sources)
     return evaluation
 
 
@@ -159,9 +160,12 @@ def _regression_report(evaluation: Evaluation, outputs, actual, preprocessing: O
     evaluation.predicted_values, evaluation.true_values = predicted, truth
 
 
-def _top_losses(evaluation: Evaluation, run, outputs, actual, x, input_scale, k: int) -> None:
-    """The k examples with the highest loss: index, source, true and predicted class, the
-    predicted class's probability and the loss; and, for images, the images themselves."""
+def _top_losses(
+    evaluation: Evaluation, run, outputs, actual, x, input_scale, k: int, sample_names: Optional[Sequence[str]] = None
+) -> None:
+    """The k examples with the highest loss: index, source (the file, or the table's file and
+    line, where the data names its samples; else the row in the split), true and predicted
+    class, the predicted class's probability and the loss; and, for images, the images."""
     import torch
 
     from .losses import class_probabilities, per_sample_loss, prepare_targets
@@ -179,7 +183,8 @@ def _top_losses(evaluation: Evaluation, run, outputs, actual, x, input_scale, k:
     )
     threshold = evaluation.result.get("threshold", 0.5)
     for index in order:
-        row: dict[str, Any] = {"index": index, "source": f"row {index}", "loss": float(losses[index])}
+        source = sample_names[index] if sample_names is not None else f"row {index}"
+        row: dict[str, Any] = {"index": index, "source": source, "loss": float(losses[index])}
         if probabilities is not None:
             p = probabilities[index]
             if info.task == "binary" and threshold != 0.5:
@@ -192,7 +197,7 @@ def _top_losses(evaluation: Evaluation, run, outputs, actual, x, input_scale, k:
             row["probability"] = None
         rows.append(row)
     evaluation.result["top_losses"] = rows
-    if x.ndim == 4 and classifying:  # images, channels first
+    if len(x.shape) == 4 and classifying:  # images, channels first (x may gather from a disk cache)
         scale = input_scale if input_scale is not None else (1 / 255 if x.dtype == torch.uint8 else 1.0)
         for index in order:
             image = x[index].float() * scale

@@ -9,7 +9,7 @@ preprocessing. Nothing here reads files.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ..config import DataConfig
 
@@ -47,6 +47,9 @@ class Dataset:
     notes: tuple[str, ...] = ()  # what loading wants the user told (e.g. files skipped)
     # The inputs are memory-mapped from a file (data.cache: disk): batches are read ahead.
     inputs_on_disk: bool = False
+    # ("train" | "val" | "test") -> where each sample of that split came from (a file's path, or a
+    # table's file and line), for `dlcli evaluate --top-losses`; None where samples have no such name.
+    sample_names: Optional[Callable[[str], Sequence[str]]] = None
 
     @property
     def has_validation(self) -> bool:

@@ -449,3 +449,14 @@ def decoded_in_processes(decode_chunk: Callable, chunks: Iterable[tuple], worker
                 pending.discard(future)
                 submit_next()
                 yield future.result()
+
+
+def kept_file_names(items: FileList, sizes: Sequence[int], keep: Any) -> Callable[[str], list[str]]:
+    """Dataset.sample_names for files laid one split after another in `items` (train, val,
+    test), less those `keep` marks False: each kept sample's path."""
+    bounds = np.cumsum([0, *sizes])
+    names = {
+        split: [str(items[k][0]) for k in range(int(lo), int(hi)) if keep[k]]
+        for split, lo, hi in zip(("train", "val", "test"), bounds[:-1], bounds[1:])
+    }
+    return names.__getitem__

@@ -35,6 +35,7 @@ from .folders import (
     first_file,
     folder_task,
     ignored_files_note,
+    kept_file_names,
     kept_parts,
     scan_class_folders,
     scan_for_loading,
@@ -347,6 +348,7 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
         preprocessing=state,
         notes=tuple(notes),
         inputs_on_disk=isinstance(x, GatheredRows),
+        sample_names=kept_file_names(items, sizes, keep),
     )
 
 

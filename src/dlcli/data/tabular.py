@@ -1147,6 +1147,14 @@ def _load(config: CsvData, seed: int, state: Optional[dict], progress: Optional[
             f"{table.source}: read {shown} as numbers written with a decimal comma (5,1 is 5.1); "
             "data.column_types: {column: categorical} keeps a column's texts as categories."
         )
+
+    def sample_names(part: str) -> list[str]:
+        """Each sample's file and line (a test file's samples by their place: its lines are not read)."""
+        if part == "test" and config.test_path:
+            return [f"{config.test_path}, test sample {i + 1}" for i in range(len(x_test))]
+        chosen = rows[{"train": split.train, "val": split.val, "test": split.test}[part]]
+        return [f"{table.source}, line {table.line(int(r))}" for r in chosen]
+
     return Dataset(
         info=info_from_state(state),
         x_train=x_train,
@@ -1157,6 +1165,7 @@ def _load(config: CsvData, seed: int, state: Optional[dict], progress: Optional[
         y_test=y_test,
         preprocessing=state,
         notes=tuple(notes),
+        sample_names=sample_names,
     )
 
 

@@ -31,6 +31,7 @@ from .folders import (
     FolderData,
     folder_task,
     ignored_files_note,
+    kept_file_names,
     scan_class_folders,
     scan_for_loading,
     split_class_files,
@@ -263,6 +264,7 @@ def _load(config: TextFolderData, seed: int, state: Optional[dict], progress: Op
         input_scale=scale,
         preprocessing=state,
         notes=tuple(notes),
+        sample_names=kept_file_names(items, np.diff(bounds).tolist(), [t is not None for t in texts]),
     )
 
 

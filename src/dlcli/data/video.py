@@ -43,6 +43,7 @@ from .folders import (
     files_under,
     folder_task,
     ignored_files_note,
+    kept_file_names,
     kept_parts,
     natural_key,
     scan_class_folders,
@@ -652,6 +653,7 @@ def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: O
         preprocessing=state,
         notes=tuple(notes),
         inputs_on_disk=isinstance(x, GatheredRows),
+        sample_names=kept_file_names(items, sizes, keep),
     )
 
 

@@ -88,6 +88,8 @@ def compare(configs: list[str], folds: int, runs: Path) -> tuple[list[dict], dic
             "sklearn_mean": float(np.mean(baseline)),
             "sklearn_std": float(np.std(baseline)),
             "wall_s": round(wall, 1),
+            "dlcli_folds": [f["metrics"].get(f"val_{metric}") for f in summary["folds"]],
+            "sklearn_folds": [float(v) for v in baseline],
         }
         row["difference"] = row["dlcli_mean"] - row["sklearn_mean"]
         row["within_target"] = abs(row["difference"]) <= TARGETS[metric]

@@ -328,3 +328,37 @@ def test_sigkill_during_fold_3_then_resume_gives_the_uninterrupted_summary(tmp_p
     reference = json.loads((tmp_path / "a" / "cv" / "whole" / "summary.json").read_text())
     assert cut["metrics"] == reference["metrics"]
     assert [f["metrics"] for f in cut["folds"]] == [f["metrics"] for f in reference["folds"]]
+
+
+def test_a_time_series_fold_trains_on_the_rows_before_its_block_and_validates_on_the_block(tmp_path):
+    series = tmp_path / "series.csv"
+    series.write_text("t,value\n" + "".join(f"{i},{float(i % 7)}\n" for i in range(40)))
+    config = {
+        "name": "series",
+        "data": {
+            "dataset": "timeseries",
+            "path": str(series),
+            "target": "value",
+            "window": {"length": 3, "horizon": 1},
+            "test_split": 0.25,
+            "validation_split": 0.25,
+        },
+        "model": {"preset": "mlp", "hidden": [4]},
+        "loss": "mse",
+    }
+    config_path = write_config(tmp_path / "series.yaml", config)
+    _, pool, assignment = plan_cv(CvRequest(config_path, [], folds=3))
+    assert pool.splitter == "TimeSeriesSplit" and pool.n == 30  # the rows before the last quarter (the test's)
+    write_folds(tmp_path / "folds.csv", None, assignment)
+    train_windows, starts = [], []
+    for fold in range(3):
+        keys = ["data.validation_split=0", f"data.folds_file={tmp_path / 'folds.csv'}", f"data.fold={fold}"]
+        data_config = load_config(config_path, keys).data
+        start, end = fold_range(data_config, 30)
+        data = load_dataset(data_config, 0)
+        assert len(data.x_val) > 0 and len(data.x_test) > 0
+        train_windows.append(len(data.x_train))
+        starts.append(start)
+    # An expanding window: each fold trains on one more block of rows, so one more block of windows.
+    assert starts == [9, 16, 23]  # TimeSeriesSplit(3) of 30 rows: blocks of 7 after the first 9
+    assert np.diff(train_windows).tolist() == np.diff(starts).tolist()

@@ -98,11 +98,32 @@ def compare(configs: list[str], folds: int, runs: Path) -> tuple[list[dict], dic
     return rows, walls
 
 
+def time_workers(name: str, folds: int, runs: Path, walls: dict[str, float], reps: int) -> dict:
+    """--workers 2 against --workers 1 on one config: `reps` pairs run back to back (serial
+    first, then parallel), so both see about the same load; medians and every pair."""
+    config = ROOT / "configs" / f"{name}.yaml"
+    pairs = []
+    for rep in range(reps):
+        serial = walls[name] if rep == 0 and name in walls else run_cv(config, runs, folds, 1, f"{name}-s{rep}")[1]
+        load = os.getloadavg()[0]
+        parallel = run_cv(config, runs, folds, 2, f"{name}-p{rep}")[1]
+        pairs.append({"serial_s": round(serial, 1), "workers2_s": round(parallel, 1), "load_1min": round(load, 2)})
+    ratios = sorted(p["workers2_s"] / p["serial_s"] for p in pairs)
+    return {
+        "config": name,
+        "pairs": pairs,
+        "median_ratio": round(ratios[len(ratios) // 2], 3),
+        "cpus": os.cpu_count(),
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--parallel-config", default="wine_mlp", help="config timed with --workers 2 (or none)")
+    parser.add_argument("--parallel-reps", type=int, default=1, help="serial/parallel pairs timed back to back")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -112,21 +133,7 @@ def main() -> None:
         rows, walls = compare(args.configs, args.folds, runs)
         parallel = None
         if args.parallel_config != "none":
-            name = args.parallel_config
-            config = ROOT / "configs" / f"{name}.yaml"
-            if name not in walls:
-                walls[name] = run_cv(config, runs, args.folds, 1, f"{name}-serial")[1]
-            load = os.getloadavg()
-            _, wall2 = run_cv(config, runs, args.folds, 2, f"{name}-parallel")
-            parallel = {
-                "config": name,
-                "serial_s": round(walls[name], 1),
-                "workers2_s": round(wall2, 1),
-                "ratio": round(wall2 / walls[name], 3),
-                "cpus": os.cpu_count(),
-                "load_average_before": [round(v, 2) for v in load],
-                "load_average_after": [round(v, 2) for v in os.getloadavg()],
-            }
+            parallel = time_workers(args.parallel_config, args.folds, runs, walls, args.parallel_reps)
             print(json.dumps(parallel), flush=True)
     print("\n| config | metric | dlcli mean | dlcli std | scikit-learn mean | scikit-learn std | difference |")
     print("|---|---|---|---|---|---|---|")

@@ -267,6 +267,9 @@ def test_a_cross_validation_summarises_every_fold_and_runs_groups_them(tmp_path,
     assert saved["data"]["fold"] == 1 and saved["data"]["folds_file"] == str((folder / "folds.csv").resolve())
     assert "mean" in result.output and "std" in result.output
 
+    again = invoke("cv", "summary", "k", "--runs-dir", runs, "--json")
+    assert again.exit_code == 0 and json.loads(again.output) == summary
+
     listing = invoke("runs", "--dir", runs)
     assert listing.exit_code == 0 and "Cross-validation" in listing.output and "3/3 folds completed" in listing.output
 

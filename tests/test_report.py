@@ -221,8 +221,14 @@ try:
         " headings: [...document.querySelectorAll('h1, h2')].map(h => h.textContent),"
         " tables: document.querySelectorAll('table').length}"
     )
-    page["console"] = [entry["message"] for entry in driver.get_log("browser")]
     driver.save_screenshot(sys.argv[4])
+    # A sortable table (a sweep's trials): its first column before and after a click on its heading.
+    page["sorted"] = driver.execute_script(
+        "var t = document.querySelector('table.sortable'); if (!t) { return null; }"
+        " var first = () => [...t.tBodies[0].rows].map(r => r.cells[0].textContent);"
+        " var before = first(); t.querySelector('thead th button').click(); return [before, first()];"
+    )
+    page["console"] = [entry["message"] for entry in driver.get_log("browser")]
 finally:
     driver.quit()
 print(json.dumps(page))
@@ -250,7 +256,9 @@ def _offline_prefix() -> list[str]:
     return []
 
 
-def test_report_in_a_headless_browser_offline(run_dir, tmp_path):
+def _open_in_browser(report: Path, shot: Path) -> dict:
+    """What the page did in headless chromium, offline where `unshare -rn` works; skipped where
+    there is no browser (failing under CI=true, where .ci/run installs one)."""
     import os
     import subprocess
     import sys
@@ -263,16 +271,204 @@ def test_report_in_a_headless_browser_offline(run_dir, tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail(message + " (CI=true: .ci/run installs them)")
         pytest.skip(message)
-    report = tmp_path / "report.html"
-    assert CliRunner().invoke(app, ["report", str(run_dir), "--out", str(report)]).exit_code == 0
-    shot = tmp_path / "first-screen.png"
     command = [*_offline_prefix(), sys.executable, "-c", _BROWSER_CHECK, str(report), *found, str(shot)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    page = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_report_in_a_headless_browser_offline(run_dir, tmp_path):
+    report = tmp_path / "report.html"
+    assert CliRunner().invoke(app, ["report", str(run_dir), "--out", str(report)]).exit_code == 0
+    shot = tmp_path / "first-screen.png"
+    page = _open_in_browser(report, shot)
+    assert page["sorted"] is None
     assert page["console"] == []
     assert page["resources"] == []  # nothing fetched: everything is in the file
     assert len(page["images"]) >= 3 and all(complete and width > 0 and alt for complete, width, alt in page["images"])
     assert page["headings"][0] == "synthetic_quick" and "Configuration" in page["headings"]
     assert page["tables"] >= 6
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+# ----------------------------------------------------------------------------- evaluate's outputs in a run's report
+
+
+def _png(path: Path, colour: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2), dpi=50)
+    ax.plot([0, 1], [0, 1], color=colour)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def test_a_runs_report_shows_evaluates_classification_report_auc_and_worst_mistakes(run_dir, tmp_path):
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints", REPORT_FILE))
+    evaluation = {  # the shape agreed with dlcli evaluate (scikit-learn's output_dict, and the rest)
+        "split": "test",
+        "checkpoint": "best",
+        "accuracy": 0.75,
+        "roc_auc": 0.8125,
+        "pr_auc": 0.7031,
+        "threshold": 0.42,
+        "classification_report": {
+            "cat": {"precision": 0.8, "recall": 0.6667, "f1-score": 0.7273, "support": 6},
+            "dog": {"precision": 0.7143, "recall": 0.8333, "f1-score": 0.7692, "support": 6},
+            "accuracy": 0.75,
+            "macro avg": {"precision": 0.7571, "recall": 0.75, "f1-score": 0.7483, "support": 12},
+            "weighted avg": {"precision": 0.7571, "recall": 0.75, "f1-score": 0.7483, "support": 12},
+        },
+        "top_losses": [
+            {"index": 7, "source": "dog/3.png", "true": "dog", "predicted": "cat", "probability": 0.91, "loss": 2.41},
+            {"index": 2, "source": "cat/9.png", "true": "cat", "predicted": "dog", "probability": 0.77, "loss": 1.47},
+        ],
+    }
+    (copy / "evaluation-test-best.json").write_text(json.dumps(evaluation), encoding="utf-8")
+    for name, colour in (("roc.png", "red"), ("pr.png", "blue"), ("top_losses.png", "green")):
+        _png(copy / name, colour)
+    text = build_report(copy, generated_at="then")
+    page = _parse(text)
+    assert "<h2>Evaluation</h2>" in text
+    for words in (
+        '<td>roc_auc</td><td class="num">0.8125</td>',
+        '<td>threshold</td><td class="num">0.42</td>',
+        "Classification report (evaluation-test-best.json: test split, best checkpoint)",
+        '<td>macro avg</td><td class="num">0.7571</td><td class="num">0.75</td><td class="num">0.7483</td>',
+        '<td>dog/3.png</td><td>dog</td><td>cat</td><td class="num">0.91</td><td class="num">2.41</td>',
+        "The worst mistakes: highest loss first",
+    ):
+        assert words in text, words
+    alts = [img["alt"] for img in page.images]
+    assert any(alt.startswith("ROC curve") for alt in alts) and any(alt.startswith("Precision-recall") for alt in alts)
+    assert any(alt.startswith("Grid of the test examples") for alt in alts)
+    assert not any("roc" in alt and "per epoch" in alt for alt in alts)  # not shown again as a training curve
+
+    regression = {"split": "test", "checkpoint": "last", "mae": 2.5, "rmse": 3.25, "r2": 0.61}
+    (copy / "evaluation-test-best.json").write_text(json.dumps(regression), encoding="utf-8")
+    _png(copy / "predicted_vs_true.png", "black")
+    text = build_report(copy, generated_at="then")
+    assert '<td>rmse</td><td class="num">3.25</td>' in text and '<td>r2</td><td class="num">0.61</td>' in text
+    assert "Scatter of the predicted against the true value" in text
+
+
+# ----------------------------------------------------------------------------- sweeps and cross-validations
+
+
+@pytest.fixture(scope="module")
+def sweep_and_cv(tmp_path_factory):
+    """A finished 3-trial sweep and a 3-fold cross-validation of the tiny synthetic config, their
+    trials real `dlcli train` processes of this checkout."""
+    import os
+
+    import yaml
+
+    from conftest import synthetic_config
+
+    root = tmp_path_factory.mktemp("sweeps")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(synthetic_config(epochs=2)), encoding="utf-8")
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS")}
+    os.environ["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + (saved["PYTHONPATH"] or "")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        runs = root / "runs"
+        swept = CliRunner().invoke(
+            app, ["sweep", str(config), "-p", "optimizer.lr=[0.001,0.1,0.01]", "--runs-dir", str(runs), "--id", "s"]
+        )
+        assert swept.exit_code == 0, swept.output
+        crossed = CliRunner().invoke(app, ["cv", str(config), "--folds", "3", "--runs-dir", str(runs), "--id", "c"])
+        assert crossed.exit_code == 0, crossed.output
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return runs / "sweeps" / "s", runs / "cv" / "c"
+
+
+def _trial_column(text: str) -> list[str]:
+    body = text.split('<table class="sortable">', 1)[1].split("</table>", 1)[0].split("<tbody>", 1)[1]
+    return re.findall(r'<tr><td class="num">(\d+)</td>', body)
+
+
+@pytest.mark.e2e
+def test_a_sweeps_report_sorts_trials_by_the_objective_and_shows_plots_and_the_best_config(sweep_and_cv, tmp_path):
+    from dlcli.report_sweep import build_sweep_report
+
+    sweep, _ = sweep_and_cv
+    result = CliRunner().invoke(app, ["report", "s", "--runs-dir", str(sweep.parents[1])])
+    assert result.exit_code == 0, result.output
+    text = (sweep / REPORT_FILE).read_text(encoding="utf-8")
+    page = _parse(text)
+    summary = json.loads(CliRunner().invoke(app, ["sweep", "summary", str(sweep), "--json"]).output)
+    best_first = [str(t["number"]) for t in summary["trials"]]  # val_loss: lowest first
+    assert _trial_column(text) == best_first
+    headings = re.findall(r"<h2>([^<]+)</h2>", text)
+    assert headings == ["Trials", "Objective", "Learning curves, overlaid", "Best config"]
+    assert _e_text((sweep / "best.yaml").read_text(encoding="utf-8")) in text
+    assert len(page.images) == 3 and all(img["alt"].strip() for img in page.images)  # objective, 2 curve sets
+    assert all(url.startswith("data:image/png;base64,") for url in page.urls)
+    assert not re.search(r"https?://|//cdn|@import|url\(", text) and "@media print" in text
+    assert page.tags.count("script") == 1 and "<script src" not in text  # the one inline sorter
+    assert build_sweep_report(sweep, generated_at="x") == build_sweep_report(sweep, generated_at="x")
+
+
+def _e_text(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+@pytest.mark.e2e
+def test_a_cross_validations_report_gives_each_fold_and_the_mean_and_standard_deviation(sweep_and_cv):
+    from dlcli.report_sweep import build_cv_report
+
+    _, cv = sweep_and_cv
+    result = CliRunner().invoke(app, ["report", str(cv)])
+    assert result.exit_code == 0, result.output
+    text = (cv / REPORT_FILE).read_text(encoding="utf-8")
+    summary = json.loads((cv / "summary.json").read_text(encoding="utf-8"))
+    for name in ("val_accuracy", "val_loss", "test_accuracy"):
+        stats = summary["metrics"][name]
+        assert f'<td>{name}</td><td class="num">{stats["mean"]:.6g}</td><td class="num">{stats["std"]:.6g}</td>' in text
+    for fold in summary["folds"]:
+        assert f"<td>{fold['run']}</td>" in text
+        assert f'<td class="num">{fold["metrics"]["val_accuracy"]:.6g}</td>' in text
+    assert re.findall(r"<h2>([^<]+)</h2>", text) == [
+        "Mean and standard deviation",
+        "Folds",
+        "Learning curves, overlaid",
+    ]
+    assert "script" not in _parse(text).tags
+    assert build_cv_report(cv, generated_at="x") == build_cv_report(cv, generated_at="x")
+
+
+@pytest.mark.e2e
+def test_sweep_and_cv_reports_in_a_headless_browser_offline(sweep_and_cv, tmp_path):
+    sweep, cv = sweep_and_cv
+    for folder, sortable in ((sweep, True), (cv, False)):
+        report = tmp_path / f"{folder.name}.html"
+        assert CliRunner().invoke(app, ["report", str(folder), "--out", str(report)]).exit_code == 0
+        shot = tmp_path / f"{folder.name}.png"
+        page = _open_in_browser(report, shot)
+        assert page["console"] == [] and page["resources"] == []
+        assert page["images"] and all(complete and width > 0 and alt for complete, width, alt in page["images"])
+        assert shot.read_bytes().startswith(b"\x89PNG")
+        if sortable:  # a click on "trial" sorts the trials by number instead of by the objective
+            before, after = page["sorted"]
+            assert after == sorted(before, key=int)
+        else:
+            assert page["sorted"] is None
+
+
+def test_a_folder_that_is_neither_a_run_a_sweep_nor_a_cv(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "summary.csv").write_text("trial\n", encoding="utf-8")
+    message = _fails(["report", str(tmp_path / "x")])
+    assert "is not a run folder" in message and "sweep" in message and "\n" not in message.strip()

@@ -156,6 +156,12 @@ class DataConfig:
         default_factory=AugmentConfig,
         metadata={"help": "random image augmentation of training batches (off by default)"},
     )
+    folds_file: Optional[str] = option(
+        None, help="dlcli cv: the folds.csv whose fold `fold` is this run's validation data (written by dlcli cv)"
+    )
+    fold: Optional[int] = option(
+        None, help="dlcli cv: which fold of folds_file validates (0-based, repeats follow)", ge=0
+    )
 
     # Keys whose default changed: {key: the default older dlcli wrote into config.yaml}, so a run
     # saved then still loads as another kind (see _without_other_kinds_defaults).
@@ -166,12 +172,20 @@ class DataConfig:
         (data.<key>); the loader adds the file and line. Kinds extend it."""
         if self.validation_split and self.validation_size:
             raise ConfigError("give validation_split or validation_size, not both.", key="data.validation_size")
+        if (self.folds_file is None) != (self.fold is None):
+            missing = "fold" if self.fold is None else "folds_file"
+            raise ConfigError(f"folds_file and fold go together; {missing} is missing.", key=f"data.{missing}")
+        if self.fold is not None and (self.validation_split or self.validation_size):
+            raise ConfigError(
+                "a cross-validation fold is the validation data: set validation_split to 0 and leave validation_size out.",
+                key="data.validation_split",
+            )
 
     def has_validation(self) -> bool:
         """Whether runs of this data hold out validation data, known without loading it (so a
         sweep knows its default objective is val_loss): rows held out here; kinds with more
         ways (a val/ folder) extend it."""
-        return bool(self.validation_split or self.validation_size)
+        return bool(self.validation_split or self.validation_size or self.fold is not None)
 
     def defaults_for(self, given: Collection[str]) -> dict[str, Any]:
         """Shared keys whose default depends on the kind, for those not in `given` (the keys the

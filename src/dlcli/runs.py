@@ -126,8 +126,10 @@ def list_runs(root: Path) -> list[RunRecord]:
     folders = [
         p
         for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and not (p.name == "sweeps" and not (p / RUN_FILE).exists())
-    ]  # sweeps are listed apart
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and not (p.name in ("sweeps", "cv") and not (p / RUN_FILE).exists())
+    ]  # sweeps and cross-validations are listed apart
     return [read_run(p) for p in sorted(folders, key=lambda p: p.name, reverse=True)]
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import cache, inspect, share, sweep, train, tune, use
+from . import cache, cv, inspect, share, sweep, train, tune, use
 from .common import fail, handle_errors
 
 __all__ = ["app", "fail", "handle_errors", "main"]
@@ -31,6 +31,7 @@ app.add_typer(train.app)
 app.add_typer(inspect.app)
 app.add_typer(use.app)
 app.add_typer(sweep.app, name="sweep")
+app.add_typer(cv.app, name="cv")
 app.add_typer(tune.app)
 app.add_typer(share.app)
 app.add_typer(cache.app, name="cache")

@@ -140,13 +140,15 @@ def runs_command(
         return
     console = stdout_console(wide=True)
     from ..sweep.results import list_sweeps
+    from .cv import print_cvs
 
     sweeps = list_sweeps(dir_)
-    if not records and not sweeps:
+    if not records and not sweeps and not (dir_ / "cv").is_dir():
         console.print(f"No runs in {dir_}/ yet. Start one with: dlcli train CONFIG")
         return
     if not records:
         _print_sweeps(console, sweeps)
+        print_cvs(console, dir_)
         return
     table = Table(title=f"Runs in {dir_}/", title_justify="left")
     columns: tuple[tuple[str, JustifyMethod], ...] = (
@@ -179,6 +181,7 @@ def runs_command(
         )
     console.print(table)
     _print_sweeps(console, sweeps)
+    print_cvs(console, dir_)
 
 
 def _print_sweeps(console, sweeps) -> None:

@@ -1,5 +1,5 @@
 """Sharing and writing experiments: `dlcli schema` (a JSON Schema of the config, for editors)
-and `dlcli report` (one self-contained HTML page of a run)."""
+and `dlcli report` (one self-contained HTML page of a run, sweep or cross-validation)."""
 
 from __future__ import annotations
 
@@ -38,21 +38,34 @@ def schema(
 @app.command()
 @handle_errors
 def report(
-    run: Annotated[str, typer.Argument(help="Run folder (or id under --runs-dir).", show_default=False)],
+    run: Annotated[
+        str,
+        typer.Argument(
+            metavar="RUN|SWEEP|CV",
+            help="Run, sweep or cross-validation folder (or an id under --runs-dir, runs/sweeps or runs/cv).",
+            show_default=False,
+        ),
+    ],
     out: Annotated[
-        Optional[Path], typer.Option("--out", "-o", help="Write the report here (default: report.html in the run).")
+        Optional[Path], typer.Option("--out", "-o", help="Write the report here (default: report.html in the folder).")
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing --out file that dlcli did not write.")
     ] = False,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
-    """Write one self-contained HTML page of a run: its result, curves, confusion matrix, model,
-    config (what differs from the defaults marked), environment, timings and files. Nothing in it
-    points outside the file: it opens offline from any folder, and prints cleanly."""
-    from ..report import write_report
-    from ..rundir import resolve_run
+    """Write one self-contained HTML page of a run, a sweep or a cross-validation.
 
-    folder = resolve_run(run, runs_dir)
-    path = write_report(folder, out, force=force)
-    stdout_console().print(f"Wrote {path}")
+    A run: its result, curves, confusion matrix and evaluation, model, config (what differs from
+    the defaults marked), environment, timings and files. A sweep: its trials sortable by the
+    objective, the objective plot, the overlaid curves and the best config. A cross-validation:
+    each fold's metrics, their mean and standard deviation. Nothing in it points outside the
+    file: it opens offline from any folder, and prints cleanly."""
+    from ..report_sweep import write_any_report
+
+    path = Path(run)
+    if not path.exists() and "/" not in run and run not in (".", ".."):
+        candidates = [runs_dir / run, runs_dir / "sweeps" / run, runs_dir / "cv" / run]
+        path = next((c for c in candidates if c.is_dir()), path)
+    written = write_any_report(path, out, force=force)
+    stdout_console().print(f"Wrote {written}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -82,8 +82,11 @@ def _execute(
     max_failures: Optional[int],
     fail_fast: bool,
     recover_stale: bool = False,
+    show: Optional[Callable[[Any, list], None]] = None,
 ) -> None:
-    """Run trials until none is left (or a stop), then write summary.csv, best.yaml and plots."""
+    """Run trials until none is left (or a stop), then write summary.csv, best.yaml and plots.
+    `show(console, rows)` prints the result instead of the trials table and the best config
+    (dlcli cv's folds, whose command is then named in the messages)."""
     from ..sweep.display import SweepDisplay
     from ..sweep.session import SweepSession
     from ..sweep.worker import RunOptions
@@ -105,37 +108,41 @@ def _execute(
             signal.signal(s, handler)
         display.stop()
     rows = session.finish(outcome)
-    _report(console, sweep_dir, spec, outcome, rows)
+    _report(console, sweep_dir, spec, outcome, rows, show)
 
 
-def _report(console, sweep_dir: Path, spec, outcome, rows: list) -> None:
-    """How the sweep's run of trials ended, the table of the best trials, the best config; exits
-    130/143 after an interrupt and 1 after a stop by failures."""
+def _report(console, sweep_dir: Path, spec, outcome, rows: list, show=None) -> None:
+    """How the sweep's run of trials ended, the table of the best trials, the best config (or
+    what `show` prints); exits 130/143 after an interrupt and 1 after a stop by failures."""
     from ..sweep.session import counts_text, finished_count
 
     done, parts = finished_count(outcome), counts_text(outcome)
-    if not console.is_terminal or outcome.stopped is None:
+    command, noun = ("cv", "folds") if spec.kind == "cv" else ("sweep", "trials")
+    if show is None and (not console.is_terminal or outcome.stopped is None):
         _print_table(stdout_console(wide=True), spec, rows, limit=10)
     if outcome.stopped == "interrupted":
         error_console().print(
-            f"Interrupted by {outcome.signal_name}: {done} of {outcome.planned} trials done ({parts}). "
-            f"Running trials keep every complete epoch. Resume with: dlcli sweep resume {sweep_dir}"
+            f"Interrupted by {outcome.signal_name}: {done} of {outcome.planned} {noun} done ({parts}). "
+            f"Running {noun} keep every complete epoch. Resume with: dlcli {command} resume {sweep_dir}"
         )
         raise typer.Exit(143 if outcome.signal_name == "SIGTERM" else 130)
     if outcome.stopped:
         fail(
-            f"The sweep stopped: {outcome.stopped}. {done} of {outcome.planned} trials done ({parts}). "
-            f"Fix the cause, then continue with: dlcli sweep resume {sweep_dir}",
+            f"The {command} stopped: {outcome.stopped}. {done} of {outcome.planned} {noun} done ({parts}). "
+            f"Fix the cause, then continue with: dlcli {command} resume {sweep_dir}",
             1,
         )
     if done < outcome.planned:
         console.print(
-            f"This worker is done: {done} of {outcome.planned} trials finished ({parts}); the rest are "
+            f"This worker is done: {done} of {outcome.planned} {noun} finished ({parts}); the rest are "
             f"running elsewhere, or were left by a killed process (continue those with "
-            f"dlcli sweep resume {sweep_dir})."
+            f"dlcli {command} resume {sweep_dir})."
         )
-    else:
+    elif show is None:
         console.print(f"Sweep finished: {outcome.planned} trials ({parts}).")
+    if show is not None:
+        show(console, rows)
+        return
     _print_best(console, sweep_dir, spec, rows)
 
 

@@ -86,6 +86,11 @@ def load_dataset(
 
 def split_validation(data: Dataset, config: DataConfig) -> Dataset:
     """Hold out validation samples from the training set, before any shuffling (as Keras does)."""
+    if config.fold is not None:  # dlcli cv: the fold of folds.csv validates (data/splits.py)
+        from .splits import apply_fold
+
+        x_train, y_train, x_val, y_val = apply_fold(data.x_train, data.y_train, config)
+        return replace(data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
     n = len(data.x_train)
     if config.validation_size is not None:
         size = config.validation_size

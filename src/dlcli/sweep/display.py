@@ -118,35 +118,36 @@ class SweepDisplay:
             self.refresh(force=True)
             return
         label = params_label(view.params, width=100)
+        unit = "Fold" if self.spec.kind == "cv" else "Trial"  # a cross-validation's trials are its folds
         if kind == "started":
             how = "continues" if view.resumed else "started"
-            self.console.print(f"Trial {view.number} {how}: {label}", highlight=False, soft_wrap=True)
+            self.console.print(f"{unit} {view.number} {how}: {label}", highlight=False, soft_wrap=True)
             return
         took = format_seconds(row["seconds"])
         metric = self.spec.metric
         if view.status == "completed":
-            best = self._note_best(view.number, view.status, view.value)
+            best = self._note_best(view.number, view.status, view.value) and self.spec.kind != "cv"
             self.console.print(
-                f"Trial {view.number} completed in {took}: {metric} {fmt_value(view.value)} "
+                f"{unit} {view.number} completed in {took}: {metric} {fmt_value(view.value)} "
                 f"(epoch {view.best_epoch}){'  best so far' if best else ''}",
                 highlight=False,
                 soft_wrap=True,
             )
         elif view.status == "pruned":
             self.console.print(
-                f"Trial {view.number} pruned after epoch {view.epochs_done} ({took}): {metric} {fmt_value(view.value)}",
+                f"{unit} {view.number} pruned after epoch {view.epochs_done} ({took}): {metric} {fmt_value(view.value)}",
                 highlight=False,
                 soft_wrap=True,
             )
         elif view.status == "interrupted":
             self.console.print(
-                f"Trial {view.number} interrupted after {took}; its folder keeps every complete epoch",
+                f"{unit} {view.number} interrupted after {took}; its folder keeps every complete epoch",
                 highlight=False,
                 soft_wrap=True,
             )
         else:
             self.console.print(
-                f"Trial {view.number} failed after {took}: {view.error}", highlight=False, soft_wrap=True
+                f"{unit} {view.number} failed after {took}: {view.error}", highlight=False, soft_wrap=True
             )
 
     def refresh(self, force: bool = False) -> None:

@@ -144,7 +144,7 @@ def write_summaries(sweep_dir: Path, spec: SweepSpec, rows: list[TrialRow]) -> O
     """summary.csv, and best.yaml once a trial has completed; returns the best row."""
     atomic_write_text(Path(sweep_dir) / SUMMARY_CSV, summary_csv_text(spec, rows))
     best = best_row(rows, spec.direction)
-    if best is not None and best.value is not None:
+    if best is not None and best.value is not None and spec.kind != "cv":  # folds have no "best" config
         atomic_write_text(Path(sweep_dir) / BEST_FILE, best_yaml_text(spec, best.number, best.params, best.value))
     return best
 

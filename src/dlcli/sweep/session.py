@@ -32,21 +32,33 @@ def storage_location(storage: str) -> str:
     return storage if is_url(storage) else str(Path(storage).resolve())
 
 
-def create_sweep(spec: SweepSpec, runs_dir: Path, storage: Optional[str], sweep_id: Optional[str]):
-    """A new sweep of a planned spec: its folder, the study with every planned trial enqueued,
-    and sweep.yaml. Returns (sweep folder, study, storage URL); a study that cannot be created
-    leaves no empty sweep folder behind."""
+def create_sweep(
+    spec: SweepSpec,
+    runs_dir: Path,
+    storage: Optional[str],
+    sweep_id: Optional[str],
+    *,
+    root: Optional[Path] = None,
+    prepare: Optional[Callable[[Path, SweepSpec], None]] = None,
+):
+    """A new sweep of a planned spec: its folder (under root, default runs/sweeps), the study
+    with every planned trial enqueued, and sweep.yaml. `prepare(folder, spec)` runs once the
+    folder exists, before the study is made (cross-validation writes folds.csv there). Returns
+    (sweep folder, study, storage URL); a sweep that cannot be created leaves no empty sweep
+    folder behind."""
     from .space import encode_choice, grid_points
     from .study import Study
 
     if storage is not None:
         spec.storage = storage_location(storage)
-    sweep_dir = create_sweep_dir(runs_dir, spec.name, sweep_id)
+    sweep_dir = create_sweep_dir(runs_dir, spec.name, sweep_id, root=root)
     spec.id = sweep_dir.name
     url = spec.storage_url(sweep_dir)
     points = grid_points(spec.space)[: spec.trials] if spec.method == "grid" else [{} for _ in range(spec.trials)]
     points = [{k: encode_choice(v) for k, v in p.items()} for p in points]
     try:
+        if prepare is not None:
+            prepare(sweep_dir, spec)
         study = Study.create(spec, url, points)
     except BaseException:
         if not any((sweep_dir / TRIALS_DIR).iterdir()):
@@ -95,7 +107,7 @@ def mlflow_parent(sweep_dir: Path, spec: SweepSpec, warn: Warn):
     record = sweep_dir / MLFLOW_PARENT_FILE
     parent = json.loads(record.read_text())["run_id"] if record.is_file() else None
     if parent is None:
-        parent = start_parent_run(tracking, f"sweep {spec.id}", warn=warn)
+        parent = start_parent_run(tracking, f"{spec.kind} {spec.id}", warn=warn)
         if parent is not None:
             from ..rundir import write_json
 

@@ -88,6 +88,7 @@ class SweepSpec:
     overrides: list[str] = field(default_factory=list)
     created_at: str = ""
     warning: Optional[str] = None  # what the user should know about the choice, e.g. ranked on training data
+    kind: str = "sweep"  # "cv": a cross-validation (sweep/cv.py), whose trials are its folds
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,7 @@ class SweepSpec:
             "overrides": list(self.overrides),
             "params": space_to_data(self.space),
             **({"warning": self.warning} if self.warning else {}),
+            **({"kind": self.kind} if self.kind != "sweep" else {}),
             "base": self.base,
         }
 
@@ -131,6 +133,7 @@ class SweepSpec:
                 overrides=list(data.get("overrides") or []),
                 created_at=data.get("created_at", ""),
                 warning=data.get("warning"),
+                kind=str(data.get("kind", "sweep")),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise SweepError(
@@ -182,9 +185,10 @@ def check_sweep_id(sweep_id: str) -> None:
         )
 
 
-def create_sweep_dir(runs_dir: Path, name: str, sweep_id: Optional[str] = None) -> Path:
-    """A new sweep folder; an id asked for by name must be free, a generated one is made unique."""
-    root = sweeps_root(runs_dir)
+def create_sweep_dir(runs_dir: Path, name: str, sweep_id: Optional[str] = None, root: Optional[Path] = None) -> Path:
+    """A new sweep folder (under root, by default runs/sweeps); an id asked for by name must be
+    free, a generated one is made unique."""
+    root = sweeps_root(runs_dir) if root is None else root
     if sweep_id is not None:
         check_sweep_id(sweep_id)
     try:

@@ -567,3 +567,18 @@ def test_top_losses_of_a_table_name_the_file_line_of_each_example(tmp_path):
         assert Path(file).name == "iris.csv"
         assert lines[int(line) - 1].split(",")[column] == row["true"]  # that line is this example
     assert len({row["source"] for row in top}) == 6
+
+
+def test_a_sweep_can_maximise_a_metric_from_training_metrics(tmp_path):
+    from dlcli.config import load_config
+    from dlcli.sweep.spec import resolve_objective
+
+    config = load_config(None, raw=synthetic_config(metrics=["f1", "auc"]))
+    assert resolve_objective(config, "val_f1", "auto") == ("val_f1", "max")
+    assert resolve_objective(config, "val_auc", "auto") == ("val_auc", "max")
+    swept = invoke(
+        "sweep", "run", write_config(tmp_path / "s.yaml", synthetic_config(epochs=1, metrics=["f1"])),
+        "-p", "optimizer.lr=[0.001,0.01]", "--metric", "val_f1", "--runs-dir", tmp_path / "runs", "--dry-run",
+    )  # fmt: skip
+    assert swept.exit_code == 0, swept.output
+    assert "val_f1" in swept.output

@@ -472,23 +472,14 @@ def check_space(base: Config, space: list[Param], method: str) -> None:
                 ) from None
 
 
-def logged_columns(config: Config) -> list[str]:
-    """The metrics.csv columns a run of this config logs (what `dlcli train` computes once its
-    data is loaded, known here from the config alone)."""
-    from ..plan import has_validation_data, metric_columns, plan_experiment
-
-    plan = plan_experiment(config)
-    metric = "mae" if plan.info.task == "regression" else "accuracy"
-    return [c for c in metric_columns(metric, has_validation_data(config)) if c not in ("epoch", "lr", "seconds")]
-
-
 def resolve_objective(config: Config, metric: Optional[str], direction: str) -> tuple[str, str]:
     """(metric, max|min): by default the run's monitor (val_loss with a validation set, else
     loss), its direction from its name."""
     from ..metrics import infer_mode
+    from ..plan import logged_columns, plan_experiment
     from ..registry import suggest
 
-    logged = logged_columns(config)
+    logged = logged_columns(plan_experiment(config))  # training.metrics' columns too
     if metric is None:
         monitor = config.training.monitor
         metric = monitor if monitor != "auto" else ("val_loss" if "val_loss" in logged else "loss")

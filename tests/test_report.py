@@ -472,3 +472,30 @@ def test_a_folder_that_is_neither_a_run_a_sweep_nor_a_cv(tmp_path):
     (tmp_path / "x" / "summary.csv").write_text("trial\n", encoding="utf-8")
     message = _fails(["report", str(tmp_path / "x")])
     assert "is not a run folder" in message and "sweep" in message and "\n" not in message.strip()
+
+
+def test_a_report_shows_what_a_real_evaluate_wrote(tmp_path):
+    """End to end: a binary table's run, `dlcli evaluate --top-losses`, then its report: the
+    classification report, ROC-AUC and PR-AUC as evaluate computed them, the ROC and PR curves
+    and the worst mistakes by file and line."""
+    runs = tmp_path / "runs"
+    trained = CliRunner().invoke(
+        app,
+        [
+            "train", str(ROOT / "configs" / "breast_cancer_binary.yaml"), "--runs-dir", str(runs),
+            "--set", "training.epochs=3", "--set", "device=cpu", "-q",
+        ],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    (folder,) = [p for p in runs.iterdir() if p.is_dir()]
+    evaluated = CliRunner().invoke(app, ["evaluate", str(folder), "--top-losses", "3"])
+    assert evaluated.exit_code == 0, evaluated.output
+    evaluation = json.loads((folder / "evaluation-test-best.json").read_text())
+    text = build_report(folder, generated_at="then")
+    assert "<h2>Evaluation</h2>" in text
+    assert f'<td>roc_auc</td><td class="num">{evaluation["roc_auc"]:.6g}</td>' in text
+    assert f'<td>pr_auc</td><td class="num">{evaluation["pr_auc"]:.6g}</td>' in text
+    for row in evaluation["top_losses"]:
+        assert "breast_cancer.csv, line " in row["source"] and f"<td>{row['source']}</td>" in text
+    alts = [img["alt"] for img in _parse(text).images]
+    assert any(alt.startswith("ROC curve") for alt in alts) and any(alt.startswith("Precision-recall") for alt in alts)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import invoke, synthetic_config, trained_run, write_config
+from test_metrics import one_paragraph  # exit 2, one paragraph, no traceback, the words
 
 MODEL = {"preset": "mlp", "hidden": [8]}
 
@@ -108,14 +109,6 @@ def test_class_weights_are_exact_on_resume(tmp_path):
         return [line.rsplit(",", 1)[0] for line in lines]
 
     assert rows(straight) == rows(halted)
-
-
-def one_paragraph(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    text = result.output.strip()
-    assert "\n\n" not in text and "Traceback" not in text, text
-    for word in words:
-        assert word in text, text
 
 
 def test_an_unknown_class_names_the_nearest(tmp_path):

@@ -481,3 +481,14 @@ def test_config_keys_for_every_model_kind():
                 "training": {"compile": True, "fine_tune": {"freeze_epochs": 1}},
             },
         )
+
+
+def test_a_mirror_serves_the_same_file_names(monkeypatch):
+    from dlcli.models.weights import URL_BASE_ENV, cache_path, download_url
+
+    url = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+    assert download_url(url) == url
+    monkeypatch.setenv(URL_BASE_ENV, "http://mirror.local/models/")
+    assert download_url(url) == "http://mirror.local/models/resnet18-f37072fd.pth"
+    monkeypatch.setenv("TORCH_HOME", "/somewhere")
+    assert cache_path(url) == Path("/somewhere/hub/checkpoints/resnet18-f37072fd.pth")

@@ -140,9 +140,6 @@ class FineTuning:
             m.train = types.MethodType(_stay_in_eval, m)
             m.train(False)
 
-    def trainable(self, model) -> list[Any]:
-        return [p for p in model.parameters() if p.requires_grad]
-
     def unfreeze(self, optimizer, schedule) -> None:
         """The unfreezing part joins training as a new parameter group (at the optimizer's
         current rate times backbone_lr_mult), its batch norms back under the model's mode."""

@@ -214,8 +214,8 @@ def _download(url: str, dest: Path, declared: DeclaredWeights, progress: Optiona
                 out.write(chunk)
                 digest.update(chunk)
                 done += len(chunk)
-                if progress is not None:
-                    progress(f"Downloading {dest.name}", done, max(total, done))
+                if progress is not None:  # in MiB: the bar's counts are whole numbers
+                    progress(f"Downloading {dest.name} (MiB)", done >> 20, max(total, done) >> 20)
         if total and done < total:
             raise ConfigError(
                 f"model.weights: downloading {url} to {dest} failed midway: the connection closed after {done:,} "

@@ -207,3 +207,18 @@ class RunFolderWriter(Callback):
         self.save(trainer)  # stopped by a callback after this one (a sweep's pruner)
         for saver in self.savers:
             saver.on_train_end(trainer)
+
+
+class Unfreeze(Callback):
+    """training.fine_tune's phase change: at the start of the epoch after freeze_epochs, the
+    frozen part named by `unfreeze` joins the optimizer (fine_tune.FineTuning.unfreeze). At an
+    epoch's start, so a checkpoint of the last frozen epoch still holds the frozen phase, and
+    a run resumed from it unfreezes here exactly as the uninterrupted run did."""
+
+    def __init__(self, fine_tuning, schedule) -> None:
+        self.fine_tuning = fine_tuning
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch: int, trainer: Trainer) -> None:
+        if self.fine_tuning.due(epoch - 1):
+            self.fine_tuning.unfreeze(trainer.optimizer, self.schedule)

@@ -77,6 +77,7 @@ class TrainingState:
     device: Any = None
     config: Optional[dict] = None  # the resolved config, as plain data
     preprocessing: Optional[dict] = None  # the data's fitted preprocessing, as plain data
+    fine_tuning: Any = None  # fine_tune.FineTuning: its phase decides the optimizer's groups
 
     def capture(self, epoch: int) -> dict[str, Any]:
         """Everything needed to resume after `epoch` (the best value is added by the Checkpointer),
@@ -116,6 +117,10 @@ class TrainingState:
             state, self.model, path, hint="Resume with the config the run was started with, or start a new run."
         )
         unwrap_model(self.model).load_state_dict(state["model"])
+        tuning = self.fine_tuning
+        if tuning is not None and tuning.due(int(state["epoch"]) - 1):
+            # Saved after an unfrozen epoch: its optimizer already had the unfrozen group.
+            tuning.unfreeze(self.optimizer, self.schedule)
         load_optimizer_state(self.optimizer, state["optimizer"])
         if self.schedule is not None and state.get("schedule") is not None:
             self.schedule.load_state_dict(state["schedule"])

@@ -24,6 +24,10 @@ from .layer_specs import LAYER_TYPES, Activation, LayerSpec, option
 OutputActivation = Literal["auto", "linear", "sigmoid", "tanh", "relu", "softmax"]
 
 ACTIVATIONS: tuple[str, ...] = typing.get_args(Activation)
+_WEIGHTS_HELP = (
+    "weights to start from: a dlcli run folder (runs/<id>: its best.pt, every tensor whose name and shape match) "
+    "or a state-dict file"
+)
 
 # ----------------------------------------------------------------------------- model
 
@@ -37,6 +41,7 @@ class MlpModel:
     activation: Activation = option("relu", help="activation of the hidden layers")
     dropout: float = option(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
     output_activation: OutputActivation = option("auto", help="auto picks it from the loss")
+    weights: Optional[str] = option(None, help=_WEIGHTS_HELP)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class CnnModel:
     hidden: tuple[int, ...] = option((), help="units of Dense layers after Flatten", ge=1)
     dropout: float = option(0.5, help="dropout before the output layer", ge=0.0, lt=1.0)
     output_activation: OutputActivation = option("auto", help="auto picks it from the loss")
+    weights: Optional[str] = option(None, help=_WEIGHTS_HELP)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class BinaryModel:
     hidden: tuple[int, ...] = option((16, 16), help="units of each hidden Dense layer", ge=1)
     activation: Activation = option("relu", help="activation of the hidden layers")
     dropout: float = option(0.0, help="dropout after each hidden layer", ge=0.0, lt=1.0)
+    weights: Optional[str] = option(None, help=_WEIGHTS_HELP)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class LayersModel:
     """A general list of layers, applied in order."""
 
     layers: tuple[LayerSpec, ...] = option(help="the layers, each `- type: {options}`")
+    weights: Optional[str] = option(None, help=_WEIGHTS_HELP)
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class LeNet5Model:
     activation: Activation = option("tanh", help="activation of the hidden layers (the original: tanh)")
     pooling: Literal["avg", "max"] = option("avg", help="subsampling layers: avg (the original) or max")
     output_activation: OutputActivation = option("auto", help="auto picks it from the loss")
+    weights: Optional[str] = option(None, help=_WEIGHTS_HELP)
 
 
 @dataclass(frozen=True)
@@ -86,7 +95,9 @@ class TorchvisionModel:
     """A classification model of torchvision.models, adapted to the data's channels and classes."""
 
     torchvision: str = option(help="the model's name in torchvision.models, e.g. resnet18")
-    weights: Optional[str] = option(None, help="a local state-dict file to start from (nothing is downloaded)")
+    weights: Optional[str] = option(
+        None, help=_WEIGHTS_HELP + ", or one of torchvision's weight names for the model (DEFAULT, IMAGENET1K_V1, ...)"
+    )
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,7 @@ class ZFNetModel:
     activation: Activation = option("relu", help="activation of the hidden layers (the original: relu)")
     dropout: float = option(0.5, help="dropout after each of the two 4096-unit layers", ge=0.0, lt=1.0)
     output_activation: OutputActivation = option("auto", help="auto picks it from the loss")
+    weights: Optional[str] = option(None, help=_WEIGHTS_HELP)
 
 
 PRESETS: dict[str, type] = {
@@ -322,6 +334,26 @@ class TopKAccuracy:
 
 
 @dataclass(frozen=True)
+class FineTuneConfig:
+    """Training a network that starts from trained weights: a frozen part first, then (optionally) all of it."""
+
+    freeze: Union[Literal["backbone"], tuple[str, ...]] = option(
+        "backbone", help="backbone (all but the last layer, the head) or a list of layer names or name prefixes"
+    )
+    freeze_epochs: Optional[int] = option(
+        None, help="epochs with the frozen part frozen, then it trains too (null: never, feature extraction)", ge=1
+    )
+    unfreeze: Union[Literal["all"], tuple[str, ...]] = option(
+        "all", help="what unfreezes after freeze_epochs: all, or a list of layer names or name prefixes"
+    )
+    backbone_lr_mult: float = option(
+        0.01,
+        help="the unfrozen part's learning rate as a multiple of the optimizer's (its own parameter group)",
+        gt=0.0,
+    )
+
+
+@dataclass(frozen=True)
 class TrainingConfig:
     epochs: int = option(10, help="passes over the training set", ge=1)
     batch_size: int = option(32, help="samples per step (the global batch under torchrun)", ge=1)
@@ -364,6 +396,9 @@ class TrainingConfig:
         gt=0.0,
         lt=1.0,
     )
+    fine_tune: Optional[FineTuneConfig] = option(
+        None, help="freeze part of a network that starts from trained weights (model.weights), then unfreeze it"
+    )
 
     def check(self) -> None:
         if self.schedule is not None:
@@ -378,6 +413,13 @@ class TrainingConfig:
                     hint="Use weights of 0 or more (1 leaves a class as it is), or class_weight: balanced.",
                     key="training.class_weight",
                 )
+        if self.fine_tune is not None and self.fine_tune.freeze_epochs is not None and self.compile:
+            raise ConfigError(
+                "training.fine_tune.freeze_epochs: a compiled step keeps the parameters it was compiled with, "
+                "and unfreezing adds some mid-run.",
+                hint="Use training.compile: false with freeze_epochs, or leave freeze_epochs out (feature extraction).",
+                key="training.fine_tune.freeze_epochs",
+            )
         if self.cuda_graph and self.gradient_accumulation_steps > 1:
             raise ConfigError(
                 "training.gradient_accumulation_steps: a recorded CUDA graph holds one whole step, "

@@ -167,6 +167,19 @@ def load_optimizer_state(optimizer, state: dict) -> None:
                 optimizer.state[p]["step"] = step.to(device=p.device if on_device else "cpu", dtype=torch.float32)
 
 
+def add_param_group(optimizer, schedule: Optional[LrSchedule], params: list, lr_mult: float) -> None:
+    """Add `params` to the optimizer as a group of their own whose learning rates are group 0's
+    times `lr_mult` (now and in the schedule's future: one_cycle's peak and floor too)."""
+    first = optimizer.param_groups[0]
+    group: dict[str, Any] = {"params": params, "lr": first["lr"] * lr_mult}
+    for key in ("initial_lr", "max_lr", "min_lr"):  # what torch's schedulers keep per group
+        if key in first:
+            group[key] = first[key] * lr_mult
+    optimizer.add_param_group(group)
+    if schedule is not None:
+        schedule.added_group(lr_mult)
+
+
 SCHEDULES = ("step", "cosine", "reduce_on_plateau", "one_cycle", "constant")
 SCHEDULE_STATE = "dlcli_schedule"  # marks the state_dict layout below (checkpoint format 2)
 
@@ -251,6 +264,16 @@ class LrSchedule:
                 self.scheduler.step()
         else:
             self._warm()
+
+    def added_group(self, lr_mult: float) -> None:
+        """The optimizer has a new last parameter group whose rates are group 0's times
+        `lr_mult` (optim.add_param_group): every per-group value of the schedule follows."""
+        self.targets.append(self.targets[0] * lr_mult)
+        scheduler = self.scheduler
+        for name in ("base_lrs", "_last_lr", "min_lrs"):  # ReduceLROnPlateau keeps min_lrs
+            values = getattr(scheduler, name, None)
+            if isinstance(values, list) and len(values) == len(self.optimizer.param_groups) - 1:
+                values.append(values[0] * lr_mult)
 
     def take_step_lrs(self) -> list[float]:
         """The rates of the updates since the last call (for lr_steps.csv)."""

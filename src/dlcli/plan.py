@@ -101,12 +101,13 @@ def resolve_device(name: str):
     return torch.device("cuda", index)
 
 
-def build_network(plan: Plan, device, channels_last, initial_weights: bool = True):
+def build_network(plan: Plan, device, channels_last, initial_weights: bool = True, progress=None):
     """The model of a plan on its device, in the memory layout it trains in. Without
-    `initial_weights` the weights are left uninitialised, for a checkpoint's to replace them."""
+    `initial_weights` the weights are left uninitialised, for a checkpoint's to replace them;
+    `progress` is told how a download of weights goes."""
     from .models import build_model, use_channels_last
 
-    model = build_model(plan.model_plan, initial_weights=initial_weights).to(device)
+    model = build_model(plan.model_plan, initial_weights=initial_weights, progress=progress).to(device)
     use_channels_last(model, channels_last)
     return model
 

@@ -48,11 +48,12 @@ def _layer_data(rec) -> dict[str, Any]:
     return entry
 
 
-def summary_data(model, plan=None) -> dict[str, Any]:
+def summary_data(model, plan=None, phases=None) -> dict[str, Any]:
     """Everything the table shows, as plain data (also what --json prints).
 
     `model` is a models.ModelPlan or a built model carrying one: every number is analytic, so
-    no model needs to be built (and no torch imported) to show it."""
+    no model needs to be built (and no torch imported) to show it. `phases`: training.fine_tune's
+    phases (fine_tune.FineTuning.phases), each with its epochs and parameter counts."""
     model_plan = getattr(model, "plan", model)
     trainable = model_plan.trainable_params
     total = model_plan.total_params
@@ -72,6 +73,8 @@ def summary_data(model, plan=None) -> dict[str, Any]:
     if plan is not None:
         data["name"] = plan.config.name
         data["loss"] = plan.loss_name
+    if phases:
+        data["fine_tune"] = phases
     return data
 
 
@@ -115,6 +118,15 @@ def render_summary(data: dict[str, Any], console: Console, verbose: bool = False
     console.print(f" Non-trainable params: {data['non_trainable_params']:,}", highlight=False)
     if verbose:
         console.print(f" Mult-adds per sample: {data['mult_adds']:,}", highlight=False)
+    for i, phase in enumerate(data.get("fine_tune", [])):
+        frozen = f"; frozen: {', '.join(phase['frozen_layers'])}" if phase.get("frozen_layers") else ""
+        rate = f"; the unfrozen part at {phase['lr_mult']} x the learning rate" if "lr_mult" in phase else ""
+        console.print(
+            f" Fine-tuning phase {i + 1} (epochs {phase['epochs']}): trainable {phase['trainable']:,}, "
+            f"frozen {phase['frozen']:,}{frozen}{rate}",
+            highlight=False,
+            markup=False,
+        )
     notes = []
     ranks = {len(layer["output_shape"]) for layer in data["layers"]}
     if 4 in ranks:
@@ -137,11 +149,11 @@ def render_summary(data: dict[str, Any], console: Console, verbose: bool = False
         console.print(f" Note: {note}.", style="dim", highlight=False)
 
 
-def summary_text(model, plan=None, verbose: bool = False) -> str:
+def summary_text(model, plan=None, verbose: bool = False, phases=None) -> str:
     """The table as plain text (no colours), as saved in summary.txt."""
     from rich.console import Console
 
     buffer = io.StringIO()
     console = Console(file=buffer, width=120, color_system=None, force_terminal=False, legacy_windows=False)
-    render_summary(summary_data(model, plan), console, verbose)
+    render_summary(summary_data(model, plan, phases), console, verbose)
     return buffer.getvalue()

@@ -151,6 +151,14 @@ def check_world_size(config: Config, world_size: int) -> None:
     """What several processes need: no CUDA-graph recording, and a global batch that splits
     evenly across them."""
     batch = config.training.batch_size
+    tuning = config.training.fine_tune
+    if world_size > 1 and tuning is not None and tuning.freeze_epochs is not None:
+        raise ConfigError(
+            "training.fine_tune.freeze_epochs: under torchrun the data-parallel wrapper fixes the parameters "
+            "it synchronises when it starts, so a part cannot unfreeze mid-run.",
+            hint="Train the frozen phase as one run and fine-tune from it (model.weights: runs/<id>) as another.",
+            key="training.fine_tune.freeze_epochs",
+        )
     if world_size > 1 and config.training.cuda_graph:
         raise ConfigError(
             f"training.cuda_graph: recording steps as CUDA graphs works in one process, and this run has {world_size}.",
@@ -240,6 +248,7 @@ class Experiment:
     shuffle_gen: Any
     eval_metrics: Any = None  # metrics.ValidationMetrics: training.metrics and the decision threshold
     class_weight: Optional[dict[str, float]] = None  # training.class_weight resolved, per class name
+    fine_tuning: Any = None  # fine_tune.FineTuning of training.fine_tune, or None
 
     def training_state(self) -> TrainingState:
         from .checkpoint import TrainingState
@@ -253,6 +262,7 @@ class Experiment:
             self.device,
             config_to_dict(self.config),
             getattr(self.data, "preprocessing", None),
+            self.fine_tuning,
         )
 
     def batches(self, dist: Distributed):
@@ -317,13 +327,16 @@ def build_experiment(
     preprocessing: Optional[dict] = None,
     resuming: bool = False,
     progress=None,
+    download_progress=None,
 ) -> Experiment:
     """Load the data and build the model, optimizer, schedule and early stopping of a run.
-    `progress(description, done, total)` is told how a long data load goes."""
+    `progress(description, done, total)` is told how a long data load goes, and
+    `download_progress` how a download of the model's starting weights goes."""
     import torch
 
     from .callbacks import EarlyStopping
     from .data import load_dataset
+    from .fine_tune import prepare_fine_tuning
     from .losses import class_weights, label_smoothing_of, make_objective
     from .metrics import validation_columns
     from .optim import LrSchedule, build_optimizer
@@ -342,10 +355,13 @@ def build_experiment(
     columns = metric_columns(objective.metric_name, data.has_validation, extra)
     check_monitors(config, [c for c in columns if c not in ("epoch", "lr", "seconds")])
 
-    model = build_network(plan, device, config.training.channels_last, initial_weights=not resuming)
+    model = build_network(
+        plan, device, config.training.channels_last, initial_weights=not resuming, progress=download_progress
+    )
+    fine_tuning = prepare_fine_tuning(model, config.training.fine_tune)  # the frozen part stays out of the optimizer
     optimizer = build_optimizer(
         config.optimizer,
-        model.parameters(),
+        [p for p in model.parameters() if p.requires_grad],
         device.type,
         capturable=config.training.cuda_graph and device.type == "cuda",
         compiled=compile_mode(config.training.compile) is not None,
@@ -376,6 +392,7 @@ def build_experiment(
         torch.Generator().manual_seed(config.seed),
         eval_metrics,
         dict(zip(names, weights)) if weights is not None else None,
+        fine_tuning,
     )
 
 
@@ -441,6 +458,7 @@ class RunFolder:
     started: float = field(default_factory=time.time)
     trackers: list = field(default_factory=list)  # TensorBoard / MLflow callbacks, told how the run ended
     writer: Any = None  # callbacks.RunFolderWriter of the main process
+    weights: Optional[dict] = None  # what model.weights loaded (models.weights.WeightsReport), for results.json
     finished: bool = False  # run.json holds the final status
 
     def save_noted_epochs(self, trainer) -> None:
@@ -499,7 +517,8 @@ def _write_run_start(exp: Experiment, folder: RunFolder, dist: Distributed, comm
 
     config, run_dir = exp.config, folder.path
     atomic_write_text(run_dir / CONFIG_FILE, dump_config(config))
-    atomic_write_text(run_dir / SUMMARY_FILE, summary_text(exp.model, exp.plan))
+    phases = exp.fine_tuning.phases(exp.model, config.training.epochs) if exp.fine_tuning is not None else None
+    atomic_write_text(run_dir / SUMMARY_FILE, summary_text(exp.model, exp.plan, phases=phases))
     state = getattr(exp.data, "preprocessing", None)
     if state is not None:  # what was fitted on the training split, for evaluate, resume, predict, export
         from .data.preprocessing import preprocessing_files, state_json
@@ -508,6 +527,11 @@ def _write_run_start(exp: Experiment, folder: RunFolder, dist: Distributed, comm
         for name, text in preprocessing_files(state).items():
             atomic_write_text(run_dir / name, text)
     previous = read_json(run_dir / RUN_FILE) if folder.is_resume and (run_dir / RUN_FILE).exists() else {}
+    report = getattr(exp.model, "weights_report", None)
+    folder.weights = report.as_dict() if report is not None else previous.get("weights")  # a resume loads none
+    transfer = {"weights": folder.weights} if folder.weights is not None else {}
+    if exp.fine_tuning is not None:
+        transfer["fine_tune"] = exp.fine_tuning.phases(exp.model, config.training.epochs)
     write_json(
         run_dir / RUN_FILE,
         {
@@ -527,6 +551,7 @@ def _write_run_start(exp: Experiment, folder: RunFolder, dist: Distributed, comm
             "host": socket.gethostname(),
             "resumed_from_epoch": folder.resumed.epoch if folder.is_resume else None,
             "monitor": exp.monitor,
+            **transfer,
         },
     )
 
@@ -562,7 +587,7 @@ def make_trainer(
         model = dist.wrap(model, exp.device)
 
     display = checkpointer = None
-    callbacks: list = []
+    callbacks: list = _phase_change(exp)  # first: the epoch's display shows its phase
     if dist.is_main:
         if not quiet:
             display = ProgressDisplay(console, live=live)
@@ -613,6 +638,16 @@ def make_trainer(
     )
     trainer.history = list(folder.previous_rows)
     return trainer, display, checkpointer
+
+
+def _phase_change(exp: Experiment) -> list:
+    """training.fine_tune's unfreezing callback, when the run has one."""
+    tuning = exp.fine_tuning
+    if tuning is None or tuning.config.freeze_epochs is None:
+        return []
+    from .callbacks import Unfreeze
+
+    return [Unfreeze(tuning, exp.schedule)]
 
 
 def _note_batch_norm_under_accumulation(config: Config, model, console) -> None:
@@ -745,7 +780,8 @@ def finish_run(
             if early is not None and early.restored_best_weights
             else "final weights"
         )
-        write_json(run_dir / RESULTS_FILE, {"checkpoint": weights, **results, "best": best})
+        started_from = {"weights": folder.weights} if folder.weights is not None else {}
+        write_json(run_dir / RESULTS_FILE, {"checkpoint": weights, **results, "best": best, **started_from})
         if draw_plots:
             from .plots import plot_run
 
@@ -846,12 +882,19 @@ def train(
         check_fits(plan.model_plan, device, config.optimizer)  # before any data or weights are allocated
         progress = LoadProgress(console, live=live) if dist.is_main and not quiet else None
         exp = build_experiment(
-            config, plan, device, dist, preprocessing=saved, resuming=resume_dir is not None, progress=progress
+            config,
+            plan,
+            device,
+            dist,
+            preprocessing=saved,
+            resuming=resume_dir is not None,
+            progress=progress,
+            download_progress=_download_progress(live) if dist.is_main and not quiet else None,
         )
         if dist.is_main and not quiet:
             from .data.checks import dataset_notes
 
-            for note in dataset_notes(exp.data):  # e.g. an empty test split
+            for note in [*dataset_notes(exp.data), *weights_notes(exp)]:  # e.g. an empty test split
                 console.print(note, highlight=False, markup=False)  # notes quote [shapes] and paths
         folder = open_run_folder(exp, runs_dir, resume_dir, dist, command)
         train_batches, val_batches, test_batches = exp.batches(dist)
@@ -895,6 +938,43 @@ def _run_ended_by(exc: BaseException, folder: Optional[RunFolder], dist: Distrib
     if isinstance(exc, DlcliError) and main_folder is not None:
         exc.message += f" (run folder: {main_folder})"
     return exc
+
+
+def _download_progress(live: Optional[bool]):
+    """A download's progress bar, on standard error (standard output may be piped)."""
+    from rich.console import Console
+
+    from .progress import LoadProgress
+
+    return LoadProgress(Console(stderr=True), live=live)
+
+
+def weights_notes(exp: Experiment) -> list[str]:
+    """What model.weights loaded and what starts fresh, the frozen layers, and a note when
+    the weights were trained on another image size."""
+    report = getattr(exp.model, "weights_report", None)
+    notes = []
+    if report is not None:
+        name = f"{report.weights_name} " if report.weights_name else ""
+        notes.append(f"Weights: {name}from {report.file} (sha256 {report.sha256[:12]}).")
+        notes.append(f"  transferred: {', '.join(report.transferred) or 'nothing'}")
+        notes.append(f"  starting fresh: {', '.join(report.fresh) or 'nothing'}")
+        if report.mean is not None:
+            notes.append(f"  inputs normalised in the model: mean {report.mean}, std {report.std}")
+        size = exp.plan.info.input_shape[-1]
+        if report.input_size and size != report.input_size:
+            notes.append(
+                f"Note: these weights were trained on {report.input_size}x{report.input_size} images and the data's "
+                f"are {size} wide; data.image_size can change that, at the cost of more pixels."
+            )
+    if exp.fine_tuning is not None:
+        for i, phase in enumerate(exp.fine_tuning.phases(exp.model, exp.config.training.epochs)):
+            frozen = f", frozen: {', '.join(phase['frozen_layers'])}" if "frozen_layers" in phase else ""
+            notes.append(
+                f"Fine-tuning phase {i + 1} (epochs {phase['epochs']}): {phase['trainable']:,} trainable, "
+                f"{phase['frozen']:,} frozen parameters{frozen}."
+            )
+    return notes
 
 
 def _warn_on_stderr(text: str) -> None:

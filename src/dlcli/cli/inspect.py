@@ -51,7 +51,13 @@ def summary(
     cfg = load_experiment(config, set_)
     with located(cfg):
         plan = plan_experiment(cfg)
-    data = summary_data(plan.model_plan, plan)  # analytic: nothing is built, torch is not imported
+    phases = None
+    if cfg.training.fine_tune is not None:  # which parts are frozen needs the model's modules: built, untrained
+        from ..fine_tune import planned_phases
+
+        with located(cfg):
+            phases = planned_phases(plan.model_plan, cfg.training)
+    data = summary_data(plan.model_plan, plan, phases)  # analytic: without fine_tune nothing is built
     if json_:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:

@@ -109,11 +109,13 @@ def plan_model(
 # ----------------------------------------------------------------------------- building
 
 
-def build_model(plan: ModelPlan, initial_weights: bool = True):
-    """The model of a plan; it carries the plan as `.plan` for the summary.
+def build_model(plan: ModelPlan, initial_weights: bool = True, progress=None):
+    """The model of a plan; it carries the plan as `.plan` for the summary, and what
+    `model.weights` loaded as `.weights_report` (models.weights.WeightsReport, or None).
 
-    `initial_weights=False` skips reading a torchvision model's `weights:` file, for callers
-    that load a checkpoint over the weights anyway (resume, evaluate, predict).
+    `initial_weights=False` skips reading the `weights:`, for callers that load a checkpoint
+    over the weights anyway (resume, evaluate, predict). `progress(description, done, total)`
+    is told how a download of torchvision's weights goes.
 
     Refuses (ResourceError, exit code 1) before allocating when the weights alone cannot fit in
     this machine's memory, and turns an allocation failure into the same clear error.
@@ -125,11 +127,16 @@ def build_model(plan: ModelPlan, initial_weights: bool = True):
         if plan.torchvision is not None:
             from .torchvision_models import build_torchvision
 
-            model = build_torchvision(plan, initial_weights)
+            model, report = build_torchvision(plan, initial_weights, progress)
             model.layer_ranges = None  # type: ignore[attr-defined]
         else:
-            model = _build_sequential(plan)
+            model, report = _build_sequential(plan), None
     model.plan = plan  # type: ignore[attr-defined]
+    if plan.weights and initial_weights:
+        from .weights import load_weights
+
+        report = load_weights(model, plan.weights)
+    model.weights_report = report  # type: ignore[attr-defined]
     return model
 
 
@@ -284,4 +291,6 @@ def plan_network(
         from .torchvision_models import plan_torchvision
 
         return plan_torchvision(model_config, tuple(input_shape), output_units, output_activation, absorb)
-    return plan_model(expand(model_config, output_units, output_activation), input_shape, absorb, vocab_size)
+    plan = plan_model(expand(model_config, output_units, output_activation), input_shape, absorb, vocab_size)
+    plan.weights = getattr(model_config, "weights", None)
+    return plan

@@ -32,6 +32,7 @@ class ModelPlan:
     output_activation: str  # what the last layer applies, as the user wrote it
     absorbed_activation: bool  # True: left out of the network, applied inside the loss
     torchvision: Any = None  # torchvision_models.TorchvisionPlan for `model: {torchvision: ...}`
+    weights: Optional[str] = None  # a layer list's or preset's model.weights (a torchvision model's is in its plan)
 
     @property
     def trainable_params(self) -> int:

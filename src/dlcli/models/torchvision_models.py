@@ -5,7 +5,8 @@ Adaptation, as the README describes: the model is built as torchvision defines i
 `num_classes` set to the data's classes (so its classifier has the right outputs), and when
 the data does not have 3 channels its first convolution (Conv2d, or Conv3d for a video model)
 is replaced by one of the same kernel, stride and padding that takes the data's channels. Weights start random (torchvision's
-own initialisation); `weights: PATH` loads a local state-dict file, never a download.
+own initialisation), or from `weights:` (models/weights.py: a run, a state-dict file, or one
+of torchvision's weight names, whose normalisation is then applied inside the model).
 
 The plan is made on the meta device: the model is constructed without allocating memory and
 one forward pass of a meta tensor gives every top-level part's output shape, so `dlcli
@@ -42,6 +43,9 @@ class TorchvisionPlan:
     weights: Optional[str]
     in_channels: int
     num_classes: int
+    declared: Any = None  # weights.DeclaredWeights when `weights` is one of torchvision's names
+    mean: Optional[tuple[float, ...]] = None  # the input normalisation per data channel
+    std: Optional[tuple[float, ...]] = None
 
 
 def classification_models() -> list[str]:
@@ -170,8 +174,20 @@ def plan_torchvision(
         records,
         output_activation,
         absorbed,
-        TorchvisionPlan(name, spec.weights, in_channels, num_classes),
+        _torchvision_plan(name, spec.weights, in_channels, num_classes),
     )
+
+
+def _torchvision_plan(name: str, weights: Optional[str], in_channels: int, num_classes: int) -> TorchvisionPlan:
+    """The plan's weights part: a torchvision weight name resolved (unknown names are errors
+    here, before anything is built), with the normalisation it declares."""
+    from .weights import channel_statistics, declared_weights
+
+    declared = declared_weights(name, weights) if weights else None
+    if declared is None:
+        return TorchvisionPlan(name, weights, in_channels, num_classes)
+    mean, std = channel_statistics(declared, in_channels)
+    return TorchvisionPlan(name, weights, in_channels, num_classes, declared, tuple(mean), tuple(std))
 
 
 def _check_model(name: str, input_shape: tuple[int, ...]) -> None:
@@ -351,35 +367,6 @@ def _torchvision_version() -> str:
 # ----------------------------------------------------------------------------- building
 
 
-def _read_state_dict(path: Path) -> dict:
-    import torch
-
-    if not path.is_file():
-        raise ConfigError(
-            f"model.weights: {str(path)!r} is not a file.",
-            hint="Point weights at a state-dict file saved with torch.save(model.state_dict(), PATH).",
-            key="model.weights",
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle, zip and unpickling-policy errors all mean the same here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(
-            f"model.weights: cannot read {path} as a PyTorch state dict ({first[:200]}).",
-            hint="Save it with torch.save(model.state_dict(), PATH); only tensors are loaded.",
-            key="model.weights",
-        ) from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a dlcli checkpoint
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(
-            f"model.weights: {path} is not a state dict (a mapping of parameter names to tensors).",
-            hint="Save it with torch.save(model.state_dict(), PATH).",
-            key="model.weights",
-        )
-    return state
-
-
 def _mismatch(model, state: dict) -> list[str]:
     """What keeps `state` from loading into `model`: missing, unexpected and mis-shaped entries."""
     own = model.state_dict()
@@ -400,17 +387,31 @@ def _mismatch(model, state: dict) -> list[str]:
     return problems
 
 
-def build_torchvision(plan, initial_weights: bool = True):
-    """The adapted model, with the weights file's tensors when one is given (and wanted)."""
-    tv: TorchvisionPlan = plan.torchvision
-    if not tv.weights or not initial_weights:
-        return adapted_model(tv.name, tv.in_channels, tv.num_classes)
-    path = Path(tv.weights).expanduser()
-    state = _read_state_dict(path)
+def _normalize_input(module, args):
+    """A forward pre-hook: the weights' normalisation, applied to dlcli's [0, 1] inputs inside
+    the model, so that evaluate, predict and export apply it exactly as training does."""
+    return ((args[0] - module.input_mean) / module.input_std, *args[1:])
+
+
+def add_input_normalization(model, mean: tuple[float, ...], std: tuple[float, ...], rank: int) -> None:
+    """Buffers input_mean and input_std (one value per channel) and the hook that applies them."""
+    import torch
+
+    shape = (len(mean),) + (1,) * (rank - 1)  # (C, 1, 1) for images, (C, 1, 1, 1) for clips
+    model.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32).reshape(shape))
+    model.register_buffer("input_std", torch.tensor(std, dtype=torch.float32).reshape(shape))
+    model.register_forward_pre_hook(_normalize_input)
+
+
+def _load_torchvision_state(tv: TorchvisionPlan, state: dict, path: Path, digest: str, source: str):
+    """The adapted model with a state dict saved from it, or from torchvision's model as defined
+    (3 channels, 1,000 or 400 classes: its stem is adapted and its classifier replaced)."""
+    from .weights import WeightsReport
+
     model = adapted_model(tv.name, tv.in_channels, tv.num_classes)
     if not _mismatch(model, state):  # saved from a model adapted the same way (e.g. by dlcli)
         model.load_state_dict(state)
-        return model
+        return model, WeightsReport(source, str(path), digest, transferred=[n for n, _ in model.named_children()])
     defined = _default_classes(tv.name)
     original = _construct(tv.name, defined)  # as torchvision defines it: 3 channels, 1,000 (or 400) classes
     problems = _mismatch(original, state)
@@ -423,6 +424,46 @@ def build_torchvision(plan, initial_weights: bool = True):
             key="model.weights",
         )
     original.load_state_dict(state)
+    stem = next(n for n, m in original.named_modules() if m is _first_conv(original)[2])
+    before = dict(original.named_modules())
     _replace_first_conv(original, tv.in_channels, keep_weights=True)
     _replace_classifier(original, tv.num_classes, defined)
-    return original
+    # The stem keeps its (adapted) kernel; a replaced classifier starts fresh.
+    fresh = [n for n, m in original.named_modules() if n and n != stem and before.get(n) is not m]
+    parts = [n for n, _ in original.named_children()]
+    return original, WeightsReport(
+        source,
+        str(path),
+        digest,
+        transferred=[p for p in parts if not any(f == p or f.startswith(p + ".") for f in fresh)],
+        fresh=fresh,
+    )
+
+
+def build_torchvision(plan, initial_weights: bool = True, progress=None):
+    """The adapted model, with its starting weights when they are wanted (`initial_weights`)
+    and the weights' input normalisation when they declare one. Returns (model, report or None)."""
+    from .weights import fetch_weights, load_weights, read_state_dict
+
+    tv: TorchvisionPlan = plan.torchvision
+    report = None
+    if not tv.weights or not initial_weights:
+        model = adapted_model(tv.name, tv.in_channels, tv.num_classes)
+    elif tv.declared is not None:
+        path, digest = fetch_weights(tv.declared, progress)
+        model, report = _load_torchvision_state(tv, read_state_dict(path), path, digest, "torchvision")
+        report.weights_name, report.input_size = tv.declared.name, tv.declared.input_size
+    elif Path(tv.weights).expanduser().is_dir():  # a dlcli run: every tensor whose name and shape match
+        model = adapted_model(tv.name, tv.in_channels, tv.num_classes)
+        report = load_weights(model, tv.weights)
+    else:
+        from .weights import sha256_of
+
+        path = Path(tv.weights).expanduser()
+        state = read_state_dict(path)
+        model, report = _load_torchvision_state(tv, state, path, sha256_of(path), "file")
+    if tv.mean is not None and tv.std is not None:
+        add_input_normalization(model, tv.mean, tv.std, len(plan.input_shape))
+        if report is not None:
+            report.mean, report.std = list(tv.mean), list(tv.std)
+    return model, report

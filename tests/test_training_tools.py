@@ -236,6 +236,23 @@ def test_one_cycle_cycles_momentum_as_pytorchs_onecyclelr_does():
         assert set(momenta_of(optimizer, schedule.step_batch, 9)) == {0.0 if not options else 0.9}
 
 
+def test_a_group_added_mid_cycle_joins_the_momentum_cycle():
+    """Unfreezing (training.fine_tune) adds a parameter group during one_cycle: it takes the
+    cycle's momentum from then on, as group 0 does."""
+    from dlcli.optim import add_param_group
+
+    model, extra = tiny_model(), torch.nn.Linear(4, 4)
+    adam = torch.optim.Adam(model.parameters(), lr=0.01)
+    schedule = LrSchedule(ScheduleConfig(name="one_cycle"), adam, epochs=2, steps_per_epoch=10)
+    momenta_of(adam, schedule.step_batch, 4)
+    add_param_group(adam, schedule, list(extra.parameters()), 0.1)
+    for _ in range(12):
+        first, added = adam.param_groups
+        assert added["betas"] == first["betas"] and added["lr"] == pytest.approx(first["lr"] * 0.1)
+        adam.step()
+        schedule.step_batch()
+
+
 def test_warm_up_scales_each_schedule_linearly_then_hands_over(tmp_path):
     schedule = {"name": "step", "step_size": 1, "gamma": 0.5, "warmup_steps": 6}
     run = train_run(tmp_path, synthetic_config(epochs=3, schedule=schedule))  # 10 updates per epoch

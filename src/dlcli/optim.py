@@ -175,6 +175,9 @@ def add_param_group(optimizer, schedule: Optional[LrSchedule], params: list, lr_
     for key in ("initial_lr", "max_lr", "min_lr"):  # what torch's schedulers keep per group
         if key in first:
             group[key] = first[key] * lr_mult
+    if "base_momentum" in first:  # one_cycle cycles the momentum: the new group joins the cycle where it is
+        for key in ("base_momentum", "max_momentum", "betas" if "betas" in first else "momentum"):
+            group[key] = first[key]
     optimizer.add_param_group(group)
     if schedule is not None:
         schedule.added_group(lr_mult)
@@ -195,9 +198,10 @@ class LrSchedule:
 
     one_cycle is PyTorch's OneCycleLR over the run's updates, momentum (Adam's beta_1) cycled
     inversely to the rate unless `cycle_momentum` is false or the optimizer has none (SGD and
-    RMSprop with momentum 0: cycling would switch on a momentum the user left off). Warm-up scales the rate that the per-epoch schedule sets by (s + 1) / W for
-    the update s (from 0) of the first W updates, so the first update already moves and the
-    W-th uses the full rate; the per-epoch schedule steps on the full rate, never a warmed one.
+    RMSprop with momentum 0: cycling would switch on a momentum the user left off). Warm-up
+    scales the rate that the per-epoch schedule sets by (s + 1) / W for the update s (from 0) of
+    the first W updates, so the first update already moves and the W-th uses the full rate; the
+    per-epoch schedule steps on the full rate, never a warmed one.
     """
 
     def __init__(self, config: ScheduleConfig, optimizer, epochs: int, steps_per_epoch: int = 1) -> None:

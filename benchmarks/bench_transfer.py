@@ -103,13 +103,15 @@ def demo(work: Path, mnist_root: str, seeds: list[int]) -> dict:
     return {"pretrain_test_accuracy": pre["results"]["test_accuracy"], **result}
 
 
-def torchvision_demo(work: Path, mnist_root: str, seeds: list[int], epochs: int, pre_samples: int) -> dict:
+def torchvision_demo(
+    work: Path, mnist_root: str, seeds: list[int], epochs: int, pre_samples: int, pre_epochs: int
+) -> dict:
     """ResNet-18 pretrained on an MNIST subset, saved as a plain state-dict file, fine-tuned from it."""
     model = ["model={torchvision: resnet18}", "device=cpu"]
     pre = run(
         ROOT / "configs" / "mnist_pretrain.yaml",
         work / "tv_pre",
-        [*model, f"data.root={mnist_root}", f"data.max_train_samples={pre_samples}", "training.epochs=1"],
+        [*model, f"data.root={mnist_root}", f"data.max_train_samples={pre_samples}", f"training.epochs={pre_epochs}"],
     )
     state = torch.load(Path(pre["run_dir"]) / "checkpoints" / "best.pt", weights_only=True)["model"]
     file = work / "resnet18_mnist.pt"
@@ -117,7 +119,13 @@ def torchvision_demo(work: Path, mnist_root: str, seeds: list[int], epochs: int,
     print(json.dumps({"part": "torchvision", "pretrain": pre["results"]}), flush=True)
     extra = [*model, f"training.epochs={epochs}", "training.fine_tune.freeze_epochs=2"]
     result = compare(work, ROOT / "configs" / "fashion_finetune.yaml", str(file), seeds, extra)
-    return {"pretrain_samples": pre_samples, "epochs": epochs, "pretrain": pre["results"], **result}
+    return {
+        "pretrain_samples": pre_samples,
+        "pretrain_epochs": pre_epochs,
+        "epochs": epochs,
+        "pretrain": pre["results"],
+        **result,
+    }
 
 
 def main() -> None:
@@ -129,6 +137,7 @@ def main() -> None:
     parser.add_argument("--mnist-root", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--tv-epochs", type=int, default=8)
     parser.add_argument("--tv-pretrain-samples", type=int, default=10000)
+    parser.add_argument("--tv-pretrain-epochs", type=int, default=3)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -138,7 +147,9 @@ def main() -> None:
         elif args.part == "demo":
             result = demo(work, args.mnist_root, args.seeds)
         else:
-            result = torchvision_demo(work, args.mnist_root, args.seeds, args.tv_epochs, args.tv_pretrain_samples)
+            result = torchvision_demo(
+                work, args.mnist_root, args.seeds, args.tv_epochs, args.tv_pretrain_samples, args.tv_pretrain_epochs
+            )
     result = {"part": args.part, **result}
     print(json.dumps(result), flush=True)
     if args.out:

@@ -24,7 +24,7 @@ from dlcli.checkpoint import load_checkpoint, model_weights
 from dlcli.config import load_config
 from dlcli.engine import Callback, RunControl
 from dlcli.errors import ConfigError, TrainingInterrupted
-from dlcli.rundir import read_json, read_metrics
+from dlcli.rundir import read_json
 from dlcli.training import train
 
 SMALL_CNN = [
@@ -500,20 +500,11 @@ def test_a_run_sigkilled_in_either_phase_resumes_bit_identically(tmp_path, freez
     """SIGKILL in the third epoch (frozen, or the first after unfreezing), then `--resume`: the
     same metrics.csv and bit-identical weights as an uninterrupted run."""
     from conftest import synthetic_config
-    from dlcli.checkpoint import load_checkpoint
-    from test_training_tools import killed_and_resumed
+    from test_training_tools import assert_resumed_as_uninterrupted, killed_and_resumed
 
     raw = synthetic_config(epochs=5, batch_size=8, schedule={"name": "one_cycle", "max_lr": 0.02})
     raw["data"]["synthetic"].update(samples=3000, input_shape=[32])
     raw["model"] = {"preset": "mlp", "hidden": [64, 64], "dropout": 0.2}
     raw["training"]["fine_tune"] = {"freeze": "backbone", "freeze_epochs": freeze_epochs, "backbone_lr_mult": 0.1}
     ref_run, run = killed_and_resumed(tmp_path, raw)
-    _, ref_rows = read_metrics(ref_run / "metrics.csv")
-    _, rows = read_metrics(run / "metrics.csv")
-    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5]
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rows] == [
-        {k: v for k, v in r.items() if k != "seconds"} for r in ref_rows
-    ]
-    ref_state = load_checkpoint(ref_run / "checkpoints" / "last.pt")["model"]
-    state = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
+    assert_resumed_as_uninterrupted(ref_run, run, epochs=5)

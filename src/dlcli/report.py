@@ -15,7 +15,7 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from .errors import DlcliError, RunDirError
 
@@ -69,20 +69,27 @@ def is_report_file(path: Path) -> bool:
 
 def write_report(run_dir: Path, out: Optional[Path] = None, *, force: bool = False) -> Path:
     """Build the report of the run in `run_dir` and write it (default: report.html in the run)."""
-    from .rundir import atomic_write_text, check_output_file
-
     run_dir = Path(run_dir)
     _require_run(run_dir)
-    target = Path(out) if out is not None else default_report_path(run_dir)
+    return write_page(run_dir, out, build_report, force=force)
+
+
+def write_page(folder: Path, out: Optional[Path], build: Callable[[Path], str], *, force: bool = False) -> Path:
+    """Write `build(folder)` to out (default: report.html in the folder), under --out's rules:
+    never over a file of the folder but a report, nor over a file dlcli did not write without
+    --force. The run, sweep and cross-validation pages all go through here."""
+    from .rundir import atomic_write_text, check_output_file
+
+    target = Path(out) if out is not None else default_report_path(folder)
     check_output_file(
         target,
         option="--out",
-        run_dir=run_dir,
+        run_dir=folder,
         allowed_in_run=(REPORT_FILE,),
         force=force,
         written_by_dlcli=is_report_file,
     )
-    atomic_write_text(target, build_report(run_dir))
+    atomic_write_text(target, build(folder))
     return target
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import RunDirError
-from .report import GENERATOR, REPORT_FILE, _e, _figure, _fmt, _table, is_report_file, page
+from .report import GENERATOR, _e, _figure, _fmt, _table, page
 
 # Sorts a table by the clicked column (numbers as numbers, blanks last); keyboard reachable.
 _SORT_SCRIPT = """
@@ -74,25 +74,13 @@ def folder_kind(folder: Path) -> str:
 def write_any_report(folder: Path, out: Optional[Path] = None, *, force: bool = False) -> Path:
     """The report of a run, sweep or cross-validation folder, written to out (default:
     report.html in the folder)."""
-    from .report import write_report
-    from .rundir import atomic_write_text, check_output_file
+    from .report import write_page, write_report
 
     folder = Path(folder)
     kind = folder_kind(folder)
     if kind == "run":
         return write_report(folder, out, force=force)
-    target = Path(out) if out is not None else folder / REPORT_FILE
-    check_output_file(
-        target,
-        option="--out",
-        run_dir=folder,
-        allowed_in_run=(REPORT_FILE,),
-        force=force,
-        written_by_dlcli=is_report_file,
-    )
-    text = build_cv_report(folder) if kind == "cv" else build_sweep_report(folder)
-    atomic_write_text(target, text)
-    return target
+    return write_page(folder, out, build_cv_report if kind == "cv" else build_sweep_report, force=force)
 
 
 # ----------------------------------------------------------------------------- a sweep

@@ -377,11 +377,14 @@ class GatheredRows:
     def __init__(self, stored: np.ndarray, rows: np.ndarray) -> None:
         self.stored = stored  # the memory map, N x sample shape
         self.rows = rows  # int64, one per sample here
+        self._tensors: Optional[tuple[Any, Any]] = None  # torch views of both, made once
 
     def _torch(self) -> tuple[Any, Any]:
-        import torch
+        if self._tensors is None:  # once, not per batch
+            import torch
 
-        return torch.from_numpy(self.stored), torch.from_numpy(self.rows)
+            self._tensors = torch.from_numpy(self.stored), torch.from_numpy(self.rows)
+        return self._tensors
 
     def subset(self, index: Any) -> GatheredRows:
         if not isinstance(index, slice):

@@ -40,6 +40,18 @@ def test_optimizers_take_keras_defaults_and_options(config, cls, expected):
         assert group[key] == value, key
 
 
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+def test_the_implementation_options_for_a_cuda_graph_reach_pytorch(name):
+    # Built on the CPU: a CUDA run asks for these and the GPU machine found adam, adamw and rmsprop
+    # refusing `capturable` (TypeError), which no CPU test had asked for.
+    recorded = build_optimizer(OptimizerConfig(name=name), params(), device_type="cuda", capturable=True)
+    group = recorded.param_groups[0]
+    assert bool(group.get("capturable")) is (name != "sgd")  # SGD keeps no step count to record
+    assert bool(group.get("fused")) is (name in ("adam", "adamw"))
+    plain = build_optimizer(OptimizerConfig(name=name), params()).param_groups[0]
+    assert not plain.get("capturable") and not plain.get("fused")
+
+
 def test_options_that_do_not_apply_are_errors():
     with pytest.raises(ConfigError, match="optimizer.rho does not apply to adam"):
         optimizer_options(OptimizerConfig(name="adam", rho=0.9))

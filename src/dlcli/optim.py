@@ -34,23 +34,36 @@ def _sgd(params, lr, momentum, nesterov, weight_decay):
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
 
 
-def _adam(params, lr, beta_1, beta_2, eps, weight_decay, fused=None):
+# `implementation` carries how the update runs (fused, capturable; see build_optimizer), not
+# what it computes, straight through to PyTorch.
+def _adam(params, lr, beta_1, beta_2, eps, weight_decay, **implementation):
     import torch
 
-    return torch.optim.Adam(params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay, fused=fused)
+    return torch.optim.Adam(
+        params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay, **implementation
+    )
 
 
-def _adamw(params, lr, beta_1, beta_2, eps, weight_decay, fused=None):
+def _adamw(params, lr, beta_1, beta_2, eps, weight_decay, **implementation):
     import torch
 
-    return torch.optim.AdamW(params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay, fused=fused)
+    return torch.optim.AdamW(
+        params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay, **implementation
+    )
 
 
-def _rmsprop(params, lr, rho, eps, momentum, centered, weight_decay):
+def _rmsprop(params, lr, rho, eps, momentum, centered, weight_decay, **implementation):
     import torch
 
     return torch.optim.RMSprop(
-        params, lr=lr, alpha=rho, eps=eps, momentum=momentum, centered=centered, weight_decay=weight_decay
+        params,
+        lr=lr,
+        alpha=rho,
+        eps=eps,
+        momentum=momentum,
+        centered=centered,
+        weight_decay=weight_decay,
+        **implementation,
     )
 
 

@@ -144,17 +144,19 @@ class ExportFormat(str, Enum):
     pt2 = "pt2"
 
 
-def choice(kind: type[Enum], option: str, note: str = "") -> Callable[[object], Enum]:
+def choice(kind: type[Enum], option: str, note: str = "") -> Callable[[object], str]:
     """An option's parser for the values of `kind`: anything else is a usage error (exit 2) that
-    names the valid values in one paragraph, e.g. `--checkpoint must be best or last, not 'x'.`"""
+    names the valid values in one paragraph, e.g. `--checkpoint must be best or last, not 'x'.`
+
+    The option is typed `str` and gets the plain value: typer before 0.29 runs its own Enum
+    conversion after a custom parser and turned every default into None (found on the GPU
+    machine, whose typer is older; `dlcli evaluate` failed there)."""
     values = [str(member.value) for member in kind]
     valid = " or ".join(values) if len(values) < 3 else ", ".join(values[:-1]) + " or " + values[-1]
 
-    def parse(value: object) -> Enum:
-        if isinstance(value, kind):
-            return value
+    def parse(value: object) -> str:
         try:
-            return kind(value)
+            return str(kind(value).value)
         except ValueError:
             raise typer.BadParameter(f"{option} must be {valid}, not {value!r}{note}.") from None
 
@@ -162,6 +164,6 @@ def choice(kind: type[Enum], option: str, note: str = "") -> Callable[[object], 
 
 
 CheckpointOption = Annotated[
-    Checkpoint,
+    str,
     typer.Option("--checkpoint", "-c", help="best or last.", parser=choice(Checkpoint, "--checkpoint")),
 ]

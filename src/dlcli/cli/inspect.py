@@ -307,8 +307,8 @@ def compare(
 @handle_errors
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder (or id under --runs-dir).", show_default=False)],
-    checkpoint: CheckpointOption = Checkpoint.best,
-    split: Annotated[Split, typer.Option("--split", help="test or val.", parser=choice(Split, "--split"))] = Split.test,
+    checkpoint: CheckpointOption = Checkpoint.best.value,
+    split: Annotated[str, typer.Option("--split", help="test or val.", parser=choice(Split, "--split"))] = Split.test.value,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per forward pass.", min=1)] = 1024,
     top_losses: Annotated[
         int,
@@ -335,7 +335,7 @@ def evaluate(
     from ..rundir import resolve_run, write_json
 
     folder = resolve_run(run, runs_dir)
-    which, part = checkpoint.value, split.value
+    which, part = checkpoint, split
     evaluation = evaluate_run_in_full(folder, which, part, batch_size, top_losses)
     result = evaluation.result
     write_json(folder / f"evaluation-{part}-{which}.json", result)

@@ -34,7 +34,7 @@ def predict(
             show_default=False,
         ),
     ] = None,
-    checkpoint: CheckpointOption = Checkpoint.best,
+    checkpoint: CheckpointOption = Checkpoint.best.value,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="Write the predictions here instead of standard output.")
     ] = None,
@@ -78,7 +78,7 @@ def predict(
     folder = resolve_run(run, runs_dir)
     if out is not None:
         _check_out(out, inputs or [], folder, force)
-    loaded = load_run(folder, checkpoint.value, device)
+    loaded = load_run(folder, checkpoint, device)
     options = PredictOptions(text=text, invert=invert, skip_bad=skip_bad, all_windows=all_windows)
     read = read_inputs(loaded, list(inputs or []), options)
     predictions = predict_inputs(loaded, read, batch_size)
@@ -183,18 +183,18 @@ def _json_lines(rows: list[dict]) -> str:
 def export(
     run: Annotated[str, typer.Argument(help="Run folder or id.", show_default=False)],
     format_: Annotated[
-        ExportFormat,
+        str,
         typer.Option(
             "--format",
             "-f",
             help="onnx or pt2 (torch.export).",
             parser=choice(ExportFormat, "--format", " (TorchScript is deprecated upstream)"),
         ),
-    ] = ExportFormat.onnx,
+    ] = ExportFormat.onnx.value,
     out: Annotated[
         Optional[Path], typer.Option("--out", "-o", help="The model file (default: RUN/export/FORMAT/model.FORMAT).")
     ] = None,
-    checkpoint: CheckpointOption = Checkpoint.best,
+    checkpoint: CheckpointOption = Checkpoint.best.value,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing --out file that dlcli did not export.")
     ] = False,
@@ -212,7 +212,7 @@ def export(
     from ..rundir import resolve_run
 
     folder = resolve_run(run, runs_dir)
-    which, fmt = checkpoint.value, format_.value
+    which, fmt = checkpoint, format_
     loaded = load_run(folder, which, "cpu")
     sidecar = export_run(loaded, fmt, out, force=force)
     worst = max(sidecar["verified"]["max_abs_difference"].values())

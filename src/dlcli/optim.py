@@ -39,9 +39,7 @@ def _sgd(params, lr, momentum, nesterov, weight_decay):
 def _adam(params, lr, beta_1, beta_2, eps, weight_decay, **implementation):
     import torch
 
-    return torch.optim.Adam(
-        params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay, **implementation
-    )
+    return torch.optim.Adam(params, lr=lr, betas=(beta_1, beta_2), eps=eps, weight_decay=weight_decay, **implementation)
 
 
 def _adamw(params, lr, beta_1, beta_2, eps, weight_decay, **implementation):

@@ -308,7 +308,9 @@ def compare(
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder (or id under --runs-dir).", show_default=False)],
     checkpoint: CheckpointOption = Checkpoint.best.value,
-    split: Annotated[str, typer.Option("--split", help="test or val.", parser=choice(Split, "--split"))] = Split.test.value,
+    split: Annotated[
+        str, typer.Option("--split", help="test or val.", parser=choice(Split, "--split"))
+    ] = Split.test.value,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per forward pass.", min=1)] = 1024,
     top_losses: Annotated[
         int,

@@ -8,7 +8,7 @@
 # numbers; about 13 minutes in all, at most 19.
 #   bash benchmarks/gpu_check.sh [DATA_ROOT]     (DATA_ROOT holds mnist/ and fashion_mnist/;
 #                                                 synthetic IDX files of the same shapes otherwise)
-# PARTS picks sections (default all: tests,resnet,variants,graph,fp32,video); all of them can pass
+# PARTS picks sections (default all: tests,resnet,bf16,variants,graph,fp32,video); all of them can pass
 # 10 minutes, so split them over two calls where a call is limited, e.g.
 #   PARTS=tests,resnet bash benchmarks/gpu_check.sh   then   PARTS=variants,graph,fp32 bash ...
 # or run one question alone: PARTS=video bash benchmarks/gpu_check.sh (about 2 minutes, at most 5).
@@ -21,7 +21,7 @@ mkdir -p "$LOGS"
 DATA_ARGS=()
 [ -n "${1:-}" ] && DATA_ARGS=(--data "$1")
 status=0
-PARTS=",${PARTS:-tests,resnet,variants,graph,fp32,video},"
+PARTS=",${PARTS:-tests,resnet,bf16,variants,graph,fp32,video},"
 want() { [[ "$PARTS" == *",$1,"* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || status=1
@@ -36,6 +36,11 @@ fi
 if want resnet; then
 echo "== ResNet-18, 3x32x32, batch 256: fp32, bf16, channels-last, compile, cuda_graph; dlcli vs hand-written"
 timeout 300 $PY benchmarks/gpu_resnet.py --json "$LOGS/resnet.json" || status=1
+fi
+
+if want bf16; then
+echo "== when does bf16 pay? fp32 against bf16 steps by work per step (MLP, CNN, ResNet-18/50, r3d_18)"
+timeout 150 $PY benchmarks/gpu_bf16_rule.py --json "$LOGS/bf16_rule.json" || status=1
 fi
 
 if want variants; then

@@ -36,8 +36,10 @@ def course_model(config_name: str, shape: tuple[int, ...]):
 def torchvision_model(name: str):
     import torchvision
 
-    return getattr(torchvision.models, name)(num_classes=10) if "3d" not in name else torchvision.models.video.r3d_18(
-        num_classes=10
+    return (
+        getattr(torchvision.models, name)(num_classes=10)
+        if "3d" not in name
+        else torchvision.models.video.r3d_18(num_classes=10)
     )
 
 
@@ -120,7 +122,9 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
-    print(f"{'case':14} {'batch':>5} {'GFLOP/step':>10} {'fp32 ms':>8} {'bf16 ms':>8} {'bf16/fp32':>9} {'fp32 TF/s':>9}")
+    print(
+        f"{'case':14} {'batch':>5} {'GFLOP/step':>10} {'fp32 ms':>8} {'bf16 ms':>8} {'bf16/fp32':>9} {'fp32 TF/s':>9}"
+    )
     rows = []
     for name in args.cases.split(","):
         make, shape, batch = CASES[name]

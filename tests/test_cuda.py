@@ -26,7 +26,10 @@ def test_auto_picks_cuda_only_when_present(monkeypatch):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    # With its index: torch.cuda.set_device refuses a bare "cuda", which stopped every auto run
+    # on the GPU machine (torch 2.11); test_training_on_the_gpu[device=auto] runs it for real.
+    assert resolve_device("auto") == torch.device("cuda", 1)
     assert resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(DeviceError, match="cuda:0 to cuda:1"):
         resolve_device("cuda:2")
@@ -51,7 +54,7 @@ def test_compile_on_the_cpu_needs_a_compiler(monkeypatch, tiny_config):
 
 @pytest.mark.cuda
 @needs_cuda
-@pytest.mark.parametrize("options", [[], ["training.precision=bf16"], ["training.compile=true"]])
+@pytest.mark.parametrize("options", [[], ["device=auto"], ["training.precision=bf16"], ["training.compile=true"]])
 def test_training_on_the_gpu(tmp_path, tiny_config, options):
     config = load_config(tiny_config, ["device=cuda", "training.epochs=3", *options])
     outcome = train(config, runs_dir=tmp_path, console=quiet_console(), draw_plots=False)

@@ -79,11 +79,13 @@ def has_validation_data(config: Config) -> bool:
 
 
 def resolve_device(name: str):
-    """auto -> the first CUDA GPU when there is one, else the CPU."""
+    """auto -> the current CUDA GPU when there is one, else the CPU. A CUDA device always has
+    its index: torch.cuda.set_device refuses a bare "cuda" (torch 2.11, found on the GPU machine,
+    where `device: auto`, the default, stopped every run before it began)."""
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():

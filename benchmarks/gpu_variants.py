@@ -14,7 +14,7 @@ import itertools
 import json
 import statistics
 
-from bench_train import dlcli_epochs
+from bench_train import dlcli_epochs, dlcli_overrides
 
 
 def main() -> None:
@@ -47,9 +47,8 @@ def main() -> None:
             f"training.compile={compile_}",
             f"training.channels_last={layout}",
         ]
-        if args.max_train:
-            extra.append(f"data.max_train_samples={args.max_train}")
-        times = dlcli_epochs("cnn", args.data, args.epochs, args.device, extra)
+        overrides = dlcli_overrides("cnn", args.data, args.device, args.max_train) + extra
+        times = dlcli_epochs("cnn", args.data, args.epochs, args.device, overrides)["seconds"]
         seconds = statistics.median(times[1:] or times)
         rows.append(
             {

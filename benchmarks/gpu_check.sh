@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # One prepared run for a machine with a CUDA GPU, most telling first: the tests that need CUDA,
 # ResNet-18 on 3x32x32 at batch 256 (fp32, bf16, channels-last, compile, cuda_graph, against a
-# hand-written loop: does bf16 pay on a model this size?), the CNN under each speed option
-# (batch, bf16, CUDA graphs, channels-last), then the speed benchmark at fp32 with
-# training.cuda_graph and eager, and r3d_18 on 16x112x112 clips at batch 32 (fp32, bf16,
-# channels-last-3d, against a hand-written loop: the video issue's question). Prints the
-# numbers; about 13 minutes in all, at most 19.
+# hand-written loop), when bf16 pays (fp32 against bf16 steps by counted work, MLP to r3d_18:
+# the rule of training.precision: auto on CUDA), the CNN under each speed option (batch, bf16,
+# CUDA graphs, channels-last), the speed benchmark at fp32 with training.cuda_graph and eager,
+# and r3d_18 on 16x112x112 clips at batch 32 (fp32, bf16, channels-last-3d, against a
+# hand-written loop). Prints the numbers; about 6 minutes in all on an H200 (2026-12-04), each
+# part bounded by its timeout (at most 19).
 #   bash benchmarks/gpu_check.sh [DATA_ROOT]     (DATA_ROOT holds mnist/ and fashion_mnist/;
 #                                                 synthetic IDX files of the same shapes otherwise)
-# PARTS picks sections (default all: tests,resnet,bf16,variants,graph,fp32,video); all of them can pass
-# 10 minutes, so split them over two calls where a call is limited, e.g.
-#   PARTS=tests,resnet bash benchmarks/gpu_check.sh   then   PARTS=variants,graph,fp32 bash ...
-# or run one question alone: PARTS=video bash benchmarks/gpu_check.sh (about 2 minutes, at most 5).
+# PARTS picks sections (default all: tests,resnet,bf16,variants,graph,fp32,video), e.g.
+#   PARTS=tests,resnet bash benchmarks/gpu_check.sh   then   PARTS=bf16,variants,graph,fp32,video bash ...
+# where a call's time is short, or one question alone: PARTS=video (about 1 minute on an H200).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1

@@ -358,8 +358,10 @@ class TrainingConfig:
     epochs: int = option(10, help="passes over the training set", ge=1)
     batch_size: int = option(32, help="samples per step (the global batch under torchrun)", ge=1)
     shuffle: bool = option(True, help="reshuffle the training set every epoch")
-    precision: Literal["fp32", "bf16"] = option(
-        "fp32", help="bf16 autocast: on a GPU that supports it, or a CPU with native bf16 (dlcli info)"
+    precision: Literal["fp32", "bf16", "auto"] = option(
+        "fp32",
+        help="bf16 autocast: on a GPU that supports it, or a CPU with native bf16 (dlcli info); auto: bf16 "
+        "where it is native and the step does enough work to pay, else fp32 (run.json says which and why)",
     )
     compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = option(
         False, help="torch.compile the whole step (model, loss, metric, optimizer): true (default mode) or a mode"

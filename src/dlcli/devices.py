@@ -1,13 +1,15 @@
-"""What this machine's processors can do: native bf16 on the CPU, the CUDA GPUs; and the one
-process-level setting training makes for it (glibc's malloc, for recurrent models).
+"""What this machine's processors can do: native bf16 on the CPU, the CUDA GPUs; which precision
+`training.precision: auto` takes on them; and the one process-level setting training makes for
+it (glibc's malloc, for recurrent models).
 
-Asked by `training.precision: bf16` before a run starts, and shown by `dlcli info`.
+Asked by `training.precision` before a run starts, and shown by `dlcli info`.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 # glibc's malloc hands out blocks above a threshold as fresh pages (mmap), and that threshold
 # never rises above 32 MB by itself. A recurrent layer's step frees and allocates the same
@@ -55,6 +57,64 @@ def cpu_bf16_native() -> bool:
         return False
 
 
+# The work per training step (forward and backward, counted by torch.utils.flop_counter) from
+# which bf16 autocast paid in eager mode, per device type. Measured with
+# benchmarks/gpu_bf16_rule.py (RESULTS.md): on the two-core AVX512-BF16 CPU the MLP (0.03 GFLOP a
+# step) ran 1.3x slower in bf16 and the course CNN (1.8 GFLOP) 0.51x; on an H200 bf16 lost or
+# tied below 1 TFLOP (the CNN 1.10, ResNet-18 at 32x32 1.44, r3d_18 at 8x56x56 0.97) and won
+# above it (ResNet-18 at 224x224 0.72, r3d_18 at 16x112x112 0.60; ResNet-50 at batch 64, 1.55
+# TFLOP of many small layers, lost 3 %). Below the line the casts cost more than the faster
+# products save.
+BF16_MIN_GFLOP_PER_STEP = {"cpu": 1.0, "cuda": 1000.0}
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: str  # "fp32" or "bf16": what the run computes in
+    reason: str  # why, for run.json and the run's first lines
+
+
+def choose_precision(
+    setting: str, device: Any, recorded: bool, step_gflop: Callable[[], Optional[float]]
+) -> PrecisionChoice:
+    """What `training.precision` means on `device`. fp32 and bf16 are taken as given; auto takes
+    bf16 where it is native and pays: a CPU with native bf16 or a GPU with bf16 support, when the
+    step is recorded in a CUDA graph (the casts then cost no launches: bf16 won on every model
+    measured so) or does at least BF16_MIN_GFLOP_PER_STEP of work. `step_gflop` counts that work
+    (None: it cannot be counted, and fp32 stays)."""
+    import torch
+
+    if setting != "auto":
+        return PrecisionChoice(setting, "set in the config")
+    if device.type == "cpu" and not cpu_bf16_native():
+        return PrecisionChoice("fp32", "auto: this CPU has no native bf16")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return PrecisionChoice("fp32", "auto: this GPU has no bf16")
+    if device.type not in BF16_MIN_GFLOP_PER_STEP:
+        return PrecisionChoice("fp32", f"auto: no bf16 rule for {device.type}")
+    if recorded:
+        return PrecisionChoice("bf16", "auto: the step is recorded in a CUDA graph, where bf16 pays")
+    gflop, least = step_gflop(), BF16_MIN_GFLOP_PER_STEP[device.type]
+    if gflop is None:
+        return PrecisionChoice("fp32", "auto: the step's work could not be counted")
+    where = "native bf16 on this CPU" if device.type == "cpu" else "a GPU with bf16"
+    if gflop >= least:
+        return PrecisionChoice(
+            "bf16", f"auto: {where} and {gflop:,.1f} GFLOP a step, at least the {least:g} where bf16 pays"
+        )
+    return PrecisionChoice(
+        "fp32", f"auto: {gflop:,.2f} GFLOP a step, below the {least:g} where bf16 pays on {device.type}"
+    )
+
+
+def auto_precision_rule(device_type: str, bf16: bool) -> str:
+    """What `training.precision: auto` takes on a device of this type, in words (dlcli info)."""
+    if not bf16:
+        return "fp32 (no native bf16)"
+    least = f"bf16 for steps of at least {BF16_MIN_GFLOP_PER_STEP[device_type]:g} GFLOP"
+    return f"{least} or recorded in a CUDA graph, else fp32" if device_type == "cuda" else f"{least}, else fp32"
+
+
 def device_report() -> dict[str, Any]:
     """The CPU's capability and bf16 support, and each CUDA GPU with its bf16 support."""
     import os
@@ -68,6 +128,7 @@ def device_report() -> dict[str, Any]:
             "cores": os.cpu_count(),
             "capability": cpu_capability(),
             "bf16_native": cpu_bf16_native(),
+            "precision_auto": auto_precision_rule("cpu", cpu_bf16_native()),
         },
         "cuda": [],
     }
@@ -79,6 +140,7 @@ def device_report() -> dict[str, Any]:
                         "device": f"cuda:{index}",
                         "name": torch.cuda.get_device_name(index),
                         "bf16": bool(torch.cuda.is_bf16_supported()),
+                        "precision_auto": auto_precision_rule("cuda", bool(torch.cuda.is_bf16_supported())),
                     }
                 )
     return report

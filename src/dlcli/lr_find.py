@@ -168,7 +168,7 @@ def lr_find(
         objective.loss_fn,
         objective.metric_sum,
         device=device,
-        precision=config.training.precision,
+        precision=exp.precision.precision,
         updates=UpdateOptions(clip=make_clipper(config.optimizer)),
     )
     exp.model.train()

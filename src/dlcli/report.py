@@ -415,7 +415,7 @@ def _config_section(facts: _RunFacts) -> list[str]:
 
 def _environment_section(facts: _RunFacts) -> list[str]:
     info = facts.info
-    precision = facts.config.training.precision if facts.config is not None else None
+    precision = info.get("precision") or (facts.config.training.precision if facts.config is not None else None)
     env = [
         ("dlcli", info.get("dlcli")),
         ("PyTorch", info.get("torch")),

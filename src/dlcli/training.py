@@ -249,6 +249,7 @@ class Experiment:
     eval_metrics: Any = None  # metrics.ValidationMetrics: training.metrics and the decision threshold
     class_weight: Optional[dict[str, float]] = None  # training.class_weight resolved, per class name
     fine_tuning: Any = None  # fine_tune.FineTuning of training.fine_tune, or None
+    precision: Any = None  # devices.PrecisionChoice: what training.precision (auto too) means here
 
     def training_state(self) -> TrainingState:
         from .checkpoint import TrainingState
@@ -367,6 +368,7 @@ def build_experiment(
         compiled=compile_mode(config.training.compile) is not None,
     )
     training = config.training
+    precision = choose_run_precision(config, plan, device, model)
     schedule = (
         LrSchedule(training.schedule, optimizer, training.epochs, updates_per_epoch(training, len(data.x_train)))
         if training.schedule
@@ -393,6 +395,24 @@ def build_experiment(
         eval_metrics,
         dict(zip(names, weights)) if weights is not None else None,
         fine_tuning,
+        precision,
+    )
+
+
+def choose_run_precision(config: Config, plan: Plan, device, model):
+    """training.precision resolved for this device and model (devices.choose_precision); the
+    step's work is counted only when auto needs it."""
+    from .devices import choose_precision
+    from .models import training_step_gflop
+
+    info = plan.info
+    return choose_precision(
+        config.training.precision,
+        device,
+        recorded=config.training.cuda_graph and device.type == "cuda",
+        step_gflop=lambda: training_step_gflop(
+            model, tuple(info.input_shape), bool(info.token_ids), config.training.batch_size
+        ),
     )
 
 
@@ -551,6 +571,8 @@ def _write_run_start(exp: Experiment, folder: RunFolder, dist: Distributed, comm
             "host": socket.gethostname(),
             "resumed_from_epoch": folder.resumed.epoch if folder.is_resume else None,
             "monitor": exp.monitor,
+            "precision": exp.precision.precision,
+            "precision_reason": exp.precision.reason,
             **transfer,
         },
     )
@@ -610,6 +632,7 @@ def make_trainer(
             savers.insert(1, LrStepsLogger(folder.path, exp.schedule, folder.resumed.epoch))
         if not quiet:
             _note_batch_norm_under_accumulation(config, model, console)
+            _note_precision_chosen(exp, console)
         folder.writer = RunFolderWriter([*savers, *folder.trackers])
         callbacks.append(folder.writer)
     elif exp.early is not None:
@@ -624,7 +647,7 @@ def make_trainer(
         metric_name=objective.metric_name,
         metric_per_sample=objective.metric_per_sample,
         device=exp.device,
-        precision=config.training.precision,
+        precision=exp.precision.precision,
         schedule=exp.schedule,
         callbacks=callbacks,
         control=control or RunControl(),
@@ -648,6 +671,13 @@ def _phase_change(exp: Experiment) -> list:
     from .callbacks import Unfreeze
 
     return [Unfreeze(tuning, exp.schedule)]
+
+
+def _note_precision_chosen(exp: Experiment, console) -> None:
+    """What training.precision: auto took here, and why, said before the first epoch."""
+    if exp.config.training.precision == "auto":
+        choice = exp.precision
+        console.print(f"training.precision: auto chose {choice.precision}: {choice.reason.removeprefix('auto: ')}")
 
 
 def _note_batch_norm_under_accumulation(config: Config, model, console) -> None:

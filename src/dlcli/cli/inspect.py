@@ -471,7 +471,8 @@ def info(
     """Show what this machine offers for training: CPU capability, native bf16, CUDA GPUs.
 
     training.precision: bf16 pays on a CPU whose `bf16 native` is yes (AVX512-BF16 or AMX)
-    and on a GPU whose bf16 is yes (Ampere or newer).
+    and on a GPU whose bf16 is yes (Ampere or newer), for models that do enough work per step;
+    `precision: auto` shows which it would take.
     """
     import json
 
@@ -488,7 +489,9 @@ def info(
         f"CPU: {cpu['cores']} cores, {cpu['threads']} threads used, capability {cpu['capability']}, "
         f"bf16 native: {'yes' if cpu['bf16_native'] else 'no (training.precision: bf16 is refused)'}"
     )
+    console.print(f"  training.precision: auto takes {cpu['precision_auto']}")
     if not report["cuda"]:
         console.print("CUDA: no GPU visible")
     for gpu in report["cuda"]:
         console.print(f"{gpu['device']}: {gpu['name']}, bf16: {'yes' if gpu['bf16'] else 'no'}")
+        console.print(f"  training.precision: auto takes {gpu['precision_auto']}")

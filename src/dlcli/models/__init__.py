@@ -248,6 +248,27 @@ def keras_initialization(model) -> None:
                             param[units : 2 * units].fill_(1.0)  # gates i, f, g, o: Keras's unit_forget_bias
 
 
+def training_step_gflop(model, input_shape: tuple[int, ...], token_ids: bool, batch_size: int) -> Optional[float]:
+    """Floating-point operations of one training step's forward and backward, in GFLOP, counted
+    by torch.utils.flop_counter on a copy of the model on the meta device (no memory, no
+    arithmetic) at batch 2 and scaled to `batch_size` (every counted operation is linear in the
+    batch). None when the model cannot run on the meta device."""
+    import copy
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        ghost = copy.deepcopy(model).to("meta")
+        shape = (2, *input_shape)
+        x = torch.zeros(shape, dtype=torch.long, device="meta") if token_ids else torch.zeros(shape, device="meta")
+        with FlopCounterMode(display=False) as counter:
+            ghost(x).float().sum().backward()
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return None
+    return counter.get_total_flops() / 2 * batch_size / 1e9
+
+
 def parameter_counts(model) -> list[tuple[int, int]]:
     """(trainable, non-trainable) parameters of each top-level LayerRecord, counted on the built
     modules (batch norm's running mean and variance as non-trainable, as Keras counts them)."""

@@ -139,7 +139,9 @@ def dlcli_epochs(
     clock = EpochClock()
     with tempfile.TemporaryDirectory() as runs:
         outcome = train(config, runs_dir=Path(runs), console=console, draw_plots=False, extra_callbacks=[clock])
+        run_info = json.loads((outcome.run_dir / "run.json").read_text())
     return {
+        "run_info": run_info,  # what the run chose (precision, compile) and recorded
         "seconds": [row["seconds"] for row in outcome.history],
         "cycles": [end - start for start, end in zip(clock.starts, clock.ends)],
         "logs": outcome.history[-1],

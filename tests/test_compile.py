@@ -4,6 +4,7 @@ gives the eager run's results to float rounding, and checkpoints and resume are 
 import copy
 import io
 import json
+import re
 import shutil
 
 import pytest
@@ -67,6 +68,26 @@ def test_compiled_run_matches_eager_and_resumes(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     for a, b in zip(without_seconds(compiled.history), without_seconds(rows), strict=True):
         assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
+
+
+def test_compile_auto_compiles_what_its_rule_chooses_and_says_so(tmp_path, monkeypatch):
+    import dlcli.devices
+
+    write_config(tmp_path / "c.yaml", synthetic_config(epochs=2))
+    monkeypatch.setattr(dlcli.devices, "COMPILE_MIN_STEPS", 1)  # the tiny run counts as long
+    chosen = run(tmp_path, "auto", ["training.compile=auto"])
+    info = json.loads((chosen.run_dir / "run.json").read_text())
+    assert info["compile"] == "default" and info["compile_reason"].startswith("auto: compiled")
+    assert info["compiled_step"].startswith("one graph") and info["compile_seconds"] > 0
+    from conftest import invoke
+
+    printed = invoke("train", tmp_path / "c.yaml", "--runs-dir", tmp_path / "forced", "--set", "training.compile=true")
+    assert printed.exit_code == 0, printed.output
+    assert re.search(r"compiled \(default, set in the config\): \d+\.\d s compiling", printed.output)
+    (forced,) = (tmp_path / "forced").iterdir()
+    rows = read_metrics(forced / "metrics.csv")[1]
+    for a, b in zip(rows, chosen.history, strict=True):  # the same compiled step as compile: true
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-6)
 
 
 def test_an_optimizer_without_a_fused_kernel_has_its_update_compiled(tmp_path):

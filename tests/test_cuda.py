@@ -44,10 +44,10 @@ def test_bf16_needs_a_gpu_that_supports_it(monkeypatch, tiny_config):
 
 
 def test_compile_on_the_cpu_needs_a_compiler(monkeypatch, tiny_config):
-    import dlcli.training
+    import shutil
 
     config = load_config(tiny_config, ["training.compile=true"])
-    monkeypatch.setattr(dlcli.training.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(DeviceError, match="C\\+\\+ compiler"):
         check_device_options(config, torch.device("cpu"))
 

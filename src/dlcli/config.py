@@ -363,8 +363,10 @@ class TrainingConfig:
         help="bf16 autocast: on a GPU that supports it, or a CPU with native bf16 (dlcli info); auto: bf16 "
         "where it is native and the step does enough work to pay, else fp32 (run.json says which and why)",
     )
-    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = option(
-        False, help="torch.compile the whole step (model, loss, metric, optimizer): true (default mode) or a mode"
+    compile: Union[bool, Literal["auto", "default", "reduce-overhead", "max-autotune"]] = option(
+        "auto",
+        help="torch.compile the whole step (model, loss, metric, optimizer): true (default mode) or a mode; "
+        "auto: only where it pays back its compile time (a small model's long run on the CPU), else eager",
     )
     cuda_graph: bool = option(
         False, help="record each training step as one CUDA graph and replay it (CUDA only; for small models)"
@@ -415,7 +417,11 @@ class TrainingConfig:
                     hint="Use weights of 0 or more (1 leaves a class as it is), or class_weight: balanced.",
                     key="training.class_weight",
                 )
-        if self.fine_tune is not None and self.fine_tune.freeze_epochs is not None and self.compile:
+        if (
+            self.fine_tune is not None
+            and self.fine_tune.freeze_epochs is not None
+            and self.compile not in (False, "auto")
+        ):
             raise ConfigError(
                 "training.fine_tune.freeze_epochs: a compiled step keeps the parameters it was compiled with, "
                 "and unfreezing adds some mid-run.",

@@ -1,6 +1,6 @@
-"""What this machine's processors can do: native bf16 on the CPU, the CUDA GPUs; which precision
-`training.precision: auto` takes on them; and the one process-level setting training makes for
-it (glibc's malloc, for recurrent models).
+"""What this machine's processors can do: native bf16 on the CPU, the CUDA GPUs; what
+`training.precision: auto` and `training.compile: auto` take on them; and the one process-level
+setting training makes for it (glibc's malloc, for recurrent models).
 
 Asked by `training.precision` before a run starts, and shown by `dlcli info`.
 """
@@ -105,6 +105,70 @@ def choose_precision(
     return PrecisionChoice(
         "fp32", f"auto: {gflop:,.2f} GFLOP a step, below the {least:g} where bf16 pays on {device.type}"
     )
+
+
+def cpp_compiler_found() -> bool:
+    """torch.compile on the CPU writes C++ and needs a compiler for it."""
+    import shutil
+
+    return any(shutil.which(cc) for cc in ("c++", "g++", "clang++"))
+
+
+# training.compile: auto compiles only a step bound by per-operation overhead, in a run long
+# enough to win back the compiling. Measured on the two-core CPU (RESULTS.md, speed issue): the
+# Fashion-MNIST MLP (0.01 GFLOP a step) ran its steady epochs at 0.56-0.62x eager compiled, a
+# saving of about 0.2 ms a step, after 11.9-15 s of compiling with an empty cache; the course
+# CNN (1.8 GFLOP) and the IMDB classifier (0.33 GFLOP) ran slower compiled at every epoch. So:
+# at most COMPILE_MAX_GFLOP_PER_STEP, and at least twice the cold compile time to win back.
+COMPILE_MAX_GFLOP_PER_STEP = 0.1
+COMPILE_COLD_SECONDS = 12.0
+COMPILE_SAVING_PER_STEP = 0.0002  # seconds
+COMPILE_MIN_STEPS = int(2 * COMPILE_COLD_SECONDS / COMPILE_SAVING_PER_STEP)  # 120,000
+
+
+@dataclass(frozen=True)
+class CompileChoice:
+    mode: Optional[str]  # torch.compile's mode, or None for eager
+    reason: str
+
+
+def choose_compile(
+    setting: Any,
+    device: Any,
+    total_steps: int,
+    blocker: Callable[[], Optional[str]],
+    step_gflop: Callable[[], Optional[float]],
+) -> CompileChoice:
+    """What `training.compile` means for this run. true (torch.compile's default mode), a mode
+    and false are taken as given. auto never compiles to find out (that would pay the cost it
+    means to avoid): it compiles the CPU's one-graph step (`blocker` says why there is none) of a
+    model doing at most COMPILE_MAX_GFLOP_PER_STEP a step, for at least COMPILE_MIN_STEPS steps;
+    on a GPU, training.cuda_graph is the measured way to take the launches away, and auto stays
+    eager."""
+    if setting != "auto":
+        return CompileChoice(
+            None if setting is False else ("default" if setting is True else str(setting)), "set in the config"
+        )
+    if device.type != "cpu":
+        return CompileChoice(None, f"auto: eager on {device.type} (training.cuda_graph is what pays there)")
+    if not cpp_compiler_found():
+        return CompileChoice(None, "auto: eager, no C++ compiler for torch.compile here")
+    if total_steps < COMPILE_MIN_STEPS:
+        return CompileChoice(
+            None,
+            f"auto: eager, {total_steps:,} steps are too few to win back compiling "
+            f"(about {COMPILE_COLD_SECONDS:g} s; it pays from {COMPILE_MIN_STEPS:,})",
+        )
+    reason = blocker()
+    if reason is not None:
+        return CompileChoice(None, f"auto: eager, the step cannot be one graph ({reason})")
+    gflop = step_gflop()
+    if gflop is None or gflop > COMPILE_MAX_GFLOP_PER_STEP:
+        work = "could not be counted" if gflop is None else f"is {gflop:,.2f} GFLOP"
+        return CompileChoice(
+            None, f"auto: eager, the step's work {work}; compiling pays below {COMPILE_MAX_GFLOP_PER_STEP:g}"
+        )
+    return CompileChoice("default", f"auto: compiled, {total_steps:,} steps of {gflop:,.3f} GFLOP, one graph")
 
 
 def auto_precision_rule(device_type: str, bf16: bool) -> str:

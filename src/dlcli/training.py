@@ -11,7 +11,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import socket
 import sys
 import time
@@ -85,8 +84,9 @@ def check_device_options(config: Config, device) -> None:
                 f"{torch.cuda.get_device_name(device)} has none.",
                 hint="Use training.precision: fp32.",
             )
+    forced_compile = config.training.compile not in (False, "auto")
     if config.training.cuda_graph:
-        if config.training.compile:
+        if forced_compile:
             raise ConfigError(
                 "training.cuda_graph and training.compile cannot be combined: cuda_graph records the "
                 "whole eager step itself, and torch.compile brings its own graphs.",
@@ -99,8 +99,10 @@ def check_device_options(config: Config, device) -> None:
                 "training.cuda_graph: CUDA graphs need a CUDA GPU, and this run uses the CPU.",
                 hint="Use training.cuda_graph: false on the CPU.",
             )
-    if config.training.compile and device.type == "cpu":
-        if not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+    if forced_compile and device.type == "cpu":
+        from .devices import cpp_compiler_found
+
+        if not cpp_compiler_found():
             raise DeviceError(
                 "training.compile: torch.compile on the CPU needs a C++ compiler, and none was found.",
                 hint="Install one (apt-get install g++) or use training.compile: false.",
@@ -250,6 +252,7 @@ class Experiment:
     class_weight: Optional[dict[str, float]] = None  # training.class_weight resolved, per class name
     fine_tuning: Any = None  # fine_tune.FineTuning of training.fine_tune, or None
     precision: Any = None  # devices.PrecisionChoice: what training.precision (auto too) means here
+    compile: Any = None  # devices.CompileChoice: what training.compile (auto too) means here
 
     def training_state(self) -> TrainingState:
         from .checkpoint import TrainingState
@@ -360,15 +363,14 @@ def build_experiment(
         plan, device, config.training.channels_last, initial_weights=not resuming, progress=download_progress
     )
     fine_tuning = prepare_fine_tuning(model, config.training.fine_tune)  # the frozen part stays out of the optimizer
-    optimizer = build_optimizer(
-        config.optimizer,
-        [p for p in model.parameters() if p.requires_grad],
-        device.type,
-        capturable=config.training.cuda_graph and device.type == "cuda",
-        compiled=compile_mode(config.training.compile) is not None,
-    )
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    recorded = config.training.cuda_graph and device.type == "cuda"
+    optimizer = build_optimizer(config.optimizer, trainable, device.type, capturable=recorded)
     training = config.training
     precision = choose_run_precision(config, plan, device, model)
+    compiling = choose_run_compile(config, plan, device, model, optimizer, len(data.x_train), dist)
+    if compiling.mode is not None:  # compiled, the update is fused where PyTorch has the kernel
+        optimizer = build_optimizer(config.optimizer, trainable, device.type, capturable=recorded, compiled=True)
     schedule = (
         LrSchedule(training.schedule, optimizer, training.epochs, updates_per_epoch(training, len(data.x_train)))
         if training.schedule
@@ -396,6 +398,35 @@ def build_experiment(
         dict(zip(names, weights)) if weights is not None else None,
         fine_tuning,
         precision,
+        compiling,
+    )
+
+
+def choose_run_compile(config: Config, plan: Plan, device, model, optimizer, train_samples: int, dist):
+    """training.compile resolved for this run (devices.choose_compile): auto looks at the step's
+    work, the run's length and whether the step can be one graph, all before compiling."""
+    from .devices import choose_compile
+    from .models import training_step_gflop
+    from .one_graph_step import one_graph_blocker
+    from .optim import make_clipper
+    from .steps import UpdateOptions
+
+    training, info = config.training, plan.info
+    if training.cuda_graph or (training.fine_tune is not None and training.fine_tune.freeze_epochs is not None):
+        if training.compile == "auto":  # both need the eager step (checked for an explicit compile)
+            from .devices import CompileChoice
+
+            return CompileChoice(None, "auto: eager, the step is recorded or changes its parameters mid-run")
+    world = dist.world_size if dist is not None else 1
+    updates = UpdateOptions(clip=make_clipper(config.optimizer), accumulation=training.gradient_accumulation_steps)
+    return choose_compile(
+        training.compile,
+        device,
+        total_steps=training.epochs * updates_per_epoch(training, train_samples),
+        blocker=lambda: one_graph_blocker(model, optimizer, device, world, updates),
+        step_gflop=lambda: training_step_gflop(
+            model, tuple(info.input_shape), bool(info.token_ids), training.batch_size
+        ),
     )
 
 
@@ -573,6 +604,8 @@ def _write_run_start(exp: Experiment, folder: RunFolder, dist: Distributed, comm
             "monitor": exp.monitor,
             "precision": exp.precision.precision,
             "precision_reason": exp.precision.reason,
+            "compile": exp.compile.mode or False,
+            "compile_reason": exp.compile.reason,
             **transfer,
         },
     )
@@ -654,7 +687,7 @@ def make_trainer(
         all_reduce=dist.all_reduce,
         world_size=dist.world_size,
         cuda_graph=config.training.cuda_graph,
-        compile_mode=compile_mode(config.training.compile),
+        compile_mode=exp.compile.mode,
         clip=make_clipper(config.optimizer),
         accumulation=config.training.gradient_accumulation_steps,
         eval_metrics=exp.eval_metrics,
@@ -674,10 +707,13 @@ def _phase_change(exp: Experiment) -> list:
 
 
 def _note_precision_chosen(exp: Experiment, console) -> None:
-    """What training.precision: auto took here, and why, said before the first epoch."""
+    """What training.precision: auto and training.compile: auto took here, and why, said before
+    the first epoch."""
     if exp.config.training.precision == "auto":
         choice = exp.precision
         console.print(f"training.precision: auto chose {choice.precision}: {choice.reason.removeprefix('auto: ')}")
+    if exp.config.training.compile == "auto" and exp.compile.mode is not None:  # eager needs no note
+        console.print(f"training.compile: {exp.compile.reason}")
 
 
 def _note_batch_norm_under_accumulation(config: Config, model, console) -> None:
@@ -693,13 +729,6 @@ def _note_batch_norm_under_accumulation(config: Config, model, console) -> None:
             highlight=False,
             markup=False,
         )
-
-
-def compile_mode(option) -> Optional[str]:
-    """training.compile as torch.compile's mode: None (eager), or "default" for true."""
-    if not option:
-        return None
-    return "default" if option is True else str(option)
 
 
 def run_fit(

@@ -31,11 +31,11 @@ CONFIGS = ("iris_mlp", "wine_mlp", "breast_cancer_binary", "diabetes_regression"
 TARGETS = {"accuracy": 0.03, "mae": 3.0}
 
 
-def run_cv(config: Path, runs: Path, folds: int, workers: int, cv_id: str) -> tuple[Path, float]:
+def run_cv(config: Path, runs: Path, folds: int, workers: int, cv_id: str, repeats: int = 1) -> tuple[Path, float]:
     """The CV folder of `dlcli cv` and its wall time."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "dlcli", "cv", str(config), "--folds", str(folds)]
-    cmd += ["--workers", str(workers), "--runs-dir", str(runs), "--id", cv_id]
+    cmd += ["--repeats", str(repeats), "--workers", str(workers), "--runs-dir", str(runs), "--id", cv_id]
     started = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
@@ -98,19 +98,24 @@ def compare(configs: list[str], folds: int, runs: Path) -> tuple[list[dict], dic
     return rows, walls
 
 
-def time_workers(name: str, folds: int, runs: Path, walls: dict[str, float], reps: int) -> dict:
+def time_workers(name: str, folds: int, runs: Path, walls: dict[str, float], reps: int, repeats: int = 1) -> dict:
     """--workers 2 against --workers 1 on one config: `reps` pairs run back to back (serial
-    first, then parallel), so both see about the same load; medians and every pair."""
+    first, then parallel), so both see about the same load; medians and every pair. Two workers
+    cannot take a K-fold run below ceil(K x repeats / 2) / (K x repeats) of its serial time:
+    0.6 for 5 folds, 0.5 for 5 folds repeated twice."""
     config = ROOT / "configs" / f"{name}.yaml"
     pairs = []
     for rep in range(reps):
-        serial = walls[name] if rep == 0 and name in walls else run_cv(config, runs, folds, 1, f"{name}-s{rep}")[1]
+        reused = rep == 0 and name in walls and repeats == 1
+        serial = walls[name] if reused else run_cv(config, runs, folds, 1, f"{name}-s{rep}", repeats)[1]
         load = os.getloadavg()[0]
-        parallel = run_cv(config, runs, folds, 2, f"{name}-p{rep}")[1]
+        parallel = run_cv(config, runs, folds, 2, f"{name}-p{rep}", repeats)[1]
         pairs.append({"serial_s": round(serial, 1), "workers2_s": round(parallel, 1), "load_1min": round(load, 2)})
     ratios = sorted(p["workers2_s"] / p["serial_s"] for p in pairs)
     return {
         "config": name,
+        "folds": folds,
+        "repeats": repeats,
         "pairs": pairs,
         "median_ratio": round(ratios[len(ratios) // 2], 3),
         "cpus": os.cpu_count(),
@@ -124,6 +129,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--parallel-config", default="wine_mlp", help="config timed with --workers 2 (or none)")
     parser.add_argument("--parallel-reps", type=int, default=1, help="serial/parallel pairs timed back to back")
+    parser.add_argument("--parallel-repeats", type=int, default=1, help="--repeats of the timed CV")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -133,7 +139,9 @@ def main() -> None:
         rows, walls = compare(args.configs, args.folds, runs)
         parallel = None
         if args.parallel_config != "none":
-            parallel = time_workers(args.parallel_config, args.folds, runs, walls, args.parallel_reps)
+            parallel = time_workers(
+                args.parallel_config, args.folds, runs, walls, args.parallel_reps, args.parallel_repeats
+            )
             print(json.dumps(parallel), flush=True)
     print("\n| config | metric | dlcli mean | dlcli std | scikit-learn mean | scikit-learn std | difference |")
     print("|---|---|---|---|---|---|---|")

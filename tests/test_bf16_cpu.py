@@ -175,7 +175,7 @@ def test_auto_trains_in_what_it_chose_and_says_so_in_run_json(monkeypatch, tmp_p
         return outcome, json.loads((outcome.run_dir / "run.json").read_text())
 
     small, small_info = run("training.precision=auto")  # the tiny model's step is far below the line
-    assert small_info["precision"] == "fp32" and "below the 1 where bf16 pays" in small_info["precision_reason"]
+    assert small_info["precision"] == "fp32" and "below the 0.1 where bf16 pays" in small_info["precision_reason"]
     fp32, _ = run("training.precision=fp32")
     assert [r["loss"] for r in small.history] == [r["loss"] for r in fp32.history]
     monkeypatch.setitem(dlcli.devices.BF16_MIN_GFLOP_PER_STEP, "cpu", 0.0)  # now every step pays
@@ -197,7 +197,7 @@ def test_dlcli_info_says_what_auto_takes_on_this_cpu(monkeypatch, native):
     monkeypatch.setattr(dlcli.devices, "cpu_bf16_native", lambda: native)
     shown = invoke("info")
     assert shown.exit_code == 0, shown.output
-    expected = "bf16 for steps of at least 1 GFLOP, else fp32" if native else "fp32 (no native bf16)"
+    expected = "bf16 for steps of at least 0.1 GFLOP, else fp32" if native else "fp32 (no native bf16)"
     assert f"training.precision: auto takes {expected}" in shown.output
     report = json.loads(invoke("info", "--json").output)
     assert report["cpu"]["precision_auto"] == expected

@@ -953,3 +953,22 @@ def test_a_reshape_target_is_written_in_the_summarys_order(tmp_path):
     layers = json.loads(result.output)["layers"]
     assert layers[0]["output_shape"] == [None, 2, 3, 4] and layers[1]["output_shape"] == [None, 2, 3, 5]
     assert layers[1]["params"] == 4 * 5 + 5
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_reaches_a_first_convolution_over_one_channel(dims):
+    """A kernel over one input channel is contiguous in both layouts, so asking it to be
+    channels-last left its strides channels-first, and the first block ran channels-first with
+    a copy of every activation and gradient at the next convolution. Its output must come out
+    channels-last (channel stride 1) and equal the channels-first model's."""
+    from dlcli.models import use_channels_last
+
+    conv = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(conv(1, 8, 3), torch.nn.ReLU(), conv(8, 4, 3))
+    gray = torch.rand(2, 1, *([9] * dims))  # a batch as the data gives it: channels-first
+    before = model(gray)
+    assert use_channels_last(model, True)
+    first = model[0](gray)
+    assert first.stride(1) == 1 and model[0].weight.stride(1) == 1
+    assert torch.allclose(model(gray), before, atol=1e-6)

@@ -37,24 +37,24 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def usage() -> tuple[float, int]:
-    """(CPU seconds, minor page faults) of this process so far."""
+def usage() -> tuple[float, int, int]:
+    """(CPU seconds, minor page faults, major page faults: read from disk) of this process so far."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime, r.ru_minflt
+    return r.ru_utime + r.ru_stime, r.ru_minflt, r.ru_majflt
 
 
-def metered(function: Callable, spent: list[list[float]], new_epoch: bool) -> Callable:
-    """`function` adding its CPU seconds and page faults to `spent` ([CPU, faults] per epoch): to
-    a new epoch's entry where `new_epoch` (training), else to the last one (validation)."""
+def metered(function: Callable, spent: list[list], new_epoch: bool) -> Callable:
+    """`function` adding its CPU seconds and page faults to `spent` ([CPU, minor, major] per
+    epoch): to a new epoch's entry where `new_epoch` (training), else to the last one (validation)."""
 
     def measured(*args, **kwargs):
-        cpu, faults = usage()
+        before = usage()
         result = function(*args, **kwargs)
-        cpu_end, faults_end = usage()
+        after = usage()
         if new_epoch or not spent:
-            spent.append([0.0, 0])
-        spent[-1][0] += cpu_end - cpu
-        spent[-1][1] += faults_end - faults
+            spent.append([0.0, 0, 0])
+        for i, (a, b) in enumerate(zip(before, after)):
+            spent[-1][i] += b - a
         return result
 
     return measured
@@ -65,7 +65,7 @@ def child(side: str, args) -> dict:
     sys.path.insert(0, str(HERE))
     import bench_train
 
-    spent: list[list[float]] = []
+    spent: list[list] = []
     if side == "dlcli":
         from dlcli.engine import Trainer
 
@@ -90,8 +90,9 @@ def child(side: str, args) -> dict:
         "side": side,
         "seconds": seconds,
         "cycles": cycles,  # dlcli: with its work between epochs (display, metrics.csv, checkpoints)
-        "cpu": [c for c, _ in spent],
-        "faults": [f for _, f in spent],
+        "cpu": [c for c, _, _ in spent],
+        "faults": [f for _, f, _ in spent],
+        "major_faults": [m for _, _, m in spent],  # pages read from disk: a cold page cache (a fresh install)
     }
 
 
@@ -166,7 +167,8 @@ def main() -> None:
             runs[side].append(run)
             print(
                 f"{rep + 1} {side:5}: epochs {', '.join(f'{s:.3f}' for s in run['seconds'])} s; "
-                f"CPU {', '.join(f'{c:.2f}' for c in run['cpu'])} s; page faults {', '.join(map(str, run['faults']))}; "
+                f"CPU {', '.join(f'{c:.2f}' for c in run['cpu'])} s; page faults {', '.join(map(str, run['faults']))} "
+                f"(from disk {', '.join(map(str, run['major_faults']))}); "
                 f"load {os.getloadavg()[0]:.2f}",
                 flush=True,
             )

@@ -85,9 +85,11 @@ LOSS_TOLERANCE = {"resnet": 0.15}
 def dlcli_overrides(case: str, data_root: str, device: str, max_train: int | None) -> list[str]:
     """`--set` values that point dlcli's run of a case at the benchmark's data and size."""
     spec = CASES[case]
-    sets = [f"device={device}", "data.download=false", f"data.root={data_root}"]
+    sets = [f"device={device}"]
     if spec["dataset"] == "csv":  # the config's path is relative to the checkout
         sets.append(f"data.path={ROOT / 'examples' / 'tabular' / spec['table']}")
+    elif spec["dataset"] != "synthetic":  # the files' kinds: tables and generated data have no root
+        sets += ["data.download=false", f"data.root={data_root}"]
     sets += spec.get("dlcli_sets", [])
     if max_train:
         sets.append(f"data.max_train_samples={max_train}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -117,7 +118,8 @@ def first_and_steady(values: list[float]) -> tuple[float, float]:
 def summarise(runs: list[dict], key: str) -> dict:
     """Medians over the processes of the first epoch, the steady epoch and their ratio."""
     firsts, steadies = zip(*(first_and_steady(r[key]) for r in runs))
-    ratios = [f / s for f, s in zip(firsts, steadies)]
+    # Counts (page faults) can be 0 in a steady epoch: no ratio then.
+    ratios = [f / s for f, s in zip(firsts, steadies)] if all(steadies) else [math.nan]
     return {
         "first": statistics.median(firsts),
         "steady": statistics.median(steadies),
@@ -125,7 +127,7 @@ def summarise(runs: list[dict], key: str) -> dict:
         "extra": statistics.median(f - s for f, s in zip(firsts, steadies)),
         # Other processes only ever add time: the fastest first and steady epochs over the
         # processes are the closest to the machine's own speed when it is shared.
-        "fastest_ratio": min(firsts) / min(steadies),
+        "fastest_ratio": min(firsts) / min(steadies) if min(steadies) else math.nan,
         "firsts": list(firsts),
         "steadies": list(steadies),
     }

@@ -372,10 +372,10 @@ def sweep_and_cv(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweeps")
     config = root / "tiny.yaml"
     config.write_text(yaml.safe_dump(synthetic_config(epochs=2)), encoding="utf-8")
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "OMP_NUM_THREADS")}
-    os.environ["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + (saved["PYTHONPATH"] or "")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
+    # Module-scoped, so pytest's monkeypatch fixture cannot serve; its context manager restores the same way.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTHONPATH", str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env.setenv("OMP_NUM_THREADS", "1")
         runs = root / "runs"
         swept = CliRunner().invoke(
             app, ["sweep", str(config), "-p", "optimizer.lr=[0.001,0.1,0.01]", "--runs-dir", str(runs), "--id", "s"]
@@ -383,12 +383,6 @@ def sweep_and_cv(tmp_path_factory):
         assert swept.exit_code == 0, swept.output
         crossed = CliRunner().invoke(app, ["cv", str(config), "--folds", "3", "--runs-dir", str(runs), "--id", "c"])
         assert crossed.exit_code == 0, crossed.output
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     return runs / "sweeps" / "s", runs / "cv" / "c"
 
 

@@ -185,26 +185,28 @@ def device_report() -> dict[str, Any]:
 
     import torch
 
+    bf16_native = cpu_bf16_native()
     report: dict[str, Any] = {
         "torch": torch.__version__,
         "cpu": {
             "threads": torch.get_num_threads(),
             "cores": os.cpu_count(),
             "capability": cpu_capability(),
-            "bf16_native": cpu_bf16_native(),
-            "precision_auto": auto_precision_rule("cpu", cpu_bf16_native()),
+            "bf16_native": bf16_native,
+            "precision_auto": auto_precision_rule("cpu", bf16_native),
         },
         "cuda": [],
     }
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             with torch.cuda.device(index):
+                gpu_bf16 = bool(torch.cuda.is_bf16_supported())
                 report["cuda"].append(
                     {
                         "device": f"cuda:{index}",
                         "name": torch.cuda.get_device_name(index),
-                        "bf16": bool(torch.cuda.is_bf16_supported()),
-                        "precision_auto": auto_precision_rule("cuda", bool(torch.cuda.is_bf16_supported())),
+                        "bf16": gpu_bf16,
+                        "precision_auto": auto_precision_rule("cuda", gpu_bf16),
                     }
                 )
     return report

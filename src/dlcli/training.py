@@ -7,6 +7,7 @@ through the Console it is given, and raises DlcliErrors for the CLI to report.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import platform
@@ -16,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from . import __version__
 from .config import Config, config_to_dict, dump_config
@@ -198,6 +199,7 @@ class Outcome:
     history: list[dict] = field(default_factory=list)
     results: dict = field(default_factory=dict)
     best: dict = field(default_factory=dict)
+    compiled: Optional[str] = None  # a compiled run: how, why and the seconds spent compiling
 
 
 def _fits_on_device(tensors: list, device) -> bool:
@@ -340,6 +342,7 @@ def build_experiment(
 
     from .callbacks import EarlyStopping
     from .data import load_dataset
+    from .devices import choose_precision
     from .fine_tune import prepare_fine_tuning
     from .losses import class_weights, label_smoothing_of, make_objective
     from .metrics import validation_columns
@@ -367,8 +370,9 @@ def build_experiment(
     recorded = config.training.cuda_graph and device.type == "cuda"
     optimizer = build_optimizer(config.optimizer, trainable, device.type, capturable=recorded)
     training = config.training
-    precision = choose_run_precision(config, plan, device, model)
-    compiling = choose_run_compile(config, plan, device, model, optimizer, len(data.x_train), dist)
+    step_gflop = step_work_counter(config, plan, model)
+    precision = choose_precision(training.precision, device, recorded, step_gflop)
+    compiling = choose_run_compile(config, device, model, optimizer, len(data.x_train), dist, step_gflop)
     if compiling.mode is not None:  # compiled, the update is fused where PyTorch has the kernel
         optimizer = build_optimizer(config.optimizer, trainable, device.type, capturable=recorded, compiled=True)
     schedule = (
@@ -402,49 +406,38 @@ def build_experiment(
     )
 
 
-def choose_run_compile(config: Config, plan: Plan, device, model, optimizer, train_samples: int, dist):
-    """training.compile resolved for this run (devices.choose_compile): auto looks at the step's
-    work, the run's length and whether the step can be one graph, all before compiling."""
-    from .devices import choose_compile
+def step_work_counter(config: Config, plan: Plan, model) -> Callable[[], Optional[float]]:
+    """The GFLOP of one training step (models.training_step_gflop), counted on the first call
+    only: precision: auto and compile: auto may both ask, and most runs ask neither."""
     from .models import training_step_gflop
+
+    info = plan.info
+    shape, token_ids, batch = tuple(info.input_shape), bool(info.token_ids), config.training.batch_size
+    return functools.cache(lambda: training_step_gflop(model, shape, token_ids, batch))
+
+
+def choose_run_compile(
+    config: Config, device, model, optimizer, train_samples: int, dist, step_gflop: Callable[[], Optional[float]]
+):
+    """training.compile resolved for this run (devices.choose_compile): auto looks at the run's
+    length, whether the step can be one graph and the step's work, all before compiling."""
+    from .devices import choose_compile
     from .one_graph_step import one_graph_blocker
     from .optim import make_clipper
     from .steps import UpdateOptions
 
-    training, info = config.training, plan.info
-    if training.cuda_graph or (training.fine_tune is not None and training.fine_tune.freeze_epochs is not None):
-        if training.compile == "auto":  # both need the eager step (checked for an explicit compile)
-            from .devices import CompileChoice
-
-            return CompileChoice(None, "auto: eager, the step is recorded or changes its parameters mid-run")
+    training = config.training
     world = dist.world_size if dist is not None else 1
     updates = UpdateOptions(clip=make_clipper(config.optimizer), accumulation=training.gradient_accumulation_steps)
-    return choose_compile(
-        training.compile,
-        device,
-        total_steps=training.epochs * updates_per_epoch(training, train_samples),
-        blocker=lambda: one_graph_blocker(model, optimizer, device, world, updates),
-        step_gflop=lambda: training_step_gflop(
-            model, tuple(info.input_shape), bool(info.token_ids), training.batch_size
-        ),
-    )
+    unfreezing = training.fine_tune is not None and training.fine_tune.freeze_epochs is not None
 
+    def blocker() -> Optional[str]:
+        if unfreezing:  # config.py refuses an explicit compile with it
+            return "unfreezing adds parameters mid-run"
+        return one_graph_blocker(model, optimizer, device, world, updates)
 
-def choose_run_precision(config: Config, plan: Plan, device, model):
-    """training.precision resolved for this device and model (devices.choose_precision); the
-    step's work is counted only when auto needs it."""
-    from .devices import choose_precision
-    from .models import training_step_gflop
-
-    info = plan.info
-    return choose_precision(
-        config.training.precision,
-        device,
-        recorded=config.training.cuda_graph and device.type == "cuda",
-        step_gflop=lambda: training_step_gflop(
-            model, tuple(info.input_shape), bool(info.token_ids), config.training.batch_size
-        ),
-    )
+    total_steps = training.epochs * updates_per_epoch(training, train_samples)
+    return choose_compile(training.compile, device, total_steps, blocker, step_gflop)
 
 
 def class_names_of(info) -> list[str]:
@@ -864,7 +857,15 @@ def finish_run(
 
         for synced in (run_dir / CHECKPOINTS, run_dir):  # every rename durable once the run is complete
             sync_folder(synced)
-    return Outcome(folder.path, "completed", history, results, best)
+    return Outcome(folder.path, "completed", history, results, best, _compile_cost(trainer, exp))
+
+
+def _compile_cost(trainer, exp: Experiment) -> Optional[str]:
+    """A compiled run's last line: how and why it compiled and the seconds it spent (they count)."""
+    if not trainer.compile_mode:
+        return None
+    why = exp.compile.reason.removeprefix("auto: ")
+    return f"compiled ({trainer.compile_mode}, {why}): {trainer.compile_seconds:.1f} s compiling"
 
 
 def choose_decision_threshold(trainer, val_batches, exp: Experiment) -> dict[str, Any]:

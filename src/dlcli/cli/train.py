@@ -192,18 +192,6 @@ def _train_with_signals(
         console.print(results)
     if isinstance(outcome.results.get("baseline"), str):  # a time series: the model against the naive forecast
         console.print(outcome.results["baseline"], highlight=False)
-    _say_compile_time(outcome.run_dir, console)
+    if outcome.compiled:
+        console.print(outcome.compiled, highlight=False)
     console.print(f"Run folder: {outcome.run_dir}")
-
-
-def _say_compile_time(run_dir: Path, console) -> None:
-    """A compiled run's last lines say what compiling cost and why it was chosen: it counts."""
-    import json
-
-    try:
-        info = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return
-    if info.get("compile"):
-        why = str(info.get("compile_reason", "")).removeprefix("auto: ")
-        console.print(f"compiled ({info['compile']}, {why}): {info.get('compile_seconds', 0):.1f} s compiling")

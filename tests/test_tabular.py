@@ -422,16 +422,15 @@ def test_data_delimiter_overrides_the_header_count(tmp_path):
     assert bad.value.message == "data.delimiter: expected one character (or tab), found '::'."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data/splits.split_samples gives users' files no validation split where the built-in datasets refuse "
-    "a validation_split that holds out zero rows (data.split_validation)",
-)
-def test_a_validation_split_that_holds_out_zero_rows_is_refused(tmp_path):
+def test_a_validation_or_test_split_that_holds_out_zero_rows_is_refused(tmp_path):
     path = write(tmp_path / "t.csv", MIXED)
     with pytest.raises(DataError) as info:
         load_dataset(csv_config(path, target="label", test_split=0.0, validation_split=1e-20), seed=0)
     assert info.value.message == "data.validation_split: 1e-20 of 10 training samples holds out zero rows."
+    with pytest.raises(DataError) as test_info:
+        load_dataset(csv_config(path, target="label", test_split=1e-20), seed=0)
+    assert test_info.value.message == "data.test_split: 1e-20 of 10 rows holds out zero rows."
+    assert "test_split: 0 to keep no test data" in str(test_info.value)
 
 
 # ----------------------------------------------------------------------------- columns that explode

@@ -86,23 +86,18 @@ def load_dataset(
 
 def split_validation(data: Dataset, config: DataConfig) -> Dataset:
     """Hold out validation samples from the training set, before any shuffling (as Keras does)."""
-    if config.fold is not None:  # dlcli cv: the fold of folds.csv validates (data/splits.py)
-        from .splits import apply_fold
+    from .splits import apply_fold, validation_count
 
+    if config.fold is not None:  # dlcli cv: the fold of folds.csv validates (data/splits.py)
         x_train, y_train, x_val, y_val = apply_fold(data.x_train, data.y_train, config)
         return replace(data, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
     n = len(data.x_train)
     if config.validation_size is not None:
         size = config.validation_size
     elif config.validation_split:
-        size = n - int(n * (1.0 - config.validation_split))  # Keras: the last fraction
+        size = validation_count(n, config.validation_split)  # Keras: the last fraction
     else:
         return data
-    if size == 0:
-        raise DataError(
-            f"data.validation_split: {config.validation_split} of {n} training samples holds out zero rows.",
-            hint="Use a larger validation_split, or validation_size: N for N samples.",
-        )
     if size >= n:
         raise DataError(
             f"data.{'validation_size' if config.validation_size is not None else 'validation_split'}: "

@@ -63,6 +63,18 @@ def holdout_count(n: int, fraction: float) -> int:
     return n - int(n * (1.0 - fraction)) if fraction else 0
 
 
+def validation_count(n: int, fraction: float) -> int:
+    """The rows `data.validation_split` holds out of n training samples; a fraction so small it
+    holds out none is refused, as a run would otherwise train with no validation data unasked."""
+    count = holdout_count(n, fraction)
+    if fraction and count == 0:
+        raise DataError(
+            f"data.validation_split: {fraction} of {n} training samples holds out zero rows.",
+            hint="Use a larger validation_split, or validation_size: N for N samples.",
+        )
+    return count
+
+
 def split_samples(
     n: int,
     labels: Optional[np.ndarray],
@@ -79,6 +91,11 @@ def split_samples(
         n_test = 0
     else:
         n_test = holdout_count(n, DEFAULT_TEST_SPLIT if config.test_split is None else config.test_split)
+        if config.test_split and n_test == 0:
+            raise DataError(
+                f"data.test_split: {config.test_split} of {n} {what} holds out zero rows.",
+                hint="Use a larger test_split, or test_split: 0 to keep no test data.",
+            )
     rest = n - n_test
     if config.fold is not None:
         if has_val:
@@ -92,7 +109,7 @@ def split_samples(
     elif config.validation_size is not None:
         n_val = config.validation_size
     else:
-        n_val = holdout_count(rest, config.validation_split)
+        n_val = validation_count(rest, config.validation_split)
     if n_test + n_val >= n:
         held = f"{n_test} test and {n_val} validation" if n_test else f"{n_val} validation"
         raise DataError(

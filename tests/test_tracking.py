@@ -753,6 +753,35 @@ def test_a_sweep_is_a_parent_run_and_its_trials_are_children(tmp_path, sqlite_ur
     assert {c.info.status for c in children} == {"FINISHED"}
 
 
+@pytest.mark.e2e
+def test_a_cross_validation_parent_run_holds_its_summary_and_the_folds_mean_and_std(tmp_path, sqlite_uri, monkeypatch):
+    """dlcli cv with a config that logs to MLflow: the parent run gets summary.json and each
+    metric's mean and standard deviation over the folds, as summary.json gives them."""
+    monkeypatch.setenv("PYTHONPATH", dlcli_env()["PYTHONPATH"])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv(PARENT_RUN_ENV, "")  # so that the CV's own setting is undone after the test
+    monkeypatch.delenv(PARENT_RUN_ENV)
+    config = config_file(tmp_path, mlflow={"uri": sqlite_uri})
+    runs = tmp_path / "runs"
+    args = ["cv", str(config), "--folds", "2", "--set", "training.epochs=1", "--runs-dir", str(runs), "--id", "k"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    folder = runs / "cv" / "k"
+    summary = json.loads((folder / "summary.json").read_text())
+    parent_id = json.loads((folder / "mlflow_parent.json").read_text())["run_id"]
+    client = _client(sqlite_uri)
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert {"summary.json", "summary.csv"} <= {a.path for a in client.list_artifacts(parent_id)}
+    logged = parent.data.metrics
+    assert summary["completed"] == 2 and summary["metrics"]
+    for name, value in summary["metrics"].items():
+        assert logged[f"mean_{name}"] == pytest.approx(value["mean"])
+        assert logged[f"std_{name}"] == pytest.approx(value["std"])
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(children) == 2
+
+
 def test_tracking_warnings_name_the_problem_and_go_to_standard_error(tmp_path):
     """A TensorBoard folder that is a file, and an MLflow URI MLflow cannot use: one warning each,
     in the user's terms, on standard error (standard output may be piped into a file)."""

@@ -187,10 +187,24 @@ class SweepSession:
         if self.parent is not None:
             from ..tracking import finish_parent_run
 
-            names = ("sweep.yaml", "summary.csv", "best.yaml")
+            names: tuple[str, ...] = ("sweep.yaml", "summary.csv", "best.yaml")
+            metrics: dict[str, float] = {}
+            if self.spec.kind == "cv":  # the folds' mean and standard deviation of every metric
+                from .cv import SUMMARY_JSON, write_cv_summary
+
+                for name, value in write_cv_summary(self.sweep_dir)["metrics"].items():
+                    metrics[f"mean_{name}"], metrics[f"std_{name}"] = value["mean"], value["std"]
+                names += (SUMMARY_JSON,)
             files = [self.sweep_dir / n for n in names] + sorted(self.sweep_dir.glob("*.png"))
             artifacts = [f for f in files if f.is_file()]
-            finish_parent_run(self.tracking, self.parent, outcome_status(outcome), artifacts=artifacts, warn=self.warn)
+            finish_parent_run(
+                self.tracking,
+                self.parent,
+                outcome_status(outcome),
+                artifacts=artifacts,
+                metrics=metrics,
+                warn=self.warn,
+            )
         return rows
 
 

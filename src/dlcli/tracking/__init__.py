@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..config import Config, TrackingConfig, config_to_dict
 from ..errors import ConfigError
@@ -129,15 +129,16 @@ def finish_parent_run(
     status: str = "completed",
     *,
     artifacts: Sequence[Path] = (),
+    metrics: Optional[Mapping[str, float]] = None,
     warn: Callable[[str], None],
 ) -> None:
-    """Upload the sweep's own files (summary.csv, best.yaml, plots) to the parent run and set
-    its status from completed, failed or interrupted."""
+    """Upload the sweep's own files (summary.csv, best.yaml, plots) and metrics (a CV's means and
+    standard deviations) to the parent run and set its status from completed, failed or interrupted."""
     if tracking.mlflow is None or run_id is None:
         return
     from .mlflow_tracker import finish_parent
 
-    finish_parent(tracking.mlflow, run_id, status, [Path(p) for p in artifacts], warn)
+    finish_parent(tracking.mlflow, run_id, status, [Path(p) for p in artifacts], dict(metrics or {}), warn)
 
 
 # ----------------------------------------------------------------------------- the config as params

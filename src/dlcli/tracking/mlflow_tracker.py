@@ -245,8 +245,7 @@ class MlflowTracker(Tracker):
                 for key, value in row.items()
                 if key != "epoch" and isinstance(value, (int, float))
             ]
-            for start in range(0, len(metrics), BATCH_LIMIT):
-                self.client.log_batch(self.run_id, metrics=metrics[start : start + BATCH_LIMIT])
+            log_metrics(self.client, self.run_id, metrics)
             self.last_epoch = max(self.last_epoch, epoch)
 
     def _finish(self, status: str) -> None:
@@ -311,12 +310,28 @@ def start_parent(settings: MlflowConfig, experiment: str, name: str, warn: Calla
         return None
 
 
+def log_metrics(client: Any, run_id: Optional[str], metrics: list) -> None:
+    """Log metrics in batches of MLflow's most per call."""
+    for start in range(0, len(metrics), BATCH_LIMIT):
+        client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
+
+
 def finish_parent(
-    settings: MlflowConfig, run_id: str, status: str, artifacts: list[Path], warn: Callable[[str], None]
+    settings: MlflowConfig,
+    run_id: str,
+    status: str,
+    artifacts: list[Path],
+    metrics: dict[str, float],
+    warn: Callable[[str], None],
 ) -> None:
     try:
         with bounded_calls(settings):
             client = _client(settings)
+            if metrics:
+                from mlflow.entities import Metric
+
+                now = int(time.time() * 1000)
+                log_metrics(client, run_id, [Metric(k, float(v), now, 0) for k, v in metrics.items()])
             for path in artifacts:
                 if path.is_file():
                     client.log_artifact(run_id, str(path))

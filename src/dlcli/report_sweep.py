@@ -53,7 +53,7 @@ document.querySelectorAll("table.sortable").forEach(function (table) {
 def folder_kind(folder: Path) -> str:
     """run, sweep or cv; a RunDirError (exit 2) for a folder that is none of them."""
     from .rundir import RUN_FILE
-    from .sweep.cv import CV_FILE
+    from .sweep.cv_results import CV_FILE
     from .sweep.spec import SWEEP_FILE
 
     if not folder.is_dir():
@@ -172,7 +172,7 @@ def _curve_figures(folder: Path, unit: str) -> list[str]:
 
 
 def build_cv_report(folder: Path, generated_at: Optional[str] = None) -> str:
-    from .sweep.cv import cv_summary
+    from .sweep.cv_results import cv_summary
 
     summary = cv_summary(folder)
     cv = summary["cv"]

@@ -63,7 +63,7 @@ def print_cv_table(console, summary: dict[str, Any], title: Optional[str] = None
 
 def _show(folder: Path):
     def show(console, rows: list) -> None:
-        from ..sweep.cv import SUMMARY_JSON, write_cv_summary
+        from ..sweep.cv_results import SUMMARY_JSON, write_cv_summary
 
         summary = write_cv_summary(folder)
         print_cv_table(stdout_console(wide=True), summary)
@@ -155,7 +155,8 @@ def summary(
     """Each fold's metrics, their mean and standard deviation (rewrites summary.json)."""
     import json
 
-    from ..sweep.cv import resolve_cv, write_cv_summary
+    from ..sweep.cv import resolve_cv
+    from ..sweep.cv_results import write_cv_summary
 
     data = write_cv_summary(resolve_cv(cv, runs_dir))
     if json_:
@@ -168,7 +169,7 @@ def print_cvs(console, runs_dir: Path) -> None:
     """`dlcli runs`: one table per cross-validation, its folds grouped under it."""
     from rich.text import Text
 
-    from ..sweep.cv import list_cvs
+    from ..sweep.cv_results import list_cvs
 
     for entry in list_cvs(runs_dir):
         if "problem" in entry:

@@ -190,7 +190,7 @@ class SweepSession:
             names: tuple[str, ...] = ("sweep.yaml", "summary.csv", "best.yaml")
             metrics: dict[str, float] = {}
             if self.spec.kind == "cv":  # the folds' mean and standard deviation of every metric
-                from .cv import SUMMARY_JSON, write_cv_summary
+                from .cv_results import SUMMARY_JSON, write_cv_summary
 
                 for name, value in write_cv_summary(self.sweep_dir)["metrics"].items():
                     metrics[f"mean_{name}"], metrics[f"std_{name}"] = value["mean"], value["std"]

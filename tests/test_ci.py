@@ -21,9 +21,9 @@ BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None or shutil.which("dirname") is None, reason="needs bash and dirname")
 
 
-def run_ci(tmp_path: Path, *, ci: bool, apt_get: bool, data_status: int, test_status: int = 0):
-    """.ci/run where `make data` exits with data_status and `make test` (the suite) with test_status;
-    returns (the process, the make targets it ran in order)."""
+def run_ci(tmp_path: Path, *, ci: bool, apt_get: bool, data_status: int, test_status: int = 0, floor_status: int = 0):
+    """.ci/run where `make data` exits with data_status, `make test` (the suite) with test_status and
+    `make test-typer-floor` with floor_status; returns (the process, the make targets it ran in order)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     os.symlink(shutil.which("dirname"), bin_dir / "dirname")
@@ -31,7 +31,8 @@ def run_ci(tmp_path: Path, *, ci: bool, apt_get: bool, data_status: int, test_st
     make = bin_dir / "make"
     make.write_text(
         f'#!{BASH}\necho "$1" >> "{log}"\n'
-        f'[ "$1" = data ] && exit {data_status}\n[ "$1" = test ] && exit {test_status}\nexit 0\n'
+        f'[ "$1" = data ] && exit {data_status}\n[ "$1" = test ] && exit {test_status}\n'
+        f'[ "$1" = test-typer-floor ] && exit {floor_status}\nexit 0\n'
     )
     make.chmod(0o755)
     if apt_get:
@@ -54,14 +55,20 @@ def test_ci_fails_when_the_dataset_cannot_be_installed_where_apt_get_exists(tmp_
 def test_elsewhere_a_failed_install_only_skips_the_real_data_test(tmp_path, ci, apt_get):
     proc, targets = run_ci(tmp_path, ci=ci, apt_get=apt_get, data_status=2)
     assert proc.returncode == 0, proc.stderr
-    assert targets == ["data", "lint", "test"]
+    assert targets == ["data", "lint", "test", "test-typer-floor"]
     assert "the real-data test will be skipped" in proc.stdout
 
 
 def test_ci_runs_the_tests_and_reports_their_failure(tmp_path):
     proc, targets = run_ci(tmp_path, ci=True, apt_get=True, data_status=0)
-    assert proc.returncode == 0 and targets == ["data", "lint", "test"] and "skipped" not in proc.stdout
-    proc, _ = run_ci(tmp_path / "failing", ci=True, apt_get=True, data_status=0, test_status=1)
+    assert (
+        proc.returncode == 0
+        and targets == ["data", "lint", "test", "test-typer-floor"]
+        and "skipped" not in proc.stdout
+    )
+    proc, targets = run_ci(tmp_path / "failing", ci=True, apt_get=True, data_status=0, test_status=1)
+    assert proc.returncode == 1 and targets == ["data", "lint", "test"]
+    proc, _ = run_ci(tmp_path / "floor", ci=True, apt_get=True, data_status=0, floor_status=1)
     assert proc.returncode == 1
 
 

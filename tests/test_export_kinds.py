@@ -155,6 +155,24 @@ def test_npz_export_matches_predict(tmp_path, dtype):
     assert_export_matches_predict(run, tmp_path, x[60:], rows, dtype)
 
 
+@pytest.mark.parametrize("layout", ["NTHWC", "NTCHW", "NHWC"])
+def test_npz_export_takes_arrays_in_the_training_files_layout(tmp_path, layout):
+    """data.layout other than the layers' order: the exported model takes arrays laid out as the
+    training file stores them (the graph moves the axes), as dlcli predict does."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 48)
+    shape = {"NTHWC": (48, 3, 4, 5, 2), "NTCHW": (48, 3, 2, 4, 5), "NHWC": (48, 4, 5, 2)}[layout]
+    x = (rng.normal(size=shape) + y.reshape(-1, *[1] * (len(shape) - 1))).astype(np.float32)
+    np.savez(tmp_path / "train.npz", x_train=x[:36], y_train=y[:36])
+    np.savez(tmp_path / "new.npz", x=x[36:])
+    data = {"dataset": "npz", "path": str(tmp_path / "train.npz"), "layout": layout, "test_split": 0.0}
+    run = train(tmp_path, data, {"layers": [{"flatten": {}}, {"dense": {"units": 3, "activation": "softmax"}}]})
+    rows = predicted(run, tmp_path / "new.npz")
+    sidecar = assert_export_matches_predict(run, tmp_path, x[36:], rows, "float32")
+    assert sidecar["layout"] == layout and sidecar["inside_the_graph"].startswith("axes moved")
+    assert f"laid out like the training file's x_train ({layout})" in sidecar["preprocessing_outside_the_graph"]
+
+
 def test_image_folder_export_takes_raw_pixels_and_matches_predict(tmp_path):
     """Pictures already at the run's image_size and in its mode: the exported model takes their
     0-255 pixels exactly as PIL decodes them, and scales them itself."""

@@ -64,6 +64,8 @@ def exportable_module(run: LoadedRun, spec: InputSpec):
             self.register_buffer("output_scale", as_tensor(spec.output_scale))
 
         def forward(self, x):
+            if spec.axes is not None:  # from the training file's layout to the layers' order
+                x = x.permute(*spec.axes)
             if spec.dtype == "int64":  # word ids feed an embedding as they are
                 return self._finish(self.network(x))
             x = x.float()
@@ -92,7 +94,7 @@ def example_batch(run: LoadedRun, spec: InputSpec, batch: int, seed: int = 0):
     import torch
 
     gen = torch.Generator().manual_seed(seed + batch)
-    shape = (batch, *run.plan.info.input_shape)
+    shape = spec.taken_shape((batch, *run.plan.info.input_shape))
     if spec.dtype == "uint8":
         return torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen)
     if spec.dtype == "int64":
@@ -273,7 +275,7 @@ def _sidecar(run: LoadedRun, fmt: str, path: Path, spec: InputSpec, differences:
         "task": info.task,
         "input": {
             "name": "input" if fmt == "onnx" else "x",
-            "shape": ["batch", *info.input_shape],
+            "shape": ["batch", *spec.taken_shape((0, *info.input_shape))[1:]],
             "dtype": spec.dtype,
         },
         "output": {
@@ -282,7 +284,8 @@ def _sidecar(run: LoadedRun, fmt: str, path: Path, spec: InputSpec, differences:
             "meaning": outputs,
         },
         "class_names": names,
-        "inside_the_graph": "cast to float32"
+        "inside_the_graph": ("axes moved from the input's layout, " if spec.axes is not None else "")
+        + "cast to float32"
         + (", input scaling" if spec.scale is not None else "")
         + (", standardisation" if spec.shift is not None else "")
         + (", final activation" if run.plan.model_plan.absorbed_activation else "")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Optional
+from typing import Any, Collection, Optional, Sequence
 
 from ..errors import DataError
 from ..rundir import PREPROCESSING_FILE
@@ -80,6 +80,18 @@ class InputSpec:
     output_shift: Any = None
     output_scale: Any = None
     binary_rows: bool = False  # float inputs are 0/1 (multi-hot): the examples traced are too
+    # The graph's first step, x.permute(axes) (batch axis included): from the axes the exported
+    # model takes (the training file's, data.layout) to the order the layers were trained on.
+    axes: Optional[tuple[int, ...]] = None
+
+    def taken_shape(self, trained_shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape the exported model takes, given the shape (batch first) its layers take."""
+        if self.axes is None:
+            return tuple(trained_shape)
+        taken = [0] * len(self.axes)
+        for position, axis in enumerate(self.axes):
+            taken[axis] = trained_shape[position]
+        return tuple(taken)
 
 
 def generic_input_spec(config: Any, info: DataInfo, state: Optional[dict]) -> InputSpec:

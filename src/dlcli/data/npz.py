@@ -233,19 +233,12 @@ def _input_spec(config: NpzData, info: DataInfo, state: object) -> InputSpec:
             outside="Give arrays shaped and typed like the training file's x_train.",
         )
     storage = STORAGE[len(layout)]
-    moved = (
-        ""
-        if layout == storage
-        else (
-            f", with their axes moved from the training file's {layout} into {storage} "
-            f"(numpy: x.transpose({', '.join(str(layout.index(a)) for a in storage)}))"
-        )
-    )
     return InputSpec(
         "uint8" if uint8 else "float32",
         1.0 / 255.0 if uint8 else None,
-        outside=f"Give arrays typed like the training file's x_train, in {storage} order{moved}.",
-        extra={"layout": storage},
+        outside=f"Give arrays typed and laid out like the training file's x_train ({layout}).",
+        extra={"layout": layout},
+        axes=None if layout == storage else tuple(layout.index(axis) for axis in storage),
     )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from ..config import DataConfig, option
 from ..errors import ConfigError, DataError
 from .cache import CacheKeys
+from .dataset import DataInfo, Dataset
 from .preprocessing import check_state
 from .splits import Split, split_samples
 
@@ -449,6 +450,46 @@ def decoded_in_processes(decode_chunk: Callable, chunks: Iterable[tuple], worker
                 pending.discard(future)
                 submit_next()
                 yield future.result()
+
+
+def decoded_folder_dataset(
+    info: DataInfo,
+    state: dict,
+    decoded: Any,
+    items: FileList,
+    parts: dict,
+    keep: np.ndarray,
+    notes: Sequence[str],
+    nothing_to_train: Callable[[int], DataError],
+) -> Dataset:
+    """A folder kind's decoded uint8 samples (an array, or the rows of a disk cache) laid out as
+    `items` are, one split after another, as a Dataset: each part less the samples `keep` marks
+    False, scaled by 1/255 in the model. `nothing_to_train(n)`: the error when none of the n
+    training files is left."""
+    import torch
+
+    from .cache import GatheredRows
+
+    x = decoded if isinstance(decoded, GatheredRows) else torch.from_numpy(decoded)
+    y = torch.tensor([c for _, c in items], dtype=torch.int64)
+    sizes = [len(parts[k]) for k in ("train", "val", "test")]
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = kept_parts(x, y, sizes, keep)
+    if x_train is None or len(x_train) == 0:
+        raise nothing_to_train(len(parts["train"]))
+    return Dataset(
+        info=info,
+        x_train=x_train,
+        y_train=y_train,
+        x_val=x_val,
+        y_val=y_val,
+        x_test=x_test,
+        y_test=y_test,
+        input_scale=1.0 / 255.0,
+        preprocessing=state,
+        notes=tuple(notes),
+        inputs_on_disk=isinstance(x, GatheredRows),
+        sample_names=kept_file_names(items, sizes, keep),
+    )
 
 
 def kept_file_names(items: FileList, sizes: Sequence[int], keep: Any) -> Callable[[str], list[str]]:

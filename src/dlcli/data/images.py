@@ -27,16 +27,15 @@ import numpy as np
 
 from ..errors import DataError
 from ..registry import DATASETS
-from .cache import GatheredRows, check_fits_in_memory, decoded_samples
+from .cache import check_fits_in_memory, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     DecodedFolderData,
+    decoded_folder_dataset,
     decoded_in_processes,
     first_file,
     folder_task,
     ignored_files_note,
-    kept_file_names,
-    kept_parts,
     scan_class_folders,
     scan_for_loading,
     split_class_files,
@@ -286,7 +285,6 @@ def _info(config: ImageFolderData, seed: int, state: Optional[dict]) -> DataInfo
 
 
 def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
-    import torch
 
     layout = scan_for_loading(config, state, "image_folder", IMAGE_SUFFIXES, KIND_WORDS, "images")
     if state is not None:
@@ -325,31 +323,16 @@ def _load(config: ImageFolderData, seed: int, state: Optional[dict], progress: O
             "scale": 1 / 255,
             "split": split_state(layout, split, parts, seed, len(errors)),
         }
-    x = array if isinstance(array, GatheredRows) else torch.from_numpy(array)
-    y = torch.tensor([c for _, c in items], dtype=torch.int64)
-    sizes = [len(parts[k]) for k in ("train", "val", "test")]
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = kept_parts(x, y, sizes, keep)
-    if x_train is None or len(x_train) == 0:
-        bad = [problem for index, problem in errors if index < sizes[0]]
-        raise DataError(
-            f"{layout.root}: all {len(parts['train'])} training images were unreadable and skipped "
+
+    def nothing_to_train(count: int) -> DataError:
+        bad = [problem for index, problem in errors if index < count]
+        return DataError(
+            f"{layout.root}: all {count} training images were unreadable and skipped "
             f"(data.on_bad_file: skip), so there is nothing to train on; the first: {bad[0] if bad else 'none'}.",
             hint="Check that the class folders hold images dlcli can decode (PNG, JPEG, BMP, GIF or WebP).",
         )
-    return Dataset(
-        info=info_from_state(state),
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
-        input_scale=1.0 / 255.0,
-        preprocessing=state,
-        notes=tuple(notes),
-        inputs_on_disk=isinstance(x, GatheredRows),
-        sample_names=kept_file_names(items, sizes, keep),
-    )
+
+    return decoded_folder_dataset(info_from_state(state), state, array, items, parts, keep, notes, nothing_to_train)
 
 
 def read_image_inputs(

@@ -31,7 +31,7 @@ import numpy as np
 from ..config import option
 from ..errors import DataError
 from ..registry import DATASETS
-from .cache import GatheredRows, check_fits_in_memory, decoded_samples
+from .cache import check_fits_in_memory, decoded_samples
 from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import (
     ClassFolders,
@@ -39,12 +39,11 @@ from .folders import (
     _split_folders,
     _visible,
     check_split_options,
+    decoded_folder_dataset,
     decoded_in_processes,
     files_under,
     folder_task,
     ignored_files_note,
-    kept_file_names,
-    kept_parts,
     natural_key,
     scan_class_folders,
     split_class_files,
@@ -585,7 +584,6 @@ def _short_clips(
 
 
 def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: Optional[ProgressFn]) -> Dataset:
-    import torch
 
     layout = scan_clips(config, state)
     if state is not None:
@@ -631,30 +629,16 @@ def _load(config: VideoFolderData, seed: int, state: Optional[dict], progress: O
             "scale": 1 / 255,
             "split": {**split_state(layout, split, parts, seed, len(errors)), "short_clips": len(short)},
         }
-    x = decoded.array if isinstance(decoded.array, GatheredRows) else torch.from_numpy(decoded.array)
-    y = torch.tensor([c for _, c in items], dtype=torch.int64)
-    sizes = [len(parts[k]) for k in ("train", "val", "test")]
-    (x_train, y_train), (x_val, y_val), (x_test, y_test) = kept_parts(x, y, sizes, keep)
-    if x_train is None or len(x_train) == 0:
-        raise DataError(
-            f"{layout.root}: all {len(parts['train'])} training clips were unreadable or too short and left out, "
+
+    def nothing_to_train(count: int) -> DataError:
+        return DataError(
+            f"{layout.root}: all {count} training clips were unreadable or too short and left out, "
             "so there is nothing to train on.",
             hint="Check that the class folders hold clips dlcli can decode, and data.short_clips.",
         )
-    return Dataset(
-        info=info_from_state(state),
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
-        input_scale=1.0 / 255.0,
-        preprocessing=state,
-        notes=tuple(notes),
-        inputs_on_disk=isinstance(x, GatheredRows),
-        sample_names=kept_file_names(items, sizes, keep),
-    )
+
+    info = info_from_state(state)
+    return decoded_folder_dataset(info, state, decoded.array, items, parts, keep, notes, nothing_to_train)
 
 
 # ----------------------------------------------------------------------------- predict and export

@@ -185,6 +185,20 @@ def test_bad_clip_files_are_named_or_skipped_and_counted(tmp_path):
     assert any("Skipped 2 unreadable clips" in note for note in data.notes)
 
 
+def test_a_folder_whose_every_training_clip_is_skipped_has_nothing_to_train_on(tmp_path):
+    root = tmp_path / "clips"
+    for name in ("left", "right"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            (root / name / f"c{i}.mp4").write_text("this is not a video")
+    with pytest.raises(DataError) as info:
+        load_dataset(config(root, frames=2, test_split=0.0, on_bad_file="skip", image_size=[4, 4], channels=1), seed=0)
+    assert info.value.message == (
+        f"{root}: all 4 training clips were unreadable or too short and left out, so there is nothing to train on."
+    )
+    assert "data.short_clips" in str(info.value)
+
+
 def test_pyav_missing_is_one_error_naming_the_extra(tmp_path, monkeypatch):
     root = video_root(tmp_path / "clips", per_class=1)
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError

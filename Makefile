@@ -41,11 +41,16 @@ test-quick: setup
 # but its end-to-end tests: typer's own handling of options differs between versions (before 0.29
 # it turned the defaults of evaluate's, predict's and export's choice options into None), and
 # only the installed one is tested otherwise. CI runs it after make test.
-TYPER_FLOOR := $(shell sed -n 's/^ *"typer>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+# The floor is read from pyproject.toml's dependencies (`"typer>=X..."`), so it is stated once;
+# the folder is given whole, as some tests start dlcli in other working folders.
+TYPER_FLOOR := $(shell sed -n 's/^ *"typer *>= *\([0-9][0-9.]*\).*/\1/p' pyproject.toml)
+FLOOR_DIR = $(CURDIR)/.typer-floor
 test-typer-floor: setup
-	rm -rf .typer-floor
-	$(BIN)/python -m pip install --quiet --no-deps --target .typer-floor "typer==$(TYPER_FLOOR)"
-	PYTHONPATH=.typer-floor $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not e2e" -p no:cacheprovider
+	@[ "$(words $(TYPER_FLOOR))" = 1 ] || { echo "error: no single typer>=X line in pyproject.toml's dependencies" >&2; exit 2; }
+	rm -rf $(FLOOR_DIR)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(FLOOR_DIR) "typer==$(TYPER_FLOOR)"
+	PYTHONPATH=$(FLOOR_DIR) $(BIN)/python -c 'import sys, typer; sys.exit(0 if typer.__file__.startswith("$(FLOOR_DIR)") else "typer $(TYPER_FLOOR) is not the one imported")'
+	PYTHONPATH=$(FLOOR_DIR) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not e2e" -p no:cacheprovider
 
 # lint-imports checks the layers of ARCHITECTURE.md (contracts in pyproject.toml).
 lint: setup

@@ -290,7 +290,7 @@ def test_an_alias_bomb_is_refused_at_once(tmp_path):
         f"{tmp_path / 'c.yaml'}, line 8: the config holds more than 10,000 values once its aliases (*name) "
         "are expanded. A dlcli config needs a few hundred; write the values out instead of repeating nested aliases."
     )
-    assert elapsed < 0.5, elapsed  # the unguarded loader worked for minutes
+    assert elapsed < 5, elapsed  # the unguarded loader worked for minutes; the guard takes milliseconds
 
 
 def test_a_deep_alias_chain_and_a_deep_file_are_refused(tmp_path):

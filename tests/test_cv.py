@@ -236,6 +236,16 @@ def test_an_image_folder_with_its_own_val_folder_cannot_take_a_fold(tmp_path):
         load_dataset(loaded.data, 0)
 
 
+def test_a_cv_whose_summary_cannot_be_made_gives_its_parent_run_no_metrics_and_says_why(tmp_path):
+    from dlcli.sweep.session import cv_parent_metrics
+
+    said: list[str] = []
+    (tmp_path / "cv.json").write_text("{not json")
+    assert cv_parent_metrics(tmp_path, said.append) == {}
+    assert len(said) == 1 and said[0].startswith("Warning: no metrics for the CV's MLflow parent run: ")
+    assert "cv.json" in said[0]
+
+
 # -- whole cross-validations ------------------------------------------------------------------
 
 

@@ -705,3 +705,11 @@ def test_too_few_training_rows_advise_smaller_test_and_validation_splits(tmp_pat
         load_dataset(config, seed=0)
     assert "The training part of the series (6 rows) holds no window" in str(info.value)
     assert "or smaller data.test_split and data.validation_split." in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["validation_split", "test_split"])
+def test_a_split_so_small_it_holds_out_zero_rows_is_refused(tmp_path, key):
+    path = write_table(tmp_path / "t.csv", ["temp", "other"], [[float(i), 0.0] for i in range(40)])
+    with pytest.raises(DataError) as info:
+        load_dataset(series_config(path, target="temp", **{key: 1e-20}), seed=0)
+    assert info.value.message == f"data.{key}: 1e-20 of 40 rows holds out zero rows."

@@ -538,6 +538,47 @@ def test_sweep_trial_is_a_child_of_the_parent_run(tmp_path, sqlite_uri, monkeypa
     assert [a.path for a in client.list_artifacts(parent_id)] == ["summary.csv"]
 
 
+def test_a_parent_runs_metrics_named_after_classes_are_logged_under_names_mlflow_accepts(tmp_path, sqlite_uri):
+    """A CV's fold metrics carry class names (`<=50K`, `a,b`), which MLflow refuses in a metric's
+    name: they are logged with _ in place of each refused character, a name too long is left out,
+    and the parent run is finished either way (a refused name had failed the whole batch)."""
+    tracking = TrackingConfig(mlflow=MlflowConfig(uri=sqlite_uri))
+    said: list[str] = []
+    parent_id = start_parent_run(tracking, "cv-1", warn=said.append)
+    metrics = {
+        "mean_test_per_class.<=50K.precision": 0.75,
+        "std_test_per_class.a,b (x).recall": 0.125,
+        "mean_val_accuracy": 0.5,
+        "mean_" + "x" * 300: 1.0,
+    }
+    finish_parent_run(tracking, parent_id, "completed", metrics=metrics, warn=said.append)
+    assert said == []
+    parent = _client(sqlite_uri).get_run(parent_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics == {
+        "mean_test_per_class.__50K.precision": 0.75,
+        "std_test_per_class.a_b _x_.recall": 0.125,
+        "mean_val_accuracy": 0.5,
+    }
+
+
+def test_a_parent_run_is_finished_even_when_its_files_cannot_be_logged(tmp_path, sqlite_uri):
+    """The artifact store cannot take the files (a file stands where its folder goes): the
+    parent run is still finished, and one warning says what was not logged."""
+    tracking = TrackingConfig(mlflow=MlflowConfig(uri=sqlite_uri))
+    said: list[str] = []
+    parent_id = start_parent_run(tracking, "cv-2", warn=said.append)
+    artifacts = Path(_client(sqlite_uri).get_run(parent_id).info.artifact_uri.removeprefix("file://"))
+    shutil.rmtree(tmp_path / "mlruns", ignore_errors=True)
+    (tmp_path / "mlruns").write_text("a file where MLflow's artifact folders go")
+    assert not artifacts.exists()
+    summary = tmp_path / "summary.csv"
+    summary.write_text("fold,val_loss\n0,0.5\n")
+    finish_parent_run(tracking, parent_id, "completed", artifacts=[summary], warn=said.append)
+    assert _client(sqlite_uri).get_run(parent_id).info.status == "FINISHED"
+    assert len(said) == 1 and said[0].startswith("Warning: MLflow parent run's metrics or files not all logged"), said
+
+
 # ----------------------------------------------------------------------------- resuming
 
 

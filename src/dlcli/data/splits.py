@@ -63,16 +63,24 @@ def holdout_count(n: int, fraction: float) -> int:
     return n - int(n * (1.0 - fraction)) if fraction else 0
 
 
-def validation_count(n: int, fraction: float) -> int:
-    """The rows `data.validation_split` holds out of n training samples; a fraction so small it
-    holds out none is refused, as a run would otherwise train with no validation data unasked."""
+ZERO_HOLDOUT_HINTS = {
+    "validation_split": "Use a larger validation_split, or validation_size: N for N samples.",
+    "test_split": "Use a larger test_split, or test_split: 0 to keep no test data.",
+}
+
+
+def nonzero_holdout(n: int, fraction: float, key: str, what: str) -> int:
+    """holdout_count for `data.<key>` (validation_split or test_split) of n `what`; a fraction
+    so small it holds out none is refused, as the run would otherwise go without that data unasked."""
     count = holdout_count(n, fraction)
     if fraction and count == 0:
-        raise DataError(
-            f"data.validation_split: {fraction} of {n} training samples holds out zero rows.",
-            hint="Use a larger validation_split, or validation_size: N for N samples.",
-        )
+        raise DataError(f"data.{key}: {fraction} of {n} {what} holds out zero rows.", hint=ZERO_HOLDOUT_HINTS[key])
     return count
+
+
+def validation_count(n: int, fraction: float) -> int:
+    """The rows `data.validation_split` holds out of n training samples (none refused)."""
+    return nonzero_holdout(n, fraction, "validation_split", "training samples")
 
 
 def split_samples(
@@ -90,12 +98,9 @@ def split_samples(
     if has_test:
         n_test = 0
     else:
-        n_test = holdout_count(n, DEFAULT_TEST_SPLIT if config.test_split is None else config.test_split)
-        if config.test_split and n_test == 0:
-            raise DataError(
-                f"data.test_split: {config.test_split} of {n} {what} holds out zero rows.",
-                hint="Use a larger test_split, or test_split: 0 to keep no test data.",
-            )
+        n_test = nonzero_holdout(
+            n, DEFAULT_TEST_SPLIT if config.test_split is None else config.test_split, "test_split", what
+        )
     rest = n - n_test
     if config.fold is not None:
         if has_val:

@@ -57,7 +57,7 @@ from .dataset import DataInfo, Dataset, DatasetSource, ProgressFn
 from .folders import natural_key
 from .inputs import TABLE_SUFFIXES, Inputs, InputSpec, ReadRequest, expand_paths
 from .preprocessing import STATE_VERSION, check_state
-from .splits import fold_range, holdout_count
+from .splits import fold_range, nonzero_holdout
 from .tabular import RawTable, TableData, _delimiter, check_columns, check_same_rows, number_text, read_table
 
 if TYPE_CHECKING:
@@ -780,8 +780,12 @@ def _layout(config: TimeseriesData, table: RawTable) -> Layout:
 def _split_rows(n: int, config: TimeseriesData, has_test_file: bool) -> dict[str, tuple[int, int]]:
     """Row ranges [start, end) of each part, oldest first."""
     test_split = DEFAULT_SPLIT if config.test_split is None else config.test_split
-    n_test = 0 if has_test_file else holdout_count(n, test_split)
-    n_val = config.validation_size if config.validation_size is not None else holdout_count(n, config.validation_split)
+    n_test = 0 if has_test_file else nonzero_holdout(n, test_split, "test_split", "rows")
+    n_val = (
+        config.validation_size
+        if config.validation_size is not None
+        else nonzero_holdout(n, config.validation_split, "validation_split", "rows")
+    )
     if config.fold is not None:  # dlcli cv: an expanding window of TimeSeriesSplit (data/splits.py)
         start, end = fold_range(config, n - n_test)
         return {"train": (0, start), "val": (start, end), "test": (n - n_test, n)}

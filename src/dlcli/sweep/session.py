@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..errors import DlcliError
 from .results import TrialRow, best_row, rows_from_study, sort_rows, write_summaries
 from .spec import BEST_FILE, TRIALS_DIR, SweepSpec, create_sweep_dir, write_spec
 from .worker import RunOptions, SweepOutcome, SweepRun, TrialView
@@ -148,6 +149,23 @@ def counts_text(outcome: SweepOutcome) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
 
 
+def cv_parent_metrics(cv_dir: Path, warn: Warn) -> dict[str, float]:
+    """A CV's metrics for its MLflow parent run: each fold metric's mean_ and std_, from the
+    summary.json written here. A summary that cannot be made is said, and the parent run is
+    still finished (with no metrics)."""
+    from .cv_results import write_cv_summary
+
+    try:
+        summary = write_cv_summary(cv_dir)
+    except DlcliError as exc:
+        warn(f"Warning: no metrics for the CV's MLflow parent run: {exc.message}")
+        return {}
+    metrics: dict[str, float] = {}
+    for name, value in summary["metrics"].items():
+        metrics[f"mean_{name}"], metrics[f"std_{name}"] = value["mean"], value["std"]
+    return metrics
+
+
 class SweepSession:
     """One process's part of a sweep: its trials run by a `SweepRun`, inside the sweep's MLflow
     parent run, and the sweep's files written when they stop."""
@@ -189,11 +207,10 @@ class SweepSession:
 
             names: tuple[str, ...] = ("sweep.yaml", "summary.csv", "best.yaml")
             metrics: dict[str, float] = {}
-            if self.spec.kind == "cv":  # the folds' mean and standard deviation of every metric
-                from .cv_results import SUMMARY_JSON, write_cv_summary
+            if self.spec.kind == "cv":
+                from .cv_results import SUMMARY_JSON
 
-                for name, value in write_cv_summary(self.sweep_dir)["metrics"].items():
-                    metrics[f"mean_{name}"], metrics[f"std_{name}"] = value["mean"], value["std"]
+                metrics = cv_parent_metrics(self.sweep_dir, self.warn)
                 names += (SUMMARY_JSON,)
             files = [self.sweep_dir / n for n in names] + sorted(self.sweep_dir.glob("*.png"))
             artifacts = [f for f in files if f.is_file()]

@@ -19,7 +19,7 @@ import re
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 from ..config import MlflowConfig
 from ..engine import Trainer
@@ -38,7 +38,11 @@ from .base import PARENT_RUN_ENV, Tracker
 TRACKING_FILE = "tracking.json"
 MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 ARTIFACT_FILES = (CONFIG_FILE, RUN_FILE, SUMMARY_FILE, METRICS_FILE, RESULTS_FILE)
-BATCH_LIMIT = 100  # MLflow's most params or metrics in one log_batch call
+BATCH_LIMIT = 100  # params or metrics per log_batch call (MLflow allows 100 params, 1,000 metrics)
+# What MLflow accepts as a metric's name: letters, digits, _ - . / : and spaces, 250 at most.
+# A CV's metrics carry class names (test_per_class.<=50K.precision), which may hold others.
+_REFUSED_IN_METRIC_NAMES = re.compile(r"[^/\w.\- :]")
+METRIC_NAME_LIMIT = 250
 PARAM_VALUE_LIMIT = 6000  # MLflow's longest param value (older servers)
 _QUIET_LOGGERS = ("mlflow", "urllib3", "alembic")
 
@@ -316,6 +320,17 @@ def log_metrics(client: Any, run_id: Optional[str], metrics: list) -> None:
         client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
 
 
+def metric_names(keys: Iterable[str]) -> dict[str, str]:
+    """Each key's name as MLflow accepts it (refused characters become _), leaving out names
+    too long for it and names that two keys would share."""
+    names: dict[str, str] = {}
+    for key in keys:
+        name = _REFUSED_IN_METRIC_NAMES.sub("_", key)
+        if len(name) <= METRIC_NAME_LIMIT and name not in names.values():
+            names[key] = name
+    return names
+
+
 def finish_parent(
     settings: MlflowConfig,
     run_id: str,
@@ -327,14 +342,23 @@ def finish_parent(
     try:
         with bounded_calls(settings):
             client = _client(settings)
-            if metrics:
-                from mlflow.entities import Metric
+            failure: Optional[Exception] = None
+            try:
+                if metrics:
+                    from mlflow.entities import Metric
 
-                now = int(time.time() * 1000)
-                log_metrics(client, run_id, [Metric(k, float(v), now, 0) for k, v in metrics.items()])
-            for path in artifacts:
-                if path.is_file():
-                    client.log_artifact(run_id, str(path))
+                    now = int(time.time() * 1000)
+                    names = metric_names(metrics)
+                    log_metrics(client, run_id, [Metric(names[k], float(metrics[k]), now, 0) for k in names])
+                for path in artifacts:
+                    if path.is_file():
+                        client.log_artifact(run_id, str(path))
+            except Exception as exc:
+                failure = exc  # the status is still worth setting
             client.set_terminated(run_id, MLFLOW_STATUS[status])
+        if failure is not None:
+            warn(
+                f"Warning: MLflow parent run's metrics or files not all logged ({describe_failure(failure, settings)})."
+            )
     except Exception as exc:
         warn(f"Warning: MLflow parent run not finished ({describe_failure(exc, settings)}).")

@@ -173,6 +173,28 @@ def test_npz_export_takes_arrays_in_the_training_files_layout(tmp_path, layout):
     assert f"laid out like the training file's x_train ({layout})" in sidecar["preprocessing_outside_the_graph"]
 
 
+def test_a_pt2_export_takes_arrays_in_the_training_files_layout_too(tmp_path):
+    """torch.export's program, loaded back, moves the axes as the ONNX model does."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 24)
+    x = (rng.normal(size=(24, 3, 4, 5, 2)) + y[:, None, None, None, None]).astype(np.float32)  # NTHWC
+    np.savez(tmp_path / "train.npz", x_train=x[:16], y_train=y[:16])
+    np.savez(tmp_path / "new.npz", x=x[16:])
+    data = {"dataset": "npz", "path": str(tmp_path / "train.npz"), "test_split": 0.0}  # NTHWC: the default
+    run = train(tmp_path, data, {"layers": [{"flatten": {}}, {"dense": {"units": 3, "activation": "softmax"}}]})
+    out = tmp_path / "pt2" / "model.pt2"
+    result = invoke("export", run, "--format", "pt2", "--out", out)
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads((out.parent / "export.json").read_text())
+    assert sidecar["layout"] == "NTHWC" and sidecar["input"]["shape"] == ["batch", 3, 4, 5, 2]
+    expected = predict_outputs(predicted(run, tmp_path / "new.npz"), sidecar)
+    program = torch.export.load(str(out)).module()
+    actual = program(torch.from_numpy(x[16:])).detach().numpy()
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCE)
+
+
 def test_image_folder_export_takes_raw_pixels_and_matches_predict(tmp_path):
     """Pictures already at the run's image_size and in its mode: the exported model takes their
     0-255 pixels exactly as PIL decodes them, and scales them itself."""

@@ -29,12 +29,12 @@ def train(tmp_path: Path, data: dict, model: dict, loss=None) -> Path:
     return trained_run(write_config(tmp_path / "kind.yaml", config), tmp_path / "runs")
 
 
-def exported(run: Path, tmp_path: Path) -> tuple[Path, dict]:
-    """The run exported as ONNX with `dlcli export`, and its export.json."""
+def exported(run: Path, tmp_path: Path, *options) -> tuple[Path, dict]:
+    """The run exported as ONNX with `dlcli export` (and `options`), and its export.json."""
     for module in ("onnx", "onnxscript", "onnxruntime"):
         import_or_skip_unless_ci(module, f"{module} is not installed (the export extra)")
     out = tmp_path / "export" / "model.onnx"
-    result = invoke("export", run, "--format", "onnx", "--out", out)
+    result = invoke("export", run, "--format", "onnx", "--out", out, *options)
     assert result.exit_code == 0, result.output
     return out, json.loads((out.parent / "export.json").read_text())
 
@@ -66,9 +66,11 @@ def predict_outputs(rows: list[dict], sidecar: dict) -> np.ndarray:
     return np.array([[r[c] for c in columns] for r in rows])
 
 
-def assert_export_matches_predict(run: Path, tmp_path: Path, x: np.ndarray, rows: list[dict], dtype: str) -> dict:
+def assert_export_matches_predict(
+    run: Path, tmp_path: Path, x: np.ndarray, rows: list[dict], dtype: str, *options
+) -> dict:
     """x: the rows' inputs as the sidecar says the model takes them (its dtype is checked)."""
-    path, sidecar = exported(run, tmp_path)
+    path, sidecar = exported(run, tmp_path, *options)
     assert sidecar["input"]["dtype"] == dtype and x.dtype == np.dtype(dtype)
     assert sidecar["input"]["shape"][1:] == list(x.shape[1:])
     expected = predict_outputs(rows, sidecar)
@@ -170,7 +172,10 @@ def test_npz_export_takes_arrays_in_the_training_files_layout(tmp_path, layout):
     rows = predicted(run, tmp_path / "new.npz")
     sidecar = assert_export_matches_predict(run, tmp_path, x[36:], rows, "float32")
     assert sidecar["layout"] == layout and sidecar["inside_the_graph"].startswith("axes moved")
-    assert f"laid out like the training file's x_train ({layout})" in sidecar["preprocessing_outside_the_graph"]
+    assert (
+        f"laid out like the training file's x_train. Axes in the order {layout}: N samples"
+        in (sidecar["preprocessing_outside_the_graph"])
+    )
 
 
 def test_a_pt2_export_takes_arrays_in_the_training_files_layout_too(tmp_path):
@@ -195,9 +200,11 @@ def test_a_pt2_export_takes_arrays_in_the_training_files_layout_too(tmp_path):
     np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCE)
 
 
-def test_image_folder_export_takes_raw_pixels_and_matches_predict(tmp_path):
+@pytest.mark.parametrize("layout", [None, "NHWC"])
+def test_image_folder_export_takes_raw_pixels_and_matches_predict(tmp_path, layout):
     """Pictures already at the run's image_size and in its mode: the exported model takes their
-    0-255 pixels exactly as PIL decodes them, and scales them itself."""
+    0-255 pixels as PIL decodes them, channels first by default or, with --input-layout NHWC,
+    exactly as np.asarray gives them; it scales them itself."""
     rng = np.random.default_rng(0)
     for split, n in (("train", 8), ("test", 4)):
         for label, level in (("dark", 50), ("mid", 120), ("light", 200)):
@@ -208,8 +215,52 @@ def test_image_folder_export_takes_raw_pixels_and_matches_predict(tmp_path):
     data = {"dataset": "image_folder", "root": str(tmp_path / "pics"), "image_size": [6, 5], "channels": 3}
     run = train(tmp_path, data, {"preset": "mlp", "hidden": [8]})
     rows = predicted(run, tmp_path / "pics" / "test")
-    x = np.stack([np.asarray(Image.open(r["input"]).convert("RGB")).transpose(2, 0, 1) for r in rows])
-    assert_export_matches_predict(run, tmp_path, x, rows, "uint8")
+    x = np.stack([np.asarray(Image.open(r["input"]).convert("RGB")) for r in rows])  # N,H,W,C
+    options = ("--input-layout", layout) if layout else ()
+    sidecar = assert_export_matches_predict(
+        run, tmp_path, x if layout else x.transpose(0, 3, 1, 2), rows, "uint8", *options
+    )
+    assert sidecar["layout"] == (layout or "NCHW")
+    assert sidecar["preprocessing_outside_the_graph"].endswith(
+        "Axes in the order NHWC: N samples, H height, W width, C channels."
+        if layout
+        else "Axes in the order NCHW: N samples, C channels, H height, W width."
+    )
+    assert sidecar["inside_the_graph"].startswith("axes moved") == bool(layout)
+
+
+def test_input_layout_that_does_not_fit_the_run_is_refused(tmp_path):
+    (tmp_path / "table").mkdir()
+    (tmp_path / "image").mkdir()
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 40)
+    rows = [f"{a:.3f},{b:.3f},{'yes' if k else 'no'}" for (a, b), k in zip(rng.normal(size=(40, 2)) + y[:, None], y)]
+    (tmp_path / "t.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    table_run = train(
+        tmp_path / "table",
+        {"dataset": "csv", "path": str(tmp_path / "t.csv"), "target": "label"},
+        {"preset": "mlp", "hidden": [4]},
+    )
+    for layout, words in (
+        ("NHWC", "--input-layout NHWC: this run takes samples of 1 axis, not images or clips"),
+        ("HWC", "--input-layout must be one of NCHW, NHWC, NCTHW, NTHWC, NTCHW, not 'HWC'."),
+    ):
+        result = invoke("export", table_run, "--input-layout", layout, "--out", tmp_path / "x" / "m.onnx")
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert words in result.stderr.replace("\n", " "), result.stderr
+        assert not (tmp_path / "x").exists()
+    x = np.zeros((12, 1, 4, 4), np.uint8)
+    np.savez(tmp_path / "i.npz", x_train=x, y_train=np.arange(12) % 2)
+    image_run = train(
+        tmp_path / "image",
+        {"dataset": "npz", "path": str(tmp_path / "i.npz"), "test_split": 0.0},
+        {"preset": "mlp", "hidden": [4]},
+    )
+    result = invoke("export", image_run, "--input-layout", "NTHWC", "--out", tmp_path / "y" / "m.onnx")
+    assert result.exit_code == 2
+    message = result.stderr.replace("\n", " ")
+    assert "--input-layout NTHWC names 5 axes, but this run's inputs have 4 (NCHW in the layers' order)." in message
+    assert "Use one of NCHW, NHWC." in message
 
 
 # ----------------------------------------------------------------------------- tables: multilabel, regression

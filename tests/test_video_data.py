@@ -269,7 +269,8 @@ def test_predict_reader_uses_the_saved_sampling_and_size(tmp_path):
     )
     assert list(marked.errors) == [0] and marked.x.shape[0] == 1
     spec = source.input_spec(config(root), data.info, state)
-    assert spec.dtype == "uint8" and spec.scale == pytest.approx(1 / 255) and "(clips, channels, frames" in spec.outside
+    assert spec.dtype == "uint8" and spec.scale == pytest.approx(1 / 255) and spec.layout == "NCTHW"
+    assert spec.order_in_words() == " Axes in the order NCTHW: N samples, C channels, T frames, H height, W width."
 
 
 def test_train_then_predict_clips_end_to_end(tmp_path):

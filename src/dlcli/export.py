@@ -12,10 +12,11 @@ sidecar export.json.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from .data.inputs import InputSpec
+from .data.inputs import LAYER_ORDER, InputSpec
 from .errors import DlcliError, RunDirError
 from .loading import LoadedRun
 
@@ -34,6 +35,35 @@ def input_spec(run: LoadedRun) -> InputSpec:
     from .data import source
 
     return source(run.config.data.dataset).input_spec(run.config.data, run.plan.info, run.preprocessing)
+
+
+INPUT_LAYOUTS = ("NCHW", "NHWC", "NCTHW", "NTHWC", "NTCHW")
+
+
+def with_input_layout(spec: InputSpec, layout: str, rank: int) -> InputSpec:
+    """`spec` taking images or clips with their axes in `layout` (dlcli export --input-layout):
+    the graph's first step moves them into the layers' order."""
+    if layout not in INPUT_LAYOUTS:
+        raise ExportError(
+            f"--input-layout must be one of {', '.join(INPUT_LAYOUTS)}, not {layout!r}.",
+            hint="NHWC takes images as PIL and NumPy decode them; NTHWC takes clips frame by frame that way.",
+        )
+    if rank not in LAYER_ORDER or spec.dtype == "int64":
+        taken = "word ids" if spec.dtype == "int64" else f"samples of {rank - 1} axis" + ("es" if rank > 2 else "")
+        raise ExportError(
+            f"--input-layout {layout}: this run takes {taken}, not images or clips, so there is no layout to choose.",
+            hint="Leave --input-layout out for tables, sequences and text.",
+        )
+    if len(layout) != rank:
+        fits = [name for name in INPUT_LAYOUTS if len(name) == rank]
+        raise ExportError(
+            f"--input-layout {layout} names {len(layout)} axes, but this run's inputs have {rank} "
+            f"({LAYER_ORDER[rank]} in the layers' order).",
+            hint=f"Use one of {', '.join(fits)}.",
+        )
+    order = LAYER_ORDER[rank]
+    axes = None if layout == order else tuple(layout.index(axis) for axis in order)
+    return replace(spec, layout=layout, axes=axes)
 
 
 def exportable_module(run: LoadedRun, spec: InputSpec):
@@ -129,22 +159,11 @@ def check_close(expected, actual, batch: int, fmt: str, tolerance: float = TOLER
     return diff
 
 
-def export_run(
-    run: LoadedRun, fmt: str, out: Optional[Path] = None, tolerance: float = TOLERANCE, force: bool = False
-) -> dict[str, Any]:
-    """Export, verify at batch sizes 1 and 3, write export.json beside it; returns the sidecar's content.
-
-    `out` may not be a file of the run folder outside its export/ folder, nor an existing file
-    that is not an earlier export (its export.json names it) unless `force`."""
-    import torch
-
+def checked_out_path(run: LoadedRun, fmt: str, out: Optional[Path], force: bool) -> Path:
+    """Where the model goes: --out, else RUN/export/FORMAT/; refused when it would replace a file
+    dlcli did not export (unless `force`) or a file of the run outside export/."""
     from .rundir import check_output_file
 
-    if fmt not in FORMATS:
-        raise ExportError(
-            f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.",
-            hint="TorchScript is deprecated upstream; use onnx or pt2.",
-        )
     path = Path(out) if out is not None else default_path(run, fmt)
     if path.is_dir():
         raise ExportError(f"--out {path} is a folder.", hint=f"Give a file path such as {path / f'model.{fmt}'}.")
@@ -154,7 +173,33 @@ def export_run(
     check_output_file(  # written beside the model
         path.parent / SIDECAR, option="--out's sidecar", force=force, written_by_dlcli=_is_sidecar
     )
+    return path
+
+
+def export_run(
+    run: LoadedRun,
+    fmt: str,
+    out: Optional[Path] = None,
+    tolerance: float = TOLERANCE,
+    force: bool = False,
+    input_layout: Optional[str] = None,
+) -> dict[str, Any]:
+    """Export, verify at batch sizes 1 and 3, write export.json beside it; returns the sidecar's content.
+
+    `out` may not be a file of the run folder outside its export/ folder, nor an existing file
+    that is not an earlier export (its export.json names it) unless `force`. `input_layout`:
+    the order of the axes the model takes, for images and clips (default: as the data stores them)."""
+    import torch
+
+    if fmt not in FORMATS:
+        raise ExportError(
+            f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}.",
+            hint="TorchScript is deprecated upstream; use onnx or pt2.",
+        )
     spec = input_spec(run)
+    if input_layout is not None:  # refused before any folder is made for the file
+        spec = with_input_layout(spec, input_layout, len(run.plan.info.input_shape) + 1)
+    path = checked_out_path(run, fmt, out, force)
     module = exportable_module(run, spec)
     run.model.to("cpu")
     dim = torch.export.Dim("batch")
@@ -290,7 +335,8 @@ def _sidecar(run: LoadedRun, fmt: str, path: Path, spec: InputSpec, differences:
         + (", standardisation" if spec.shift is not None else "")
         + (", final activation" if run.plan.model_plan.absorbed_activation else "")
         + (", outputs back to the targets' units" if spec.output_scale is not None else ""),
-        "preprocessing_outside_the_graph": spec.outside,
+        "preprocessing_outside_the_graph": spec.outside + spec.order_in_words(),
+        **({"layout": spec.layout} if spec.layout is not None else {}),
         **spec.extra,
         "verified": {
             "against": "the eager PyTorch model",

@@ -198,6 +198,15 @@ def export(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing --out file that dlcli did not export.")
     ] = False,
+    input_layout: Annotated[
+        Optional[str],
+        typer.Option(
+            "--input-layout",
+            help="Images and clips: the order of the axes the model takes, e.g. NHWC or NTHWC as PIL and "
+            "NumPy decode them (default: as the data stores them, NCHW or NCTHW; an .npz run's data.layout).",
+            show_default=False,
+        ),
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
 ) -> None:
     """Export a trained run as a self-contained model file, verified right after export.
@@ -214,7 +223,7 @@ def export(
     folder = resolve_run(run, runs_dir)
     which, fmt = checkpoint, format_
     loaded = load_run(folder, which, "cpu")
-    sidecar = export_run(loaded, fmt, out, force=force)
+    sidecar = export_run(loaded, fmt, out, force=force, input_layout=input_layout)
     worst = max(sidecar["verified"]["max_abs_difference"].values())
     console = stdout_console()
     path = Path(out) if out is not None else default_path(loaded, fmt)

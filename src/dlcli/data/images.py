@@ -392,8 +392,9 @@ def _input_spec(config: ImageFolderData, info: DataInfo, state: Optional[dict]) 
         1.0 / 255.0,
         outside=(
             f"Decode the image, apply its EXIF orientation, convert it to {mode} and resize it to {h}x{w} "
-            "(bilinear); pass the 0-255 values as uint8, channels first."
+            "(bilinear); pass the 0-255 values as uint8."
         ),
+        layout="NCHW",
     )
 
 

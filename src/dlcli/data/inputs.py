@@ -67,6 +67,11 @@ class ReadRequest:
         return check_state(self.preprocessing, kind)
 
 
+# The order of the axes dlcli's layers take, by rank: images and clips channels first.
+LAYER_ORDER = {4: "NCHW", 5: "NCTHW"}
+AXIS_NAMES = {"N": "samples", "C": "channels", "T": "frames", "H": "height", "W": "width"}
+
+
 @dataclass
 class InputSpec:
     """What the exported model takes, and the preprocessing that remains the caller's job."""
@@ -80,9 +85,17 @@ class InputSpec:
     output_shift: Any = None
     output_scale: Any = None
     binary_rows: bool = False  # float inputs are 0/1 (multi-hot): the examples traced are too
-    # The graph's first step, x.permute(axes) (batch axis included): from the axes the exported
-    # model takes (the training file's, data.layout) to the order the layers were trained on.
+    # Images and clips: the order of the axes the exported model takes (NCHW, NTHWC, ...), and the
+    # graph's first step, x.permute(axes) (batch axis included), from that order to LAYER_ORDER.
+    layout: Optional[str] = None
     axes: Optional[tuple[int, ...]] = None
+
+    def order_in_words(self) -> str:
+        """The sentence of export.json on the order of the axes ('' when there is none to say)."""
+        if self.layout is None:
+            return ""
+        words = ", ".join(f"{axis} {AXIS_NAMES[axis]}" for axis in self.layout)
+        return f" Axes in the order {self.layout}: {words}."
 
     def taken_shape(self, trained_shape: Sequence[int]) -> tuple[int, ...]:
         """The shape the exported model takes, given the shape (batch first) its layers take."""

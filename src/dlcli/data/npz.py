@@ -23,7 +23,7 @@ from ..config import DataConfig, option
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
 from .dataset import DataInfo, Dataset, DatasetSource
-from .inputs import Inputs, InputSpec, ReadRequest, expand_paths
+from .inputs import LAYER_ORDER, Inputs, InputSpec, ReadRequest, expand_paths
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +43,7 @@ class NpzData(DataConfig):
             raise ConfigError("the npz dataset needs `path:` to the .npz file.", key="data.path")
 
 
-STORAGE = {4: "NCHW", 5: "NCTHW"}  # the order the layers take, by rank
+STORAGE = LAYER_ORDER  # the order the layers take, by rank
 DEFAULT_LAYOUT = {4: "NCHW", 5: "NTHWC"}  # rank 4: as stored (as dlcli always did); rank 5: Keras's
 
 
@@ -236,8 +236,8 @@ def _input_spec(config: NpzData, info: DataInfo, state: object) -> InputSpec:
     return InputSpec(
         "uint8" if uint8 else "float32",
         1.0 / 255.0 if uint8 else None,
-        outside=f"Give arrays typed and laid out like the training file's x_train ({layout}).",
-        extra={"layout": layout},
+        outside="Give arrays typed and laid out like the training file's x_train.",
+        layout=layout,
         axes=None if layout == storage else tuple(layout.index(axis) for axis in storage),
     )
 

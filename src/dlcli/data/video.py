@@ -714,10 +714,9 @@ def _input_spec(config: VideoFolderData, info: DataInfo, state: Optional[dict]) 
         1.0 / 255.0,
         outside=(
             f"Decode the clip, {sampling}, repeating the last frame when it is shorter; convert each frame to "
-            f"{mode} and resize it to {h}x{w} (bilinear); pass the 0-255 values as uint8 in the order "
-            "(clips, channels, frames, height, width)."
+            f"{mode} and resize it to {h}x{w} (bilinear); pass the 0-255 values as uint8."
         ),
-        extra={"layout": "NCTHW"},
+        layout="NCTHW",
     )
 
 

@@ -217,6 +217,7 @@ def _input_spec(config: VisionData, info: DataInfo, state: object) -> InputSpec:
             f"Decode the image, convert it to grayscale and resize it to {info.input_shape[1]}x{info.input_shape[2]}; "
             "pass the 0-255 gray levels as uint8, white strokes on black as in MNIST (invert dark-on-light pictures)."
         ),
+        layout="NCHW",
     )
 
 

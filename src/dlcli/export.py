@@ -61,9 +61,7 @@ def with_input_layout(spec: InputSpec, layout: str, rank: int) -> InputSpec:
             f"({LAYER_ORDER[rank]} in the layers' order).",
             hint=f"Use one of {', '.join(fits)}.",
         )
-    order = LAYER_ORDER[rank]
-    axes = None if layout == order else tuple(layout.index(axis) for axis in order)
-    return replace(spec, layout=layout, axes=axes)
+    return replace(spec, layout=layout)
 
 
 def exportable_module(run: LoadedRun, spec: InputSpec):

@@ -72,6 +72,19 @@ LAYER_ORDER = {4: "NCHW", 5: "NCTHW"}
 AXIS_NAMES = {"N": "samples", "C": "channels", "T": "frames", "H": "height", "W": "width"}
 
 
+def axes_into_layer_order(layout: str) -> Optional[tuple[int, ...]]:
+    """The x.permute (or NumPy transpose) that takes an array laid out as `layout` (NHWC,
+    NTHWC, ...: batch axis first) into LAYER_ORDER; None when it is already in it."""
+    order = LAYER_ORDER[len(layout)]
+    return None if layout == order else tuple(layout.index(axis) for axis in order)
+
+
+def shape_in_layout(shape: Sequence[int], layout: str) -> tuple[int, ...]:
+    """A shape in LAYER_ORDER (batch axis first) written in `layout`'s order."""
+    order = LAYER_ORDER[len(layout)]
+    return tuple(shape[order.index(axis)] for axis in layout)
+
+
 @dataclass
 class InputSpec:
     """What the exported model takes, and the preprocessing that remains the caller's job."""
@@ -85,10 +98,14 @@ class InputSpec:
     output_shift: Any = None
     output_scale: Any = None
     binary_rows: bool = False  # float inputs are 0/1 (multi-hot): the examples traced are too
-    # Images and clips: the order of the axes the exported model takes (NCHW, NTHWC, ...), and the
-    # graph's first step, x.permute(axes) (batch axis included), from that order to LAYER_ORDER.
+    # Images and clips: the order of the axes the exported model takes (NCHW, NTHWC, ...); the
+    # graph's first step moves them into LAYER_ORDER where it differs (`axes`).
     layout: Optional[str] = None
-    axes: Optional[tuple[int, ...]] = None
+
+    @property
+    def axes(self) -> Optional[tuple[int, ...]]:
+        """x.permute(axes) (batch axis included) from `layout` into LAYER_ORDER, or None."""
+        return None if self.layout is None else axes_into_layer_order(self.layout)
 
     def order_in_words(self) -> str:
         """The sentence of export.json on the order of the axes ('' when there is none to say)."""
@@ -99,12 +116,7 @@ class InputSpec:
 
     def taken_shape(self, trained_shape: Sequence[int]) -> tuple[int, ...]:
         """The shape the exported model takes, given the shape (batch first) its layers take."""
-        if self.axes is None:
-            return tuple(trained_shape)
-        taken = [0] * len(self.axes)
-        for position, axis in enumerate(self.axes):
-            taken[axis] = trained_shape[position]
-        return tuple(taken)
+        return tuple(trained_shape) if self.layout is None else shape_in_layout(trained_shape, self.layout)
 
 
 def generic_input_spec(config: Any, info: DataInfo, state: Optional[dict]) -> InputSpec:

@@ -23,7 +23,7 @@ from ..config import DataConfig, option
 from ..errors import ConfigError, DataError
 from ..registry import DATASETS
 from .dataset import DataInfo, Dataset, DatasetSource
-from .inputs import LAYER_ORDER, Inputs, InputSpec, ReadRequest, expand_paths
+from .inputs import LAYER_ORDER, Inputs, InputSpec, ReadRequest, axes_into_layer_order, expand_paths, shape_in_layout
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +43,6 @@ class NpzData(DataConfig):
             raise ConfigError("the npz dataset needs `path:` to the .npz file.", key="data.path")
 
 
-STORAGE = LAYER_ORDER  # the order the layers take, by rank
 DEFAULT_LAYOUT = {4: "NCHW", 5: "NTHWC"}  # rank 4: as stored (as dlcli always did); rank 5: Keras's
 
 
@@ -57,7 +56,7 @@ def array_layout(layout: Optional[str], ndim: int, where: str) -> Optional[str]:
         raise DataError(
             f"data.layout: {layout} names {len(layout)} axes, but {where} has {ndim} ({shapes} arrays take a layout).",
             hint=f"Use a layout of {ndim} letters, or remove data.layout."
-            if ndim in STORAGE
+            if ndim in LAYER_ORDER
             else "Remove data.layout for this array.",
         )
     return layout
@@ -66,17 +65,15 @@ def array_layout(layout: Optional[str], ndim: int, where: str) -> Optional[str]:
 def to_storage(x: np.ndarray, layout: Optional[str]) -> np.ndarray:
     """x from its layout into the storage order (N,C,H,W or N,C,T,H,W); unchanged when it is
     already in it or has no layout."""
-    if layout is None or layout == STORAGE[len(layout)]:
-        return x
-    return np.ascontiguousarray(x.transpose([layout.index(axis) for axis in STORAGE[len(layout)]]))
+    axes = None if layout is None else axes_into_layer_order(layout)
+    return x if axes is None else np.ascontiguousarray(x.transpose(axes))
 
 
 def from_storage_shape(shape: tuple[int, ...], layout: Optional[str]) -> tuple[int, ...]:
     """One sample's shape in storage order, written in the layout's order (for messages)."""
     if layout is None or len(shape) + 1 != len(layout):
         return tuple(shape)
-    storage = STORAGE[len(layout)][1:]
-    return tuple(shape[storage.index(axis)] for axis in layout[1:])
+    return shape_in_layout((0, *shape), layout)[1:]
 
 
 def _read(config: NpzData) -> dict[str, np.ndarray]:
@@ -226,19 +223,17 @@ def _stored_dtype(path: Path) -> Optional[str]:
 def _input_spec(config: NpzData, info: DataInfo, state: object) -> InputSpec:
     uint8 = _stored_dtype(Path(config.path)) == "uint8" if config.path else False
     layout = array_layout(config.layout, len(info.input_shape) + 1, "the training data")
-    if layout is None or (config.layout is None and layout == STORAGE[len(layout)]):  # as before layouts
+    if layout is None or (config.layout is None and layout == LAYER_ORDER[len(layout)]):  # as before layouts
         return InputSpec(
             "uint8" if uint8 else "float32",
             1.0 / 255.0 if uint8 else None,
             outside="Give arrays shaped and typed like the training file's x_train.",
         )
-    storage = STORAGE[len(layout)]
     return InputSpec(
         "uint8" if uint8 else "float32",
         1.0 / 255.0 if uint8 else None,
         outside="Give arrays typed and laid out like the training file's x_train.",
         layout=layout,
-        axes=None if layout == storage else tuple(layout.index(axis) for axis in storage),
     )
 
 

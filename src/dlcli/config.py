@@ -404,6 +404,11 @@ class TrainingConfig:
         None, help="freeze part of a network that starts from trained weights (model.weights), then unfreeze it"
     )
 
+    @property
+    def compile_forced(self) -> bool:
+        """compile set to true or a mode: compiled whatever the run (auto decides per run)."""
+        return self.compile not in (False, "auto")
+
     def check(self) -> None:
         if self.schedule is not None:
             self.schedule.check()
@@ -417,11 +422,7 @@ class TrainingConfig:
                     hint="Use weights of 0 or more (1 leaves a class as it is), or class_weight: balanced.",
                     key="training.class_weight",
                 )
-        if (
-            self.fine_tune is not None
-            and self.fine_tune.freeze_epochs is not None
-            and self.compile not in (False, "auto")
-        ):
+        if self.fine_tune is not None and self.fine_tune.freeze_epochs is not None and self.compile_forced:
             raise ConfigError(
                 "training.fine_tune.freeze_epochs: a compiled step keeps the parameters it was compiled with, "
                 "and unfreezing adds some mid-run.",

@@ -85,9 +85,8 @@ def check_device_options(config: Config, device) -> None:
                 f"{torch.cuda.get_device_name(device)} has none.",
                 hint="Use training.precision: fp32.",
             )
-    forced_compile = config.training.compile not in (False, "auto")
     if config.training.cuda_graph:
-        if forced_compile:
+        if config.training.compile_forced:
             raise ConfigError(
                 "training.cuda_graph and training.compile cannot be combined: cuda_graph records the "
                 "whole eager step itself, and torch.compile brings its own graphs.",
@@ -100,7 +99,7 @@ def check_device_options(config: Config, device) -> None:
                 "training.cuda_graph: CUDA graphs need a CUDA GPU, and this run uses the CPU.",
                 hint="Use training.cuda_graph: false on the CPU.",
             )
-    if forced_compile and device.type == "cpu":
+    if config.training.compile_forced and device.type == "cpu":
         from .devices import cpp_compiler_found
 
         if not cpp_compiler_found():
@@ -658,7 +657,7 @@ def make_trainer(
             savers.insert(1, LrStepsLogger(folder.path, exp.schedule, folder.resumed.epoch))
         if not quiet:
             _note_batch_norm_under_accumulation(config, model, console)
-            _note_precision_chosen(exp, console)
+            _note_auto_choices(exp, console)
         folder.writer = RunFolderWriter([*savers, *folder.trackers])
         callbacks.append(folder.writer)
     elif exp.early is not None:
@@ -699,7 +698,7 @@ def _phase_change(exp: Experiment) -> list:
     return [Unfreeze(tuning, exp.schedule)]
 
 
-def _note_precision_chosen(exp: Experiment, console) -> None:
+def _note_auto_choices(exp: Experiment, console) -> None:
     """What training.precision: auto and training.compile: auto took here, and why, said before
     the first epoch."""
     if exp.config.training.precision == "auto":

@@ -40,7 +40,8 @@ MLFLOW_STATUS = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KI
 ARTIFACT_FILES = (CONFIG_FILE, RUN_FILE, SUMMARY_FILE, METRICS_FILE, RESULTS_FILE)
 BATCH_LIMIT = 100  # params or metrics per log_batch call (MLflow allows 100 params, 1,000 metrics)
 # What MLflow accepts as a metric's name: letters, digits, _ - . / : and spaces, 250 at most.
-# A CV's metrics carry class names (test_per_class.<=50K.precision), which may hold others.
+# A CV's metrics carry class names (test_per_class.<=50K.precision), which may hold others; every
+# metric dlcli logs goes through metric_names.
 _REFUSED_IN_METRIC_NAMES = re.compile(r"[^/\w.\- :]")
 METRIC_NAME_LIMIT = 250
 PARAM_VALUE_LIMIT = 6000  # MLflow's longest param value (older servers)
@@ -239,38 +240,23 @@ class MlflowTracker(Tracker):
             self.client.log_batch(self.run_id, params=items[start : start + BATCH_LIMIT])
 
     def _log_epochs(self, rows: list[dict]) -> None:
-        from mlflow.entities import Metric
-
         for row in rows:
             epoch = int(row["epoch"])
-            now = int(time.time() * 1000)
-            metrics = [
-                Metric(key, float(value), now, epoch)
-                for key, value in row.items()
-                if key != "epoch" and isinstance(value, (int, float))
-            ]
-            log_metrics(self.client, self.run_id, metrics)
+            values = {k: float(v) for k, v in row.items() if k != "epoch" and isinstance(v, (int, float))}
+            log_metrics(self.client, self.run_id, values, epoch)
             self.last_epoch = max(self.last_epoch, epoch)
 
     def _finish(self, status: str) -> None:
         if self.run_id is None:
             return
-        from mlflow.entities import Metric
-
         client, run_id = self.client, self.run_id
         artifact_error: Optional[Exception] = None
         try:
             results_path = self.run_dir / RESULTS_FILE
             if status == "completed" and results_path.exists():
                 results = read_json(results_path)
-                now = int(time.time() * 1000)
-                tests = [
-                    Metric(k, v, now, self.last_epoch)
-                    for k, v in results.items()
-                    if k.startswith("test_") and isinstance(v, float)
-                ]  # not test_samples, a count
-                if tests:
-                    client.log_batch(run_id, metrics=tests)
+                tests = {k: v for k, v in results.items() if k.startswith("test_") and isinstance(v, float)}
+                log_metrics(client, run_id, tests, self.last_epoch)  # not test_samples, a count
             self._log_artifacts()
         except Exception as exc:
             artifact_error = exc  # the status is still worth setting
@@ -314,8 +300,13 @@ def start_parent(settings: MlflowConfig, experiment: str, name: str, warn: Calla
         return None
 
 
-def log_metrics(client: Any, run_id: Optional[str], metrics: list) -> None:
-    """Log metrics in batches of MLflow's most per call."""
+def log_metrics(client: Any, run_id: Optional[str], values: dict[str, float], step: int) -> None:
+    """Log values at one step and time, under names MLflow accepts (metric_names), in batches."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    names = metric_names(values)
+    metrics = [Metric(names[key], float(values[key]), now, step) for key in names]
     for start in range(0, len(metrics), BATCH_LIMIT):
         client.log_batch(run_id, metrics=metrics[start : start + BATCH_LIMIT])
 
@@ -324,10 +315,12 @@ def metric_names(keys: Iterable[str]) -> dict[str, str]:
     """Each key's name as MLflow accepts it (refused characters become _), leaving out names
     too long for it and names that two keys would share."""
     names: dict[str, str] = {}
+    taken: set[str] = set()
     for key in keys:
         name = _REFUSED_IN_METRIC_NAMES.sub("_", key)
-        if len(name) <= METRIC_NAME_LIMIT and name not in names.values():
+        if len(name) <= METRIC_NAME_LIMIT and name not in taken:
             names[key] = name
+            taken.add(name)
     return names
 
 
@@ -344,12 +337,7 @@ def finish_parent(
             client = _client(settings)
             failure: Optional[Exception] = None
             try:
-                if metrics:
-                    from mlflow.entities import Metric
-
-                    now = int(time.time() * 1000)
-                    names = metric_names(metrics)
-                    log_metrics(client, run_id, [Metric(names[k], float(metrics[k]), now, 0) for k in names])
+                log_metrics(client, run_id, metrics, 0)
                 for path in artifacts:
                     if path.is_file():
                         client.log_artifact(run_id, str(path))
